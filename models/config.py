@@ -1,0 +1,74 @@
+"""Hyperparameters and settings of the models: encoder, training, policy, online learner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EncoderSettings(BaseModel):
+    """Shape of the SASRec-style sequence encoder and where it runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hidden_size: int = Field(64, ge=8, description="Item and position embedding width.")
+    layers: int = Field(2, ge=1, description="Transformer blocks.")
+    heads: int = Field(2, ge=1, description="Attention heads; must divide hidden_size.")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and blocks.")
+    max_len: int = Field(50, ge=2, description="Longest input sequence (most recent items kept).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto picks CUDA when present, else the CPU."
+    )
+    checkpoint: Path | None = Field(None, description="Checkpoint folder the worker loads.")
+
+
+class TrainSettings(BaseModel):
+    """Offline training on a logged history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    epochs: int = Field(200, ge=1, description="Most epochs; early stopping usually ends sooner.")
+    batch_size: int = Field(128, ge=1, description="Sequences per optimiser step.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    loss: Literal["ce", "sampled_softmax"] = Field(
+        "ce", description="Full-softmax cross-entropy, or sampled softmax with logQ correction."
+    )
+    negatives: int = Field(256, ge=1, description="Negatives per step for sampled softmax.")
+    patience: int = Field(10, ge=1, description="Epochs without validation NDCG@10 gain to stop.")
+    seed: int = Field(42, description="Random seed.")
+
+
+class PolicySettings(BaseModel):
+    """Reranking policy for the published slate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reranker: Literal["relevance", "mmr", "dpp", "stochastic"] = Field(
+        "stochastic", description="How candidates become a slate."
+    )
+    diversity: float = Field(0.3, ge=0.0, le=1.0, description="Relevance/diversity trade-off.")
+    temperature: float = Field(0.1, gt=0.0, description="Exploration temperature of the slate.")
+
+
+class LearnerSettings(BaseModel):
+    """Online updates of the policy from rewards."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attribution_window_s: float = Field(
+        1_800.0, gt=0, description="Seconds after a slate during which responses count."
+    )
+    batch_size: int = Field(64, ge=1, description="Rewards per policy update.")
+    lr: float = Field(0.05, gt=0, description="Policy step size.")
+    max_step: float = Field(0.1, gt=0, description="Largest parameter change per update.")
+    weight_clip: float = Field(10.0, gt=0, description="Importance weights are clipped here.")
+    rollback_drop: float = Field(
+        0.2, ge=0, description="Relative reward drop that rolls the policy back."
+    )
+    reward_weights: dict[str, float] = Field(
+        default_factory=lambda: {"click": 1.0, "add_to_cart": 2.0, "purchase": 5.0, "dwell": 0.5},
+        description="Reward per response type.",
+    )

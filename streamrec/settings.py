@@ -1,0 +1,154 @@
+"""The one typed settings object.
+
+Every field can be set by an environment variable ``STREAMREC_<SECTION>__<FIELD>`` (for example
+``STREAMREC_KAFKA__BOOTSTRAP_SERVERS=broker:9092``) or by a YAML file named in
+``STREAMREC_CONFIG`` / ``--config``. Precedence, highest first: explicit arguments, environment,
+YAML file, defaults. Each stage receives only its own section.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from streamrec.index.config import IndexSettings
+from streamrec.models.config import EncoderSettings, LearnerSettings, PolicySettings, TrainSettings
+from streamrec.stream.config import ServingSettings, StateSettings
+
+CONFIG_ENV = "STREAMREC_CONFIG"
+
+
+def default_cache_dir() -> Path:
+    """Where downloads (Kafka jars, datasets) and trained artefacts live, outside git."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "streamrec"
+
+
+class TopicSettings(BaseModel):
+    """Topic names (prefixed) and how many partitions ``streamrec topics create`` makes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prefix: str = Field("streamrec.", description="Prefix put before every topic name.")
+    events: str = Field("events", description="Behaviour events, keyed by user_id.")
+    items: str = Field("items", description="Catalog records, keyed by item_id, compacted.")
+    recommendations: str = Field("recommendations", description="Published slates, keyed by user_id.")
+    deadletter: str = Field("deadletter", description="Rejected records with their reason.")
+    control: str = Field("control", description="Model and index version announcements.")
+    partitions: int = Field(4, ge=1, description="Partitions per topic when streamrec creates them.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
+
+    def name(self, topic: Literal["events", "items", "recommendations", "deadletter", "control"]) -> str:
+        """Full topic name, prefix included."""
+        return f"{self.prefix}{getattr(self, topic)}"
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the broker. Security fields pass straight to aiokafka and faust."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the broker certificate.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
+    topics: TopicSettings = Field(default_factory=TopicSettings, description="Topic names.")
+
+
+class BrokerSettings(BaseModel):
+    """The embedded Apache Kafka broker (`streamrec kafka ...`), for demos and tests."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str = Field("4.1.1", description="Apache Kafka version resolved from Maven Central.")
+    port: int = Field(9092, ge=1, le=65535, description="Loopback port of the broker listener.")
+    data_dir: Path = Field(
+        default_factory=lambda: default_cache_dir() / "broker",
+        description="KRaft log and metadata folder of the embedded broker.",
+    )
+    start_timeout_s: float = Field(60.0, gt=0, description="How long to wait for metadata answers.")
+
+
+class DataSettings(BaseModel):
+    """Datasets and caches."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Cache for Kafka jars, the MovieLens-100K copy and trained models.",
+    )
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus exposition."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str = Field("streamrec", description="Prefix of every metric name.")
+
+
+class Settings(BaseSettings):
+    """All of streamrec's settings, one section per stage."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings, description="Embedded broker.")
+    data: DataSettings = Field(default_factory=DataSettings, description="Datasets and caches.")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Metrics.")
+    state: StateSettings = Field(default_factory=StateSettings, description="Worker state.")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="Serving path.")
+    encoder: EncoderSettings = Field(default_factory=EncoderSettings, description="Sequence encoder.")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="Offline training.")
+    index: IndexSettings = Field(default_factory=IndexSettings, description="FAISS index.")
+    policy: PolicySettings = Field(default_factory=PolicySettings, description="Reranking policy.")
+    learner: LearnerSettings = Field(default_factory=LearnerSettings, description="Online learner.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get(CONFIG_ENV)
+        if config_path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, an optional YAML file, the environment and overrides.
+
+    Raises ``ConfigError`` when the YAML file is missing.
+    """
+    from streamrec.errors import ConfigError
+
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"config file {config} does not exist; pass an existing YAML file")
+        os.environ[CONFIG_ENV] = str(config)
+    return Settings(**overrides)

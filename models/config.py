@@ -50,7 +50,15 @@ class PolicySettings(BaseModel):
         "stochastic", description="How candidates become a slate."
     )
     diversity: float = Field(0.3, ge=0.0, le=1.0, description="Relevance/diversity trade-off.")
-    temperature: float = Field(0.1, gt=0.0, description="Exploration temperature of the slate.")
+    temperature: float = Field(
+        0.25, gt=0.0, description="Plackett-Luce temperature: logits are w.features / temperature."
+    )
+    max_weight_norm: float = Field(
+        2.0,
+        gt=0.0,
+        description="The learner keeps ||w|| below this, so exploration never vanishes.",
+    )
+    slate_size: int = Field(10, ge=1, description="Items per published slate.")
 
 
 class LearnerSettings(BaseModel):
@@ -67,6 +75,12 @@ class LearnerSettings(BaseModel):
     weight_clip: float = Field(10.0, gt=0, description="Importance weights are clipped here.")
     rollback_drop: float = Field(
         0.2, ge=0, description="Relative reward drop that rolls the policy back."
+    )
+    rollback_window: int = Field(
+        512, ge=1, description="Impressions of earlier versions the rollback guard compares with."
+    )
+    rollback_min_impressions: int = Field(
+        64, ge=1, description="Impressions a version needs before the rollback guard judges it."
     )
     reward_weights: dict[str, float] = Field(
         default_factory=lambda: {"click": 1.0, "add_to_cart": 2.0, "purchase": 5.0, "dwell": 0.5},

@@ -35,7 +35,9 @@ class StateSettings(BaseModel):
     trending_half_life_s: float = Field(
         3_600.0, gt=0, description="Half-life of trending counts (event time)."
     )
-    trending_size: int = Field(200, ge=1, description="Items kept in each partition's trending list.")
+    trending_size: int = Field(
+        200, ge=1, description="Items kept in each partition's trending list."
+    )
     covisit_window: int = Field(
         5, ge=1, description="How many previous items of the user an event co-visits with."
     )

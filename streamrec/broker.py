@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -51,6 +53,17 @@ class BrokerInfo:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+
+def pinned_version() -> str:
+    """The Kafka version pinned in deploy/kafka/pom.xml."""
+    try:
+        match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM_PATH.read_text())
+    except OSError:
+        match = None
+    if match is None:
+        raise BrokerError(f"no <kafka.version> in {POM_PATH}; run from a streamrec checkout")
+    return match.group(1)
 
 
 def free_port() -> int:
@@ -87,7 +100,7 @@ class EmbeddedKafka:
     """Fetch, start, probe and stop one local Kafka broker.
 
     Args:
-        version: Apache Kafka version (Maven artefact org.apache.kafka:kafka_2.13).
+        version: Apache Kafka version (org.apache.kafka:kafka_2.13); None: the pinned one.
         cache_dir: streamrec cache; jars go to ``cache_dir/kafka/<version>/libs``.
         data_dir: KRaft metadata and logs of this broker; one broker per data dir.
         port: loopback port of the PLAINTEXT listener (0 picks a free one).
@@ -97,15 +110,15 @@ class EmbeddedKafka:
 
     def __init__(
         self,
-        version: str,
+        version: str | None,
         cache_dir: Path,
         data_dir: Path,
         port: int = 9092,
         start_timeout_s: float = 60.0,
         heap_mb: int = 512,
     ) -> None:
-        self.version = version
-        self.libs_dir = cache_dir / "kafka" / version / "libs"
+        self.version = version or pinned_version()
+        self.libs_dir = cache_dir / "kafka" / self.version / "libs"
         self.data_dir = data_dir
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
@@ -128,7 +141,9 @@ class EmbeddedKafka:
             return self.libs_dir
         mvn = _require_tool("mvn", "install Maven (Debian: apt-get install maven) to fetch Kafka")
         if not POM_PATH.exists():
-            raise BrokerError(f"Kafka coordinates {POM_PATH} are missing; run from a streamrec checkout")
+            raise BrokerError(
+                f"Kafka coordinates {POM_PATH} are missing; run from a streamrec checkout"
+            )
         staging = self.libs_dir.with_name("libs.partial")
         shutil.rmtree(staging, ignore_errors=True)
         cmd = [
@@ -289,7 +304,7 @@ class EmbeddedKafka:
             time.sleep(0.3)
         self.stop(timeout_s=5)
         raise BrokerError(
-            f"the Kafka broker did not answer metadata requests within {self.start_timeout_s:.0f} s; "
+            f"the Kafka broker did not answer metadata requests in {self.start_timeout_s:.0f} s; "
             f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
         )
 
@@ -318,10 +333,8 @@ def _not_zombie(pid: int) -> bool:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
@@ -334,7 +347,9 @@ def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     async def probe() -> bool:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+        client = AIOKafkaClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+        )
         try:
             await asyncio.wait_for(client.bootstrap(), timeout_s)
             return bool(client.cluster.brokers())

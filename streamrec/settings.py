@@ -41,13 +41,19 @@ class TopicSettings(BaseModel):
     prefix: str = Field("streamrec.", description="Prefix put before every topic name.")
     events: str = Field("events", description="Behaviour events, keyed by user_id.")
     items: str = Field("items", description="Catalog records, keyed by item_id, compacted.")
-    recommendations: str = Field("recommendations", description="Published slates, keyed by user_id.")
+    recommendations: str = Field(
+        "recommendations", description="Published slates, keyed by user_id."
+    )
     deadletter: str = Field("deadletter", description="Rejected records with their reason.")
     control: str = Field("control", description="Model and index version announcements.")
-    partitions: int = Field(4, ge=1, description="Partitions per topic when streamrec creates them.")
+    partitions: int = Field(
+        4, ge=1, description="Partitions per topic when streamrec creates them."
+    )
     replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
 
-    def name(self, topic: Literal["events", "items", "recommendations", "deadletter", "control"]) -> str:
+    def name(
+        self, topic: Literal["events", "items", "recommendations", "deadletter", "control"]
+    ) -> str:
         """Full topic name, prefix included."""
         return f"{self.prefix}{getattr(self, topic)}"
 
@@ -66,7 +72,9 @@ class KafkaSettings(BaseModel):
     )
     sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
-    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the broker certificate.")
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle that signs the broker certificate."
+    )
     ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
     topics: TopicSettings = Field(default_factory=TopicSettings, description="Topic names.")
@@ -77,7 +85,11 @@ class BrokerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    version: str = Field("4.1.1", description="Apache Kafka version resolved from Maven Central.")
+    version: str | None = Field(
+        None,
+        description="Apache Kafka version resolved from Maven Central; None: the one pinned in "
+        "deploy/kafka/pom.xml (proven by the compatibility test).",
+    )
     port: int = Field(9092, ge=1, le=65535, description="Loopback port of the broker listener.")
     data_dir: Path = Field(
         default_factory=lambda: default_cache_dir() / "broker",
@@ -118,7 +130,9 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Metrics.")
     state: StateSettings = Field(default_factory=StateSettings, description="Worker state.")
     serving: ServingSettings = Field(default_factory=ServingSettings, description="Serving path.")
-    encoder: EncoderSettings = Field(default_factory=EncoderSettings, description="Sequence encoder.")
+    encoder: EncoderSettings = Field(
+        default_factory=EncoderSettings, description="Sequence encoder."
+    )
     train: TrainSettings = Field(default_factory=TrainSettings, description="Offline training.")
     index: IndexSettings = Field(default_factory=IndexSettings, description="FAISS index.")
     policy: PolicySettings = Field(default_factory=PolicySettings, description="Reranking policy.")

@@ -1,0 +1,298 @@
+"""The wire contract: behaviour events, catalog items, recommendations and dead-letter records.
+
+All four are JSON objects carrying ``"v": 1`` (schema version). Unknown fields are ignored, so a
+producer may add fields before consumers know them; a higher ``v`` than this code knows is
+rejected with ``unsupported_version`` rather than guessed at.
+
+Validation never raises anything but ``ContractError``; its ``code`` is one of ``ERROR_CODES``,
+stable across releases, and is what the dead-letter topic and the rejection metrics carry.
+
+Timestamps are accepted as epoch milliseconds (int) or ISO-8601 strings with a zone (``Z`` or
+``+01:00``) and stored as epoch milliseconds. Epoch *seconds* are rejected on purpose: a value
+below 10^11 is ambiguous and is the commonest producer bug.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from streamrec.errors import ContractError
+
+SCHEMA_VERSION = 1
+MAX_EVENT_BYTES = 16 * 1024
+MAX_ITEM_BYTES = 64 * 1024
+MAX_ID_CHARS = 128
+MAX_CONTEXT_KEYS = 32
+# Earliest plausible event time (1990-01-01) and allowed producer clock skew into the future.
+MIN_TS_MS = 631_152_000_000
+MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
+
+EventType = Literal["view", "click", "add_to_cart", "purchase", "dwell", "rating"]
+EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]  # Literal args
+
+ERROR_CODES: dict[str, str] = {
+    "not_utf8": "the record is not UTF-8 text",
+    "invalid_json": "the record is not valid JSON",
+    "not_an_object": "the record is JSON but not an object",
+    "too_large": "the record exceeds the size limit",
+    "unsupported_version": "the schema version is newer than this worker understands",
+    "missing_field": "a required field is absent",
+    "wrong_type": "a field has the wrong JSON type",
+    "unknown_event_type": "`type` is not one of the known event types",
+    "bad_timestamp": "a timestamp is not epoch ms or ISO-8601 with a zone, or is out of range",
+    "bad_value": "a field's value is out of its allowed range or length",
+    "empty_key": "the record key is missing or disagrees with the record",
+}
+
+
+def _parse_ts(value: Any) -> int:
+    """Epoch ms from an int (ms) or an ISO-8601 string with a zone; range-checked."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "bad_timestamp", "must be epoch milliseconds or ISO-8601, got a boolean"
+        )
+    if isinstance(value, int):
+        ts = value
+    elif isinstance(value, float) and value.is_integer():
+        ts = int(value)
+    elif isinstance(value, str):
+        ts = _parse_iso(value)
+    else:
+        raise PydanticCustomError(
+            "bad_timestamp",
+            "must be epoch milliseconds or ISO-8601, got {got}",
+            {"got": repr(value)[:40]},
+        )
+    now_ms = int(time.time() * 1000)
+    if ts < MIN_TS_MS:
+        raise PydanticCustomError(
+            "bad_timestamp",
+            "{ts} is before 1990-01-01 in epoch milliseconds (epoch seconds? multiply by 1000)",
+            {"ts": ts},
+        )
+    if ts > now_ms + MAX_FUTURE_SKEW_MS:
+        raise PydanticCustomError(
+            "bad_timestamp", "{ts} is more than a day in the future", {"ts": ts}
+        )
+    return ts
+
+
+def _parse_iso(value: str) -> int:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise PydanticCustomError(
+            "bad_timestamp",
+            "must be epoch milliseconds or ISO-8601, got {got}",
+            {"got": value[:40]},
+        ) from None
+    if parsed.tzinfo is None:
+        raise PydanticCustomError(
+            "bad_timestamp", "ISO-8601 time {got} has no zone", {"got": value[:40]}
+        )
+    return int(parsed.timestamp() * 1000)
+
+
+def _check_version(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value > SCHEMA_VERSION:
+        raise PydanticCustomError(
+            "unsupported_version",
+            "schema version {v} is newer than the supported {s}",
+            {"v": value, "s": SCHEMA_VERSION},
+        )
+    return value
+
+
+TimestampMs = Annotated[int, BeforeValidator(_parse_ts)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+Version = Annotated[Literal[1], BeforeValidator(_check_version)]
+ContextValue = str | int | float | bool
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+
+class Event(_Record):
+    """A behaviour event. Key on the topic: ``user_id``."""
+
+    v: Version = SCHEMA_VERSION
+    event_id: Identifier
+    user_id: Identifier
+    item_id: Identifier
+    type: EventType
+    ts: TimestampMs = Field(description="Event time, epoch milliseconds.")
+    dwell_ms: Annotated[int, Field(ge=0, le=86_400_000)] | None = None
+    value: float | None = Field(None, description="Rating or other numeric payload.")
+    rec_id: Identifier | None = Field(None, description="Set when responding to a slate.")
+    position: Annotated[int, Field(ge=0, le=1000)] | None = None
+    context: dict[str, ContextValue] | None = None
+
+    @field_validator("context")
+    @classmethod
+    def _bounded_context(
+        cls, value: dict[str, ContextValue] | None
+    ) -> dict[str, ContextValue] | None:
+        if value is not None and len(value) > MAX_CONTEXT_KEYS:
+            raise PydanticCustomError(
+                "bad_value",
+                "has {n} keys; at most {m} allowed",
+                {"n": len(value), "m": MAX_CONTEXT_KEYS},
+            )
+        return value
+
+
+class Item(_Record):
+    """A catalog record. Key on the compacted ``items`` topic: ``item_id``."""
+
+    v: Version = SCHEMA_VERSION
+    item_id: Identifier
+    title: Annotated[str, Field(min_length=1, max_length=512)]
+    text: Annotated[str, Field(max_length=8192)] = ""
+    categories: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)] = []
+    created_at: TimestampMs | None = None
+    active: bool = True
+
+
+class SlateItem(_Record):
+    item_id: Identifier
+    score: float
+    propensity: Annotated[float, Field(gt=0.0, le=1.0)]
+    reason: str
+
+
+class Recommendation(_Record):
+    """A published slate. Key on the ``recommendations`` topic: ``user_id``."""
+
+    v: Version = SCHEMA_VERSION
+    rec_id: Identifier
+    user_id: Identifier
+    items: list[SlateItem]
+    model_version: str
+    policy_version: str
+    trigger_event_ids: Annotated[list[str], Field(min_length=1)]
+    created_at: int = Field(description="Publication time, epoch milliseconds.")
+    timing_ms: dict[str, float] = Field(description="Stage name to milliseconds spent.")
+
+
+class DeadLetter(_Record):
+    """A rejected record with its coordinates. Key: the original key."""
+
+    v: Version = SCHEMA_VERSION
+    source_topic: str
+    partition: int
+    offset: int
+    error_code: str
+    error_message: str
+    original_b64: str = Field(description="The original value bytes, base64.")
+    failed_at: int = Field(description="Epoch milliseconds.")
+
+    def original(self) -> bytes:
+        return base64.b64decode(self.original_b64)
+
+
+_PYDANTIC_CODES = {
+    "missing": "missing_field",
+    "literal_error": "bad_value",
+    "extra_forbidden": "bad_value",
+}
+
+
+def _code_and_message(exc: ValidationError) -> tuple[str, str]:
+    """First error of a pydantic failure as (stable code, message naming the field)."""
+    err = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in err["loc"]) or "record"
+    kind = err["type"]
+    if kind in ERROR_CODES:
+        code = kind
+    elif field == "type" and kind == "literal_error":
+        code = "unknown_event_type"
+    elif kind in _PYDANTIC_CODES:
+        code = _PYDANTIC_CODES[kind]
+    elif kind.endswith("_type") or kind.endswith("_parsing"):
+        code = "wrong_type"
+    else:
+        code = "bad_value"
+    if code == "missing_field":
+        return code, f"field `{field}` is required"
+    if code == "unknown_event_type":
+        return code, f"field `type` must be one of {', '.join(EVENT_TYPES)}; got {err['input']!r}"[
+            :300
+        ]
+    return code, f"field `{field}`: {err['msg']}"[:300]
+
+
+def _decode_object(raw: bytes, limit: int) -> dict[str, Any]:
+    if len(raw) > limit:
+        raise ContractError("too_large", f"record is {len(raw)} bytes; the limit is {limit}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError("not_utf8", f"byte {exc.start} is not valid UTF-8") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError("invalid_json", f"invalid JSON at char {exc.pos}: {exc.msg}") from None
+    if not isinstance(obj, dict):
+        raise ContractError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def validate_event(obj: dict[str, Any]) -> Event:
+    """Validate a decoded event object; raises ContractError with a stable code."""
+    try:
+        return Event.model_validate(obj)
+    except ValidationError as exc:
+        raise ContractError(*_code_and_message(exc)) from None
+
+
+def parse_event(raw: bytes) -> Event:
+    """Bytes of one ``events`` record -> Event; raises ContractError with a stable code."""
+    return validate_event(_decode_object(raw, MAX_EVENT_BYTES))
+
+
+def validate_item(obj: dict[str, Any]) -> Item:
+    """Validate a decoded catalog object; raises ContractError with a stable code."""
+    try:
+        return Item.model_validate(obj)
+    except ValidationError as exc:
+        raise ContractError(*_code_and_message(exc)) from None
+
+
+def parse_item(raw: bytes) -> Item:
+    """Bytes of one ``items`` record -> Item; raises ContractError with a stable code."""
+    return validate_item(_decode_object(raw, MAX_ITEM_BYTES))
+
+
+def encode(record: BaseModel) -> bytes:
+    """Compact JSON bytes of any contract record (``None`` fields left out)."""
+    return record.model_dump_json(exclude_none=True).encode()
+
+
+def dead_letter(
+    raw: bytes, error: ContractError, topic: str, partition: int, offset: int
+) -> DeadLetter:
+    """The dead-letter record for ``raw`` rejected with ``error`` at topic/partition/offset."""
+    return DeadLetter(
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        error_code=error.code,
+        error_message=error.message,
+        original_b64=base64.b64encode(raw).decode(),
+        failed_at=int(time.time() * 1000),
+    )

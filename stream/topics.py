@@ -1,0 +1,80 @@
+"""The topics streamrec uses, their configuration, and creating them with the admin client.
+
+Topics are created explicitly, never by auto-creation on first produce: the worker's tables
+require every co-partitioned topic to have the same partition count, and an auto-created topic
+gets the broker default instead (faust then refuses to start with PartitionsMismatch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from streamrec.stream.connection import aiokafka_kwargs
+
+from streamrec.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
+    """Every topic streamrec needs, named with the configured prefix."""
+    t = kafka.topics
+    week_ms = str(7 * 24 * 3600 * 1000)
+    return [
+        TopicSpec(t.name("events"), t.partitions),
+        # The catalog is a table keyed by item_id: compaction keeps the latest record per item.
+        TopicSpec(t.name("items"), t.partitions, {"cleanup.policy": "compact"}),
+        TopicSpec(t.name("recommendations"), t.partitions),
+        TopicSpec(t.name("deadletter"), t.partitions, {"retention.ms": week_ms}),
+        # One partition keeps version announcements totally ordered for every worker.
+        TopicSpec(t.name("control"), 1),
+    ]
+
+
+async def create_topics(
+    kafka: KafkaSettings, specs: list[TopicSpec] | None = None
+) -> dict[str, bool]:
+    """Create missing topics; returns name -> True when created now, False when it existed."""
+    specs = specs if specs is not None else topic_specs(kafka)
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(kafka))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        created: dict[str, bool] = {}
+        for spec in specs:
+            if spec.name in existing:
+                created[spec.name] = False
+                continue
+            new = NewTopic(
+                spec.name,
+                spec.partitions,
+                kafka.topics.replication_factor,
+                topic_configs=spec.config,
+            )
+            try:
+                await admin.create_topics([new])
+                created[spec.name] = True
+            except TopicAlreadyExistsError:  # another process won the race; that is fine
+                created[spec.name] = False
+        return created
+    finally:
+        await admin.close()
+
+
+async def describe_topics(kafka: KafkaSettings) -> dict[str, int]:
+    """Topic name -> partition count for every topic on the cluster."""
+    admin = AIOKafkaAdminClient(**aiokafka_kwargs(kafka))
+    await admin.start()
+    try:
+        names = await admin.list_topics()
+        described = await admin.describe_topics(names)
+        return {d["topic"]: len(d["partitions"]) for d in described}
+    finally:
+        await admin.close()

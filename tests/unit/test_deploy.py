@@ -1,0 +1,46 @@
+"""docker-compose.yml is valid for a compose front end, and the Prometheus files parse."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose_command() -> list[str] | None:
+    docker = shutil.which("docker")
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def test_compose_file_validates() -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor Debian's `docker-compose` is installed "
+                    "(make setup installs docker-compose when apt is usable)")  # fmt: skip
+    result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config"],
+                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"kafka", "worker", "prometheus"} <= services.keys()
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+
+
+def test_prometheus_scrapes_the_worker_port_from_compose() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    port = compose["services"]["worker"]["environment"]["STREAMREC_SERVING__WEB_PORT"]
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == [f"worker:{port}"]
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    assert all("expr" in r for g in rules["groups"] for r in g["rules"])

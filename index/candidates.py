@@ -1,0 +1,193 @@
+"""Candidate sources (embedding, co-visitation, trending), their fusion, and per-item reasons.
+
+Each source yields ``(item_id, raw_score)`` pairs, best first; raw scores of different sources
+are not comparable (inner products, co-visit counts, event rates). ``fuse`` makes them so:
+
+* ``method="rrf"`` (default), reciprocal rank fusion: a source contributes
+  ``weight / (rrf_k + rank)`` with rank 1 for its best eligible item. Only ranks matter, so one
+  source's heavy-tailed scores cannot drown the others; ``rrf_k=60`` is the value from Cormack
+  et al. (2009) that keeps the head from dominating.
+* ``method="minmax"``: a source contributes ``weight * (s - min) / (max - min)`` over its
+  eligible items (1.0 for all when max == min), so score gaps matter, not just order.
+
+Contributions are summed over sources, so an item several sources agree on rises. Excluded
+(seen) items are dropped before normalising. Ties break by item id, so output is deterministic.
+Each fused ``Candidate`` keeps which sources contributed, strongest first (provenance).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from streamrec.errors import ModelError
+from streamrec.index.retriever import Retriever
+
+Hits = Sequence[tuple[str, float]]
+EMBEDDING, COVISITATION, TRENDING = "embedding", "covisitation", "trending"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A fused candidate: total ``score``, ``sources`` strongest first, per-source parts."""
+
+    item_id: str
+    score: float
+    sources: tuple[str, ...]
+    contributions: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an item is recommended: the most similar history item, else its main source."""
+
+    source: str
+    similar_to: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``item:<history item id>`` or ``source:<source name>`` (the recommendation's reason)."""
+        return f"item:{self.similar_to}" if self.similar_to is not None else f"source:{self.source}"
+
+
+def embedding_candidates(
+    retriever: Retriever, user_vector: np.ndarray, n: int, exclude: Collection[str] = ()
+) -> list[tuple[str, float]]:
+    """Top-``n`` items by inner product with ``user_vector`` [D] (or [1, D]), ``exclude`` skipped."""
+    query = np.asarray(user_vector, dtype=np.float32).reshape(1, -1)
+    return retriever.search(query, n, [set(exclude)])[0]
+
+
+def covisitation_candidates(
+    covisits: Mapping[str, Sequence[tuple[str, float]]],
+    recent: Sequence[str],
+    n: int,
+    recency_decay: float = 0.8,
+) -> list[tuple[str, float]]:
+    """Items co-visited with the user's ``recent`` items (oldest first, newest last).
+
+    ``covisits[item]`` lists ``(neighbour, score)``. A neighbour scores
+    ``sum_r decay**age(r) * score(r, neighbour)`` where age 0 is the newest recent item, so
+    neighbours of what the user just did count most. Recent items themselves are left out.
+    """
+    if not 0.0 < recency_decay <= 1.0:
+        raise ModelError(f"recency_decay must be in (0, 1]; got {recency_decay}")
+    totals: dict[str, float] = defaultdict(float)
+    weight = 1.0
+    for item in reversed(recent):
+        for neighbour, score in covisits.get(item, ()):
+            totals[neighbour] += weight * score
+        weight *= recency_decay
+    recent_set = set(recent)
+    ranked = [(i, s) for i, s in totals.items() if i not in recent_set]
+    return _top(ranked, n)
+
+
+def trending_candidates(trending: Sequence[tuple[str, float]], n: int) -> list[tuple[str, float]]:
+    """The ``n`` highest-scoring ``(item, score)`` pairs of the trending statistics."""
+    return _top(list(trending), n)
+
+
+def fuse(
+    sources: Mapping[str, Hits],
+    n: int,
+    *,
+    weights: Mapping[str, float] | None = None,
+    exclude: Collection[str] = (),
+    method: Literal["rrf", "minmax"] = "rrf",
+    rrf_k: float = 60.0,
+) -> list[Candidate]:
+    """Fuse named source lists into the top-``n`` candidates (scoring in the module docstring).
+
+    ``weights`` default to 1.0 per source; a source missing from ``weights`` gets 1.0.
+    """
+    excluded = set(exclude)
+    parts: dict[str, dict[str, float]] = defaultdict(dict)
+    for name, hits in sources.items():
+        weight = 1.0 if weights is None else weights.get(name, 1.0)
+        if weight < 0:
+            raise ModelError(f"fusion weight of source {name!r} is {weight}; use a weight >= 0")
+        eligible = _dedupe([(i, s) for i, s in hits if i not in excluded])
+        for item_id, value in _normalise(eligible, method, rrf_k).items():
+            parts[item_id][name] = weight * value
+    fused = [
+        Candidate(
+            item_id=item_id,
+            score=sum(contrib.values()),
+            sources=tuple(sorted(contrib, key=lambda s: (-contrib[s], s))),
+            contributions=dict(contrib),
+        )
+        for item_id, contrib in parts.items()
+    ]
+    fused.sort(key=lambda c: (-c.score, c.item_id))
+    return fused[:n]
+
+
+def explain(
+    recommended: Sequence[Candidate],
+    history: Sequence[str],
+    vectors: Mapping[str, np.ndarray] | None,
+) -> dict[str, Reason]:
+    """Reason per recommended item: the history item with the highest cosine similarity.
+
+    ``vectors`` maps item id -> vector [D]; items or histories without vectors fall back to the
+    candidate's strongest source. A candidate never explains itself.
+    """
+    reasons = {c.item_id: Reason(source=c.sources[0] if c.sources else "") for c in recommended}
+    if not vectors:
+        return reasons
+    known_history = list(dict.fromkeys(h for h in history if h in vectors))
+    explainable = [c for c in recommended if c.item_id in vectors]
+    if not known_history or not explainable:
+        return reasons
+    hist = _unit_rows(np.stack([np.asarray(vectors[h], np.float32) for h in known_history]))
+    cand = _unit_rows(np.stack([np.asarray(vectors[c.item_id], np.float32) for c in explainable]))
+    sims = cand @ hist.T  # [C, H] cosine similarities
+    for row, candidate in enumerate(explainable):
+        for col, hist_id in enumerate(known_history):
+            if hist_id == candidate.item_id:
+                sims[row, col] = -np.inf
+        best = int(np.argmax(sims[row]))
+        if np.isfinite(sims[row, best]):
+            reasons[candidate.item_id] = Reason(
+                source=reasons[candidate.item_id].source, similar_to=known_history[best]
+            )
+    return reasons
+
+
+def _normalise(hits: Hits, method: str, rrf_k: float) -> dict[str, float]:
+    if not hits:
+        return {}
+    if method == "rrf":
+        ranked = sorted(hits, key=lambda h: (-h[1], h[0]))
+        return {item_id: 1.0 / (rrf_k + rank) for rank, (item_id, _) in enumerate(ranked, 1)}
+    if method == "minmax":
+        values = [s for _, s in hits]
+        low, high = min(values), max(values)
+        if high == low:
+            return {item_id: 1.0 for item_id, _ in hits}
+        return {item_id: (s - low) / (high - low) for item_id, s in hits}
+    raise ModelError(f"unknown fusion method {method!r}; use 'rrf' or 'minmax'")
+
+
+def _dedupe(hits: Hits) -> list[tuple[str, float]]:
+    """Keep each item once, with its best score (a source may list an item twice)."""
+    best: dict[str, float] = {}
+    for item_id, score in hits:
+        if item_id not in best or score > best[item_id]:
+            best[item_id] = score
+    return list(best.items())
+
+
+def _top(pairs: list[tuple[str, float]], n: int) -> list[tuple[str, float]]:
+    pairs.sort(key=lambda p: (-p[1], p[0]))
+    return pairs[:n]
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1.0, norms)

@@ -1,0 +1,82 @@
+"""Candidate sources, fusion scoring and provenance, reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamrec.errors import ModelError
+from streamrec.index.candidates import (
+    Candidate,
+    covisitation_candidates,
+    embedding_candidates,
+    explain,
+    fuse,
+    trending_candidates,
+)
+from streamrec.index.retriever import ExactRetriever
+
+
+def test_rrf_fusion_sums_weighted_reciprocal_ranks_and_keeps_provenance() -> None:
+    fused = fuse(
+        {"embedding": [("a", 0.9), ("b", 0.8)], "trending": [("b", 500.0), ("c", 10.0)]},
+        n=3,
+        weights={"embedding": 2.0},
+        rrf_k=1.0,
+    )
+    # a: 2/(1+1) = 1.0; b: 2/(1+2) + 1/(1+1) = 1.1667; c: 1/(1+2) = 0.333
+    assert [c.item_id for c in fused] == ["b", "a", "c"]
+    assert fused[0].score == pytest.approx(2 / 3 + 1 / 2)
+    assert fused[0].sources == ("embedding", "trending")
+    assert fused[0].contributions == pytest.approx({"embedding": 2 / 3, "trending": 0.5})
+    assert fused[2].sources == ("trending",)
+
+
+def test_minmax_fusion_uses_score_gaps_and_excludes_before_normalising() -> None:
+    fused = fuse(
+        {"covisitation": [("seen", 100.0), ("a", 10.0), ("b", 5.0), ("c", 0.0)]},
+        n=10,
+        exclude={"seen"},
+        method="minmax",
+    )
+    assert [(c.item_id, c.score) for c in fused] == [("a", 1.0), ("b", 0.5), ("c", 0.0)]
+
+
+def test_fusion_ties_break_by_id_and_duplicates_keep_best_score() -> None:
+    fused = fuse({"s": [("b", 1.0), ("a", 1.0), ("a", 0.1)]}, n=5, method="minmax")
+    assert [c.item_id for c in fused] == ["a", "b"]
+    with pytest.raises(ModelError, match="weight"):
+        fuse({"s": [("a", 1.0)]}, n=1, weights={"s": -1.0})
+
+
+def test_covisitation_weights_newest_history_most_and_skips_history() -> None:
+    covisits = {"old": [("x", 1.0), ("y", 1.0)], "new": [("y", 1.0), ("old", 5.0)]}
+    got = covisitation_candidates(covisits, recent=["old", "new"], n=5, recency_decay=0.5)
+    assert got == [("y", 1.5), ("x", 0.5)]
+
+
+def test_trending_and_embedding_sources() -> None:
+    assert trending_candidates([("a", 1.0), ("b", 3.0), ("c", 2.0)], 2) == [("b", 3.0), ("c", 2.0)]
+    vectors = np.eye(3, dtype=np.float32)
+    retriever = ExactRetriever.build(["a", "b", "c"], vectors)
+    got = embedding_candidates(retriever, np.array([1.0, 0.5, 0.0], np.float32), 2, {"a"})
+    assert got == [("b", 0.5), ("c", 0.0)]
+
+
+def test_reason_is_most_similar_history_item_else_source() -> None:
+    vectors = {
+        "h_action": np.array([1.0, 0.0], np.float32),
+        "h_drama": np.array([0.0, 3.0], np.float32),  # length must not matter (cosine)
+        "r1": np.array([0.9, 0.1], np.float32),
+        "r2": np.array([0.1, 0.2], np.float32),
+    }
+    recs = [
+        Candidate("r1", 1.0, ("embedding",), {"embedding": 1.0}),
+        Candidate("r2", 0.9, ("covisitation", "trending"), {"covisitation": 0.9}),
+        Candidate("novec", 0.5, ("trending",), {"trending": 0.5}),
+    ]
+    reasons = explain(recs, ["h_action", "h_drama", "unknown"], vectors)
+    assert reasons["r1"].label == "item:h_action"
+    assert reasons["r2"].label == "item:h_drama"
+    assert reasons["novec"].label == "source:trending"
+    assert explain(recs, ["h_action"], None)["r2"].label == "source:covisitation"

@@ -54,7 +54,7 @@ class PolicySettings(BaseModel):
         0.25, gt=0.0, description="Plackett-Luce temperature: logits are w.features / temperature."
     )
     max_weight_norm: float = Field(
-        2.0,
+        3.0,
         gt=0.0,
         description="The learner keeps ||w|| below this, so exploration never vanishes.",
     )
@@ -76,8 +76,14 @@ class LearnerSettings(BaseModel):
     rollback_drop: float = Field(
         0.2, ge=0, description="Relative reward drop that rolls the policy back."
     )
+    credit_discount: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Discount of rewards further down the slate in a choice's reward-to-go.",
+    )
     rollback_window: int = Field(
-        512, ge=1, description="Impressions of earlier versions the rollback guard compares with."
+        128, ge=1, description="Impressions of earlier versions the rollback guard compares with."
     )
     rollback_min_impressions: int = Field(
         64, ge=1, description="Impressions a version needs before the rollback guard judges it."

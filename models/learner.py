@@ -13,8 +13,10 @@ Interface for the streaming side::
 Gradient. For position ``k`` of a slate sampled by Plackett-Luce,
 ``∇_w log π(a_k | a_<k) = (φ_k(a_k) - E_π[φ_k]) / τ`` (the impression logs both rows). The
 estimate per mini-batch is ``mean_i Σ_k ρ_ik (G_ik - b_k) ∇ log π(a_ik | ·)`` with reward-to-go
-``G_ik = Σ_{j>=k} r_ij`` (a choice changes its own reward and, through diversity and satiation,
-those below it) and a running per-position baseline ``b_k``. Impressions were logged by older
+``G_ik = Σ_{j>=k} γ^(j-k) r_ij`` (a choice changes its own reward and, through diversity and
+satiation, those below it; ``γ = credit_discount`` < 1 trades a little bias for much less
+variance, since most of a choice's effect is on its own position) and a running per-position
+baseline ``b_k``. Impressions were logged by older
 weights ``w_log``; the per-decision importance weight
 ``ρ_ik = Π_{j<=k} π_w(a_ij)/π_log(a_ij)`` uses the first-order expansion
 ``log π_w - log π_log ≈ (w - w_log)·(φ - E[φ]) / τ``: it needs only the logged rows, not every
@@ -70,6 +72,16 @@ class _Sample:
     params: FloatArray  # [F] logging weights
     temperature: float
     rewards: FloatArray  # [K]
+
+
+def _discounted_to_go(rewards: FloatArray, discount: float) -> FloatArray:
+    """``G_k = Σ_{j>=k} discount^(j-k) r_j`` ``[K]``."""
+    out = np.zeros_like(rewards)
+    acc = 0.0
+    for k in range(len(rewards) - 1, -1, -1):
+        acc = rewards[k] + discount * acc
+        out[k] = acc
+    return out
 
 
 class OnlineLearner:
@@ -142,7 +154,7 @@ class OnlineLearner:
         togo_n = np.zeros(k_max)
         for s in samples:
             k = len(s.rewards)
-            togo = np.cumsum(s.rewards[::-1])[::-1]  # [K] reward-to-go
+            togo = _discounted_to_go(s.rewards, self.settings.credit_discount)  # [K]
             score = (s.features - s.expected) / s.temperature  # [K, F] ∇ log π per step
             log_ratio = np.cumsum(score @ (self.weights - s.params))  # [K] per-decision
             rho = np.minimum(np.exp(np.minimum(log_ratio, 50.0)), self.settings.weight_clip)

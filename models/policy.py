@@ -140,27 +140,34 @@ def _zscore(x: FloatArray) -> FloatArray:
     return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
 
 
+def _zscore_masked(x: FloatArray, mask: npt.NDArray[np.bool_]) -> FloatArray:
+    out = np.zeros_like(x)
+    if mask.any():
+        out[mask] = _zscore(x[mask])
+    return out
+
+
 def base_features(context: UserContext, candidates: Sequence[Candidate]) -> FloatArray:
     """Prefix-independent feature matrix ``[N, F]`` (columns :data:`FEATURES`).
 
-    relevance: z-scored over the candidates; diversity_gain: 1.0 here (nothing chosen yet;
-    updated while the slate is built); novelty: 1 - max cosine to the user's history (1 when
-    there is none); popularity: z-scored log1p(popularity); freshness: as given.
+    Every column is z-scored over the candidates of this request, so the learned weights are
+    on one scale whatever the retrieval scores' units, and a feature that does not vary in a
+    request (no history, nothing chosen yet) is 0 and cannot move the choice.
+
+    relevance: the score; diversity_gain: 0 here (nothing chosen yet; while the slate is built
+    it becomes the z-scored ``1 - max cos`` to the items already chosen); novelty:
+    ``1 - max cos`` to the user's history; popularity: ``log1p(popularity)``; freshness.
     """
     n = len(candidates)
     feats = np.zeros((n, N_FEATURES))
     feats[:, 0] = _zscore(np.array([c.relevance for c in candidates], dtype=np.float64))
-    feats[:, _DIV] = 1.0
-    vecs = stack_vectors(candidates)
     hist = context.history_vectors
     if hist.size:
-        sims = vecs @ unit_rows(np.asarray(hist, dtype=np.float64)).T  # [N, H]
-        feats[:, 2] = 1.0 - sims.max(axis=1)
-    else:
-        feats[:, 2] = 1.0
+        sims = stack_vectors(candidates) @ unit_rows(np.asarray(hist, dtype=np.float64)).T
+        feats[:, 2] = _zscore(1.0 - sims.max(axis=1))  # sims [N, H]
     pops = np.log1p(np.maximum([c.popularity for c in candidates], 0.0))
     feats[:, 3] = _zscore(np.asarray(pops, dtype=np.float64))
-    feats[:, 4] = [c.freshness for c in candidates]
+    feats[:, 4] = _zscore(np.array([c.freshness for c in candidates], dtype=np.float64))
     return feats
 
 
@@ -363,7 +370,9 @@ def pl_walk(
         greedy.append(bool(logits[idx] >= top))
         available[idx] = False
         max_sim = np.maximum(max_sim, vectors @ vectors[idx])
-        feats[:, _DIV] = 1.0 - max_sim
+        # z-scored over the items still available, like the other columns
+        gain = 1.0 - max_sim
+        feats[:, _DIV] = np.where(available, _zscore_masked(gain, available), 0.0)
     return Walk(
         order=order,
         log_probs=np.array(log_probs),

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from streamrec.index.retriever import Retriever
 
 from streamrec.errors import ModelError
-from streamrec.index.retriever import Retriever
 
 Hits = Sequence[tuple[str, float]]
 EMBEDDING, COVISITATION, TRENDING = "embedding", "covisitation", "trending"
@@ -57,7 +57,7 @@ class Reason:
 def embedding_candidates(
     retriever: Retriever, user_vector: np.ndarray, n: int, exclude: Collection[str] = ()
 ) -> list[tuple[str, float]]:
-    """Top-``n`` items by inner product with ``user_vector`` [D] (or [1, D]), ``exclude`` skipped."""
+    """Top-``n`` items by inner product with ``user_vector`` [D] or [1, D], minus ``exclude``."""
     query = np.asarray(user_vector, dtype=np.float32).reshape(1, -1)
     return retriever.search(query, n, [set(exclude)])[0]
 

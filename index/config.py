@@ -20,32 +20,37 @@ class IndexSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: IndexKind = Field(
-        "flat", description="Index type: exact inner product, IVF, HNSW graph or IVF with PQ codes."
+        default="flat",
+        description="Index type: exact inner product, IVF, HNSW graph or IVF with PQ codes.",
     )
-    path: Path | None = Field(None, description="Folder of a saved index to load at start.")
-    nlist: int = Field(1024, ge=1, description="IVF cells (ivf_flat, ivf_pq).")
-    nprobe: int = Field(32, ge=1, description="IVF cells visited per query.")
+    path: Path | None = Field(default=None, description="Folder of a saved index to load at start.")
+    nlist: int = Field(default=1024, ge=1, description="IVF cells (ivf_flat, ivf_pq).")
+    nprobe: int = Field(default=32, ge=1, description="IVF cells visited per query.")
     min_points_per_list: int = Field(
-        39,
+        default=39,
         ge=1,
         description="Training points needed per IVF cell; with fewer items nlist shrinks "
         "(FAISS's own k-means warns below 39).",
     )
-    hnsw_m: int = Field(32, ge=2, description="HNSW graph degree.")
+    hnsw_m: int = Field(default=32, ge=2, description="HNSW graph degree.")
     hnsw_ef_construction: int = Field(
-        40, ge=1, description="HNSW build breadth; higher builds slower and finds better links."
+        default=40,
+        ge=1,
+        description="HNSW build breadth; higher builds slower and finds better links.",
     )
-    hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth.")
-    pq_m: int = Field(16, ge=1, description="PQ sub-quantisers (ivf_pq); must divide the dimension.")
-    pq_nbits: int = Field(8, ge=1, le=16, description="Bits per PQ sub-quantiser code.")
+    hnsw_ef_search: int = Field(default=128, ge=1, description="HNSW search breadth.")
+    pq_m: int = Field(
+        default=16, ge=1, description="PQ sub-quantisers (ivf_pq); must divide the dimension."
+    )
+    pq_nbits: int = Field(default=8, ge=1, le=16, description="Bits per PQ sub-quantiser code.")
     refine_k_factor: int = Field(
-        4,
+        default=4,
         ge=1,
         description="ivf_pq re-scores k*refine_k_factor PQ candidates with exact vectors, "
         "which recall@100 >= 0.95 needs (PQ distances alone are too coarse).",
     )
     train_max_points: int = Field(
-        262_144, ge=1, description="Largest random sample IVF/PQ training sees."
+        default=262_144, ge=1, description="Largest random sample IVF/PQ training sees."
     )
-    seed: int = Field(1234, description="Seed of the training sample and k-means.")
-    use_gpu: bool = Field(True, description="Use a faiss GPU build when one is installed.")
+    seed: int = Field(default=1234, description="Seed of the training sample and k-means.")
+    use_gpu: bool = Field(default=True, description="Use a faiss GPU build when one is installed.")

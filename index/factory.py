@@ -25,9 +25,9 @@ from typing import Any
 
 import faiss
 import numpy as np
+from streamrec.index.config import IndexKind, IndexSettings
 
 from streamrec.errors import ConfigError
-from streamrec.index.config import IndexKind, IndexSettings
 
 # faiss-gpu has no HNSW and the refine wrapper does not convert; these kinds may move.
 _GPU_KINDS: frozenset[str] = frozenset({"flat", "ivf_flat"})
@@ -72,7 +72,8 @@ def create(layout: Layout, dim: int, settings: IndexSettings) -> faiss.Index:
     # only speeds up Hamming-filtered search (unused here) and costs tens of seconds per train.
     index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     if layout.kind == "hnsw":
-        faiss.downcast_index(index).hnsw.efConstruction = settings.hnsw_ef_construction
+        hnsw: Any = faiss.downcast_index(index)  # faiss's stubs type it as the base Index
+        hnsw.hnsw.efConstruction = settings.hnsw_ef_construction
     return index
 
 
@@ -113,8 +114,10 @@ def search_params(
 
     ``k`` is the number of results asked of FAISS; HNSW needs ``efSearch >= k``.
     """
+    # Typed Any: faiss's bundled stubs lack SearchParametersHNSW and the dynamic attributes.
+    params: Any
     if layout.kind == "hnsw":
-        params: faiss.SearchParameters = faiss.SearchParametersHNSW()
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing in stubs
         params.efSearch = max(settings.hnsw_ef_search * widen, k)
     elif layout.kind == "ivf_flat":
         params = faiss.SearchParametersIVF()
@@ -134,7 +137,8 @@ def search_params(
         params = faiss.SearchParameters()
     if selector is not None:
         params.sel = selector
-    return params
+    result: faiss.SearchParameters = params
+    return result
 
 
 def is_exhaustive(layout: Layout, settings: IndexSettings, widen: int, k: int, ntotal: int) -> bool:
@@ -156,7 +160,7 @@ def to_device(index: faiss.Index, layout: Layout, settings: IndexSettings) -> tu
     if not (settings.use_gpu and layout.kind in _GPU_KINDS and gpu_available()):
         return index, False
     resources = faiss.StandardGpuResources()
-    gpu_index = faiss.index_cpu_to_gpu(resources, 0, index)
+    gpu_index: Any = faiss.index_cpu_to_gpu(resources, 0, index)
     # The GPU index borrows the resources object; keep it reachable from the index.
     gpu_index.referenced_objects = [resources]
     return gpu_index, True

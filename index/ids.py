@@ -36,7 +36,8 @@ class IdMap:
             if item_id in id_map._label_of:
                 raise ModelError(
                     f"saved id map lists item {item_id!r} twice (labels "
-                    f"{id_map._label_of[item_id]} and {label}); the index folder is corrupt, rebuild it"
+                    f"{id_map._label_of[item_id]} and {label}); the index folder is corrupt, "
+                    "rebuild it"
                 )
             id_map._label_of[item_id] = label
         return id_map

@@ -30,12 +30,12 @@ from typing import Any
 import faiss
 import numpy as np
 from pydantic import ValidationError
-
-from streamrec.errors import ModelError
 from streamrec.index import factory
 from streamrec.index.config import IndexSettings
 from streamrec.index.ids import IdMap
 from streamrec.index.retriever import SearchResult, as_matrix, check_search_args
+
+from streamrec.errors import ModelError
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
@@ -206,13 +206,17 @@ class ItemIndex:
                 short.append(row)
         return short
 
-    def _raw_search(self, queries: np.ndarray, fetch: int, widen: int) -> tuple[Any, Any]:
+    def _raw_search(
+        self, queries: np.ndarray, fetch: int, widen: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [B, fetch] float32 and labels [B, fetch] int64 (-1 pads missing results)."""
         # GPU indexes take no IDSelector; their tombstones are filtered after the search only.
         selector = None if self._on_gpu else self._selector
         params = factory.search_params(
             self._layout, self._settings, widen=widen, k=fetch, selector=selector
         )
-        return self._index.search(queries, fetch, params=params)
+        found: tuple[np.ndarray, np.ndarray] = self._index.search(queries, fetch, params=params)
+        return found
 
     def _filter(
         self, scores: np.ndarray, labels: np.ndarray, excluded: set[str], k: int
@@ -316,7 +320,9 @@ def _read_meta(path: Path) -> dict[str, Any]:
             f"{meta_path} has format_version {meta.get('format_version')!r}; this streamrec "
             f"reads {FORMAT_VERSION}; rebuild the index with this version"
         )
-    missing = {"version", "layout_kind", "nlist", "dim", "ntotal", "created_at", "slots"} - set(meta)
+    missing = {"version", "layout_kind", "nlist", "dim", "ntotal", "created_at", "slots"} - set(
+        meta
+    )
     if missing:
         raise ModelError(f"{meta_path} lacks {sorted(missing)}; save the index again")
     return meta

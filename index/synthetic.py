@@ -5,6 +5,10 @@ approximate index look far worse than on real embeddings. Item embeddings cluste
 topics), so the benchmark draws from a Gaussian mixture: ``n_clusters`` unit-norm centres, each
 point a centre plus isotropic noise of standard deviation ``spread`` per coordinate, then
 L2-normalised. Queries come from the same mixture (fresh draws, not catalog items).
+
+``spread`` sets the difficulty, and the transition is sharp in 64 dimensions: at 0.10 every
+cluster is tight and IVF finds the exact top-100 visiting 8 of 2,048 cells; at 0.20 neighbours
+are nearly as scattered as uniform data. 0.15 (the default) sits between: IVF needs tuning.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ def gaussian_mixture(
     dim: int,
     *,
     n_clusters: int = 1000,
-    spread: float = 0.1,
+    spread: float = 0.15,
     seed: int = 0,
     chunk: int = 262_144,
 ) -> np.ndarray:
@@ -40,8 +44,16 @@ def gaussian_mixture(
 
 
 def mixture_with_queries(
-    n_items: int, n_queries: int, dim: int, *, seed: int = 0, n_clusters: int = 1000
+    n_items: int,
+    n_queries: int,
+    dim: int,
+    *,
+    seed: int = 0,
+    n_clusters: int = 1000,
+    spread: float = 0.15,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Items [n_items, dim] and queries [n_queries, dim] drawn from one mixture."""
-    both = gaussian_mixture(n_items + n_queries, dim, n_clusters=n_clusters, seed=seed)
+    both = gaussian_mixture(
+        n_items + n_queries, dim, n_clusters=n_clusters, spread=spread, seed=seed
+    )
     return both[:n_items], both[n_items:]

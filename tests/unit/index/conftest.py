@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import faiss
 import numpy as np
 import pytest
-
 from streamrec.index.synthetic import gaussian_mixture
 
 

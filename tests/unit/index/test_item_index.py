@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from streamrec.errors import ConfigError, ModelError
 from streamrec.index.config import IndexKind, IndexSettings
 from streamrec.index.item_index import META_FILE, ItemIndex
 from streamrec.index.retriever import ExactRetriever, Retriever
+
+from streamrec.errors import ConfigError, ModelError
 
 # Small-catalog settings: 3,000 items give 16 IVF cells; PQ needs 256 * 8 = 2,048 points.
 SMALL = {"nlist": 16, "nprobe": 8, "min_points_per_list": 8, "pq_m": 4, "hnsw_ef_search": 64}
@@ -55,7 +55,8 @@ def test_recall_at_20_against_exact_search(
     assert recall(ids_of(got), ids_of(truth)) >= (1.0 if built.layout_kind == "flat" else 0.9)
     # Flat, HNSW and the refined IVF-PQ report exact inner products for what they return.
     first_scores = np.array([row[0][1] for row in got])
-    direct = np.array([float(q @ catalog[1][int(row[0][0][1:])]) for q, row in zip(queries, got)])
+    best_rows = [int(row[0][0][1:]) for row in got]
+    direct = np.einsum("bd,bd->b", queries, catalog[1][best_rows])
     np.testing.assert_allclose(first_scores, direct, rtol=1e-4, atol=1e-5)
 
 
@@ -115,7 +116,9 @@ def test_added_item_is_found_without_rebuild_and_replaces_old_vector(
     assert index.size == 3001
 
 
-def test_small_catalogs_fall_back_and_still_accept_adds(catalog: tuple[list[str], np.ndarray]) -> None:
+def test_small_catalogs_fall_back_and_still_accept_adds(
+    catalog: tuple[list[str], np.ndarray],
+) -> None:
     ids, vectors = catalog
     assert ItemIndex.build(ids[:10], vectors[:10], settings("ivf_flat"), "v").layout_kind == "flat"
     fallback = ItemIndex.build(ids[:1000], vectors[:1000], settings("ivf_pq"), "v")

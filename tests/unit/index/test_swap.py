@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-
-from streamrec.errors import ModelError
 from streamrec.index.config import IndexSettings
 from streamrec.index.item_index import ItemIndex
 from streamrec.index.swap import ServingSnapshot, SnapshotHolder
+
+from streamrec.errors import ModelError
 
 FLAT = IndexSettings(kind="flat")
 DIM = 8
@@ -121,9 +121,7 @@ def test_no_add_is_lost_while_rebuilds_and_swaps_run_concurrently() -> None:
         # Rebuild from a catalog read that may miss the latest adds; the journal fills the gap.
         catalog = holder.current().index.item_ids()
         vectors = np.zeros((len(catalog), DIM), np.float32)
-        holder.swap(
-            ServingSnapshot("m", "m", ItemIndex.build(catalog, vectors, FLAT, "m")), ticket
-        )
+        holder.swap(ServingSnapshot("m", "m", ItemIndex.build(catalog, vectors, FLAT, "m")), ticket)
         swaps += 1
     thread.join()
     final = holder.current().index

@@ -172,7 +172,8 @@ class ItemIndex:
         results: SearchResult = [[] for _ in range(len(matrix))]
         with self._lock:
             pending = list(range(len(matrix)))
-            fetch = k + max((len(e) for e in excluded), default=0)
+            # Only excluded ids the index holds can take a slot in FAISS's answer.
+            fetch = k + max((sum(1 for i in e if i in self._ids) for e in excluded), default=0)
             widen = 1
             while pending:
                 pending = self._search_round(matrix, k, excluded, pending, fetch, widen, results)

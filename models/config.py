@@ -70,8 +70,8 @@ class LearnerSettings(BaseModel):
         1_800.0, gt=0, description="Seconds after a slate during which responses count."
     )
     batch_size: int = Field(64, ge=1, description="Rewards per policy update.")
-    lr: float = Field(0.05, gt=0, description="Policy step size.")
-    max_step: float = Field(0.1, gt=0, description="Largest parameter change per update.")
+    lr: float = Field(0.1, gt=0, description="Policy step size.")
+    max_step: float = Field(0.2, gt=0, description="Largest parameter change (L2) per update.")
     weight_clip: float = Field(10.0, gt=0, description="Importance weights are clipped here.")
     rollback_drop: float = Field(
         0.2, ge=0, description="Relative reward drop that rolls the policy back."

@@ -62,7 +62,8 @@ class SimulatorConfig:
     history_len: int = 30
     cart_prob: float = 0.4
     purchase_prob: float = 0.3
-    seed: int = 0
+    seed: int = 0  # response randomness (and freshness draws)
+    world_seed: int | None = None  # catalog and users of the synthetic world; None: use seed
 
 
 @dataclass
@@ -126,7 +127,8 @@ class Simulator:
     @classmethod
     def synthetic(cls, config: SimulatorConfig) -> Simulator:
         """Topic-clustered catalog with Zipf-like popularity; users mix a few topics."""
-        rng = np.random.default_rng(config.seed + 1_000_003)
+        world = config.seed if config.world_seed is None else config.world_seed
+        rng = np.random.default_rng(world + 1_000_003)
         centres = unit_rows(rng.normal(size=(config.topics, config.dims)))
         topic = rng.integers(0, config.topics, config.n_items)
         noise = rng.normal(size=(config.n_items, config.dims)) / np.sqrt(config.dims)

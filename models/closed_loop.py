@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
 from streamrec.models.policy import (
@@ -92,9 +91,7 @@ def relevance_model(sim: Simulator, noise: float, seed: int) -> FloatArray:
     return np.asarray(sim.affinity + noise * rng.normal(size=sim.affinity.shape))
 
 
-def candidates_for(
-    sim: Simulator, scores: FloatArray, user_id: str, n: int
-) -> list[Candidate]:
+def candidates_for(sim: Simulator, scores: FloatArray, user_id: str, n: int) -> list[Candidate]:
     """Top ``n`` items by the relevance model that the user has not clicked yet."""
     row = scores[sim.user_row(user_id)].copy()
     row[sim.clicked(user_id)] = -np.inf
@@ -120,7 +117,7 @@ def _context(sim: Simulator, user_id: str, n: int) -> UserContext:
 def _row(sim: Simulator, item_id: str) -> int:
     row = sim.item_index(item_id)
     assert row is not None, "candidates come from the simulator's catalog"
-    return row
+    return int(row)
 
 
 def _intra_list_diversity(sim: Simulator, rows: list[int]) -> float:

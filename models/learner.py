@@ -12,16 +12,16 @@ Interface for the streaming side::
 
 Gradient. For position ``k`` of a slate sampled by Plackett-Luce,
 ``∇_w log π(a_k | a_<k) = (φ_k(a_k) - E_π[φ_k]) / τ`` (the impression logs both rows). The
-estimate per mini-batch is ``mean_i Σ_k ρ_ik (G_ik - b_k) ∇ log π(a_ik | ·)`` with reward-to-go
-``G_ik = Σ_{j>=k} γ^(j-k) r_ij`` (a choice changes its own reward and, through diversity and
-satiation, those below it; ``γ = credit_discount`` < 1 trades a little bias for much less
+estimate per mini-batch is ``mean_i Σ_k rho_ik (G_ik - b_k) ∇ log π(a_ik | ·)`` with reward-to-go
+``G_ik = Σ_{j>=k} gamma^(j-k) r_ij`` (a choice changes its own reward and, through diversity and
+satiation, those below it; ``gamma = credit_discount`` < 1 trades a little bias for much less
 variance, since most of a choice's effect is on its own position) and a running per-position
 baseline ``b_k``. Impressions were logged by older
 weights ``w_log``; the per-decision importance weight
-``ρ_ik = Π_{j<=k} π_w(a_ij)/π_log(a_ij)`` uses the first-order expansion
+``rho_ik = Π_{j<=k} π_w(a_ij)/π_log(a_ij)`` uses the first-order expansion
 ``log π_w - log π_log ≈ (w - w_log)·(φ - E[φ]) / τ``: it needs only the logged rows, not every
 candidate, and is accurate because steps are bounded (``max_step``) and impressions are
-consumed within a few versions. ``ρ`` is clipped at ``weight_clip`` (variance guard).
+consumed within a few versions. ``rho`` is clipped at ``weight_clip`` (variance guard).
 
 Guardrails. Each step is clipped to ``max_step`` in L2; weights stay inside the ball
 ``||w|| <= PolicySettings.max_weight_norm`` (exploration never vanishes). After each update the
@@ -44,11 +44,11 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
-
-from streamrec.errors import ModelError
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.policy import DEFAULT_WEIGHTS, N_FEATURES, FloatArray
 from streamrec.models.rewards import Impression, Reward, position_rewards
+
+from streamrec.errors import ModelError
 
 FORMAT = "streamrec-learner/1"
 
@@ -140,7 +140,7 @@ class OnlineLearner:
 
     def ready(self) -> bool:
         """True once a mini-batch of stochastic impressions is buffered."""
-        return len(self._buffer) >= self.settings.batch_size
+        return len(self._buffer) >= int(self.settings.batch_size)
 
     # ---------------------------------------------------------------- learning
 
@@ -237,7 +237,9 @@ class OnlineLearner:
                 meta = fh.metadata() or {}
                 tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
         except (OSError, SafetensorError, ValueError) as exc:
-            raise ModelError(f"learner state {path} unreadable ({exc}); delete it to restart") from exc
+            raise ModelError(
+                f"learner state {path} unreadable ({exc}); delete it to restart"
+            ) from exc
         if meta.get("format") != FORMAT or tensors.get("weights") is None:
             raise ModelError(f"{path} is not a {FORMAT} file; it was written by something else")
         learner = cls(settings, policy, weights=tensors["weights"], version=meta["version"])

@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from streamrec.errors import DataError
 from streamrec.models.policy import (
     N_FEATURES,
     FloatArray,
@@ -43,6 +41,8 @@ from streamrec.models.policy import (
     replay_chooser,
     unit_rows,
 )
+
+from streamrec.errors import DataError
 
 Z95 = 1.959964
 
@@ -135,7 +135,9 @@ def parse_record(data: Mapping[str, Any], where: str = "record") -> LoggedSlate:
     except KeyError as exc:
         raise DataError(f"{where}: missing field or unknown candidate {exc}") from exc
     except (TypeError, ValueError) as exc:
-        raise DataError(f"{where}: malformed ({exc}); see streamrec.models.ope for the format")
+        raise DataError(
+            f"{where}: malformed ({exc}); see streamrec.models.ope for the format"
+        ) from exc
     if not (len(order) == len(props) == len(rewards)):
         raise DataError(f"{where}: items, propensities and rewards differ in length")
     if np.any(props <= 0) or np.any(props > 1):

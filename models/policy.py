@@ -446,7 +446,9 @@ class StochasticReranker:
                 float(np.exp(lp)),
                 "exploit" if g else "explore",
             )
-            for i, s, lp, g in zip(walk.order, walk.scores, walk.log_probs, walk.greedy, strict=True)
+            for i, s, lp, g in zip(
+                walk.order, walk.scores, walk.log_probs, walk.greedy, strict=True
+            )
         ]
         return Slate(
             items=items,

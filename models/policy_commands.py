@@ -11,9 +11,6 @@ from typing import Any
 
 import numpy as np
 import typer
-
-from streamrec.console import JsonOption, err_console, get_settings, report
-from streamrec.errors import ConfigError, DataError, StreamrecError
 from streamrec.models.closed_loop import LoopConfig
 from streamrec.models.learner import OnlineLearner
 from streamrec.models.ope import evaluate, read_log
@@ -28,7 +25,10 @@ from streamrec.models.policy import (
     UserContext,
 )
 from streamrec.models.report import ReportConfig, run_policies, write_report
-from streamrec.models.simulator import Simulator, SimulatorConfig
+from streamrec.models.simulator import Simulator
+
+from streamrec.console import JsonOption, err_console, get_settings, report
+from streamrec.errors import ConfigError, DataError, StreamrecError
 
 
 def _parse_weights(text: str) -> np.ndarray:
@@ -75,8 +75,12 @@ def ope_command(
         result = evaluate(read_log(log), target, temp, bootstrap=bootstrap, seed=seed)
     except StreamrecError as exc:
         raise _fail(exc) from exc
-    figures: dict[str, Any] = {"log": str(log), "target_weights": dict(zip(FEATURES, target.tolist(), strict=True)),
-                               "temperature": temp, **result.as_dict()}  # fmt: skip
+    figures: dict[str, Any] = {
+        "log": str(log),
+        "target_weights": dict(zip(FEATURES, target.tolist(), strict=True)),
+        "temperature": temp,
+        **result.as_dict(),
+    }
     report("off-policy evaluation (reward per slate, 95% interval)", figures, as_json)
 
 

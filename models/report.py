@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from streamrec.errors import ConfigError
 from streamrec.models.closed_loop import METRICS, LoopConfig, LoopResult, run_closed_loop
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
@@ -37,6 +35,8 @@ from streamrec.models.policy import (
     StochasticReranker,
 )
 from streamrec.models.simulator import Simulator, SimulatorConfig
+
+from streamrec.errors import ConfigError
 
 # Two-sided 97.5% Student-t quantiles by degrees of freedom (no scipy dependency for 30 numbers).
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -51,8 +51,10 @@ class ReportConfig:
     """What :func:`run_report` runs. ``last_fraction``: share of the run the headline uses."""
 
     seeds: int = 3
-    loop: LoopConfig = LoopConfig()
-    simulator: SimulatorConfig = SimulatorConfig(n_users=400, n_items=2_000, world_seed=0)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    simulator: SimulatorConfig = field(
+        default_factory=lambda: SimulatorConfig(n_users=400, n_items=2_000, world_seed=0)
+    )
     mmr_grid: tuple[float, ...] = (0.3, 0.6, 0.9)
     dpp_grid: tuple[float, ...] = (0.3, 0.6, 0.9)
     last_fraction: float = 0.5
@@ -134,20 +136,27 @@ def summarize(results: dict[str, list[LoopResult]], last_fraction: float) -> dic
         names = [n for n in table if n.startswith(prefix)]
         return max(names, key=lambda n: table[n]["reward_per_1k"]["mean"]) if names else None
 
-    baselines = {"relevance": "relevance", "best_mmr": best("mmr-"), "best_dpp": best("dpp-")}
+    baselines: dict[str, str | None] = {
+        "relevance": "relevance",
+        "best_mmr": best("mmr-"),
+        "best_dpp": best("dpp-"),
+    }
     summary: dict[str, Any] = {"policies": table, "baselines": baselines, "paired": {}}
     if LEARNED in results:
         mine = [r.mean("reward_per_1k", last_fraction) for r in results[LEARNED]]
-        for label, name in baselines.items():
-            if name is None:
+        for label, base in baselines.items():
+            if base is None:
                 continue
-            theirs = [r.mean("reward_per_1k", last_fraction) for r in results[name]]
+            theirs = [r.mean("reward_per_1k", last_fraction) for r in results[base]]
             diff = interval([a - b for a, b in zip(mine, theirs, strict=True)])
             separated = bool(
-                table[LEARNED]["reward_per_1k"]["low"] > table[name]["reward_per_1k"]["high"]
+                table[LEARNED]["reward_per_1k"]["low"] > table[base]["reward_per_1k"]["high"]
             )
-            summary["paired"][label] = {"policy": name, "learned_minus": diff,
-                                        "intervals_separate": separated}  # fmt: skip
+            summary["paired"][label] = {
+                "policy": base,
+                "learned_minus": diff,
+                "intervals_separate": separated,
+            }
     return summary
 
 
@@ -190,7 +199,9 @@ def plot(results: dict[str, list[LoopResult]], path: Path, bucket: int) -> Path:
             series = np.array([r.series[metric] for r in runs])  # [seeds, buckets]
             x = (np.arange(series.shape[1]) + 1) * bucket
             style = "-" if name == LEARNED else "--" if name == "relevance" else ":"
-            ax.plot(x, series.mean(axis=0), style, label=name, linewidth=2 if name == LEARNED else 1)
+            ax.plot(
+                x, series.mean(axis=0), style, label=name, linewidth=2 if name == LEARNED else 1
+            )
             ax.fill_between(x, series.min(axis=0), series.max(axis=0), alpha=0.12)
         ax.set_title(titles[metric])
         ax.set_xlabel("impressions")

@@ -21,13 +21,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 import numpy as np
+from streamrec.models.policy import FloatArray, Slate
 
 from streamrec.errors import ContractError
-from streamrec.models.policy import FloatArray, Slate
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class Reward:
     value: float
 
 
-class DropReason(str, Enum):
+class DropReason(StrEnum):
     """Why a response earned nothing (a stable label for metrics)."""
 
     UNKNOWN_REC = "unknown_rec"

@@ -22,8 +22,8 @@ Response model (all documented knobs are in :class:`SimulatorConfig`):
 - satiation within a slate: the user reads top-down, so an item similar to one above it loses
   ``slate_satiation * max_j max(0, cos(i, j))^2``;
 - an examined item is clicked with probability ``sigmoid(affinity_scale * a +
-  quality_scale * q + click_bias - penalties)``; a click yields a dwell, and add-to-cart / purchase with probabilities that grow
-  with the same utility.
+  quality_scale * q + click_bias - penalties)``; a click yields a dwell, and add-to-cart /
+  purchase with probabilities that grow with the same utility.
 
 Freshness is generated but the simulated users ignore it, so a learner should learn to ignore it
 too; nothing in the model knows about any policy.
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from streamrec.models.policy import FloatArray, unit_rows
 
 from streamrec.errors import ContractError, DataError
-from streamrec.models.policy import FloatArray, unit_rows
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from typer.testing import CliRunner
-
 from streamrec.models.ope import log_record
 from streamrec.models.policy import unit_rows
 from streamrec.models.policy_commands import register
+from typer.testing import CliRunner
 
 
 def _app() -> typer.Typer:
@@ -33,8 +32,10 @@ def _log(path: Path) -> None:
         for i in range(50):
             feats = rng.normal(size=(4, 5))
             ids = ["a", "b", "c", "d"]
-            rec = log_record(f"r{i}", "u", "pl-0", 0.0, ids, feats, unit_rows(rng.normal(size=(4, 3))),
-                             ["b", "a"], [0.3, 0.5], [1.0, 0.0])  # fmt: skip
+            vecs = unit_rows(rng.normal(size=(4, 3)))
+            rec = log_record(
+                f"r{i}", "u", "pl-0", 0.0, ids, feats, vecs, ["b", "a"], [0.3, 0.5], [1.0, 0.0]
+            )
             fh.write(json.dumps(rec) + "\n")
 
 

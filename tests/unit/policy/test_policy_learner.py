@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from streamrec.errors import ModelError
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
 from streamrec.models.policy import Candidate, StochasticReranker, UserContext
 from streamrec.models.rewards import Impression
+
+from streamrec.errors import ModelError
 
 POLICY = PolicySettings(temperature=0.5, max_weight_norm=3.0)
 
@@ -22,12 +22,19 @@ def _toy_round(
     """One-item slates from 6 candidates; the reward is Bernoulli(0.9) for the candidate with
     the largest value of ``best_feature`` (here popularity), else Bernoulli(0.1)."""
     cands = [
-        Candidate(f"i{i}", float(rng.normal()), rng.normal(size=4), float(rng.integers(1, 1000)),
-                  float(rng.uniform()))
+        Candidate(
+            f"i{i}",
+            float(rng.normal()),
+            rng.normal(size=4),
+            float(rng.integers(1, 1000)),
+            float(rng.uniform()),
+        )
         for i in range(6)
     ]
     slate = policy.rerank(UserContext("u"), cands, 1)
-    by_feature = [c.popularity for c in cands] if best_feature == 3 else [c.freshness for c in cands]
+    by_feature = (
+        [c.popularity for c in cands] if best_feature == 3 else [c.freshness for c in cands]
+    )
     best = cands[int(np.argmax(by_feature))].item_id
     hit = slate.item_ids[0] == best
     reward = float(rng.uniform() < (0.9 if hit else 0.1))
@@ -36,8 +43,9 @@ def _toy_round(
 
 def test_learner_finds_toy_bandit_optimum() -> None:
     rng = np.random.default_rng(0)
-    settings = LearnerSettings(batch_size=32, lr=0.5, max_step=0.3, credit_discount=1.0,
-                               rollback_drop=10.0)
+    settings = LearnerSettings(
+        batch_size=32, lr=0.5, max_step=0.3, credit_discount=1.0, rollback_drop=10.0
+    )
     learner = OnlineLearner(settings, POLICY)
     policy = StochasticReranker(learner.weights, temperature=POLICY.temperature, seed=1)
     hits = []

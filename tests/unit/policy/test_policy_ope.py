@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from streamrec.errors import DataError
 from streamrec.models.ope import evaluate, log_record, read_log
 from streamrec.models.policy import pl_walk, replay_chooser, unit_rows
+
+from streamrec.errors import DataError
 
 N, K, F, D, TEMP = 5, 2, 5, 3, 0.5
 LOGGING = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
@@ -61,8 +61,11 @@ def _write_logs(path: Path, seed: int, n: int) -> list[tuple[np.ndarray, np.ndar
             order = tuple(walk.order)
             rewards = (rng.uniform(size=K) < _click_probs(order, vecs, appeal)).astype(float)
             ids = [f"c{j}" for j in range(N)]
-            record = log_record(f"r{i}", "u", "pl-0", float(i), ids, feats, vecs,
-                                [ids[j] for j in order], np.exp(walk.log_probs), rewards)  # fmt: skip
+            shown = [ids[j] for j in order]
+            props = np.exp(walk.log_probs)
+            record = log_record(
+                f"r{i}", "u", "pl-0", float(i), ids, feats, vecs, shown, props, rewards
+            )
             fh.write(json.dumps(record) + "\n")
     return world
 
@@ -92,7 +95,7 @@ def test_on_policy_weights_are_one(tmp_path: Path) -> None:
 def test_bad_logs_raise_data_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"items": ["a"], "propensities": [0.5], "rewards": [1]}\n')
-    with pytest.raises(DataError, match="bad.jsonl:1"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:1"):
         read_log(bad)
     bad.write_text("not json\n")
     with pytest.raises(DataError):

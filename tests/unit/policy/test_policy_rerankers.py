@@ -6,8 +6,6 @@ import itertools
 
 import numpy as np
 import pytest
-
-from streamrec.errors import ConfigError
 from streamrec.models.policy import (
     FEATURES,
     Candidate,
@@ -24,6 +22,8 @@ from streamrec.models.policy import (
     replay_chooser,
     stack_vectors,
 )
+
+from streamrec.errors import ConfigError
 
 
 def _candidates(rng: np.random.Generator, n: int, d: int = 4) -> list[Candidate]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from streamrec.errors import ContractError
 from streamrec.models.rewards import (
     DropReason,
     Impression,
@@ -15,6 +13,8 @@ from streamrec.models.rewards import (
     RewardJoiner,
     position_rewards,
 )
+
+from streamrec.errors import ContractError
 
 WEIGHTS = {"click": 1.0, "add_to_cart": 2.0, "purchase": 5.0, "dwell": 0.5}
 
@@ -59,7 +59,9 @@ def test_response_inside_window_earns_weighted_reward_at_its_position() -> None:
         (_resp(kind="view"), DropReason.UNWEIGHTED_TYPE),
     ],
 )
-def test_bad_responses_are_dropped_with_their_reason(response: Response, reason: DropReason) -> None:
+def test_bad_responses_are_dropped_with_their_reason(
+    response: Response, reason: DropReason
+) -> None:
     joiner = _joiner()
     assert joiner.join(response) is reason
     assert joiner.counts[reason.value] == 1 and joiner.counts["joined"] == 0
@@ -99,6 +101,9 @@ def test_expire_returns_old_impressions_and_forgets_their_keys() -> None:
 
 
 def test_position_rewards_sum_per_position() -> None:
-    rewards = [Reward("r1", "a", 0, "click", 1.0), Reward("r1", "a", 0, "dwell", 0.5),
-               Reward("r1", "c", 2, "purchase", 5.0)]
+    rewards = [
+        Reward("r1", "a", 0, "click", 1.0),
+        Reward("r1", "a", 0, "dwell", 0.5),
+        Reward("r1", "c", 2, "purchase", 5.0),
+    ]
     assert position_rewards(_impression(), rewards).tolist() == [1.5, 0.0, 5.0]

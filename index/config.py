@@ -24,21 +24,21 @@ class IndexSettings(BaseModel):
         description="Index type: exact inner product, IVF, HNSW graph or IVF with PQ codes.",
     )
     path: Path | None = Field(default=None, description="Folder of a saved index to load at start.")
-    nlist: int = Field(default=1024, ge=1, description="IVF cells (ivf_flat, ivf_pq).")
-    nprobe: int = Field(default=32, ge=1, description="IVF cells visited per query.")
+    nlist: int = Field(default=2048, ge=1, description="IVF cells (ivf_flat, ivf_pq).")
+    nprobe: int = Field(default=24, ge=1, description="IVF cells visited per query.")
     min_points_per_list: int = Field(
         default=39,
         ge=1,
         description="Training points needed per IVF cell; with fewer items nlist shrinks "
         "(FAISS's own k-means warns below 39).",
     )
-    hnsw_m: int = Field(default=32, ge=2, description="HNSW graph degree.")
+    hnsw_m: int = Field(default=16, ge=2, description="HNSW graph degree.")
     hnsw_ef_construction: int = Field(
         default=40,
         ge=1,
         description="HNSW build breadth; higher builds slower and finds better links.",
     )
-    hnsw_ef_search: int = Field(default=128, ge=1, description="HNSW search breadth.")
+    hnsw_ef_search: int = Field(default=256, ge=1, description="HNSW search breadth.")
     pq_m: int = Field(
         default=16, ge=1, description="PQ sub-quantisers (ivf_pq); must divide the dimension."
     )
@@ -50,7 +50,10 @@ class IndexSettings(BaseModel):
         "which recall@100 >= 0.95 needs (PQ distances alone are too coarse).",
     )
     train_max_points: int = Field(
-        default=262_144, ge=1, description="Largest random sample IVF/PQ training sees."
+        default=131_072,
+        ge=1,
+        description="Largest random sample IVF/PQ training sees: 64 per cell at the default "
+        "nlist; k-means time grows with sample size x nlist.",
     )
     seed: int = Field(default=1234, description="Seed of the training sample and k-means.")
     use_gpu: bool = Field(default=True, description="Use a faiss GPU build when one is installed.")

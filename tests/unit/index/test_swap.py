@@ -47,16 +47,19 @@ def test_concurrent_readers_never_mix_versions_across_swaps() -> None:
     for thread in threads:
         thread.start()
     seen = set()
-    for step in range(200):
+    step = 0
+    # Keep swapping until every reader has overlapped many swaps (threads may start late).
+    while (step < 200 or min(reads) < 20) and step < 200_000:
         old = holder.swap(versions[(step + 1) % 4])
         seen.add(old.model_version)
+        step += 1
     stop.set()
     for thread in threads:
         thread.join()
     assert problems == []
     assert seen == {"m0", "m1", "m2", "m3"}
-    assert holder.generation == 200
-    assert all(r > 0 for r in reads)
+    assert holder.generation == step
+    assert min(reads) >= 20
 
 
 def test_adds_during_rebuild_of_same_model_are_replayed() -> None:

@@ -19,18 +19,23 @@ novelty (mean self-information ``-log2(popularity share)`` of shown items, in bi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 import numpy as np
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
+from streamrec.models.ope import log_record
 from streamrec.models.policy import (
     Candidate,
     FloatArray,
     Reranker,
     StochasticReranker,
     UserContext,
+    base_features,
+    stack_vectors,
 )
 from streamrec.models.rewards import (
     Impression,
@@ -38,6 +43,7 @@ from streamrec.models.rewards import (
     Response,
     Reward,
     RewardJoiner,
+    position_rewards,
 )
 from streamrec.models.simulator import Simulator
 
@@ -114,6 +120,28 @@ def _context(sim: Simulator, user_id: str, n: int) -> UserContext:
     return UserContext(user_id=user_id, history_vectors=vectors)
 
 
+def _write_ope_line(
+    out: IO[str],
+    impression: Impression,
+    context: UserContext,
+    cands: list[Candidate],
+    rewards: list[Reward],
+) -> None:
+    record = log_record(
+        impression.rec_id,
+        impression.user_id,
+        impression.policy_version,
+        impression.created_at,
+        [c.item_id for c in cands],
+        base_features(context, cands),
+        stack_vectors(cands),
+        impression.items,
+        impression.propensities,
+        position_rewards(impression, rewards),
+    )
+    out.write(json.dumps(record) + "\n")
+
+
 def _row(sim: Simulator, item_id: str) -> int:
     row = sim.item_index(item_id)
     assert row is not None, "candidates come from the simulator's catalog"
@@ -137,11 +165,14 @@ def run_closed_loop(
     policy_settings: PolicySettings,
     learner: OnlineLearner | None = None,
     on_update: Callable[[OnlineLearner], None] | None = None,
+    ope_log: IO[str] | None = None,
 ) -> LoopResult:
     """Serve ``config.steps`` requests; learn online when ``learner`` is given.
 
     ``reranker`` must be a :class:`StochasticReranker` when a learner is given (its weights are
     swapped after every update). Deterministic given the simulator's and the config's seeds.
+    ``ope_log``: when given, every stochastic slate is written to it as one line of the
+    :mod:`~streamrec.models.ope` log format (what the streaming side logs in production).
     """
     rng = np.random.default_rng(config.seed + 104_729)
     scores = relevance_model(sim, config.relevance_noise, config.seed)
@@ -160,7 +191,8 @@ def run_closed_loop(
         now = step * config.request_interval_s
         user_id = sim.user_ids[int(rng.integers(len(sim.user_ids)))]
         cands = candidates_for(sim, scores, user_id, config.n_candidates)
-        slate = reranker.rerank(_context(sim, user_id, config.history_vectors), cands, k)
+        context = _context(sim, user_id, config.history_vectors)
+        slate = reranker.rerank(context, cands, k)
         rec_id = f"{policy}-{config.seed}-{step}"
         impression = Impression.from_slate(rec_id, user_id, slate, now)
         joiner.record(impression)
@@ -170,6 +202,8 @@ def run_closed_loop(
             if isinstance(out, Reward):
                 rewards.append(out)
         store.impressions.pop(rec_id, None)  # responses are immediate; the window is over
+        if ope_log is not None and impression.stochastic:
+            _write_ope_line(ope_log, impression, context, cands, rewards)
         rows = [_row(sim, i) for i in slate.item_ids]
         bucket.impressions += 1
         bucket.reward += sum(r.value for r in rewards)

@@ -92,6 +92,9 @@ def report_command(
     dataset: str = typer.Option(
         "synthetic", "--dataset", help="synthetic, or movielens (ML-100K fitted users)."
     ),
+    ope_log: bool = typer.Option(
+        True, "--ope-log/--no-ope-log", help="Also write OUT/ope-log.jsonl (learned, seed 0)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Closed-loop comparison: relevance, fixed MMR/DPP and the online-learned policy."""
@@ -105,6 +108,7 @@ def report_command(
             settings.learner,
             make,
             progress=lambda name, s: err_console.log(f"seed {s}: {name}"),
+            ope_log=out / "ope-log.jsonl" if ope_log else None,
         )
         summary = write_report(results, config, out)
     except StreamrecError as exc:

@@ -55,8 +55,8 @@ class ReportConfig:
     simulator: SimulatorConfig = field(
         default_factory=lambda: SimulatorConfig(n_users=400, n_items=2_000, world_seed=0)
     )
-    mmr_grid: tuple[float, ...] = (0.3, 0.6, 0.9)
-    dpp_grid: tuple[float, ...] = (0.3, 0.6, 0.9)
+    mmr_grid: tuple[float, ...] = (0.3, 0.6, 0.9, 0.95)
+    dpp_grid: tuple[float, ...] = (0.3, 0.6, 0.9, 0.95)
     last_fraction: float = 0.5
 
 
@@ -99,8 +99,12 @@ def run_policies(
     learner: LearnerSettings,
     make_simulator: Callable[[SimulatorConfig], Simulator] = Simulator.synthetic,
     progress: Callable[[str, int], None] | None = None,
+    ope_log: Path | None = None,
 ) -> dict[str, list[LoopResult]]:
-    """Closed-loop results per policy name, one per seed."""
+    """Closed-loop results per policy name, one per seed.
+
+    ``ope_log``: write the learned policy's slates of seed 0 there in the OPE log format.
+    """
     if config.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1; got {config.seeds}")
     results: dict[str, list[LoopResult]] = {name: [] for name in policy_names(config)}
@@ -112,7 +116,13 @@ def run_policies(
             sim = make_simulator(replace(config.simulator, seed=seed))
             online = OnlineLearner(learner, policy) if name == LEARNED else None
             reranker = _reranker(name, policy, seed)
-            results[name].append(run_closed_loop(name, reranker, sim, loop, policy, online))
+            if ope_log is not None and name == LEARNED and seed == 0:
+                ope_log.parent.mkdir(parents=True, exist_ok=True)
+                with ope_log.open("w") as fh:
+                    run = run_closed_loop(name, reranker, sim, loop, policy, online, ope_log=fh)
+            else:
+                run = run_closed_loop(name, reranker, sim, loop, policy, online)
+            results[name].append(run)
     return results
 
 

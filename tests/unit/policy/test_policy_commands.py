@@ -62,7 +62,8 @@ def test_report_writes_table_and_plot(tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary["policies"]) >= {"relevance", "learned", "mmr-0.6", "dpp-0.6"}
+    assert set(summary["policies"]) >= {"relevance", "learned", "mmr-0.6", "dpp-0.95"}
+    assert (out / "ope-log.jsonl").stat().st_size > 0
     learned = summary["policies"]["learned"]["reward_per_1k"]
     assert learned["low"] <= learned["mean"] <= learned["high"]
     for name in ("summary.md", "summary.json", "metrics.png", "series.json"):

@@ -185,7 +185,8 @@ class OnlineLearner:
         self.previous = (self.weights.copy(), self.version)
         self.weights = new
         self.n_updates += 1
-        self.version = f"pl-{self.n_updates}"
+        # Both counters only grow, so a version name is never reused after a rollback.
+        self.version = f"pl-{self.n_updates + self.n_rollbacks}"
         self._reference.extend(self._current)
         self._current = []
         self._buffer = []

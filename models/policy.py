@@ -351,6 +351,7 @@ def pl_walk(
     ``vectors`` ``[N, D]`` unit rows.
     """
     feats = base.copy()
+    feats[:, _DIV] = 0.0  # nothing chosen yet, whatever a logged row holds in this column
     max_sim = np.full(base.shape[0], -np.inf)
     available = np.ones(base.shape[0], dtype=bool)
     order: list[int] = []

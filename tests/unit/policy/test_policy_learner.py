@@ -141,3 +141,17 @@ def test_load_rejects_garbage(tmp_path: Path) -> None:
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(ModelError):
         OnlineLearner.load(path, LearnerSettings(), PolicySettings())
+
+
+def test_versions_are_never_reused_after_rollback() -> None:
+    rng = np.random.default_rng(0)
+    settings = LearnerSettings(batch_size=64, rollback_min_impressions=64)
+    learner = OnlineLearner(settings, PolicySettings())
+    seen = []
+    for reward in (1.0, 1.0, 0.3, 1.0, 1.0):
+        _feed(learner, 64, reward, rng)
+        learner.update()
+        seen.append(learner.version)
+    assert learner.n_rollbacks == 1
+    issued = [v for i, v in enumerate(seen) if i != 2]  # index 2 is the restored pl-1
+    assert len(set(issued)) == len(issued) and seen[2] == "pl-1"

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from streamrec.console import JsonOption, get_settings, report
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
-    """Add the streaming commands (demo) to the root app."""
+    """Add the streaming commands (worker, demo) to the root app."""
+    app.command()(worker)
     app.command()(demo)
+
+
+def worker(
+    ctx: typer.Context,
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="State folder (one per worker)."),
+    web_port: int | None = typer.Option(None, "--web-port", help="Port of /metrics, /stats, pull."),
+    loglevel: str = typer.Option("info", "--loglevel", help="faust/worker log level."),
+) -> None:
+    """Run a streaming worker: ingest events into state, dead-letter bad input, publish slates."""
+    from streamrec.stream.worker import run_worker
+
+    settings = get_settings(ctx)
+    state = settings.state.model_copy(update={"data_dir": data_dir}) if data_dir else settings.state
+    serving = (
+        settings.serving.model_copy(update={"web_port": web_port}) if web_port else settings.serving
+    )
+    run_worker(settings.model_copy(update={"state": state, "serving": serving}), loglevel)
 
 
 def demo(

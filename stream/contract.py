@@ -55,7 +55,7 @@ ERROR_CODES: dict[str, str] = {
     "unknown_event_type": "`type` is not one of the known event types",
     "bad_timestamp": "a timestamp is not epoch ms or ISO-8601 with a zone, or is out of range",
     "bad_value": "a field's value is out of its allowed range or length",
-    "empty_key": "the record key is missing or disagrees with the record",
+    "bad_key": "the record key differs from the user_id it must equal",
 }
 
 

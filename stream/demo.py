@@ -11,19 +11,23 @@ import asyncio
 import shutil
 from typing import Any
 
-from streamrec.stream.replay import replay_dataset
-
 from streamrec.broker import EmbeddedKafka
 from streamrec.console import err_console
 from streamrec.settings import KafkaSettings, Settings
+from streamrec.stream.replay import replay_dataset
 
 
 def run_demo(settings: Settings, limit: int | None, rate: float | None) -> dict[str, Any]:
     """Run the demo; returns the summary figures."""
     data_dir = settings.data.cache_dir / "demo-broker"
     shutil.rmtree(data_dir, ignore_errors=True)
-    broker = EmbeddedKafka(settings.broker.version, settings.data.cache_dir, data_dir, port=0,
-                           start_timeout_s=settings.broker.start_timeout_s)  # fmt: skip
+    broker = EmbeddedKafka(
+        settings.broker.version,
+        settings.data.cache_dir,
+        data_dir,
+        port=0,
+        start_timeout_s=settings.broker.start_timeout_s,
+    )
     err_console.print(
         f"[bold]1/3[/] starting Apache Kafka {broker.version} on {broker.bootstrap_servers}"
     )

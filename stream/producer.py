@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
+from tqdm import tqdm
+
+from streamrec.datasets import Dataset
+from streamrec.errors import ContractError, DataError
+from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import (
     MAX_EVENT_BYTES,
@@ -32,11 +37,6 @@ from streamrec.stream.contract import (
     validate_event,
     validate_item,
 )
-from tqdm import tqdm
-
-from streamrec.datasets import Dataset
-from streamrec.errors import ContractError, DataError
-from streamrec.settings import KafkaSettings
 
 RecordKind = Literal["events", "items"]
 # CSV cells are text; these fields are numbers in the JSON contract.
@@ -160,8 +160,9 @@ async def produce_file(
     started = time.perf_counter()
     async with kafka_producer(kafka) as producer:
         pending: list[asyncio.Future[Any]] = []
-        for _, record in tqdm(read_records(path, kind), desc=f"produce {path.name}",
-                              unit="row", disable=not progress):  # fmt: skip
+        for _, record in tqdm(
+            read_records(path, kind), desc=f"produce {path.name}", unit="row", disable=not progress
+        ):
             if isinstance(record, Rejection):
                 report.rejected.append(record)
                 continue
@@ -192,8 +193,12 @@ def dataset_events(dataset: Dataset) -> Iterator[Event]:
 def dataset_items(dataset: Dataset) -> Iterator[Item]:
     """The dataset's catalog as contract items."""
     for item in dataset.items.values():
-        yield Item(item_id=item.item_id, title=item.title or item.item_id, text=item.text,
-                   categories=list(item.genres))  # fmt: skip
+        yield Item(
+            item_id=item.item_id,
+            title=item.title or item.item_id,
+            text=item.text,
+            categories=list(item.genres),
+        )
 
 
 async def publish(
@@ -209,8 +214,9 @@ async def publish(
     started = time.perf_counter()
     async with kafka_producer(kafka) as producer:
         pending: list[asyncio.Future[Any]] = []
-        for n, record in enumerate(tqdm(records, desc=f"replay -> {topic}", unit="rec",
-                                        total=total, disable=not progress)):  # fmt: skip
+        for n, record in enumerate(
+            tqdm(records, desc=f"replay -> {topic}", unit="rec", total=total, disable=not progress)
+        ):
             if rate:
                 # Pace against the start time, not per record, so sleeps do not drift.
                 delay = started + n / rate - time.perf_counter()

@@ -6,11 +6,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from streamrec.stream.producer import dataset_events, dataset_items, publish
-from streamrec.stream.topics import create_topics
-
 from streamrec.datasets import load_dataset
 from streamrec.settings import Settings
+from streamrec.stream.producer import dataset_events, dataset_items, publish
+from streamrec.stream.topics import create_topics
 
 
 async def replay_dataset(
@@ -27,12 +26,18 @@ async def replay_dataset(
     await create_topics(kafka)
     figures: dict[str, Any] = {"dataset": dataset.name}
     if with_items:
-        items = await publish(kafka, dataset_items(dataset), kafka.topics.name("items"),
-                              total=len(dataset.items), progress=progress)  # fmt: skip
+        items = await publish(
+            kafka,
+            dataset_items(dataset),
+            kafka.topics.name("items"),
+            total=len(dataset.items),
+            progress=progress,
+        )
         figures["items"] = items.figures()
     total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
     events = itertools.islice(dataset_events(dataset), total)
-    sent = await publish(kafka, events, kafka.topics.name("events"), rate=rate, total=total,
-                         progress=progress)  # fmt: skip
+    sent = await publish(
+        kafka, events, kafka.topics.name("events"), rate=rate, total=total, progress=progress
+    )
     figures["events"] = sent.figures()
     return figures

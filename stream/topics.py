@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from streamrec.stream.connection import aiokafka_kwargs
 
 from streamrec.settings import KafkaSettings
+from streamrec.stream.connection import aiokafka_kwargs
 
 
 @dataclass(frozen=True)

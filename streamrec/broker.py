@@ -147,10 +147,16 @@ class EmbeddedKafka:
         staging = self.libs_dir.with_name("libs.partial")
         shutil.rmtree(staging, ignore_errors=True)
         cmd = [
-            mvn, "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
-            f"-Dkafka.version={self.version}", f"-DoutputDirectory={staging}",
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM_PATH),
+            "dependency:copy-dependencies",
+            f"-Dkafka.version={self.version}",
+            f"-DoutputDirectory={staging}",
             "-DincludeScope=runtime",
-        ]  # fmt: skip
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BrokerError(
@@ -281,8 +287,16 @@ class EmbeddedKafka:
         if (self.data_dir / "kraft-logs" / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [*self._java_cmd(java, libs), "kafka.tools.StorageTool", "format",
-               "-t", cluster_id, "-c", str(config), "--ignore-formatted"]  # fmt: skip
+        cmd = [
+            *self._java_cmd(java, libs),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(config),
+            "--ignore-formatted",
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BrokerError(

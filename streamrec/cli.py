@@ -50,8 +50,10 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level."),
 ) -> None:
     """Settings come from defaults, the YAML --config file and STREAMREC_* variables."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     init_settings(ctx, config)
 
 
@@ -93,8 +95,16 @@ def kafka_start(
     """Start the broker in the background and wait until it answers metadata requests."""
     broker = _broker(ctx, port, data_dir)
     info = broker.start()
-    report("kafka", {"bootstrap_servers": info.bootstrap_servers, "pid": info.pid,
-                     "version": info.version, "log": str(broker.log_path)}, as_json)  # fmt: skip
+    report(
+        "kafka",
+        {
+            "bootstrap_servers": info.bootstrap_servers,
+            "pid": info.pid,
+            "version": info.version,
+            "log": str(broker.log_path),
+        },
+        as_json,
+    )
 
 
 @kafka_app.command("stop")
@@ -105,8 +115,9 @@ def kafka_stop(ctx: typer.Context, data_dir: Path | None = DataDirOption) -> Non
 
 
 @kafka_app.command("status")
-def kafka_status(ctx: typer.Context, data_dir: Path | None = DataDirOption,
-                 as_json: bool = JsonOption) -> None:  # fmt: skip
+def kafka_status(
+    ctx: typer.Context, data_dir: Path | None = DataDirOption, as_json: bool = JsonOption
+) -> None:
     """Whether the broker runs and answers; exit code 1 when it does not."""
     status = _broker(ctx, None, data_dir).status()
     report("kafka status", status, as_json)
@@ -154,8 +165,11 @@ def data_info(
 
     data = load_dataset(dataset, get_settings(ctx).data.cache_dir)
     users = {it.user_id for it in data.interactions}
-    report(data.name, {"users": len(users), "items": len(data.items),
-                       "interactions": len(data.interactions)}, as_json)  # fmt: skip
+    report(
+        data.name,
+        {"users": len(users), "items": len(data.items), "interactions": len(data.interactions)},
+        as_json,
+    )
 
 
 @app.command()
@@ -197,8 +211,9 @@ def replay(
     from streamrec.stream.replay import replay_dataset
 
     s = get_settings(ctx)
-    figures = asyncio.run(replay_dataset(s, dataset, rate or None, limit or None, items,
-                                         progress=not as_json))  # fmt: skip
+    figures = asyncio.run(
+        replay_dataset(s, dataset, rate or None, limit or None, items, progress=not as_json)
+    )
     report("replay", figures, as_json)
 
 

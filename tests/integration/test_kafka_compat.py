@@ -7,18 +7,21 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.producer import kafka_producer
 from streamrec.stream.topics import TopicSpec, create_topics, describe_topics
 
-from streamrec.settings import KafkaSettings
-
 
 async def _consume(kafka: KafkaSettings, topic: str, group: str, want: int) -> list[bytes]:
     consumer = AIOKafkaConsumer(
-        topic, **aiokafka_kwargs(kafka), group_id=group, auto_offset_reset="earliest",
+        topic,
+        **aiokafka_kwargs(kafka),
+        group_id=group,
+        auto_offset_reset="earliest",
         enable_auto_commit=False,
-    )  # fmt: skip
+    )
     await consumer.start()
     got: list[bytes] = []
     try:

@@ -10,12 +10,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
-from streamrec.stream.connection import aiokafka_kwargs
-from streamrec.stream.topics import create_topics
 from typer.testing import CliRunner
 
 from streamrec.cli import app
 from streamrec.settings import KafkaSettings
+from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.topics import create_topics
 
 GOOD = 10_000
 BAD = 100
@@ -45,8 +45,13 @@ def _write_input(path: Path) -> tuple[dict[int, str], dict[str, list[str]]]:
     lines: list[tuple[str, str | None]] = []
     for n in range(GOOD):
         user = f"u{rng.randrange(300)}"
-        event = {"event_id": f"e{n}", "user_id": user, "item_id": f"i{rng.randrange(500)}",
-                 "type": rng.choice(["view", "click", "purchase"]), "ts": BASE_TS + n}  # fmt: skip
+        event = {
+            "event_id": f"e{n}",
+            "user_id": user,
+            "item_id": f"i{rng.randrange(500)}",
+            "type": rng.choice(["view", "click", "purchase"]),
+            "ts": BASE_TS + n,
+        }
         lines.append((json.dumps(event), None))
     for text, code in _bad_rows():
         lines.insert(rng.randrange(len(lines) + 1), (text, code))
@@ -64,8 +69,13 @@ def _write_input(path: Path) -> tuple[dict[int, str], dict[str, list[str]]]:
 
 
 async def _read_all(kafka: KafkaSettings, topic: str, want: int) -> dict[str, list[str]]:
-    consumer = AIOKafkaConsumer(topic, **aiokafka_kwargs(kafka), auto_offset_reset="earliest",
-                                group_id=None, enable_auto_commit=False)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic,
+        **aiokafka_kwargs(kafka),
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     per_user: dict[str, list[str]] = defaultdict(list)
     seen = 0

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from streamrec.errors import ContractError
 from streamrec.stream.contract import (
     ERROR_CODES,
     EVENT_TYPES,
@@ -21,12 +23,14 @@ from streamrec.stream.contract import (
     parse_item,
 )
 
-from streamrec.errors import ContractError
-
 NOW_MS = int(time.time() * 1000)
 GOOD: dict[str, Any] = {
-    "event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": 1_700_000_000_000,
-}  # fmt: skip
+    "event_id": "e1",
+    "user_id": "u1",
+    "item_id": "i1",
+    "type": "click",
+    "ts": 1_700_000_000_000,
+}
 
 
 def _raw(obj: Any) -> bytes:
@@ -42,8 +46,14 @@ def _code(raw: bytes) -> str:
 
 
 def test_good_event_round_trips() -> None:
-    full = {**GOOD, "dwell_ms": 1200, "rec_id": "r9", "position": 3, "value": 4.5,
-            "context": {"device": "ios", "premium": True, "age": 31}}  # fmt: skip
+    full = {
+        **GOOD,
+        "dwell_ms": 1200,
+        "rec_id": "r9",
+        "position": 3,
+        "value": 4.5,
+        "context": {"device": "ios", "premium": True, "age": 31},
+    }
     event = parse_event(_raw(full))
     assert parse_event(encode(event)) == event
     assert event.ts == GOOD["ts"] and event.context == full["context"]

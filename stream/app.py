@@ -1,0 +1,293 @@
+"""The Faust worker, built by ``create_app(settings)``: topics, tables, agents, pages, timers.
+
+Processing guarantee and commits: at-least-once. Faust commits an events offset only after the
+agent has finished with that event (and every earlier one of the partition), every
+``broker_commit_interval`` seconds. Each event is handled without awaiting anything slow: state
+changes are synchronous table writes, and the only awaits are buffered producer sends, so no
+event is held open across model work (which would stall commits, faust-streaming #312). Model
+work happens in the refresher, off the event path.
+
+Tables (RocksDB by default, changelog topics compacted with no time retention, faust's
+default for tables):
+    user_state   user_id -> UserState JSON (stream/state.py), bounded per user
+    trending     "<partition>|<item>" -> [decayed score, last event ts]  (stream/stats.py)
+    covisit      "<partition>|<item>" -> {neighbour: weight}, top-k bounded
+
+On restart the worker restores tables from local RocksDB plus the changelog tail, then resumes
+events from the committed offsets; events re-read since the last commit are duplicates by
+event_id (stream/state.py) and change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiohttp import web
+from faust.types import TP
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from streamrec.errors import ContractError
+from streamrec.settings import Settings
+from streamrec.stream.catalog import Catalog
+from streamrec.stream.connection import faust_broker_url, faust_credentials
+from streamrec.stream.contract import Event, dead_letter, encode, parse_event
+from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.refresh import Refresher
+from streamrec.stream.state import UserState, apply_event
+from streamrec.stream.stats import TrendingBoard, bump_covisit, bump_trending, stat_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerCounters:
+    """Plain counts for /stats and the demo summary (Prometheus has the same, labelled)."""
+
+    consumed: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    recommendations: int = 0
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    last_recovery_s: float | None = None
+
+
+class StreamrecApp:
+    """Owns the faust app and every part registered on it (no import-time globals)."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics = WorkerMetrics(registry or CollectorRegistry(), settings.metrics.namespace)
+        self.counters = WorkerCounters()
+        self.app = self._build_app()
+        topics = settings.kafka.topics
+        raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": topics.partitions}
+        self.events_topic = self.app.topic(topics.name("events"), **raw)
+        self.recs_topic = self.app.topic(topics.name("recommendations"), **raw)
+        self.deadletter_topic = self.app.topic(topics.name("deadletter"), **raw)
+        table_opts: dict[str, Any] = {"partitions": topics.partitions, "key_type": str}
+        self.user_state = self.app.Table("user_state", default=None, **table_opts)
+        self.trending = self.app.Table("trending", default=None, **table_opts)
+        self.covisit = self.app.Table("covisit", default=None, **table_opts)
+        self.boards: dict[int, TrendingBoard] = {}
+        self._assigned_at = time.perf_counter()
+        self.catalog = Catalog(settings.kafka, self.metrics)
+        items_topic = topics.name("items")
+        self.catalog.dead_letter = lambda raw, key, exc, partition, offset: self._dead_letter(
+            raw, key, exc, items_topic, partition, offset
+        )
+        self.refresher = Refresher(self)
+        self._register()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        return faust.App(
+            # The app id names the consumer group and the changelog topics; deriving it from
+            # the topic prefix keeps deployments (and tests) that share a cluster apart.
+            f"{s.kafka.topics.prefix}worker",
+            broker=faust_broker_url(s.kafka),
+            broker_credentials=faust_credentials(s.kafka),
+            store=s.state.store_url,
+            datadir=str(s.state.data_dir),
+            topic_partitions=s.kafka.topics.partitions,
+            topic_replication_factor=s.kafka.topics.replication_factor,
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest",
+            # Bounded polls keep each handler loop short so heartbeats are never starved
+            # (rebalance storms: robinhood/faust #259, #402).
+            broker_max_poll_records=500,
+            # Standby replicas double table traffic; a restarted worker replays its changelog.
+            table_standby_replicas=0,
+            web_enabled=True,
+            web_port=s.serving.web_port,
+            web_bind="127.0.0.1",
+            web_in_thread=False,
+        )
+
+    # -- registration --------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        self.app.agent(self.events_topic, name="ingest")(self._ingest)
+        self.app.task(self.catalog.run)
+        self.app.task(self.refresher.run)
+        self.app.timer(5.0)(self._observe)
+        self.app.page("/metrics")(self._metrics_page)
+        self.app.page("/stats")(self._stats_page)
+        self.app.page("/recommendations/{user_id}")(self._recommendation_page)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.on_rebalance_complete.connect(self._on_recovered)
+
+    async def _on_recovered(self, sender: Any, **kwargs: Any) -> None:
+        seconds = time.perf_counter() - self._assigned_at
+        self.counters.last_recovery_s = round(seconds, 3)
+        self.metrics.recovery_seconds.set(seconds)
+        log.info(
+            "tables recovered %.2f s after partition assignment; %d users in local state",
+            seconds,
+            len(self.user_state),
+        )
+
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        self._assigned_at = time.perf_counter()
+        # Trending boards are rebuilt from the (recovered) table on first use per partition.
+        events = self.events_topic.get_topic_name()
+        self.boards = {p: b for p, b in self.boards.items() if TP(events, p) in assigned}
+
+    # -- the event path ------------------------------------------------------------------------
+
+    async def _ingest(self, stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            self.counters.consumed += 1
+            self.metrics.events_consumed.inc()
+            started = time.perf_counter()
+            raw = event.value if isinstance(event.value, bytes) else b""
+            try:
+                parsed = parse_event(raw)
+                _check_key(event.key, parsed)
+            except ContractError as exc:
+                await self._dead_letter(
+                    raw, event.key, exc, message.topic, message.partition, message.offset
+                )
+                continue
+            if self._apply(parsed, message.partition):
+                self.refresher.mark(parsed, message.partition, message.timestamp)
+            self.metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def _apply(self, event: Event, partition: int) -> bool:
+        state = UserState.from_json(self.user_state.get(event.user_id))
+        previous = state.history()[-self.settings.state.covisit_window :]
+        if not apply_event(state, event, self.settings.state):
+            self.counters.duplicates += 1
+            self.metrics.duplicates.inc()
+            return False
+        self.user_state[event.user_id] = state.to_json()
+        self._update_stats(event, partition, previous)
+        self.counters.accepted += 1
+        self.metrics.events_accepted.inc()
+        return True
+
+    def _update_stats(self, event: Event, partition: int, previous: list[str]) -> None:
+        s = self.settings.state
+        weight = s.event_type_weights.get(event.type, 1.0)
+        key = stat_key(partition, event.item_id)
+        value = bump_trending(self.trending.get(key), event.ts, weight, s.trending_half_life_s)
+        self.trending[key] = value
+        self.board(partition).update(event.item_id, value)
+        for prev in set(previous) - {event.item_id}:
+            prev_key = stat_key(partition, prev)
+            self.covisit[prev_key] = bump_covisit(
+                self.covisit.get(prev_key), event.item_id, weight, s.covisit_top_k
+            )
+
+    def board(self, partition: int) -> TrendingBoard:
+        """The partition's trending board, loaded from the table the first time."""
+        board = self.boards.get(partition)
+        if board is None:
+            s = self.settings.state
+            board = TrendingBoard(s.trending_half_life_s, s.trending_size)
+            prefix = f"{partition}|"
+            board.load(
+                (k[len(prefix) :], v) for k, v in self.trending.items() if k.startswith(prefix)
+            )
+            self.boards[partition] = board
+        return board
+
+    async def _dead_letter(
+        self, raw: bytes, key: Any, error: ContractError, topic: str, partition: int, offset: int
+    ) -> None:
+        """Send ``raw`` with its coordinates and reason to the dead-letter topic; count it."""
+        record = dead_letter(raw, error, topic, partition, offset)
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s (%s)", topic, partition, offset, error.message, error.code
+        )
+        await self.deadletter_topic.send(
+            key=key if isinstance(key, bytes) else None, value=encode(record)
+        )
+        self.counters.dead_lettered += 1
+        self.counters.rejected_by_code[error.code] = (
+            self.counters.rejected_by_code.get(error.code, 0) + 1
+        )
+        self.metrics.events_rejected.labels(error.code).inc()
+        self.metrics.dead_lettered.inc()
+
+    # -- observation ---------------------------------------------------------------------------
+
+    async def _observe(self) -> None:
+        for name, table in (
+            ("user_state", self.user_state),
+            ("trending", self.trending),
+            ("covisit", self.covisit),
+        ):
+            self.metrics.table_entries.labels(name).set(len(table))
+        self.metrics.table_entries.labels("catalog").set(len(self.catalog.items))
+        consumer = self.app.consumer
+        events = self.events_topic.get_topic_name()
+        for tp in consumer.assignment():
+            if tp.topic != events:
+                continue
+            read = consumer._read_offset.get(tp)  # faust keeps no public accessor for this
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = highwater - ((read or -1) + 1)
+                self.metrics.consumer_lag.labels(str(tp.partition)).set(max(lag, 0))
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for /stats and the demo summary."""
+        c = self.counters
+        return {
+            "events_consumed": c.consumed,
+            "events_accepted": c.accepted,
+            "duplicates_dropped": c.duplicates,
+            "dead_lettered": c.dead_lettered,
+            "rejected_by_code": c.rejected_by_code,
+            "recommendations_published": c.recommendations,
+            "users_in_state": len(self.user_state),
+            "items_in_catalog": len(self.catalog.items),
+            "catalog_loaded": self.catalog.loaded,
+            "uptime_s": round(time.time() - c.started_at, 1),
+            "last_recovery_s": c.last_recovery_s,
+            "latency": self.refresher.latency_summary(),
+        }
+
+    # faust calls a page function with the request alone; aiohttp responses pass through.
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        await self._observe()
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _stats_page(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _recommendation_page(self, request: web.Request, user_id: str) -> web.Response:
+        slate = self.refresher.latest.get(user_id)
+        if slate is None:
+            return web.json_response(
+                {
+                    "error": "unknown_user",
+                    "message": f"no recommendation for user {user_id!r} yet; "
+                    "the worker publishes one after the user's first event on its partitions",
+                },
+                status=404,
+            )
+        return web.json_response(slate)
+
+
+def _check_key(key: Any, event: Event) -> None:
+    if key is not None and key != event.user_id.encode():
+        raise ContractError(
+            "bad_key",
+            f"record key {key!r} differs from user_id {event.user_id!r}; events must be keyed by "
+            "user_id so one user's events stay in order on one partition",
+        )
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> StreamrecApp:
+    """Build the worker app from settings (nothing happens at import time)."""
+    return StreamrecApp(settings, registry)

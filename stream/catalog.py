@@ -1,0 +1,101 @@
+"""The catalog: every worker reads the whole compacted ``items`` topic into memory.
+
+Why not a partitioned faust table: events and items are partitioned by different keys, so a
+worker owning events partition 3 would see only a quarter of the catalog; every worker needs
+all of it to describe and cold-start items. The compacted topic already *is* the catalog's
+changelog (latest record per item_id), so each worker assigns itself every partition, reads
+from the beginning, and follows the tail. ``loaded`` turns true once the start-up read reached
+the end offsets seen at start. Bad records go to the dead-letter topic like bad events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrec.errors import ContractError
+from streamrec.settings import KafkaSettings
+from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.contract import Item, parse_item
+from streamrec.stream.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+DeadLetterFn = Callable[[bytes, bytes | None, ContractError, int, int], Awaitable[None]]
+ItemListener = Callable[[list[Item]], Awaitable[None]]
+
+
+class Catalog:
+    """item_id -> latest active Item, fed by the compacted items topic."""
+
+    def __init__(self, kafka: KafkaSettings, metrics: WorkerMetrics) -> None:
+        self.kafka = kafka
+        self.metrics = metrics
+        self.items: dict[str, Item] = {}
+        self.loaded = False
+        self.dead_letter: DeadLetterFn | None = None
+        self.listeners: list[ItemListener] = []
+
+    async def run(self) -> None:
+        """Read the topic from the beginning, then follow it; runs for the worker's lifetime."""
+        topic = self.kafka.topics.name("items")
+        consumer = AIOKafkaConsumer(
+            **aiokafka_kwargs(self.kafka), enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            partitions = await self._assign_all(consumer, topic)
+            end = await consumer.end_offsets(partitions)
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+                fresh: list[Item] = []
+                for tp, records in batch.items():
+                    for record in records:
+                        item = await self._accept(
+                            record.value or b"", record.key, tp.partition, record.offset
+                        )
+                        if item is not None:
+                            fresh.append(item)
+                if fresh:
+                    for listener in self.listeners:
+                        await listener(fresh)
+                if not self.loaded and all(await _at_least(consumer, end)):
+                    self.loaded = True
+                    log.info("catalog loaded: %d items", len(self.items))
+        finally:
+            await consumer.stop()
+
+    async def _assign_all(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+        for _ in range(100):
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                break
+            await consumer._client.force_metadata_update()  # aiokafka has no public wait
+            await asyncio.sleep(0.1)
+        partitions = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        return partitions
+
+    async def _accept(
+        self, raw: bytes, key: bytes | None, partition: int, offset: int
+    ) -> Item | None:
+        try:
+            item = parse_item(raw)
+        except ContractError as exc:
+            self.metrics.items_consumed.labels("rejected").inc()
+            if self.dead_letter is not None:
+                await self.dead_letter(raw, key, exc, partition, offset)
+            return None
+        self.metrics.items_consumed.labels("accepted").inc()
+        if item.active:
+            self.items[item.item_id] = item
+        else:
+            self.items.pop(item.item_id, None)
+        return item
+
+
+async def _at_least(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> list[bool]:
+    return [await consumer.position(tp) >= offset for tp, offset in end.items()]

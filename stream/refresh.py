@@ -1,0 +1,220 @@
+"""The refresher: dirty users in, slates out on the recommendations topic.
+
+Ingest marks a user dirty after each applied event. The refresher collects dirty users until
+``serving.batch_size`` of them are waiting or the oldest has waited ``serving.max_wait_ms``,
+then answers the whole batch in one call of the slate builder. Several events of one user that
+arrive before their batch leaves are coalesced: one slate answers them all and lists their ids
+in ``trigger_event_ids``; every applied event is answered by exactly one slate.
+
+The builder's heavy part (encoder, FAISS, reranking) runs in a worker thread, so the event loop
+keeps polling Kafka and heartbeating while a batch is computed; table reads happen on the loop
+before the thread starts, because faust tables are not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from streamrec.index.candidates import (
+    COVISITATION,
+    TRENDING,
+    covisitation_candidates,
+    explain,
+    fuse,
+)
+from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
+from streamrec.stream.state import UserState
+
+if TYPE_CHECKING:
+    from streamrec.stream.app import StreamrecApp
+
+log = logging.getLogger(__name__)
+LATEST_SLATES_KEPT = 100_000
+LATENCY_WINDOW = 50_000
+
+
+@dataclass
+class Pending:
+    """A dirty user waiting for its slate, with every event it answers."""
+
+    user_id: str
+    partition: int
+    trigger_ids: list[str] = field(default_factory=list)
+    broker_ts: list[float] = field(default_factory=list)  # seconds, producer/broker time
+    marked_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class RefreshInput:
+    """What a builder needs about one user, read from tables on the event loop."""
+
+    pending: Pending
+    state: UserState
+    covisits: dict[str, list[tuple[str, float]]]
+    trending: list[tuple[str, float]]
+
+
+class SlateBuilder(Protocol):
+    """Turns a batch of refresh inputs into slates; runs in a worker thread."""
+
+    model_version: str
+    policy_version: str
+
+    def build(self, batch: list[RefreshInput], slate_size: int) -> list[list[SlateItem]]: ...
+
+
+class HeuristicBuilder:
+    """Co-visitation and trending fused by reciprocal rank (index/candidates.py); no model.
+
+    Deterministic, so every propensity is 1.0. Seen items are never recommended.
+    """
+
+    model_version = "none"
+    policy_version = "heuristic-1"
+
+    def build(self, batch: list[RefreshInput], slate_size: int) -> list[list[SlateItem]]:
+        return [self._one(entry, slate_size) for entry in batch]
+
+    def _one(self, entry: RefreshInput, slate_size: int) -> list[SlateItem]:
+        history = entry.state.history()
+        sources = {
+            COVISITATION: covisitation_candidates(entry.covisits, history, slate_size * 5),
+            TRENDING: entry.trending,
+        }
+        fused = fuse(sources, slate_size, exclude=entry.state.seen_items())
+        reasons = explain(fused, history, None)
+        return [
+            SlateItem(
+                item_id=c.item_id,
+                score=round(c.score, 6),
+                propensity=1.0,
+                reason=reasons[c.item_id].label,
+            )
+            for c in fused
+        ]
+
+
+class Refresher:
+    """Collects dirty users and publishes their slates (see module docstring)."""
+
+    def __init__(self, worker: StreamrecApp, builder: SlateBuilder | None = None) -> None:
+        self.worker = worker
+        self.builder: SlateBuilder = builder or HeuristicBuilder()
+        self.serving = worker.settings.serving
+        self.dirty: OrderedDict[str, Pending] = OrderedDict()
+        self.latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._wake = asyncio.Event()
+
+    def mark(self, event: Event, partition: int, broker_ts: float | None) -> None:
+        """Record that ``event`` changed its user's state and needs an answer."""
+        pending = self.dirty.get(event.user_id)
+        if pending is None:
+            pending = self.dirty[event.user_id] = Pending(event.user_id, partition)
+        pending.trigger_ids.append(event.event_id)
+        pending.broker_ts.append(broker_ts if broker_ts is not None else time.time())
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Batch loop; runs for the worker's lifetime."""
+        while True:
+            await self._wake.wait()
+            await self._fill_or_timeout()
+            batch = self._take()
+            if not self.dirty:
+                self._wake.clear()
+            if batch:
+                try:
+                    await self._answer(batch)
+                except Exception:  # a bad batch must not stop the loop; its users re-queue
+                    log.exception("refresh of %d users failed; retrying them", len(batch))
+                    for pending in batch:
+                        self.dirty.setdefault(pending.user_id, pending)
+                    await asyncio.sleep(0.5)
+
+    async def _fill_or_timeout(self) -> None:
+        if not self.dirty:
+            return
+        oldest = next(iter(self.dirty.values())).marked_at
+        deadline = oldest + self.serving.max_wait_ms / 1000.0
+        while len(self.dirty) < self.serving.batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(remaining, 0.001))
+
+    def _take(self) -> list[Pending]:
+        batch: list[Pending] = []
+        while self.dirty and len(batch) < self.serving.batch_size:
+            batch.append(self.dirty.popitem(last=False)[1])
+        return batch
+
+    async def _answer(self, batch: list[Pending]) -> None:
+        metrics = self.worker.metrics
+        metrics.batch_size.observe(len(batch))
+        metrics.batch_wait_seconds.observe(time.perf_counter() - batch[0].marked_at)
+        started = time.perf_counter()
+        inputs = [self._input(p) for p in batch]
+        gathered = time.perf_counter()
+        slates = await asyncio.to_thread(self.builder.build, inputs, self.serving.slate_size)
+        built = time.perf_counter()
+        timing = {"gather_ms": (gathered - started) * 1e3, "build_ms": (built - gathered) * 1e3}
+        for entry, items in zip(inputs, slates, strict=True):
+            await self._publish(entry.pending, items, timing)
+
+    def _input(self, pending: Pending) -> RefreshInput:
+        w = self.worker
+        state = UserState.from_json(w.user_state.get(pending.user_id))
+        covisits: dict[str, list[tuple[str, float]]] = {}
+        for item in state.history()[-w.settings.state.covisit_window :]:
+            neighbours = w.covisit.get(f"{pending.partition}|{item}") or {}
+            covisits[item] = sorted(neighbours.items(), key=lambda kv: -kv[1])
+        return RefreshInput(pending, state, covisits, w.board(pending.partition).top())
+
+    async def _publish(
+        self, pending: Pending, items: list[SlateItem], timing: dict[str, float]
+    ) -> None:
+        now = time.time()
+        rec = Recommendation(
+            rec_id=uuid.uuid4().hex,
+            user_id=pending.user_id,
+            items=items,
+            model_version=self.builder.model_version,
+            policy_version=self.builder.policy_version,
+            trigger_event_ids=pending.trigger_ids,
+            created_at=int(now * 1000),
+            timing_ms={
+                **{k: round(v, 3) for k, v in timing.items()},
+                "queue_ms": round((time.perf_counter() - pending.marked_at) * 1e3, 3),
+            },
+        )
+        await self.worker.recs_topic.send(key=pending.user_id.encode(), value=encode(rec))
+        for ts in pending.broker_ts:
+            latency = max(0.0, now - ts)
+            self.latencies.append(latency)
+            self.worker.metrics.event_to_rec_seconds.observe(latency)
+        self.worker.counters.recommendations += 1
+        self.worker.metrics.recommendations.inc()
+        self.latest[pending.user_id] = rec.model_dump(mode="json")
+        self.latest.move_to_end(pending.user_id)
+        if len(self.latest) > LATEST_SLATES_KEPT:
+            self.latest.popitem(last=False)
+
+    def latency_summary(self) -> dict[str, float | None]:
+        """p50/p99 event-to-recommendation latency (ms) over the last answered events."""
+        if not self.latencies:
+            return {"p50_ms": None, "p99_ms": None, "samples": 0}
+        values = np.fromiter(self.latencies, dtype=np.float64) * 1e3
+        return {
+            "p50_ms": float(np.percentile(values, 50)),
+            "p99_ms": float(np.percentile(values, 99)),
+            "samples": len(values),
+        }

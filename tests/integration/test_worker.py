@@ -1,0 +1,194 @@
+"""The streaming worker against the real broker: reference state, kill -9 recovery, consumer
+group scaling, and malformed input."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from streamrec.broker import free_port
+from streamrec.datasets import load_dataset
+from streamrec.settings import KafkaSettings
+from streamrec.stream.config import StateSettings
+from streamrec.stream.contract import Event, encode
+from streamrec.stream.producer import dataset_events, kafka_producer, publish
+from streamrec.stream.testing import (
+    WorkerProcess,
+    group_caught_up,
+    read_changelog,
+    read_topic,
+    reference_state,
+    wait_until,
+)
+from streamrec.stream.topics import create_topics
+
+pytestmark = pytest.mark.slow
+
+
+def _group(kafka: KafkaSettings) -> str:
+    return f"{kafka.topics.prefix}worker"
+
+
+def _wait_caught_up(kafka: KafkaSettings, workers: list[WorkerProcess], timeout_s: float) -> None:
+    topic = kafka.topics.name("events")
+
+    def done() -> bool:
+        for w in workers:
+            assert w.alive(), f"worker died:\n{w.log_tail()}"
+        return asyncio.run(group_caught_up(kafka, _group(kafka), topic))
+
+    wait_until(done, timeout_s, "the worker group to commit every event", interval_s=2.0)
+
+
+def _final_state(kafka: KafkaSettings) -> dict[str, dict[str, object]]:
+    return asyncio.run(read_changelog(kafka, f"{_group(kafka)}-user_state-changelog"))
+
+
+def _events(limit: int | None = None) -> list[Event]:
+    events = dataset_events(load_dataset(None))
+    return list(itertools.islice(events, limit) if limit else events)
+
+
+def test_kill_dash_9_mid_replay_recovers_to_the_reference_state(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """Full MovieLens-100K replay; the worker is SIGKILLed part way and restarted."""
+    events = _events()
+    asyncio.run(create_topics(kafka_settings))
+    worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port()).start()
+    try:
+        wait_until(lambda: worker.stats() is not None, 90, "the worker web server")
+        asyncio.run(
+            publish(kafka_settings, events, kafka_settings.topics.name("events"), progress=False)
+        )
+        wait_until(
+            lambda: (worker.stats() or {}).get("events_accepted", 0) >= 30_000,
+            300,
+            "30,000 events applied before the kill",
+        )
+        worker.kill()
+        worker.start()
+        _wait_caught_up(kafka_settings, [worker], 600)
+        stats = worker.stats() or {}
+        print(
+            f"recovery after kill -9: {stats.get('last_recovery_s')} s; the restarted worker "
+            f"applied {stats.get('events_accepted')} events and dropped "
+            f"{stats.get('duplicates_dropped')} duplicates"
+        )
+        assert stats.get("last_recovery_s") is not None, "recovery time must be logged"
+    finally:
+        worker.stop()
+    final = _final_state(kafka_settings)
+    expected = reference_state(events, StateSettings())
+    assert final.keys() == expected.keys()
+    mismatched = [u for u in expected if final[u] != expected[u]]
+    assert not mismatched, f"{len(mismatched)} users differ, e.g. {mismatched[:3]}"
+    # Nothing lost, nothing twice: every user's count equals their events in the file.
+    per_user = {u: 0 for u in expected}
+    for e in events:
+        per_user[e.user_id] += 1
+    assert {u: s["n"] for u, s in final.items()} == per_user
+
+
+def test_group_of_workers_splits_partitions_and_survives_a_join(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    events = _events(30_000)
+    asyncio.run(create_topics(kafka_settings))
+    workers = [
+        WorkerProcess(kafka_settings, tmp_path / f"w{i}", free_port()).start() for i in range(2)
+    ]
+    try:
+        for w in workers:
+            wait_until(lambda w=w: w.stats() is not None, 90, "worker web servers")
+        topic = kafka_settings.topics.name("events")
+        asyncio.run(publish(kafka_settings, events[:15_000], topic, progress=False))
+        wait_until(
+            lambda: all((w.stats() or {}).get("events_accepted", 0) > 0 for w in workers),
+            120,
+            "both workers to apply events (partitions split)",
+        )
+        third = WorkerProcess(kafka_settings, tmp_path / "w2", free_port()).start()
+        workers.append(third)
+        asyncio.run(publish(kafka_settings, events[15_000:], topic, rate=5000, progress=False))
+        _wait_caught_up(kafka_settings, workers, 400)
+    finally:
+        for w in workers:
+            w.stop()
+    final = _final_state(kafka_settings)
+    assert final == reference_state(events, StateSettings())
+
+
+def _malformed(n: int, rng: random.Random) -> list[tuple[bytes | None, bytes]]:
+    ok = {
+        "event_id": "x",
+        "user_id": "u1",
+        "item_id": "1",
+        "type": "click",
+        "ts": 1_700_000_000_000,
+    }
+    makers = [
+        lambda i: b"{broken json " + str(i).encode(),
+        lambda i: json.dumps({**ok, "event_id": f"bad{i}", "ts": "not-a-time"}).encode(),
+        lambda i: json.dumps({**ok, "event_id": f"bad{i}", "item_id": i}).encode(),
+        lambda i: json.dumps({k: v for k, v in ok.items() if k != "item_id"}).encode(),
+        lambda i: json.dumps({**ok, "event_id": f"bad{i}", "type": "wormhole"}).encode(),
+        lambda i: json.dumps({**ok, "event_id": f"bad{i}", "pad": "x" * 20_000}).encode(),
+        lambda i: json.dumps({**ok, "event_id": f"bad{i}", "ts": 123}).encode(),
+        lambda i: bytes(rng.randrange(256) for _ in range(64)),
+        lambda i: json.dumps([1, 2, i]).encode(),
+        lambda i: b"",
+    ]
+    return [(b"u1", makers[i % len(makers)](i)) for i in range(n)]
+
+
+def test_malformed_records_all_dead_lettered_good_ones_all_applied(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    rng = random.Random(3)
+    good = _events(2_000)
+    bad = _malformed(1_000, rng)
+    stream: list[tuple[bytes | None, bytes, bool]] = [
+        (e.user_id.encode(), encode(e), True) for e in good
+    ]
+    for key, value in bad:
+        stream.insert(rng.randrange(len(stream) + 1), (key, value, False))
+    asyncio.run(create_topics(kafka_settings))
+
+    async def send_raw() -> None:
+        async with kafka_producer(kafka_settings) as producer:
+            for key, value, _ in stream:
+                await producer.send(kafka_settings.topics.name("events"), value, key=key)
+
+    worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port()).start()
+    try:
+        asyncio.run(send_raw())
+        _wait_caught_up(kafka_settings, [worker], 300)
+        assert worker.alive()
+        stats = worker.stats() or {}
+        assert stats["dead_lettered"] == 1_000 and stats["events_accepted"] == 2_000
+    finally:
+        worker.stop()
+    letters = asyncio.run(
+        read_topic(kafka_settings, kafka_settings.topics.name("deadletter"), 1_000)
+    )
+    bodies = [json.loads(r.value) for r in letters]
+    assert sorted(base64.b64decode(b["original_b64"]) for b in bodies) == sorted(v for _, v in bad)
+    assert all(b["error_code"] and b["error_message"] and b["offset"] >= 0 for b in bodies)
+    codes = {b["error_code"] for b in bodies}
+    assert {
+        "invalid_json",
+        "bad_timestamp",
+        "wrong_type",
+        "missing_field",
+        "unknown_event_type",
+        "too_large",
+        "not_an_object",
+    } <= codes
+    assert _final_state(kafka_settings) == reference_state(good, StateSettings())

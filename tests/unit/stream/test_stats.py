@@ -1,0 +1,33 @@
+"""Trending decay and bounded co-visitation."""
+
+from __future__ import annotations
+
+from streamrec.stream.stats import TrendingBoard, bump_covisit, bump_trending, decay
+
+HOUR_MS = 3_600_000
+
+
+def test_decay_halves_per_half_life_and_never_grows_backwards() -> None:
+    assert decay(8.0, 0, 2 * HOUR_MS, 3600.0) == 2.0
+    assert decay(8.0, HOUR_MS, 0, 3600.0) == 8.0
+
+
+def test_trending_is_order_independent_for_in_and_out_of_order_events() -> None:
+    in_order = bump_trending(bump_trending(None, 0, 1.0, 3600.0), HOUR_MS, 1.0, 3600.0)
+    late = bump_trending(bump_trending(None, HOUR_MS, 1.0, 3600.0), 0, 1.0, 3600.0)
+    assert in_order == late == [1.5, float(HOUR_MS)]
+
+
+def test_covisit_keeps_the_heaviest_k() -> None:
+    value: dict[str, float] | None = None
+    for neighbour, weight in [("a", 1.0), ("b", 3.0), ("c", 2.0), ("a", 0.5), ("d", 5.0)]:
+        value = bump_covisit(value, neighbour, weight, top_k=3)
+    assert value == {"d": 5.0, "b": 3.0, "c": 2.0}
+
+
+def test_board_ranks_by_score_at_newest_time() -> None:
+    board = TrendingBoard(half_life_s=3600.0, size=2, refresh_every=1)
+    board.update("old_hit", [8.0, 0.0])
+    board.update("fresh", [3.0, float(2 * HOUR_MS)])
+    board.update("tiny", [0.1, float(2 * HOUR_MS)])
+    assert board.top() == [("fresh", 3.0), ("old_hit", 2.0)]

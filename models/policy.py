@@ -18,6 +18,8 @@ Implementations (siblings, swappable):
   :data:`FEATURES`; each item's propensity is the probability of choosing it at its position
   given the items above it, so the slate's probability is their product.
 
+:func:`make_reranker` builds the one ``PolicySettings.reranker`` names.
+
 Deterministic rerankers report propensity 1.0: an off-policy estimator can still use their logs,
 but only for target policies that would have shown the same slate.
 
@@ -32,6 +34,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+from streamrec.models.config import PolicySettings
 
 from streamrec.errors import ConfigError
 
@@ -466,3 +469,19 @@ class StochasticReranker:
             params=self.weights.copy(),
             temperature=self.temperature,
         )
+
+
+def make_reranker(
+    settings: PolicySettings,
+    weights: FloatArray | None = None,
+    version: str = "pl-0",
+    seed: int | None = None,
+) -> Reranker:
+    """The reranker ``settings.reranker`` names; ``weights``/``version`` only for stochastic."""
+    if settings.reranker == "relevance":
+        return RelevanceReranker()
+    if settings.reranker == "mmr":
+        return MMRReranker(settings.diversity)
+    if settings.reranker == "dpp":
+        return DPPReranker(min(settings.diversity, 0.99))
+    return StochasticReranker(weights, settings.temperature, version, seed)

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from streamrec.models.config import PolicySettings
 from streamrec.models.policy import (
     FEATURES,
     Candidate,
@@ -18,6 +19,7 @@ from streamrec.models.policy import (
     base_features,
     dpp_greedy,
     dpp_kernel,
+    make_reranker,
     pl_walk,
     replay_chooser,
     stack_vectors,
@@ -184,3 +186,13 @@ def test_stochastic_slate_carries_learning_features() -> None:
     assert slate.features is not None and slate.features.shape == (4, len(FEATURES))
     assert slate.expected_features is not None and slate.expected_features.shape == (4, 5)
     assert slate.params is not None and slate.temperature == 0.25
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("relevance", RelevanceReranker), ("mmr", MMRReranker), ("dpp", DPPReranker),
+     ("stochastic", StochasticReranker)],
+)  # fmt: skip
+def test_make_reranker_follows_settings(name: str, kind: type) -> None:
+    settings = PolicySettings(reranker=name, diversity=0.4)  # type: ignore[arg-type]
+    assert isinstance(make_reranker(settings, seed=0), kind)

@@ -156,16 +156,18 @@ class StreamrecApp:
                     raw, event.key, exc, message.topic, message.partition, message.offset
                 )
                 continue
-            if self._apply(parsed, message.partition):
+            if self._apply(parsed, message.partition, message.offset):
                 self.refresher.mark(parsed, message.partition, message.timestamp)
             self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
-    def _apply(self, event: Event, partition: int) -> bool:
+    def _apply(self, event: Event, partition: int, offset: int) -> bool:
         state = UserState.from_json(self.user_state.get(event.user_id))
         previous = state.history()[-self.settings.state.covisit_window :]
-        if not apply_event(state, event, self.settings.state):
+        if not apply_event(state, event, self.settings.state, (partition, offset)):
             self.counters.duplicates += 1
             self.metrics.duplicates.inc()
+            if state.position == (partition, offset):
+                self.user_state[event.user_id] = state.to_json()  # remember the skipped id
             return False
         self.user_state[event.user_id] = state.to_json()
         self._update_stats(event, partition, previous)

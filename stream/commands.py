@@ -13,6 +13,41 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add the streaming commands (worker, demo) to the root app."""
     app.command()(worker)
     app.command()(demo)
+    bench.command("pipeline")(bench_pipeline)
+
+
+def bench_pipeline(
+    ctx: typer.Context,
+    events: int = typer.Option(20_000, "--events", help="Backlog drained in the throughput phase."),
+    latency_events: int = typer.Option(
+        20_000, "--latency-events", help="Events in the paced phase."
+    ),
+    rate: float = typer.Option(1000.0, "--rate", help="Events per second in the latency phase."),
+    mode: str = typer.Option("", "--mode", help="Serving mode for the worker (default: settings)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Worker vs a passthrough Faust agent on one private broker: events/s, p50/p99 latency."""
+    import shutil
+    import tempfile
+
+    from streamrec.broker import EmbeddedKafka
+    from streamrec.stream.bench import run_pipeline_bench
+
+    settings = get_settings(ctx)
+    workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    broker = EmbeddedKafka(
+        settings.broker.version, settings.data.cache_dir, workdir / "broker", port=0
+    )
+    info = broker.start()
+    env = {"STREAMREC_SERVING__MODE": mode} if mode else {}
+    try:
+        figures = run_pipeline_bench(
+            settings, info.bootstrap_servers, events, latency_events, rate, workdir, env
+        )
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report("bench pipeline", {"kafka": broker.version, **figures}, as_json)
 
 
 def worker(

@@ -22,7 +22,7 @@ class StateSettings(BaseModel):
     )
     recent_length: int = Field(50, ge=1, le=1000, description="Events kept verbatim per user.")
     dedupe_window: int = Field(
-        256, ge=1, description="Recent event ids remembered per user to drop duplicate deliveries."
+        128, ge=1, description="Recent event ids remembered per user to drop producer duplicates."
     )
     summary_slice_s: int = Field(
         86_400, ge=1, description="Width in seconds of one long-term summary time slice."
@@ -39,7 +39,7 @@ class StateSettings(BaseModel):
         200, ge=1, description="Items kept in each partition's trending list."
     )
     covisit_window: int = Field(
-        5, ge=1, description="How many previous items of the user an event co-visits with."
+        3, ge=1, description="How many previous items of the user an event co-visits with."
     )
     covisit_top_k: int = Field(50, ge=1, description="Neighbours kept per item (bounded).")
     event_type_weights: dict[str, float] = Field(

@@ -176,7 +176,8 @@ class Refresher:
         covisits: dict[str, list[tuple[str, float]]] = {}
         for item in state.history()[-w.settings.state.covisit_window :]:
             neighbours = w.covisit.get(f"{pending.partition}|{item}") or {}
-            covisits[item] = sorted(neighbours.items(), key=lambda kv: -kv[1])
+            top_k = w.settings.state.covisit_top_k
+            covisits[item] = sorted(neighbours.items(), key=lambda kv: -kv[1])[:top_k]
         return RefreshInput(pending, state, covisits, w.board(pending.partition).top())
 
     async def _publish(

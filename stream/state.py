@@ -12,11 +12,14 @@ Layout of a ``UserState`` (stored as compact JSON in the ``user_state`` table, k
               merge: the older one's weights decay by ``0.5 ** (gap / half_life)`` to the newer
               start and add up. So a long history costs O(slices * items), not O(events).
     last_ts   newest event time applied (ms); count: events applied
+    position  (partition, offset) of the last record applied
 
-Idempotency rule: an event whose ``event_id`` is among ``seen_ids`` changes nothing and
-``apply_event`` says so. Offsets are committed after processing (at-least-once), so after a
-crash or rebalance the worker re-reads at most the events since the last commit; each user's
-share of those is far below ``dedupe_window`` (256 by default), hence never counted twice.
+Idempotency, two rules. (1) Redelivery: offsets are committed after processing (at-least-once),
+so after a crash or rebalance the worker re-reads the records since the last commit. One user's
+records all live in one partition (events are keyed by user_id), in offset order, so a record
+at or below ``position`` in the same partition was applied already and changes nothing, however
+many there are. (2) Producer duplicates (the same event published twice, at two offsets): an
+``event_id`` among the last ``dedupe_window`` applied ids changes nothing.
 
 Late events: an event older than the newest in ``recent`` is inserted at its time position; one
 older than everything in a full ``recent`` goes straight to the summary. The result is the same
@@ -43,6 +46,7 @@ class UserState:
     summary: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     last_ts: int = 0
     count: int = 0
+    position: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Compact JSON form stored in the table (short keys keep the changelog small)."""
@@ -53,6 +57,7 @@ class UserState:
             "s": [[start, items] for start, items in self.summary],
             "t": self.last_ts,
             "n": self.count,
+            "o": list(self.position) if self.position else None,
         }
 
     @classmethod
@@ -66,6 +71,7 @@ class UserState:
             summary=[(int(start), dict(items)) for start, items in obj["s"]],
             last_ts=int(obj["t"]),
             count=int(obj["n"]),
+            position=(int(obj["o"][0]), int(obj["o"][1])) if obj.get("o") else None,
         )
 
     def history(self) -> list[str]:
@@ -80,10 +86,19 @@ class UserState:
         return seen
 
 
-def apply_event(state: UserState, event: Event, settings: StateSettings) -> bool:
-    """Apply ``event`` to ``state`` in place; False when it is a duplicate (state unchanged)."""
-    if event.event_id in state.seen_ids:
+def apply_event(
+    state: UserState, event: Event, settings: StateSettings, position: tuple[int, int] | None = None
+) -> bool:
+    """Apply ``event`` (read at ``position`` = (partition, offset), if known) to ``state`` in
+    place; False when it is a redelivery or a duplicate (state unchanged)."""
+    if position is not None and _redelivered(state.position, position):
         return False
+    if event.event_id in state.seen_ids:
+        if position is not None:
+            state.position = position  # skip this record for good, even if ids roll out
+        return False
+    if position is not None:
+        state.position = position
     state.seen_ids.append(event.event_id)
     if len(state.seen_ids) > settings.dedupe_window:
         del state.seen_ids[: len(state.seen_ids) - settings.dedupe_window]
@@ -101,6 +116,11 @@ def apply_event(state: UserState, event: Event, settings: StateSettings) -> bool
     while len(state.recent) > settings.recent_length:
         _summarise(state, state.recent.pop(0), settings)
     return True
+
+
+def _redelivered(last: tuple[int, int] | None, position: tuple[int, int]) -> bool:
+    """Same partition, offset not past the last applied one."""
+    return last is not None and last[0] == position[0] and position[1] <= last[1]
 
 
 def _summarise(state: UserState, entry: Recent, settings: StateSettings) -> None:

@@ -44,12 +44,18 @@ def bump_trending(
 def bump_covisit(
     value: dict[str, float] | None, neighbour: str, weight: float, top_k: int
 ) -> dict[str, float]:
-    """Add ``weight`` to ``neighbour``; keep the ``top_k`` heaviest (ties: smaller id wins)."""
-    neighbours = dict(value or {})
+    """Add ``weight`` to ``neighbour`` (in place when ``value`` is given) and return the map.
+
+    The map holds at most ``2 * top_k`` neighbours: past that it is cut back to the ``top_k``
+    heaviest (ties: smaller id wins), so the cut's cost is amortised over ``top_k`` updates.
+    Readers take the heaviest ``top_k`` themselves.
+    """
+    neighbours = value if value is not None else {}
     neighbours[neighbour] = neighbours.get(neighbour, 0.0) + weight
-    if len(neighbours) > top_k:
+    if len(neighbours) > 2 * top_k:
         kept = heapq.nsmallest(top_k, neighbours.items(), key=lambda kv: (-kv[1], kv[0]))
-        neighbours = dict(kept)
+        neighbours.clear()
+        neighbours.update(kept)
     return neighbours
 
 

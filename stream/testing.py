@@ -193,8 +193,12 @@ async def read_topic(
 
 
 def reference_state(events: Iterable[Event], settings: StateSettings) -> dict[str, dict[str, Any]]:
-    """user_id -> state JSON, computed without Kafka by folding events in per-user order."""
+    """user_id -> state JSON without the record position ("o"), computed without Kafka by
+    folding events in per-user order."""
     states: dict[str, UserState] = {}
     for event in events:
         apply_event(states.setdefault(event.user_id, UserState()), event, settings)
-    return {user: state.to_json() for user, state in states.items()}
+    return {
+        user: {k: v for k, v in state.to_json().items() if k != "o"}
+        for user, state in states.items()
+    }

@@ -47,7 +47,9 @@ def _wait_caught_up(kafka: KafkaSettings, workers: list[WorkerProcess], timeout_
 
 
 def _final_state(kafka: KafkaSettings) -> dict[str, dict[str, object]]:
-    return asyncio.run(read_changelog(kafka, f"{_group(kafka)}-user_state-changelog"))
+    """user_state from its changelog, without the record position (the reference has none)."""
+    table = asyncio.run(read_changelog(kafka, f"{_group(kafka)}-user_state-changelog"))
+    return {user: {k: v for k, v in s.items() if k != "o"} for user, s in table.items()}
 
 
 def _events(limit: int | None = None) -> list[Event]:

@@ -26,10 +26,16 @@ def _compose_command() -> list[str] | None:
 def test_compose_file_validates() -> None:
     command = _compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor Debian's `docker-compose` is installed "
-                    "(make setup installs docker-compose when apt is usable)")  # fmt: skip
-    result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config"],
-                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+        pytest.skip(
+            "neither `docker compose` nor Debian's `docker-compose` is installed "
+            "(make setup installs docker-compose when apt is usable)"
+        )
+    result = subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     assert {"kafka", "worker", "prometheus"} <= services.keys()

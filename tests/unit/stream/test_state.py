@@ -27,6 +27,24 @@ def test_duplicate_event_changes_nothing() -> None:
     assert s.to_json() == before
 
 
+def test_redelivered_records_are_skipped_by_offset_beyond_the_id_window() -> None:
+    cfg = StateSettings(dedupe_window=4)
+    s = UserState()
+    for n in range(20):
+        assert apply_event(s, ev(n, BASE + n), cfg, (2, 100 + n))
+    before = s.to_json()
+    for n in range(20):  # the whole partition re-read after a crash
+        assert not apply_event(s, ev(n, BASE + n), cfg, (2, 100 + n))
+    assert s.to_json() == before
+
+
+def test_a_producer_duplicate_at_a_new_offset_is_dropped_by_event_id() -> None:
+    s, cfg = UserState(), StateSettings()
+    assert apply_event(s, ev(1, BASE), cfg, (0, 5))
+    assert not apply_event(s, ev(1, BASE), cfg, (0, 9))
+    assert s.count == 1 and s.position == (0, 9)
+
+
 def test_recent_is_bounded_and_overflow_goes_to_summary() -> None:
     cfg = StateSettings(recent_length=5, summary_slices=3, summary_items=4)
     s = UserState()

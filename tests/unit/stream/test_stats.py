@@ -18,11 +18,13 @@ def test_trending_is_order_independent_for_in_and_out_of_order_events() -> None:
     assert in_order == late == [1.5, float(HOUR_MS)]
 
 
-def test_covisit_keeps_the_heaviest_k() -> None:
+def test_covisit_accumulates_and_cuts_back_to_the_heaviest_k() -> None:
     value: dict[str, float] | None = None
     for neighbour, weight in [("a", 1.0), ("b", 3.0), ("c", 2.0), ("a", 0.5), ("d", 5.0)]:
-        value = bump_covisit(value, neighbour, weight, top_k=3)
-    assert value == {"d": 5.0, "b": 3.0, "c": 2.0}
+        value = bump_covisit(value, neighbour, weight, top_k=2)
+    assert value == {"a": 1.5, "b": 3.0, "c": 2.0, "d": 5.0}  # up to 2 * top_k kept
+    value = bump_covisit(value, "e", 0.1, top_k=2)
+    assert value == {"d": 5.0, "b": 3.0}
 
 
 def test_board_ranks_by_score_at_newest_time() -> None:

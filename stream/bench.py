@@ -1,0 +1,244 @@
+"""``streamrec bench pipeline``: the worker against a passthrough Faust agent, in one run.
+
+Two phases per system, each on fresh topics so neither sees the other's records:
+
+    throughput  N events are published first, then the system starts and drains them; the rate
+                is N / (last output - first output), from the output records' broker timestamps
+    latency     the system runs idle, then M events are published at a fixed rate; each event's
+                latency is its answer's timestamp minus the event's own record timestamp (for the
+                worker: the slate listing the event in trigger_event_ids)
+
+Both timestamps are Kafka CreateTime stamped on this machine's one clock, so no clock skew enters.
+The figures are printed with the ratio pipeline / passthrough; nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+
+from streamrec.broker import free_port
+from streamrec.console import err_console
+from streamrec.datasets import load_dataset
+from streamrec.settings import KafkaSettings, Settings, TopicSettings
+from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.contract import Event
+from streamrec.stream.producer import dataset_events, dataset_items, publish
+from streamrec.stream.testing import WorkerProcess, wait_until, worker_env
+from streamrec.stream.topics import create_topics
+
+
+@dataclass
+class PhaseResult:
+    events: int
+    answered: int
+    seconds: float
+    latencies_ms: list[float]
+
+    def figures(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        return {
+            "events": self.events,
+            "answered": self.answered,
+            "events_per_s": round(self.events / self.seconds, 1) if self.seconds > 0 else None,
+            "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        }
+
+
+def _kafka(settings: Settings, bootstrap: str, label: str) -> KafkaSettings:
+    prefix = f"bench-{label}-{uuid.uuid4().hex[:6]}."
+    topics = TopicSettings(**{**settings.kafka.topics.model_dump(), "prefix": prefix})
+    return KafkaSettings(
+        **{**settings.kafka.model_dump(), "bootstrap_servers": bootstrap, "topics": topics}
+    )
+
+
+class _System:
+    """A system under test: the streamrec worker or the passthrough agent, as a process."""
+
+    def __init__(
+        self, kind: str, kafka: KafkaSettings, workdir: Path, extra_env: dict[str, str]
+    ) -> None:
+        self.kind = kind
+        self.kafka = kafka
+        self.output = kafka.topics.name("recommendations")
+        port = free_port()
+        if kind == "pipeline":
+            self.proc = WorkerProcess(
+                kafka, workdir / f"{kind}-{uuid.uuid4().hex[:6]}", port, extra_env
+            )
+        else:
+            self.proc = _PassthroughProcess(kafka, port, workdir)
+
+    def start(self) -> None:
+        self.proc.start()
+        wait_until(lambda: self.proc.stats() is not None, 300, f"the {self.kind} process")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class _PassthroughProcess(WorkerProcess):
+    def __init__(self, kafka: KafkaSettings, port: int, workdir: Path) -> None:
+        super().__init__(kafka, workdir / f"passthrough-{uuid.uuid4().hex[:6]}", port)
+
+    def start(self) -> WorkerProcess:
+        k = self.kafka
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamrec.stream.passthrough",
+            k.bootstrap_servers,
+            k.topics.name("events"),
+            k.topics.name("recommendations"),
+            f"{k.topics.prefix}passthrough",
+            str(self.web_port),
+            str(k.topics.partitions),
+        ]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, env=worker_env(k), stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir
+            )
+        return self
+
+    def stats(self) -> dict[str, Any] | None:
+        # faust's own web root answers once the worker runs; the passthrough has no /stats.
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/", timeout=2):
+                return {}
+        except OSError:
+            return None
+
+
+async def _collect(
+    kafka: KafkaSettings, topic: str, want_events: int, kind: str, timeout_s: float
+) -> list[tuple[int, list[str], bytes]]:
+    """(timestamp_ms, answered event ids, key) per output record, until ``want_events`` answered."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        **aiokafka_kwargs(kafka),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: list[tuple[int, list[str], bytes]] = []
+    answered = 0
+    try:
+        deadline = time.monotonic() + timeout_s
+        while answered < want_events and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    body = json.loads(r.value)
+                    ids = body["trigger_event_ids"] if kind == "pipeline" else [body["event_id"]]
+                    out.append((r.timestamp, ids, r.key or b""))
+                    answered += len(ids)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _input_times(kafka: KafkaSettings, n: int) -> dict[str, int]:
+    """event_id -> record timestamp (ms) of the published events."""
+    consumer = AIOKafkaConsumer(
+        kafka.topics.name("events"),
+        **aiokafka_kwargs(kafka),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    times: dict[str, int] = {}
+    try:
+        async with asyncio.timeout(120):
+            while len(times) < n:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        times[json.loads(r.value)["event_id"]] = r.timestamp
+        return times
+    finally:
+        await consumer.stop()
+
+
+async def _prepare(kafka: KafkaSettings, settings: Settings) -> None:
+    await create_topics(kafka)
+    dataset = load_dataset(None, settings.data.cache_dir)
+    await publish(kafka, dataset_items(dataset), kafka.topics.name("items"), progress=False)
+
+
+def _phase(
+    kind: str,
+    kafka: KafkaSettings,
+    settings: Settings,
+    events: list[Event],
+    rate: float | None,
+    workdir: Path,
+    extra_env: dict[str, str],
+) -> PhaseResult:
+    asyncio.run(_prepare(kafka, settings))
+    system = _System(kind, kafka, workdir, extra_env)
+    topic = kafka.topics.name("events")
+    try:
+        if rate is None:  # throughput: backlog first, then drain
+            asyncio.run(publish(kafka, events, topic, progress=False))
+            system.start()
+        else:  # latency: running system, paced input
+            system.start()
+            asyncio.run(publish(kafka, events, topic, rate=rate, progress=False))
+        outputs = asyncio.run(_collect(kafka, system.output, len(events), kind, 900))
+    finally:
+        system.stop()
+    sent = asyncio.run(_input_times(kafka, len(events)))
+    stamps = [t for t, _, _ in outputs]
+    seconds = (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 else 0.0
+    latencies = [t - sent[i] for t, ids, _ in outputs for i in ids if i in sent]
+    answered = sum(len(ids) for _, ids, _ in outputs)
+    return PhaseResult(len(events), answered, seconds, [float(x) for x in latencies])
+
+
+def run_pipeline_bench(
+    settings: Settings,
+    bootstrap: str,
+    n_events: int,
+    latency_events: int,
+    rate: float,
+    workdir: Path,
+    extra_env: dict[str, str],
+) -> dict[str, Any]:
+    """Both systems, both phases; returns the figures with ratios."""
+    dataset = load_dataset(None, settings.data.cache_dir)
+    pool = list(itertools.islice(dataset_events(dataset), n_events + latency_events))
+    backlog, paced = pool[:n_events], pool[n_events : n_events + latency_events]
+    figures: dict[str, Any] = {}
+    for kind in ("passthrough", "pipeline"):
+        err_console.print(f"[bold]{kind}[/]: throughput on {len(backlog)} events")
+        tput = _phase(
+            kind, _kafka(settings, bootstrap, kind), settings, backlog, None, workdir, extra_env
+        )
+        err_console.print(f"[bold]{kind}[/]: latency at {rate:.0f} events/s on {len(paced)} events")
+        lat = _phase(
+            kind, _kafka(settings, bootstrap, kind), settings, paced, rate, workdir, extra_env
+        )
+        figures[kind] = {"throughput": tput.figures(), "latency": lat.figures()}
+    p, r = figures["pipeline"], figures["passthrough"]
+    figures["ratio_pipeline_to_passthrough_throughput"] = (
+        round(p["throughput"]["events_per_s"] / r["throughput"]["events_per_s"], 3)
+        if p["throughput"]["events_per_s"] and r["throughput"]["events_per_s"]
+        else None
+    )
+    return figures

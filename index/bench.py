@@ -27,12 +27,12 @@ from typing import Any
 
 import faiss
 import numpy as np
+
+from streamrec.errors import DataError
 from streamrec.index import factory
 from streamrec.index.config import IndexKind, IndexSettings
 from streamrec.index.item_index import ItemIndex
 from streamrec.index.synthetic import mixture_with_queries
-
-from streamrec.errors import DataError
 
 TARGET_RECALL, TARGET_SPEEDUP = 0.95, 10.0
 SYNTHETIC_CLUSTERS, SYNTHETIC_SPREAD = 1000, 0.15
@@ -187,9 +187,10 @@ def _params(index: ItemIndex, settings: IndexSettings) -> str:
     if kind == "ivf_flat":
         return f"nlist={index._layout.nlist} nprobe={settings.nprobe}"
     if kind == "ivf_pq":
+        refine = f"refine={settings.refine_k_factor}" if index._layout.refine else "no refine"
         return (
             f"nlist={index._layout.nlist} nprobe={settings.nprobe} "
-            f"PQ{settings.pq_m}x{settings.pq_nbits} refine={settings.refine_k_factor}"
+            f"PQ{settings.pq_m}x{settings.pq_nbits} {refine}"
         )
     if kind == "hnsw":
         return (

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from streamrec.index.retriever import Retriever
 
 from streamrec.errors import ModelError
+from streamrec.index.retriever import Retriever
 
 Hits = Sequence[tuple[str, float]]
 EMBEDDING, COVISITATION, TRENDING = "embedding", "covisitation", "trending"

@@ -15,11 +15,11 @@ from typing import cast, get_args
 
 import faiss
 import typer
-from streamrec.index.bench import BenchConfig, run
-from streamrec.index.config import IndexKind
 
 from streamrec.console import JsonOption, err_console, get_settings, report
 from streamrec.errors import ConfigError
+from streamrec.index.bench import BenchConfig, run
+from streamrec.index.config import IndexKind
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

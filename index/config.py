@@ -45,9 +45,9 @@ class IndexSettings(BaseModel):
     pq_nbits: int = Field(default=8, ge=1, le=16, description="Bits per PQ sub-quantiser code.")
     refine_k_factor: int = Field(
         default=4,
-        ge=1,
+        ge=0,
         description="ivf_pq re-scores k*refine_k_factor PQ candidates with exact vectors, "
-        "which recall@100 >= 0.95 needs (PQ distances alone are too coarse).",
+        "which recall@100 >= 0.95 needs; 0 keeps PQ codes only (least memory, lower recall).",
     )
     train_max_points: int = Field(
         default=131_072,

@@ -11,6 +11,10 @@ is wanted; nothing here normalises.
 | hnsw      | ``HNSW{M},Flat``                  | graph, no training, CPU only                  |
 | ivf_pq    | ``IVF{nlist},PQ{m}x{nbits}np,RFlat`` | PQ shortlist, exact vectors re-score     |
 
+``ivf_pq`` keeps the full vectors for re-scoring (``refine_k_factor >= 1``), so it saves no
+memory over ``ivf_flat``; ``refine_k_factor=0`` drops them (``m`` bytes per item plus the id)
+and returns approximate PQ scores at a lower recall.
+
 Small catalogs: IVF k-means needs ``min_points_per_list`` points per cell, so ``nlist`` shrinks to
 ``n // min_points_per_list``; below 2 cells the index is ``flat``. PQ codebooks need
 ``2**nbits * min_points_per_list`` points; below that ``ivf_pq`` builds as ``ivf_flat`` (and may
@@ -25,9 +29,9 @@ from typing import Any
 
 import faiss
 import numpy as np
-from streamrec.index.config import IndexKind, IndexSettings
 
 from streamrec.errors import ConfigError
+from streamrec.index.config import IndexKind, IndexSettings
 
 # faiss-gpu has no HNSW and the refine wrapper does not convert; these kinds may move.
 _GPU_KINDS: frozenset[str] = frozenset({"flat", "ivf_flat"})
@@ -35,10 +39,11 @@ _GPU_KINDS: frozenset[str] = frozenset({"flat", "ivf_flat"})
 
 @dataclass(frozen=True)
 class Layout:
-    """The structure actually built: kind after fallbacks and its effective cell count."""
+    """The structure actually built: kind after fallbacks, effective cells, refine wrapper."""
 
     kind: IndexKind
     nlist: int
+    refine: bool = False
 
 
 def choose_layout(n_items: int, dim: int, settings: IndexSettings) -> Layout:
@@ -56,7 +61,7 @@ def choose_layout(n_items: int, dim: int, settings: IndexSettings) -> Layout:
         nlist = min(settings.nlist, n_items // settings.min_points_per_list)
         if nlist < 2:
             return Layout("flat", 0)
-        return Layout(kind, nlist)
+        return Layout(kind, nlist, refine=kind == "ivf_pq" and settings.refine_k_factor > 0)
     return Layout(kind, 0)
 
 
@@ -66,8 +71,10 @@ def create(layout: Layout, dim: int, settings: IndexSettings) -> faiss.Index:
         "flat": "Flat",
         "ivf_flat": f"IVF{layout.nlist},Flat",
         "hnsw": f"HNSW{settings.hnsw_m},Flat",
-        "ivf_pq": f"IVF{layout.nlist},PQ{settings.pq_m}x{settings.pq_nbits}np,RFlat",
+        "ivf_pq": f"IVF{layout.nlist},PQ{settings.pq_m}x{settings.pq_nbits}np",
     }[layout.kind]
+    if layout.refine:
+        spec += ",RFlat"
     # "np" turns off polysemous training, which index_factory enables for PQ by default: it
     # only speeds up Hamming-filtered search (unused here) and costs tens of seconds per train.
     index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
@@ -119,7 +126,7 @@ def search_params(
     if layout.kind == "hnsw":
         params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing in stubs
         params.efSearch = max(settings.hnsw_ef_search * widen, k)
-    elif layout.kind == "ivf_flat":
+    elif layout.kind == "ivf_flat" or (layout.kind == "ivf_pq" and not layout.refine):
         params = faiss.SearchParametersIVF()
         params.nprobe = min(layout.nlist, settings.nprobe * widen)
     elif layout.kind == "ivf_pq":
@@ -129,7 +136,7 @@ def search_params(
             # The refine wrapper ignores its own selector; the IVF below must apply it.
             base.sel = selector
         params = faiss.IndexRefineSearchParameters()
-        params.k_factor = float(settings.refine_k_factor)
+        params.k_factor = float(max(1, settings.refine_k_factor))
         params.base_index_params = base
         # Keep the base parameters alive as long as the wrapper that points at them.
         params.referenced_objects = [base]

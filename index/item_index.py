@@ -30,12 +30,12 @@ from typing import Any
 import faiss
 import numpy as np
 from pydantic import ValidationError
+
+from streamrec.errors import ModelError
 from streamrec.index import factory
 from streamrec.index.config import IndexSettings
 from streamrec.index.ids import IdMap
 from streamrec.index.retriever import SearchResult, as_matrix, check_search_args
-
-from streamrec.errors import ModelError
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
@@ -257,6 +257,7 @@ class ItemIndex:
                 "kind": self._settings.kind,
                 "layout_kind": self._layout.kind,
                 "nlist": self._layout.nlist,
+                "refine": self._layout.refine,
                 "dim": self._dim,
                 "ntotal": int(host.ntotal),
                 "created_at": self._created_at,
@@ -275,16 +276,18 @@ class ItemIndex:
     def load(cls, path: Path, settings: IndexSettings | None = None) -> ItemIndex:
         """Read a folder written by ``save``.
 
-        ``settings`` overrides the saved search settings (nprobe, efSearch, use_gpu, ...); the
-        structure (kind, nlist, PQ shape) always comes from the file.
+        ``settings`` overrides the saved search settings (nprobe, efSearch, refine factor,
+        use_gpu, ...); the structure (kind, nlist, PQ shape, refine or not) comes from the file.
         """
         meta = _read_meta(path)
         try:
             saved = IndexSettings.model_validate(meta["settings"])
         except ValidationError as exc:
             raise ModelError(f"{path / META_FILE}: saved settings are invalid ({exc})") from exc
-        structural = {"kind": saved.kind, "pq_m": saved.pq_m, "pq_nbits": saved.pq_nbits}
-        active = saved if settings is None else settings.model_copy(update=structural)
+        layout = factory.Layout(
+            meta["layout_kind"], int(meta["nlist"]), refine=bool(meta.get("refine", False))
+        )
+        active = saved if settings is None else _search_overrides(saved, settings, layout)
         index = faiss.read_index(str(path / INDEX_FILE))
         slots = meta["slots"]
         if index.ntotal != len(slots) or index.ntotal != meta["ntotal"] or index.d != meta["dim"]:
@@ -293,7 +296,6 @@ class ItemIndex:
                 f"{META_FILE} describes {len(slots)} of dimension {meta['dim']}; the folder mixes "
                 "two saves, save the index again"
             )
-        layout = factory.Layout(meta["layout_kind"], int(meta["nlist"]))
         return cls(
             index,
             IdMap.from_slots(slots),
@@ -303,6 +305,20 @@ class ItemIndex:
             str(meta["version"]),
             str(meta["created_at"]),
         )
+
+
+def _search_overrides(
+    saved: IndexSettings, override: IndexSettings, layout: factory.Layout
+) -> IndexSettings:
+    """``override`` with the structural fields of ``saved`` (what the file was built as)."""
+    refine = override.refine_k_factor or saved.refine_k_factor
+    structural = {
+        "kind": saved.kind,
+        "pq_m": saved.pq_m,
+        "pq_nbits": saved.pq_nbits,
+        "refine_k_factor": refine if layout.refine else 0,
+    }
+    return override.model_copy(update=structural)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from typing import Generic, Literal, TypeVar
 
 import numpy as np
-from streamrec.index.item_index import ItemIndex
 
 from streamrec.errors import ModelError
+from streamrec.index.item_index import ItemIndex
 
 E = TypeVar("E")
 

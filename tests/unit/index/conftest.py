@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import faiss
 import numpy as np
 import pytest
+
 from streamrec.index.synthetic import gaussian_mixture
 
 

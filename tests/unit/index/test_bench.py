@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from streamrec.index.bench import BenchConfig, run
-from streamrec.index.commands import _parse_kinds, register
-from streamrec.index.config import IndexSettings
 from typer.testing import CliRunner
 
 from streamrec.errors import ConfigError, DataError
+from streamrec.index.bench import BenchConfig, run
+from streamrec.index.commands import _parse_kinds, register
+from streamrec.index.config import IndexSettings
 
 SMALL = IndexSettings(nlist=16, nprobe=16, min_points_per_list=8, pq_m=4)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from streamrec.errors import ModelError
 from streamrec.index.candidates import (
     Candidate,
     covisitation_candidates,
@@ -13,8 +15,6 @@ from streamrec.index.candidates import (
     trending_candidates,
 )
 from streamrec.index.retriever import ExactRetriever
-
-from streamrec.errors import ModelError
 
 
 def test_rrf_fusion_sums_weighted_reciprocal_ranks_and_keeps_provenance() -> None:

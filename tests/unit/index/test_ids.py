@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from streamrec.index.config import IndexSettings
 from streamrec.index.ids import IdMap
 from streamrec.index.item_index import ItemIndex

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from streamrec.errors import ConfigError, ModelError
 from streamrec.index.config import IndexKind, IndexSettings
 from streamrec.index.item_index import META_FILE, ItemIndex
 from streamrec.index.retriever import ExactRetriever, Retriever
-
-from streamrec.errors import ConfigError, ModelError
 
 # Small-catalog settings: 3,000 items give 16 IVF cells; PQ needs 256 * 8 = 2,048 points.
 SMALL = {"nlist": 16, "nprobe": 8, "min_points_per_list": 8, "pq_m": 4, "hnsw_ef_search": 64}
@@ -114,6 +114,25 @@ def test_added_item_is_found_without_rebuild_and_replaces_old_vector(
     index.add(["new"], -queries[:1])  # re-adding replaces: now the worst match
     assert "new" not in ids_of(index.search(queries[:1], 50))[0]
     assert index.size == 3001
+
+
+def test_ivf_pq_without_refine_keeps_only_codes_and_still_finds_neighbours(
+    catalog: tuple[list[str], np.ndarray], queries: np.ndarray, tmp_path: Path
+) -> None:
+    ids, vectors = catalog
+    index = ItemIndex.build(ids, vectors, settings("ivf_pq", refine_k_factor=0), version="v")
+    truth = ids_of(ExactRetriever.build(ids, vectors).search(queries, 20))
+    assert recall(ids_of(index.search(queries, 20)), truth) >= 0.5
+    index.deactivate(truth[0][:5])
+    assert not set(truth[0][:5]) & set(ids_of(index.search(queries[:1], 20))[0])
+    index.save(tmp_path)
+    refined = ItemIndex.build(ids, vectors, settings("ivf_pq"), version="v")
+    refined.save(tmp_path / "refined")
+    # 4-byte codes plus ids instead of the 64-byte vectors the refined index also keeps.
+    plain_size = (tmp_path / "index.faiss").stat().st_size
+    assert plain_size < 0.5 * (tmp_path / "refined" / "index.faiss").stat().st_size
+    loaded = ItemIndex.load(tmp_path, IndexSettings(kind="flat", refine_k_factor=4))
+    assert ids_of(loaded.search(queries, 20)) == ids_of(index.search(queries, 20))
 
 
 def test_small_catalogs_fall_back_and_still_accept_adds(

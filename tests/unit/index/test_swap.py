@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+
+from streamrec.errors import ModelError
 from streamrec.index.config import IndexSettings
 from streamrec.index.item_index import ItemIndex
 from streamrec.index.swap import ServingSnapshot, SnapshotHolder
-
-from streamrec.errors import ModelError
 
 FLAT = IndexSettings(kind="flat")
 DIM = 8

@@ -9,8 +9,12 @@
 Scores are raw inner products (see ``factory.py``). Search over-fetches ``k`` plus the largest
 per-query exclusion, filters, and retries only the rows that came back short with twice the
 fetch and twice the breadth (nprobe / efSearch) until they are ``k`` long or the search was
-exhaustive; so rows are ``k`` long whenever ``k`` eligible items exist. Deactivated items are
-tombstones (``ids.py``) skipped by an ``IDSelector`` inside FAISS and filtered again afterwards.
+exhaustive; so rows are ``k`` long whenever ``k`` eligible items exist (on a GPU, as long as
+``k`` plus exclusions and tombstones stay within FAISS's 2,048-result limit). Deactivated items
+are tombstones (``ids.py``) skipped by an ``IDSelector`` inside FAISS (CPU) and filtered again
+afterwards. GPU: ``flat`` and ``ivf_flat`` move to GPU 0 when a faiss GPU build sees a device
+and ``use_gpu`` is set; HNSW and IVF-PQ with refine stay on the CPU. (Not exercised on a GPU
+yet: this repository's CI has none.)
 
 Thread safety: one lock serialises search, add and deactivate on one index (FAISS may not be
 searched while it is being added to). FAISS still uses its OpenMP threads inside one batched
@@ -38,6 +42,8 @@ from streamrec.index.ids import IdMap
 from streamrec.index.retriever import SearchResult, as_matrix, check_search_args
 
 FORMAT_VERSION = 1
+# faiss-gpu answers at most 2,048 results per query; GPU rows may come back short beyond that.
+GPU_MAX_K = 2048
 INDEX_FILE = "index.faiss"
 META_FILE = "meta.json"
 
@@ -197,6 +203,8 @@ class ItemIndex:
             return []
         fetch = min(fetch, ntotal)
         exhaustive = factory.is_exhaustive(self._layout, self._settings, widen, fetch, ntotal)
+        if self._on_gpu and fetch >= GPU_MAX_K:
+            fetch, exhaustive = GPU_MAX_K, True
         scores, labels = self._raw_search(queries[rows], fetch, widen)
         short: list[int] = []
         for row, row_scores, row_labels in zip(rows, scores, labels, strict=True):
@@ -211,11 +219,14 @@ class ItemIndex:
         self, queries: np.ndarray, fetch: int, widen: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores [B, fetch] float32 and labels [B, fetch] int64 (-1 pads missing results)."""
-        # GPU indexes take no IDSelector; their tombstones are filtered after the search only.
+        # GPU indexes take no IDSelector (tombstones are then only filtered afterwards), and a
+        # GPU flat index needs no parameters at all.
         selector = None if self._on_gpu else self._selector
-        params = factory.search_params(
-            self._layout, self._settings, widen=widen, k=fetch, selector=selector
-        )
+        params = None
+        if not (self._on_gpu and self._layout.kind == "flat"):
+            params = factory.search_params(
+                self._layout, self._settings, widen=widen, k=fetch, selector=selector
+            )
         found: tuple[np.ndarray, np.ndarray] = self._index.search(queries, fetch, params=params)
         return found
 

@@ -115,8 +115,9 @@ def log_record(
         "rewards": [float(r) for r in rewards],
         "candidates": {
             "item_ids": list(candidate_ids),
-            "features": np.asarray(features).tolist(),
-            "vectors": np.asarray(vectors).tolist(),
+            # 6 decimals: exact enough for the probabilities, a third of the full repr's size
+            "features": np.round(np.asarray(features), 6).tolist(),
+            "vectors": np.round(np.asarray(vectors), 6).tolist(),
         },
     }
 

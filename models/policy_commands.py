@@ -93,7 +93,9 @@ def report_command(
         "synthetic", "--dataset", help="synthetic, or movielens (ML-100K fitted users)."
     ),
     ope_log: bool = typer.Option(
-        True, "--ope-log/--no-ope-log", help="Also write OUT/ope-log.jsonl (learned, seed 0)."
+        False,
+        "--ope-log/--no-ope-log",
+        help="Also write OUT/ope-log.jsonl (learned policy, seed 0; ~20 kB per slate).",
     ),
     as_json: bool = JsonOption,
 ) -> None:

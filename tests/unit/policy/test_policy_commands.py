@@ -58,7 +58,7 @@ def test_ope_needs_exactly_one_target(tmp_path: Path) -> None:
 
 def test_report_writes_table_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "rep"
-    args = ["report", "--seeds", "2", "--steps", "120", "--out", str(out), "--json"]
+    args = ["report", "--seeds", "2", "--steps", "120", "--out", str(out), "--ope-log", "--json"]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 import numpy as np
+
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
 from streamrec.models.ope import log_record

@@ -44,11 +44,11 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
+
+from streamrec.errors import ModelError
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.policy import DEFAULT_WEIGHTS, N_FEATURES, FloatArray
 from streamrec.models.rewards import Impression, Reward, position_rewards
-
-from streamrec.errors import ModelError
 
 FORMAT = "streamrec-learner/1"
 

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from streamrec.errors import DataError
 from streamrec.models.policy import (
     N_FEATURES,
     FloatArray,
@@ -41,8 +43,6 @@ from streamrec.models.policy import (
     replay_chooser,
     unit_rows,
 )
-
-from streamrec.errors import DataError
 
 Z95 = 1.959964
 

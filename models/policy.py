@@ -34,9 +34,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-from streamrec.models.config import PolicySettings
 
 from streamrec.errors import ConfigError
+from streamrec.models.config import PolicySettings
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

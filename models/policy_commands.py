@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 import typer
+
+from streamrec.console import JsonOption, err_console, get_settings, report
+from streamrec.errors import ConfigError, DataError, StreamrecError
 from streamrec.models.closed_loop import LoopConfig
 from streamrec.models.learner import OnlineLearner
 from streamrec.models.ope import evaluate, read_log
@@ -26,9 +29,6 @@ from streamrec.models.policy import (
 )
 from streamrec.models.report import ReportConfig, run_policies, write_report
 from streamrec.models.simulator import Simulator
-
-from streamrec.console import JsonOption, err_console, get_settings, report
-from streamrec.errors import ConfigError, DataError, StreamrecError
 
 
 def _parse_weights(text: str) -> np.ndarray:

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from streamrec.errors import ConfigError
 from streamrec.models.closed_loop import METRICS, LoopConfig, LoopResult, run_closed_loop
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
@@ -35,8 +37,6 @@ from streamrec.models.policy import (
     StochasticReranker,
 )
 from streamrec.models.simulator import Simulator, SimulatorConfig
-
-from streamrec.errors import ConfigError
 
 # Two-sided 97.5% Student-t quantiles by degrees of freedom (no scipy dependency for 30 numbers).
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,

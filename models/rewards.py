@@ -25,9 +25,9 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import numpy as np
-from streamrec.models.policy import FloatArray, Slate
 
 from streamrec.errors import ContractError
+from streamrec.models.policy import FloatArray, Slate
 
 
 @dataclass(frozen=True)

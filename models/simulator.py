@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from streamrec.models.policy import FloatArray, unit_rows
 
 from streamrec.errors import ContractError, DataError
+from streamrec.models.policy import FloatArray, unit_rows
 
 
 @dataclass(frozen=True)

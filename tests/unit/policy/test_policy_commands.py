@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from typer.testing import CliRunner
+
 from streamrec.models.ope import log_record
 from streamrec.models.policy import unit_rows
 from streamrec.models.policy_commands import register
-from typer.testing import CliRunner
 
 
 def _app() -> typer.Typer:

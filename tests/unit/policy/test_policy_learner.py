@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from streamrec.errors import ModelError
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
 from streamrec.models.policy import Candidate, StochasticReranker, UserContext
 from streamrec.models.rewards import Impression
-
-from streamrec.errors import ModelError
 
 POLICY = PolicySettings(temperature=0.5, max_weight_norm=3.0)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamrec.models.ope import evaluate, log_record, read_log
-from streamrec.models.policy import pl_walk, replay_chooser, unit_rows
 
 from streamrec.errors import DataError
+from streamrec.models.ope import evaluate, log_record, read_log
+from streamrec.models.policy import pl_walk, replay_chooser, unit_rows
 
 N, K, F, D, TEMP = 5, 2, 5, 3, 0.5
 LOGGING = np.array([1.0, 0.0, 0.0, 0.0, 0.0])

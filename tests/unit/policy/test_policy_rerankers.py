@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+
+from streamrec.errors import ConfigError
 from streamrec.models.config import PolicySettings
 from streamrec.models.policy import (
     FEATURES,
@@ -24,8 +26,6 @@ from streamrec.models.policy import (
     replay_chooser,
     stack_vectors,
 )
-
-from streamrec.errors import ConfigError
 
 
 def _candidates(rng: np.random.Generator, n: int, d: int = 4) -> list[Candidate]:

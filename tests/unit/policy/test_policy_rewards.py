@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from streamrec.errors import ContractError
 from streamrec.models.rewards import (
     DropReason,
     Impression,
@@ -13,8 +15,6 @@ from streamrec.models.rewards import (
     RewardJoiner,
     position_rewards,
 )
-
-from streamrec.errors import ContractError
 
 WEIGHTS = {"click": 1.0, "add_to_cart": 2.0, "purchase": 5.0, "dwell": 0.5}
 

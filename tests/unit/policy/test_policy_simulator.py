@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from streamrec.errors import ContractError
 from streamrec.models.closed_loop import LoopConfig, run_closed_loop
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
 from streamrec.models.policy import MMRReranker, StochasticReranker
 from streamrec.models.simulator import Simulator, SimulatorConfig
-
-from streamrec.errors import ContractError
 
 SMALL = SimulatorConfig(n_users=20, n_items=100, seed=3)
 

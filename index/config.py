@@ -24,7 +24,13 @@ class IndexSettings(BaseModel):
         description="Index type: exact inner product, IVF, HNSW graph or IVF with PQ codes.",
     )
     path: Path | None = Field(default=None, description="Folder of a saved index to load at start.")
-    nlist: int = Field(default=2048, ge=1, description="IVF cells (ivf_flat, ivf_pq).")
+    nlist: int | None = Field(
+        default=None,
+        ge=1,
+        description="IVF cells (ivf_flat, ivf_pq); None sizes them to the catalog: 2*sqrt(N) "
+        "rounded to a power of two (2,048 at 1M items), so nprobe covers a similar neighbourhood "
+        "at any catalog size.",
+    )
     nprobe: int = Field(default=24, ge=1, description="IVF cells visited per query.")
     min_points_per_list: int = Field(
         default=39,

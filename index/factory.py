@@ -15,8 +15,9 @@ is wanted; nothing here normalises.
 memory over ``ivf_flat``; ``refine_k_factor=0`` drops them (``m`` bytes per item plus the id)
 and returns approximate PQ scores at a lower recall.
 
-Small catalogs: IVF k-means needs ``min_points_per_list`` points per cell, so ``nlist`` shrinks to
-``n // min_points_per_list``; below 2 cells the index is ``flat``. PQ codebooks need
+``nlist=None`` (default) picks ``2*sqrt(N)`` rounded to a power of two for the N items of the
+build. Small catalogs: IVF k-means needs ``min_points_per_list`` points per cell, so ``nlist``
+shrinks to ``n // min_points_per_list``; below 2 cells the index is ``flat``. PQ codebooks need
 ``2**nbits * min_points_per_list`` points; below that ``ivf_pq`` builds as ``ivf_flat`` (and may
 shrink further). The chosen structure is kept until the next full rebuild, so adds to a
 fallback index do not upgrade it; rebuild through the hot swap once the catalog has grown.
@@ -24,6 +25,7 @@ fallback index do not upgrade it; rebuild through the hot swap once the catalog 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +60,19 @@ def choose_layout(n_items: int, dim: int, settings: IndexSettings) -> Layout:
         if n_items < (1 << settings.pq_nbits) * settings.min_points_per_list:
             kind = "ivf_flat"
     if kind in ("ivf_flat", "ivf_pq"):
-        nlist = min(settings.nlist, n_items // settings.min_points_per_list)
+        wanted = settings.nlist if settings.nlist is not None else auto_nlist(n_items)
+        nlist = min(wanted, n_items // settings.min_points_per_list)
         if nlist < 2:
             return Layout("flat", 0)
         return Layout(kind, nlist, refine=kind == "ivf_pq" and settings.refine_k_factor > 0)
     return Layout(kind, 0)
+
+
+def auto_nlist(n_items: int) -> int:
+    """``2*sqrt(n_items)`` rounded to the nearest power of two (at least 1)."""
+    if n_items < 1:
+        return 1
+    return int(2 ** round(math.log2(max(1.0, 2.0 * math.sqrt(n_items)))))
 
 
 def create(layout: Layout, dim: int, settings: IndexSettings) -> faiss.Index:

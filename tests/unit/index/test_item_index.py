@@ -10,6 +10,7 @@ import pytest
 
 from streamrec.errors import ConfigError, ModelError
 from streamrec.index.config import IndexKind, IndexSettings
+from streamrec.index.factory import auto_nlist
 from streamrec.index.item_index import META_FILE, ItemIndex
 from streamrec.index.retriever import ExactRetriever, Retriever
 
@@ -147,6 +148,13 @@ def test_small_catalogs_fall_back_and_still_accept_adds(
     assert empty.search(vectors[:1], 5) == [[]]
     empty.add(ids[:3], vectors[:3])
     assert len(empty.search(vectors[:1], 5)[0]) == 3
+
+
+def test_auto_nlist_grows_with_the_catalog(catalog: tuple[list[str], np.ndarray]) -> None:
+    assert [auto_nlist(n) for n in (0, 100, 100_000, 1_000_000)] == [1, 16, 512, 2048]
+    ids, vectors = catalog
+    auto = IndexSettings(kind="ivf_flat", min_points_per_list=8)
+    assert ItemIndex.build(ids, vectors, auto, "v")._layout.nlist == 128  # 2*sqrt(3000) = 110
 
 
 def test_pq_m_must_divide_dimension(catalog: tuple[list[str], np.ndarray]) -> None:

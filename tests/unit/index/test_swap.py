@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,10 +50,11 @@ def test_concurrent_readers_never_mix_versions_across_swaps() -> None:
     seen = set()
     step = 0
     # Keep swapping until every reader has overlapped many swaps (threads may start late).
-    while (step < 200 or min(reads) < 20) and step < 200_000:
+    while (step < 200 or min(reads) < 20) and step < 1_000_000:
         old = holder.swap(versions[(step + 1) % 4])
         seen.add(old.model_version)
         step += 1
+        time.sleep(0)  # hand the GIL to readers so swaps interleave with their requests
     stop.set()
     for thread in threads:
         thread.join()

@@ -27,9 +27,8 @@ class IndexSettings(BaseModel):
     nlist: int | None = Field(
         default=None,
         ge=1,
-        description="IVF cells (ivf_flat, ivf_pq); None sizes them to the catalog: 2*sqrt(N) "
-        "rounded to a power of two (2,048 at 1M items), so nprobe covers a similar neighbourhood "
-        "at any catalog size.",
+        description="IVF cells (ivf_flat, ivf_pq); None sizes them to the catalog with the usual "
+        "2*sqrt(N) rule, rounded to a power of two (2,048 at 1M items, the tuned point).",
     )
     nprobe: int = Field(default=24, ge=1, description="IVF cells visited per query.")
     min_points_per_list: int = Field(

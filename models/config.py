@@ -16,7 +16,9 @@ class EncoderSettings(BaseModel):
     hidden_size: int = Field(64, ge=8, description="Item and position embedding width.")
     layers: int = Field(2, ge=1, description="Transformer blocks.")
     heads: int = Field(2, ge=1, description="Attention heads; must divide hidden_size.")
+    inner_size: int = Field(256, ge=1, description="Feed-forward width inside each block.")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and blocks.")
+    attn_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on attention weights.")
     max_len: int = Field(50, ge=2, description="Longest input sequence (most recent items kept).")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto picks CUDA when present, else the CPU."
@@ -30,14 +32,23 @@ class TrainSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     epochs: int = Field(200, ge=1, description="Most epochs; early stopping usually ends sooner.")
-    batch_size: int = Field(128, ge=1, description="Sequences per optimiser step.")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    batch_size: int = Field(64, ge=1, description="Sequences (windows or prefixes) per step.")
+    lr: float = Field(2e-3, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     loss: Literal["ce", "sampled_softmax"] = Field(
         "ce", description="Full-softmax cross-entropy, or sampled softmax with logQ correction."
     )
     negatives: int = Field(256, ge=1, description="Negatives per step for sampled softmax.")
-    patience: int = Field(10, ge=1, description="Epochs without validation NDCG@10 gain to stop.")
+    scheme: Literal["window", "prefix"] = Field(
+        "window",
+        description="window: loss at every position of max_len chunks; prefix: RecBole's "
+        "one example per prefix, loss at its last position.",
+    )
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Cross-entropy smoothing.")
+    time_budget_s: float | None = Field(
+        240.0, gt=0, description="Stop after this many seconds, keeping the best epoch."
+    )
+    patience: int = Field(5, ge=1, description="Epochs without validation NDCG@10 gain to stop.")
     seed: int = Field(42, description="Random seed.")
 
 

@@ -36,8 +36,11 @@ from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog
 from streamrec.stream.connection import faust_broker_url, faust_credentials
 from streamrec.stream.contract import Event, dead_letter, encode, parse_event
+from streamrec.stream.control import ControlListener
+from streamrec.stream.feedback import Feedback
 from streamrec.stream.metrics import WorkerMetrics
-from streamrec.stream.refresh import Refresher
+from streamrec.stream.refresh import Refresher, SlateBuilder
+from streamrec.stream.serving import ModelServer
 from streamrec.stream.state import UserState, apply_event
 from streamrec.stream.stats import TrendingBoard, bump_covisit, bump_trending, stat_key
 
@@ -77,12 +80,19 @@ class StreamrecApp:
         self.covisit = self.app.Table("covisit", default=None, **table_opts)
         self.boards: dict[int, TrendingBoard] = {}
         self._assigned_at = time.perf_counter()
+        self.model_server = (
+            ModelServer(settings.serving, settings.policy, settings.index, settings.encoder.device)
+            if settings.serving.mode == "model"
+            else None
+        )
         self.catalog = Catalog(settings.kafka, self.metrics)
         items_topic = topics.name("items")
         self.catalog.dead_letter = lambda raw, key, exc, partition, offset: self._dead_letter(
             raw, key, exc, items_topic, partition, offset
         )
         self.refresher = Refresher(self)
+        self.feedback = Feedback(self)
+        self.control = ControlListener(self)
         self._register()
 
     def _build_app(self) -> faust.App:
@@ -114,8 +124,12 @@ class StreamrecApp:
 
     def _register(self) -> None:
         self.app.agent(self.events_topic, name="ingest")(self._ingest)
+        self.app.agent(self.recs_topic, name="impressions")(self.feedback.on_recommendations)
         self.app.task(self.catalog.run)
         self.app.task(self.refresher.run)
+        if self.model_server is not None:
+            self.app.task(self.control.run)
+            self.catalog.listeners.append(self.control.on_items)
         self.app.timer(5.0)(self._observe)
         self.app.page("/metrics")(self._metrics_page)
         self.app.page("/stats")(self._stats_page)
@@ -157,6 +171,8 @@ class StreamrecApp:
                 )
                 continue
             if self._apply(parsed, message.partition, message.offset):
+                if parsed.rec_id is not None:
+                    self.feedback.on_response(parsed)
                 self.refresher.mark(parsed, message.partition, message.timestamp)
             self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
@@ -187,6 +203,11 @@ class StreamrecApp:
             self.covisit[prev_key] = bump_covisit(
                 self.covisit.get(prev_key), event.item_id, weight, s.covisit_top_k
             )
+
+    def slate_builder(self) -> SlateBuilder | None:
+        """The model path once a model is loaded; None means the heuristic path."""
+        server = self.model_server
+        return server.builder if server is not None else None
 
     def board(self, partition: int) -> TrendingBoard:
         """The partition's trending board, loaded from the table the first time."""
@@ -256,6 +277,13 @@ class StreamrecApp:
             "uptime_s": round(time.time() - c.started_at, 1),
             "last_recovery_s": c.last_recovery_s,
             "latency": self.refresher.latency_summary(),
+            "model_version": self.model_server.model_version if self.model_server else None,
+            "model_swaps": self.control.swaps,
+            "feedback": self.feedback.stats(),
+            "cold_start": {
+                "items_added": self.control.cold_items,
+                "last_seconds": self.control.cold_last_s,
+            },
         }
 
     # faust calls a page function with the request alone; aiohttp responses pass through.

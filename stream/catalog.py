@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,7 +25,8 @@ from streamrec.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 DeadLetterFn = Callable[[bytes, bytes | None, ContractError, int, int], Awaitable[None]]
-ItemListener = Callable[[list[Item]], Awaitable[None]]
+# Called with the new records and the oldest record timestamp among them (epoch ms).
+ItemListener = Callable[[list[Item], int], Awaitable[None]]
 
 
 class Catalog:
@@ -51,6 +53,7 @@ class Catalog:
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
                 fresh: list[Item] = []
+                oldest_ms = int(time.time() * 1000)
                 for tp, records in batch.items():
                     for record in records:
                         item = await self._accept(
@@ -58,9 +61,10 @@ class Catalog:
                         )
                         if item is not None:
                             fresh.append(item)
+                            oldest_ms = min(oldest_ms, record.timestamp)
                 if fresh:
                     for listener in self.listeners:
-                        await listener(fresh)
+                        await listener(fresh, oldest_ms)
                 if not self.loaded and all(await _at_least(consumer, end)):
                     self.loaded = True
                     log.info("catalog loaded: %d items", len(self.items))

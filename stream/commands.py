@@ -13,7 +13,30 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add the streaming commands (worker, demo) to the root app."""
     app.command()(worker)
     app.command()(demo)
+    app.command("publish-model")(publish_model)
     bench.command("pipeline")(bench_pipeline)
+
+
+def publish_model(
+    ctx: typer.Context,
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder every worker can read."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Announce a checkpoint on the control topic; every model-mode worker hot-swaps to it."""
+    import asyncio
+    import json
+
+    from streamrec.errors import ModelError
+    from streamrec.stream.control import announce_model
+
+    config = checkpoint / "config.json"
+    if not config.is_file():
+        raise ModelError(
+            f"{checkpoint} is not a checkpoint folder (no config.json); run `streamrec train`"
+        )
+    version = json.loads(config.read_text())["model_version"]
+    record = asyncio.run(announce_model(get_settings(ctx).kafka, checkpoint, version))
+    report("publish-model", record.model_dump(), as_json)
 
 
 def bench_pipeline(

@@ -205,6 +205,16 @@ class DeadLetter(_Record):
         return base64.b64decode(self.original_b64)
 
 
+class ModelAnnouncement(_Record):
+    """On the ``control`` topic: every worker switches to this checkpoint (hot swap)."""
+
+    v: Version = SCHEMA_VERSION
+    type: Literal["model"] = "model"
+    model_version: str
+    checkpoint: str = Field(description="Checkpoint folder readable by every worker.")
+    announced_at: int = Field(description="Epoch milliseconds.")
+
+
 _PYDANTIC_CODES = {
     "missing": "missing_field",
     "literal_error": "bad_value",

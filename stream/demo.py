@@ -60,8 +60,11 @@ def run_demo(settings: Settings, limit: int | None, rate: float | None) -> dict[
         titles = {
             i.item_id: i.title for i in load_dataset(None, settings.data.cache_dir).items.values()
         }
-        return {"kafka": f"{broker.version} at {info.bootstrap_servers}", **figures,
-                "worker": _summary(worker, titles)}  # fmt: skip
+        return {
+            "kafka": f"{broker.version} at {info.bootstrap_servers}",
+            **figures,
+            "worker": _summary(worker, titles),
+        }
     finally:
         if worker is not None:
             worker.stop()

@@ -101,6 +101,29 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.rewards = Counter(
+            f"{ns}_reward",
+            "Reward value joined to slates, by response type.",
+            ["type"],
+            registry=registry,
+        )
+        self.rewards_dropped = Counter(
+            f"{ns}_responses_dropped",
+            "Responses that earned no reward, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.impressions_closed = Counter(
+            f"{ns}_impressions_closed",
+            "Impressions whose attribution window closed.",
+            registry=registry,
+        )
+        self.policy_updates = Counter(
+            f"{ns}_policy_updates", "Online policy updates (rollbacks included).", registry=registry
+        )
+        self.policy_rollbacks = Counter(
+            f"{ns}_policy_rollbacks", "Updates that rolled the policy back.", registry=registry
+        )
         self.index_items = Gauge(
             f"{ns}_index_items", "Items searchable in the index.", registry=registry
         )

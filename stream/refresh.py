@@ -30,6 +30,8 @@ from streamrec.index.candidates import (
     explain,
     fuse,
 )
+from streamrec.models.policy import Slate
+from streamrec.models.rewards import Impression
 from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
 from streamrec.stream.state import UserState
 
@@ -62,13 +64,21 @@ class RefreshInput:
     trending: list[tuple[str, float]]
 
 
+@dataclass
+class BuiltBatch:
+    """Slates for a batch (same order), the versions that made them, stage timings (ms)."""
+
+    slates: list[list[SlateItem]]
+    model_version: str
+    policy_version: str
+    timing_ms: dict[str, float]
+    policy_slates: list[Slate] | None = None  # the policy's own slates (features for learning)
+
+
 class SlateBuilder(Protocol):
     """Turns a batch of refresh inputs into slates; runs in a worker thread."""
 
-    model_version: str
-    policy_version: str
-
-    def build(self, batch: list[RefreshInput], slate_size: int) -> list[list[SlateItem]]: ...
+    def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch: ...
 
 
 class HeuristicBuilder:
@@ -77,11 +87,11 @@ class HeuristicBuilder:
     Deterministic, so every propensity is 1.0. Seen items are never recommended.
     """
 
-    model_version = "none"
-    policy_version = "heuristic-1"
-
-    def build(self, batch: list[RefreshInput], slate_size: int) -> list[list[SlateItem]]:
-        return [self._one(entry, slate_size) for entry in batch]
+    def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
+        started = time.perf_counter()
+        slates = [self._one(entry, slate_size) for entry in batch]
+        timing = {"fuse_ms": (time.perf_counter() - started) * 1e3}
+        return BuiltBatch(slates, "none", "heuristic-1", timing)
 
     def _one(self, entry: RefreshInput, slate_size: int) -> list[SlateItem]:
         history = entry.state.history()
@@ -105,9 +115,9 @@ class HeuristicBuilder:
 class Refresher:
     """Collects dirty users and publishes their slates (see module docstring)."""
 
-    def __init__(self, worker: StreamrecApp, builder: SlateBuilder | None = None) -> None:
+    def __init__(self, worker: StreamrecApp) -> None:
         self.worker = worker
-        self.builder: SlateBuilder = builder or HeuristicBuilder()
+        self.heuristic = HeuristicBuilder()
         self.serving = worker.settings.serving
         self.dirty: OrderedDict[str, Pending] = OrderedDict()
         self.latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -164,11 +174,18 @@ class Refresher:
         started = time.perf_counter()
         inputs = [self._input(p) for p in batch]
         gathered = time.perf_counter()
-        slates = await asyncio.to_thread(self.builder.build, inputs, self.serving.slate_size)
-        built = time.perf_counter()
-        timing = {"gather_ms": (gathered - started) * 1e3, "build_ms": (built - gathered) * 1e3}
-        for entry, items in zip(inputs, slates, strict=True):
-            await self._publish(entry.pending, items, timing)
+        builder = self.worker.slate_builder() or self.heuristic
+        built = await asyncio.to_thread(builder.build, inputs, self.serving.slate_size)
+        timing = {"gather_ms": (gathered - started) * 1e3, **built.timing_ms}
+        for stage, ms in timing.items():
+            metrics.stage_seconds.labels(stage.removesuffix("_ms")).observe(ms / 1e3)
+        for n, (entry, items) in enumerate(zip(inputs, built.slates, strict=True)):
+            rec = await self._publish(entry.pending, items, built, timing)
+            if built.policy_slates is not None:
+                impression = Impression.from_slate(
+                    rec.rec_id, rec.user_id, built.policy_slates[n], rec.created_at / 1000
+                )
+                self.worker.feedback.log_impression(impression)
 
     def _input(self, pending: Pending) -> RefreshInput:
         w = self.worker
@@ -181,15 +198,15 @@ class Refresher:
         return RefreshInput(pending, state, covisits, w.board(pending.partition).top())
 
     async def _publish(
-        self, pending: Pending, items: list[SlateItem], timing: dict[str, float]
-    ) -> None:
+        self, pending: Pending, items: list[SlateItem], built: BuiltBatch, timing: dict[str, float]
+    ) -> Recommendation:
         now = time.time()
         rec = Recommendation(
             rec_id=uuid.uuid4().hex,
             user_id=pending.user_id,
             items=items,
-            model_version=self.builder.model_version,
-            policy_version=self.builder.policy_version,
+            model_version=built.model_version,
+            policy_version=built.policy_version,
             trigger_event_ids=pending.trigger_ids,
             created_at=int(now * 1000),
             timing_ms={
@@ -208,6 +225,7 @@ class Refresher:
         self.latest.move_to_end(pending.user_id)
         if len(self.latest) > LATEST_SLATES_KEPT:
             self.latest.popitem(last=False)
+        return rec
 
     def latency_summary(self) -> dict[str, float | None]:
         """p50/p99 event-to-recommendation latency (ms) over the last answered events."""

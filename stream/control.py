@@ -1,0 +1,116 @@
+"""Model announcements on the ``control`` topic, and the worker side that acts on them.
+
+``announce_model`` publishes a ``ModelAnnouncement``; every worker reads the one-partition
+control topic from the beginning, so a worker that starts later still ends on the latest
+announced version, and all workers apply announcements in the same order. Loading happens in a
+worker thread; the swap itself is atomic between refresh batches (stream/serving.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrec.errors import StreamrecError
+from streamrec.settings import KafkaSettings
+from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.contract import Item, ModelAnnouncement, encode
+from streamrec.stream.producer import kafka_producer
+
+if TYPE_CHECKING:
+    from streamrec.stream.app import StreamrecApp
+
+log = logging.getLogger(__name__)
+
+
+async def announce_model(
+    kafka: KafkaSettings, checkpoint: Path, model_version: str
+) -> ModelAnnouncement:
+    """Tell every worker to serve ``checkpoint`` (a folder all workers can read)."""
+    record = ModelAnnouncement(
+        model_version=model_version,
+        checkpoint=str(checkpoint.resolve()),
+        announced_at=int(time.time() * 1000),
+    )
+    async with kafka_producer(kafka) as producer:
+        await producer.send_and_wait(kafka.topics.name("control"), encode(record), key=b"model")
+    return record
+
+
+class ControlListener:
+    """Loads the configured checkpoint at start, then follows announcements."""
+
+    def __init__(self, worker: StreamrecApp) -> None:
+        self.worker = worker
+        self.swaps = 0
+        self.cold_items = 0
+        self.cold_last_s: float | None = None
+
+    async def run(self) -> None:
+        server = self.worker.model_server
+        assert server is not None  # registered only in model mode
+        initial = self.worker.settings.encoder.checkpoint
+        if initial is not None:
+            await self._load(initial)
+        kafka = self.worker.settings.kafka
+        consumer = AIOKafkaConsumer(
+            **aiokafka_kwargs(kafka), group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(kafka.topics.name("control"), 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for record in batch.get(tp, []):
+                    await self._on_record(record.value or b"")
+        finally:
+            await consumer.stop()
+
+    async def _on_record(self, raw: bytes) -> None:
+        try:
+            announcement = ModelAnnouncement.model_validate_json(raw)
+        except ValueError as exc:
+            log.error("ignoring malformed control record: %s", exc)
+            return
+        if announcement.model_version == self.worker.model_server.model_version:  # type: ignore[union-attr]  # model mode only
+            return
+        await self._load(Path(announcement.checkpoint))
+
+    async def _load(self, checkpoint: Path) -> None:
+        server = self.worker.model_server
+        assert server is not None
+        started = time.perf_counter()
+        try:
+            version = await asyncio.to_thread(
+                server.load, checkpoint, dict(self.worker.catalog.items)
+            )
+        except (StreamrecError, OSError) as exc:
+            log.error(
+                "cannot serve checkpoint %s, keeping %s: %s", checkpoint, server.model_version, exc
+            )
+            return
+        self.swaps += 1
+        self.worker.feedback.sync_reranker()
+        self.worker.metrics.model_version.clear()
+        self.worker.metrics.model_version.labels(version).set(1)
+        log.info("serving model %s (loaded in %.2f s)", version, time.perf_counter() - started)
+
+    async def on_items(self, items: list[Item], record_ts_ms: int) -> None:
+        """Catalog listener: cold-start items the serving index lacks; records how long from
+        the oldest record's timestamp until the items were searchable."""
+        server = self.worker.model_server
+        if server is None or server.cold is None:
+            return
+        added = await asyncio.to_thread(server.cold.add, items)
+        if added and server.holder is not None:
+            self.cold_items += added
+            self.cold_last_s = max(0.0, time.time() - record_ts_ms / 1000)
+            self.worker.metrics.index_items.set(server.holder.current().index.size)
+            log.info("%d new items searchable %.3f s after their record", added, self.cold_last_s)

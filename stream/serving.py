@@ -1,0 +1,235 @@
+"""Model-based slates: encoder -> FAISS -> candidate fusion -> policy rerank, with hot swap and
+cold start.
+
+One batch reads ``holder.current()`` once, so every slate of the batch is computed by one model
+and one index and is stamped with that model's version; a swap lands between batches.
+
+Per user the candidates are fused by reciprocal rank (index/candidates.py) from three sources:
+the top ``serving.candidates`` items by dot product with the user vector (seen items excluded
+inside FAISS), the co-visitation neighbours of the user's last items, and the partition's
+trending items. The fused list goes to the policy (models/policy.py) with each candidate's
+fused score as relevance, its item vector, trending score as popularity and freshness 1.0 for
+items added after the model was trained. Each slate item's reason is the history item most
+similar to it (cosine of item vectors), else the source that found it.
+
+Cold start: a catalog record for an item the index lacks is embedded with all-MiniLM-L6-v2 and
+projected into the item space by the model's learned projection, then added to the index
+(``SnapshotHolder.add_items``), typically within tens of milliseconds of the record arriving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from streamrec.index.candidates import (
+    COVISITATION,
+    EMBEDDING,
+    TRENDING,
+    covisitation_candidates,
+    explain,
+    fuse,
+)
+from streamrec.index.config import IndexSettings
+from streamrec.index.item_index import ItemIndex
+from streamrec.index.swap import ServingSnapshot, SnapshotHolder
+from streamrec.models.checkpoint import InferenceEncoder
+from streamrec.models.config import PolicySettings
+from streamrec.models.policy import Candidate, Reranker, Slate, UserContext, make_reranker
+from streamrec.stream.config import ServingSettings
+from streamrec.stream.contract import Item, SlateItem
+
+if TYPE_CHECKING:
+    from streamrec.models.text_encoder import TextEncoder
+    from streamrec.stream.refresh import BuiltBatch, RefreshInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedModel:
+    """The model half of a snapshot: the encoder and item vectors by id (for reasons)."""
+
+    encoder: InferenceEncoder
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    cold_items: set[str] = field(default_factory=set)
+
+
+def load_snapshot(
+    checkpoint: Path, index: IndexSettings, device: str
+) -> ServingSnapshot[ServedModel]:
+    """Load a checkpoint and build its item index (seconds for ML-100K; run off the loop)."""
+    encoder = InferenceEncoder.load(checkpoint, device=device)
+    vectors = encoder.item_vectors()
+    item_index = ItemIndex.build(encoder.item_ids, vectors, index, encoder.model_version)
+    model = ServedModel(encoder, dict(zip(encoder.item_ids, vectors, strict=True)))
+    return ServingSnapshot(encoder.model_version, model, item_index)
+
+
+class ModelBuilder:
+    """SlateBuilder of the model path (see module docstring); thread-safe for one caller."""
+
+    def __init__(
+        self,
+        holder: SnapshotHolder[ServedModel],
+        serving: ServingSettings,
+        policy: PolicySettings,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.holder = holder
+        self.serving = serving
+        self.reranker = reranker or make_reranker(policy)
+
+    def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
+        from streamrec.stream.refresh import BuiltBatch
+
+        snap = self.holder.current()
+        t0 = time.perf_counter()
+        histories = [entry.state.history() for entry in batch]
+        users = snap.encoder.encoder.encode(histories)  # [B, D]
+        t1 = time.perf_counter()
+        seen = [entry.state.seen_items() for entry in batch]
+        hits = snap.index.search(users, self.serving.candidates, seen)
+        t2 = time.perf_counter()
+        slates, policy_slates = [], []
+        for entry, history, found in zip(batch, histories, hits, strict=True):
+            items, policy_slate = self._slate(entry, history, found, snap.encoder, slate_size)
+            slates.append(items)
+            policy_slates.append(policy_slate)
+        t3 = time.perf_counter()
+        timing = {
+            "encode_ms": (t1 - t0) * 1e3,
+            "search_ms": (t2 - t1) * 1e3,
+            "rerank_ms": (t3 - t2) * 1e3,
+        }
+        return BuiltBatch(slates, snap.model_version, self.reranker.version, timing, policy_slates)
+
+    def _slate(
+        self,
+        entry: RefreshInput,
+        history: list[str],
+        found: list[tuple[str, float]],
+        model: ServedModel,
+        slate_size: int,
+    ) -> tuple[list[SlateItem], Slate]:
+        sources = {
+            EMBEDDING: found,
+            COVISITATION: covisitation_candidates(entry.covisits, history, self.serving.candidates),
+            TRENDING: entry.trending,
+        }
+        fused = fuse(sources, self.serving.candidates, exclude=entry.state.seen_items())
+        fused = [c for c in fused if c.item_id in model.vectors]
+        popularity = dict(entry.trending)
+        candidates = [
+            Candidate(
+                item_id=c.item_id,
+                relevance=c.score,
+                vector=model.vectors[c.item_id],
+                popularity=popularity.get(c.item_id, 0.0),
+                freshness=1.0 if c.item_id in model.cold_items else 0.0,
+            )
+            for c in fused
+        ]
+        known = [model.vectors[h] for h in history[-10:] if h in model.vectors]
+        context = UserContext(entry.pending.user_id, np.stack(known) if known else np.zeros((0, 0)))
+        slate = self.reranker.rerank(context, candidates, slate_size)
+        chosen = {c.item_id: c for c in fused}
+        reasons = explain([chosen[i.item_id] for i in slate.items], history, model.vectors)
+        items = [
+            SlateItem(
+                item_id=i.item_id,
+                score=round(float(i.score), 6),
+                propensity=float(i.propensity),
+                reason=reasons[i.item_id].label,
+            )
+            for i in slate.items
+        ]
+        return items, slate
+
+
+class ColdStart:
+    """Embeds catalog items the serving index lacks and adds them (module docstring)."""
+
+    def __init__(self, holder: SnapshotHolder[ServedModel]) -> None:
+        self.holder = holder
+        self._text: TextEncoder | None = None
+        self._lock = threading.Lock()
+
+    def text_encoder(self) -> TextEncoder:
+        with self._lock:  # loaded once (about 9 s), from whichever thread asks first
+            if self._text is None:
+                from streamrec.models.text_encoder import TextEncoder
+
+                self._text = TextEncoder()
+            return self._text
+
+    def add(self, items: list[Item]) -> int:
+        """Embed and index the items the current index lacks; returns how many were added."""
+        snap = self.holder.current()
+        fresh = [i for i in items if i.item_id not in snap.index]
+        if not fresh:
+            return 0
+        texts = [_text(i) for i in fresh]
+        vectors = snap.encoder.encoder.text_vectors_to_item_space(self.text_encoder().embed(texts))
+        ids = [i.item_id for i in fresh]
+        self.holder.add_items(ids, vectors.astype(np.float32), snap.model_version)
+        for item_id, vector in zip(ids, vectors, strict=True):
+            snap.encoder.vectors[item_id] = vector
+            snap.encoder.cold_items.add(item_id)
+        log.info("cold start: %d catalog items added to index %s", len(ids), snap.model_version)
+        return len(ids)
+
+
+class ModelServer:
+    """Owns the serving snapshot: initial load, hot swap to announced versions, cold start."""
+
+    def __init__(
+        self, serving: ServingSettings, policy: PolicySettings, index: IndexSettings, device: str
+    ) -> None:
+        self.serving, self.policy, self.index, self.device = serving, policy, index, device
+        self.holder: SnapshotHolder[ServedModel] | None = None
+        self.cold: ColdStart | None = None
+        self.builder: ModelBuilder | None = None
+
+    @property
+    def model_version(self) -> str | None:
+        return self.holder.current().model_version if self.holder else None
+
+    def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:
+        """Serve ``checkpoint``: the first load, or an atomic swap from the current model.
+
+        Blocking (loads weights, builds the index); call it from a worker thread. Catalog items
+        the new model does not know get text vectors through the new model's projection.
+        """
+        if self.holder is None:
+            snapshot = load_snapshot(checkpoint, self.index, self.device)
+            self.holder = SnapshotHolder(snapshot)
+            self.cold = ColdStart(self.holder)
+            self.builder = ModelBuilder(self.holder, self.serving, self.policy)
+        else:
+            ticket = self.holder.begin_rebuild()
+            snapshot = load_snapshot(checkpoint, self.index, self.device)
+            cold = self.cold
+            assert cold is not None  # set together with the holder
+
+            def reencode(item_ids: Sequence[str]) -> np.ndarray:
+                texts = [_text(catalog[i]) if i in catalog else i for i in item_ids]
+                return snapshot.encoder.encoder.text_vectors_to_item_space(
+                    cold.text_encoder().embed(texts)
+                )
+
+            self.holder.swap(snapshot, ticket, reencode=reencode)
+        if self.cold is not None and catalog:
+            self.cold.add(list(catalog.values()))
+        return snapshot.model_version
+
+
+def _text(item: Item) -> str:
+    return f"{item.title}. {item.text} {' '.join(item.categories)}".strip()

@@ -8,6 +8,7 @@ second of wall time. With a checkpoint, int8's accuracy is its test HR@10/NDCG@1
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ def run_bench(
     device: str | None,
     batch_sizes: list[int],
     int8: bool,
+    min_seconds: float = 1.0,
 ) -> dict[str, Any]:
     """Throughput rows (device, precision, batch, vectors/s) and the int8 trade-off."""
     checkpoint = checkpoint or newest_checkpoint(settings.data.cache_dir)
@@ -96,7 +98,7 @@ def run_bench(
     for name, enc in encoders.items():
         dev_name, precision = name.split("-")
         for b in batch_sizes:
-            rate = throughput(enc, b)
+            rate = throughput(enc, b, min_seconds)
             rows.append(
                 {
                     "device": dev_name,
@@ -112,21 +114,24 @@ def run_bench(
         "throughput": rows,
     }
     if "cpu-int8" in encoders:
-        figures["int8_vs_fp32"] = _int8_tradeoff(settings, encoders, checkpoint is not None)
+        figures["int8_vs_fp32"] = _int8_tradeoff(settings, encoders, checkpoint)
     return figures
 
 
 def _int8_tradeoff(
-    settings: Settings, encoders: dict[str, InferenceEncoder], trained: bool
+    settings: Settings, encoders: dict[str, InferenceEncoder], checkpoint: Path | None
 ) -> dict[str, Any]:
     fp32, q = encoders["cpu-fp32"], encoders["cpu-int8"]
     out: dict[str, Any] = {}
-    if trained:
+    if checkpoint is not None:
         from streamrec.datasets import load_dataset
         from streamrec.models.evaluation import leave_one_out
         from streamrec.models.pipeline import test_metrics
 
-        split = leave_one_out(load_dataset(None, settings.data.cache_dir), fp32.item_ids)
+        meta = json.loads((checkpoint / "metrics.json").read_text(encoding="utf-8"))
+        path = meta.get("dataset_path")  # the data the checkpoint was trained on
+        dataset = load_dataset(Path(path) if path else None, settings.data.cache_dir)
+        split = leave_one_out(dataset, fp32.item_ids)
         seqs = split.test_inputs
         for name, enc in (("fp32", fp32), ("int8", q)):
             m = test_metrics(enc.model, split, enc.device, exclude_history=True)["model"]

@@ -112,6 +112,7 @@ def bench_encoder_cmd(
     device: str | None = _DEVICE,
     batch_sizes: str = typer.Option("1,32,256,1024", "--batch-sizes", help="Comma-separated."),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also measure int8 on the CPU."),
+    seconds: float = typer.Option(1.0, "--seconds", min=0.01, help="Measuring time per row."),
     as_json: bool = JsonOption,
 ) -> None:
     """User vectors per second by batch size and device; int8 vs fp32 on the CPU."""
@@ -120,7 +121,7 @@ def bench_encoder_cmd(
     settings = get_settings(ctx)
     sizes = [int(s) for s in batch_sizes.split(",") if s.strip()]
     err_console.print("measuring encoder throughput (sequences of max_len items)...")
-    figures = run_bench(settings, checkpoint, device, sizes, int8)
+    figures = run_bench(settings, checkpoint, device, sizes, int8, seconds)
     report("streamrec bench encoder", figures, as_json)
 
 

@@ -21,6 +21,11 @@ prefix through :func:`~streamrec.models.policy.pl_walk`),
 - SNIPS: ``V = Σ_k Σ_i W_ik r_ik / Σ_i W_ik``, self-normalised per position (small bias, much
   lower variance); 95% interval by a seeded percentile bootstrap over slates.
 
+Weights multiply down the slate: with 10 positions at the default temperature a target that
+differs from the logger has an effective sample size of a few slates, and then neither interval
+can be trusted (the CLI warns below 100). Evaluate the top positions (``positions``), targets
+close to the logger, or log with a higher temperature.
+
 Deterministic logging (propensity 1) supports only targets that would show the same slate;
 log a stochastic policy to evaluate anything else.
 """
@@ -178,6 +183,17 @@ def decision_weights(
     return out
 
 
+def _truncate(s: LoggedSlate, positions: int) -> LoggedSlate:
+    return LoggedSlate(
+        s.rec_id,
+        s.order[:positions],
+        s.propensities[:positions],
+        s.rewards[:positions],
+        s.features,
+        s.vectors,
+    )
+
+
 def _clt(x: FloatArray) -> Estimate:
     mean = float(x.mean())
     half = Z95 * float(x.std(ddof=1)) / np.sqrt(len(x)) if len(x) > 1 else float("inf")
@@ -196,10 +212,18 @@ def evaluate(
     temperature: float,
     bootstrap: int = 500,
     seed: int = 0,
+    positions: int | None = None,
 ) -> OPEResult:
-    """IPS and SNIPS value of the PL policy ``(weights, temperature)`` on ``logs``."""
+    """IPS and SNIPS value of the PL policy ``(weights, temperature)`` on ``logs``.
+
+    ``positions``: evaluate only the reward of the top ``positions`` slots. Weights compound
+    down the slate, so the full-slate estimate of a target far from the logger rests on a
+    handful of slates (see ``effective_sample_size``); the top few positions stay estimable.
+    """
     if not logs:
         raise DataError("no logged slates to evaluate")
+    if positions is not None:
+        logs = [_truncate(s, positions) for s in logs]
     ws = decision_weights(logs, np.asarray(weights, dtype=np.float64), temperature)
     k = max(len(s.order) for s in logs)
     w = np.zeros((len(logs), k))

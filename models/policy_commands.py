@@ -60,6 +60,9 @@ def ope_command(
     ),
     bootstrap: int = typer.Option(500, "--bootstrap", min=10, help="SNIPS bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    positions: int | None = typer.Option(
+        None, "--positions", min=1, help="Evaluate only the top N positions' reward."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Estimate a candidate Plackett-Luce policy's reward per slate from logged slates."""
@@ -72,15 +75,23 @@ def ope_command(
         else:
             target = _parse_weights(weights or "")
         temp = temperature if temperature is not None else settings.policy.temperature
-        result = evaluate(read_log(log), target, temp, bootstrap=bootstrap, seed=seed)
+        result = evaluate(
+            read_log(log), target, temp, bootstrap=bootstrap, seed=seed, positions=positions
+        )
     except StreamrecError as exc:
         raise _fail(exc) from exc
     figures: dict[str, Any] = {
         "log": str(log),
         "target_weights": dict(zip(FEATURES, target.tolist(), strict=True)),
         "temperature": temp,
+        "positions": positions or "all",
         **result.as_dict(),
     }
+    if result.effective_sample_size < 100:
+        figures["warning"] = (
+            "effective sample size below 100: the target is too far from the logging policy "
+            "for these intervals to be trusted; try --positions 1..3"
+        )
     report("off-policy evaluation (reward per slate, 95% interval)", figures, as_json)
 
 

@@ -102,3 +102,14 @@ def test_bad_logs_raise_data_error(tmp_path: Path) -> None:
         read_log(bad)
     with pytest.raises(DataError):
         read_log(tmp_path / "missing.jsonl")
+
+
+def test_top_positions_keep_more_effective_samples(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    world = _write_logs(log, seed=5, n=1_000)
+    logs = read_log(log)
+    full = evaluate(logs, TARGET, TEMP, bootstrap=50)
+    top = evaluate(logs, TARGET, TEMP, bootstrap=50, positions=1)
+    assert top.effective_sample_size > full.effective_sample_size
+    assert top.ips.value < full.ips.value  # one position's reward, not two
+    assert world  # the same synthetic world as above

@@ -14,7 +14,25 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command()(worker)
     app.command()(demo)
     app.command("publish-model")(publish_model)
+    app.command()(simulate)
     bench.command("pipeline")(bench_pipeline)
+
+
+def simulate(
+    ctx: typer.Context,
+    seed: int = typer.Option(7, "--seed", help="Simulator seed (responses are repeatable)."),
+    duration: float = typer.Option(60.0, "--duration", help="Seconds to run."),
+    max_slates: int = typer.Option(0, "--max-slates", help="Stop after N slates (0: no limit)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Simulated users answer published slates with clicks, dwell, carts and purchases."""
+    import asyncio
+
+    from streamrec.stream.simulate import simulate as run
+
+    settings = get_settings(ctx)
+    result = asyncio.run(run(settings, settings.kafka, seed, duration, max_slates or None))
+    report("simulate", result.figures(), as_json)
 
 
 def publish_model(
@@ -94,10 +112,11 @@ def demo(
     ctx: typer.Context,
     limit: int = typer.Option(0, "--limit", help="Replay only the first N events (0 = all)."),
     rate: float = typer.Option(0.0, "--rate", help="Events per second; 0 = as fast as possible."),
+    simulate_s: float = typer.Option(120.0, "--simulate", help="Seconds of simulated users."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Run the pipeline end to end on an embedded Kafka broker and print a summary."""
+    """Train (or reuse) the encoder, run the closed loop on an embedded broker, print a summary."""
     from streamrec.stream.demo import run_demo
 
-    figures = run_demo(get_settings(ctx), limit or None, rate or None)
+    figures = run_demo(get_settings(ctx), limit or None, rate or None, simulate_s)
     report("streamrec demo", figures, as_json)

@@ -1,15 +1,18 @@
 """``streamrec demo``: the whole pipeline on the embedded broker, from a fresh start.
 
-Steps: start a private Kafka broker on a free loopback port (its own data folder, wiped first so
-every run starts alike), create the topics, start a worker process, replay MovieLens-100K
-through the broker, wait until the worker has committed every event, and print a summary with
-example slates. Worker and broker are stopped at the end, also on errors.
+Steps: train the demo encoder on MovieLens-100K (or reuse the newest checkpoint in the cache),
+start a private Kafka broker on a free loopback port (its own data folder, wiped first so every
+run starts alike), create the topics, start a model-mode worker, replay MovieLens-100K through
+the broker while simulated users answer the slates (closed loop with online policy learning),
+wait until the worker has committed every event, and print a summary with latency figures and
+example slates with reasons. Worker and broker are stopped at the end, also on errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+from pathlib import Path
 from typing import Any
 
 from streamrec.broker import EmbeddedKafka, free_port
@@ -17,14 +20,18 @@ from streamrec.console import err_console
 from streamrec.datasets import load_dataset
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.replay import replay_dataset
+from streamrec.stream.simulate import simulate
 from streamrec.stream.testing import WorkerProcess, group_caught_up, wait_until
 from streamrec.stream.topics import create_topics
 
 EXAMPLE_SLATES = 3
 
 
-def run_demo(settings: Settings, limit: int | None, rate: float | None) -> dict[str, Any]:
+def run_demo(
+    settings: Settings, limit: int | None, rate: float | None, simulate_s: float
+) -> dict[str, Any]:
     """Run the demo; returns the summary figures."""
+    checkpoint, trained = _checkpoint(settings)
     workdir = settings.data.cache_dir / "demo"
     shutil.rmtree(workdir, ignore_errors=True)
     broker = EmbeddedKafka(
@@ -34,7 +41,7 @@ def run_demo(settings: Settings, limit: int | None, rate: float | None) -> dict[
         port=0,
         start_timeout_s=settings.broker.start_timeout_s,
     )
-    err_console.print(f"[bold]1/4[/] Apache Kafka {broker.version} on {broker.bootstrap_servers}")
+    err_console.print(f"[bold]2/5[/] Apache Kafka {broker.version} on {broker.bootstrap_servers}")
     info = broker.start()
     worker: WorkerProcess | None = None
     try:
@@ -43,17 +50,29 @@ def run_demo(settings: Settings, limit: int | None, rate: float | None) -> dict[
         )
         demo_settings = settings.model_copy(update={"kafka": kafka})
         asyncio.run(create_topics(kafka))
-        err_console.print("[bold]2/4[/] starting a worker")
-        worker = WorkerProcess(kafka, workdir / "worker", free_port()).start()
-        wait_until(lambda: _ready(worker), 120, "the worker to start")
-        err_console.print("[bold]3/4[/] replaying MovieLens-100K through Kafka")
-        figures = asyncio.run(replay_dataset(demo_settings, None, rate, limit, with_items=True))
-        err_console.print("[bold]4/4[/] waiting for the worker to apply every event")
-        topic = kafka.topics.name("events")
-        group = f"{kafka.topics.prefix}worker"
+        err_console.print(f"[bold]3/5[/] starting a model-mode worker on {checkpoint.name}")
+        env = {
+            "STREAMREC_SERVING__MODE": "model",
+            "STREAMREC_ENCODER__CHECKPOINT": str(checkpoint),
+            "STREAMREC_LEARNER__ATTRIBUTION_WINDOW_S": "10",
+        }
+        worker = WorkerProcess(kafka, workdir / "worker", free_port(), env).start()
+        wait_until(
+            lambda: _ready(worker) and (worker.stats() or {}).get("model_version"),
+            300,
+            "the worker to load the model",
+        )
+        err_console.print(
+            "[bold]4/5[/] replaying MovieLens-100K; simulated users answer the slates"
+        )
+        figures, simulation = asyncio.run(
+            _replay_and_simulate(demo_settings, kafka, limit, rate, simulate_s)
+        )
+        err_console.print("[bold]5/5[/] waiting for the worker to apply every event")
+        topic, group = kafka.topics.name("events"), f"{kafka.topics.prefix}worker"
         wait_until(
             lambda: _ready(worker) and asyncio.run(group_caught_up(kafka, group, topic)),
-            1800,
+            3600,
             "the worker to catch up",
             interval_s=2.0,
         )
@@ -62,13 +81,46 @@ def run_demo(settings: Settings, limit: int | None, rate: float | None) -> dict[
         }
         return {
             "kafka": f"{broker.version} at {info.bootstrap_servers}",
+            "model": {"checkpoint": str(checkpoint), "trained_now": trained},
             **figures,
+            "simulation": simulation,
             "worker": _summary(worker, titles),
         }
     finally:
         if worker is not None:
             worker.stop()
         broker.stop()
+
+
+def _checkpoint(settings: Settings) -> tuple[Path, bool]:
+    """The newest demo checkpoint in the cache, or a freshly trained one."""
+    root = settings.data.cache_dir / "models"
+    existing = (
+        sorted(root.glob("*/config.json"), key=lambda p: p.stat().st_mtime) if root.exists() else []
+    )
+    if existing:
+        err_console.print(f"[bold]1/5[/] reusing the trained encoder {existing[-1].parent.name}")
+        return existing[-1].parent, False
+    err_console.print("[bold]1/5[/] training the demo encoder on MovieLens-100K (a few minutes)")
+    from streamrec.models.pipeline import run_training
+
+    figures = run_training(settings, preset="demo")
+    return Path(figures["checkpoint"]), True
+
+
+async def _replay_and_simulate(
+    settings: Settings,
+    kafka: KafkaSettings,
+    limit: int | None,
+    rate: float | None,
+    simulate_s: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    sim = asyncio.create_task(
+        simulate(settings, kafka, seed=7, duration_s=simulate_s, max_slates=None)
+    )
+    await asyncio.sleep(2)  # the simulator's consumer joins before the first slates appear
+    figures = await replay_dataset(settings, None, rate, limit, with_items=True)
+    return figures, (await sim).figures()
 
 
 def _ready(worker: WorkerProcess) -> bool:
@@ -88,8 +140,10 @@ def _summary(worker: WorkerProcess, titles: dict[str, str]) -> dict[str, Any]:
             "dead_lettered",
             "duplicates_dropped",
             "recommendations_published",
+            "model_version",
         )
     }
+    summary["feedback"] = stats.get("feedback")
     latency = stats.get("latency") or {}
     summary["event_to_recommendation_p50_ms"] = latency.get("p50_ms")
     summary["event_to_recommendation_p99_ms"] = latency.get("p99_ms")

@@ -16,9 +16,7 @@ import pytest
 from streamrec.broker import free_port
 from streamrec.datasets import load_dataset
 from streamrec.models.checkpoint import InferenceEncoder
-from streamrec.models.config import EncoderSettings, TrainSettings
-from streamrec.models.pipeline import run_training
-from streamrec.settings import KafkaSettings, Settings
+from streamrec.settings import KafkaSettings
 from streamrec.stream.contract import Event, Item, Recommendation
 from streamrec.stream.control import announce_model
 from streamrec.stream.producer import dataset_items, publish
@@ -27,21 +25,6 @@ from streamrec.stream.topics import create_topics
 
 pytestmark = pytest.mark.slow
 TS = 1_700_000_000_000
-
-
-@pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two small encoders trained on MovieLens-100K with different seeds (distinct versions)."""
-    folders = []
-    for seed in (1, 2):
-        settings = Settings(
-            encoder=EncoderSettings(hidden_size=32, layers=1, heads=1, max_len=20),
-            train=TrainSettings(epochs=1, seed=seed),
-        )
-        out = tmp_path_factory.mktemp(f"ckpt{seed}") / "model"
-        run_training(settings, out=out, epochs=1, device="cpu", progress=False)
-        folders.append(out)
-    return folders
 
 
 def _version(checkpoint: Path) -> str:

@@ -1,0 +1,68 @@
+"""The settings object: documented fields, environment nesting, YAML file, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from streamrec.errors import ConfigError
+from streamrec.settings import CONFIG_ENV, Settings, load_settings
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, object]]:
+    found: list[tuple[str, object]] = []
+    for name, info in model.model_fields.items():
+        found.append((f"{prefix}{name}", info))
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.extend(_fields(annotation, f"{prefix}{name}."))
+    return found
+
+
+def test_every_setting_is_documented() -> None:
+    undocumented = [name for name, info in _fields(Settings) if not info.description]  # type: ignore[attr-defined]
+    assert not undocumented
+
+
+def test_environment_overrides_nested_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMREC_KAFKA__BOOTSTRAP_SERVERS", "broker-a:9092,broker-b:9092")
+    monkeypatch.setenv("STREAMREC_KAFKA__TOPICS__PARTITIONS", "12")
+    monkeypatch.setenv("STREAMREC_SERVING__MODE", "model")
+    s = Settings()
+    assert s.kafka.bootstrap_servers == "broker-a:9092,broker-b:9092"
+    assert s.kafka.topics.partitions == 12 and s.kafka.topics.name("events") == "streamrec.events"
+    assert s.serving.mode == "model"
+
+
+def test_yaml_file_is_read_and_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "streamrec.yaml"
+    config.write_text("kafka:\n  bootstrap_servers: from-yaml:9092\nstate:\n  recent_length: 7\n")
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    monkeypatch.setenv("STREAMREC_STATE__RECENT_LENGTH", "9")
+    s = load_settings(config)
+    assert s.kafka.bootstrap_servers == "from-yaml:9092"
+    assert s.state.recent_length == 9
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_invalid_value_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMREC_KAFKA__SECURITY_PROTOCOL", "CARRIER_PIGEON")
+    with pytest.raises(ValueError, match="security_protocol"):
+        Settings()
+
+
+def test_sasl_password_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMREC_KAFKA__SASL_PASSWORD", "hunter2")
+    s = Settings()
+    assert "hunter2" not in repr(s) and "hunter2" not in s.model_dump_json()
+    assert (
+        s.kafka.sasl_password is not None and s.kafka.sasl_password.get_secret_value() == "hunter2"
+    )

@@ -202,7 +202,9 @@ def run_closed_loop(
             out = joiner.join(Response.from_event(event))
             if isinstance(out, Reward):
                 rewards.append(out)
-        store.impressions.pop(rec_id, None)  # responses are immediate; the window is over
+        # responses are immediate, so the window is over: drop what the store kept
+        store.impressions.pop(rec_id, None)
+        store.rewards.pop(rec_id, None)
         if ope_log is not None and impression.stochastic:
             _write_ope_line(ope_log, impression, context, cands, rewards)
         rows = [_row(sim, i) for i in slate.item_ids]

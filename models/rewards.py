@@ -6,6 +6,15 @@ Pure logic, no Kafka. The streaming side backs :class:`ImpressionStore` with Fau
 The core is the function :func:`attribute`, which takes the impression (or ``None``) and says
 either which reward the response earns or why it is dropped; it never raises on bad input.
 
+Usage in a worker::
+
+    joiner = RewardJoiner(store, settings.learner.attribution_window_s,
+                          settings.learner.reward_weights)
+    joiner.record(Impression.from_slate(rec_id, user_id, slate, now))   # recommend agent
+    out = joiner.join_event(event)      # reward agent: Reward, DropReason or ContractError
+    for impression, rewards in store.expire(now, window_s):             # periodic timer
+        learner.observe(impression, rewards)
+
 Semantics
 - A response is joined when ``impression.created_at <= ts <= created_at + window_s``.
   Later: ``late``; earlier: ``before_impression`` (clock skew or a bogus rec_id).
@@ -220,7 +229,9 @@ def attribute(
 
 
 class ImpressionStore(Protocol):
-    """Where impressions and dedupe keys live; a dict here, Faust tables in the worker."""
+    """Where impressions, their rewards so far and dedupe keys live; dicts here, Faust tables
+    in the worker. ``credit`` keeps the rewards next to the impression because the learner wants
+    them all at once, when the attribution window closes."""
 
     def get(self, rec_id: str) -> Impression | None: ...
 
@@ -230,17 +241,20 @@ class ImpressionStore(Protocol):
 
     def mark(self, key: str) -> None: ...
 
+    def credit(self, reward: Reward) -> None: ...
+
 
 @dataclass
 class MemoryImpressionStore:
     """In-memory :class:`ImpressionStore` for tests and the offline closed loop.
 
     ``expire(now, window_s)`` removes impressions older than the window and returns them with
-    their rewards so the caller can hand them to the learner.
+    their rewards so the caller can hand them to ``OnlineLearner.observe``.
     """
 
     impressions: dict[str, Impression] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
+    rewards: dict[str, list[Reward]] = field(default_factory=dict)
 
     def get(self, rec_id: str) -> Impression | None:
         return self.impressions.get(rec_id)
@@ -254,13 +268,16 @@ class MemoryImpressionStore:
     def mark(self, key: str) -> None:
         self.keys.add(key)
 
-    def expire(self, now: float, window_s: float) -> list[Impression]:
+    def credit(self, reward: Reward) -> None:
+        self.rewards.setdefault(reward.rec_id, []).append(reward)
+
+    def expire(self, now: float, window_s: float) -> list[tuple[Impression, list[Reward]]]:
         old = [i for i in self.impressions.values() if i.created_at + window_s < now]
         for imp in old:
             del self.impressions[imp.rec_id]
         gone = {imp.rec_id for imp in old}
         self.keys = {k for k in self.keys if k.split("|", 1)[0] not in gone}
-        return old
+        return [(imp, self.rewards.pop(imp.rec_id, [])) for imp in old]
 
 
 class RewardJoiner:
@@ -290,6 +307,7 @@ class RewardJoiner:
         )
         if isinstance(out, Reward):
             self.store.mark(key)
+            self.store.credit(out)
             self.counts["joined"] += 1
         else:
             self.counts[out.value] += 1

@@ -96,7 +96,8 @@ def test_expire_returns_old_impressions_and_forgets_their_keys() -> None:
     joiner = RewardJoiner(store, window_s=60.0, weights=WEIGHTS)
     joiner.record(_impression())
     joiner.join(_resp())
-    assert [i.rec_id for i in store.expire(now=200.0, window_s=60.0)] == ["r1"]
+    ((imp, rewards),) = store.expire(now=200.0, window_s=60.0)
+    assert imp.rec_id == "r1" and [r.type for r in rewards] == ["click"]
     assert store.get("r1") is None and not store.keys
 
 

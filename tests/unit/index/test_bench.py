@@ -29,6 +29,7 @@ def test_run_reports_every_kind_with_exact_flat_as_reference(tmp_path: Path) -> 
     # nprobe == nlist makes IVF-Flat exhaustive, hence exact.
     assert rows["ivf_flat"]["recall"] == 1.0
     assert all(0.0 <= row["recall"] <= 1.0 and row["qps"] > 0 for row in rows.values())
+    assert all(row["speedup_vs_numpy"] > 0 for row in rows.values())
     assert figures["file"]["items"] == 300
     assert figures["file"]["results"][0]["recall"] == 1.0
 

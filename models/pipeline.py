@@ -151,7 +151,7 @@ def run_training(
     fallback = _mean_user(model, split, dev)
     metrics = {
         "dataset": ds.name,
-        "dataset_path": str(dataset) if dataset else None,
+        "dataset_path": str(Path(dataset).resolve()) if dataset else None,
         "preset": preset,
         "device": str(dev),
         "train_seconds": round(result.seconds, 1),

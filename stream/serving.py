@@ -212,6 +212,7 @@ class ModelServer:
             snapshot = load_snapshot(checkpoint, self.index, self.device)
             self.holder = SnapshotHolder(snapshot)
             self.cold = ColdStart(self.holder)
+            self.cold.text_encoder()  # load now, so the first new item does not wait for it
             self.builder = ModelBuilder(self.holder, self.serving, self.policy)
         else:
             ticket = self.holder.begin_rebuild()

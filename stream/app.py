@@ -112,6 +112,9 @@ class StreamrecApp:
             # Bounded polls keep each handler loop short so heartbeats are never starved
             # (rebalance storms: robinhood/faust #259, #402).
             broker_max_poll_records=500,
+            # Each event writes 3-5 changelog records; without a linger every one of them is its
+            # own produce request and socket writes dominate the profile (23% of CPU measured).
+            producer_linger_ms=5,
             # Standby replicas double table traffic; a restarted worker replays its changelog.
             table_standby_replicas=0,
             web_enabled=True,

@@ -113,10 +113,13 @@ def demo(
     limit: int = typer.Option(0, "--limit", help="Replay only the first N events (0 = all)."),
     rate: float = typer.Option(0.0, "--rate", help="Events per second; 0 = as fast as possible."),
     simulate_s: float = typer.Option(120.0, "--simulate", help="Seconds of simulated users."),
+    report_steps: int = typer.Option(
+        2000, "--report-steps", help="Requests per policy in the closing policy report (0: skip)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Train (or reuse) the encoder, run the closed loop on an embedded broker, print a summary."""
     from streamrec.stream.demo import run_demo
 
-    figures = run_demo(get_settings(ctx), limit or None, rate or None, simulate_s)
+    figures = run_demo(get_settings(ctx), limit or None, rate or None, simulate_s, report_steps)
     report("streamrec demo", figures, as_json)

@@ -28,7 +28,7 @@ EXAMPLE_SLATES = 3
 
 
 def run_demo(
-    settings: Settings, limit: int | None, rate: float | None, simulate_s: float
+    settings: Settings, limit: int | None, rate: float | None, simulate_s: float, report_steps: int
 ) -> dict[str, Any]:
     """Run the demo; returns the summary figures."""
     checkpoint, trained = _checkpoint(settings)
@@ -79,17 +79,34 @@ def run_demo(
         titles = {
             i.item_id: i.title for i in load_dataset(None, settings.data.cache_dir).items.values()
         }
-        return {
-            "kafka": f"{broker.version} at {info.bootstrap_servers}",
-            "model": {"checkpoint": str(checkpoint), "trained_now": trained},
-            **figures,
-            "simulation": simulation,
-            "worker": _summary(worker, titles),
-        }
+        summary = _summary(worker, titles)
     finally:
         if worker is not None:
             worker.stop()
         broker.stop()
+    return {
+        "kafka": f"{broker.version} at {info.bootstrap_servers}",
+        "model": {"checkpoint": str(checkpoint), "trained_now": trained},
+        **figures,
+        "simulation": simulation,
+        "worker": summary,
+        "policy_report": _policy_report(settings, workdir / "report", report_steps),
+    }
+
+
+def _policy_report(settings: Settings, out: Path, steps: int) -> dict[str, Any] | str:
+    """A short offline closed-loop comparison of the policies, written as table + plots."""
+    if steps <= 0:
+        return "skipped (--report-steps 0)"
+    from streamrec.models.closed_loop import LoopConfig
+    from streamrec.models.report import ReportConfig, run_policies, write_report
+    from streamrec.models.simulator import Simulator
+
+    err_console.print(f"writing the policy report ({steps} simulated requests per policy and seed)")
+    config = ReportConfig(seeds=2, loop=LoopConfig(steps=steps, bucket=max(steps // 20, 1)))
+    results = run_policies(config, settings.policy, settings.learner, Simulator.synthetic)
+    write_report(results, config, out)
+    return {"table": str(out / "summary.md"), "plots": str(out / "metrics.png")}
 
 
 def _checkpoint(settings: Settings) -> tuple[Path, bool]:

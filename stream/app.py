@@ -80,6 +80,8 @@ class StreamrecApp:
         self.covisit = self.app.Table("covisit", default=None, **table_opts)
         self.boards: dict[int, TrendingBoard] = {}
         self._assigned_at = time.perf_counter()
+        self._last_read: dict[TP, int | None] = {}
+        self.owned: set[int] = set()
         self.model_server = (
             ModelServer(settings.serving, settings.policy, settings.index, settings.encoder.device)
             if settings.serving.mode == "model"
@@ -138,6 +140,7 @@ class StreamrecApp:
         self.app.page("/stats")(self._stats_page)
         self.app.page("/recommendations/{user_id}")(self._recommendation_page)
         self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_rebalance_complete.connect(self._on_recovered)
 
     async def _on_recovered(self, sender: Any, **kwargs: Any) -> None:
@@ -150,8 +153,14 @@ class StreamrecApp:
             len(self.user_state),
         )
 
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        self.owned = set()
+
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        events = self.events_topic.get_topic_name()
+        self.owned = {tp.partition for tp in assigned if tp.topic == events}
         self._assigned_at = time.perf_counter()
+        self._last_read = {}
         # Trending boards are rebuilt from the (recovered) table on first use per partition.
         events = self.events_topic.get_topic_name()
         self.boards = {p: b for p, b in self.boards.items() if TP(events, p) in assigned}
@@ -161,6 +170,13 @@ class StreamrecApp:
     async def _ingest(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            if message.partition not in self.owned:
+                # faust can still hand the agent buffered records of a partition revoked by a
+                # rebalance; its table store is closed by then, so applying one would start
+                # from an empty state and overwrite the user's changelog entry. The new owner
+                # re-reads it from the committed offset.
+                self.metrics.revoked_skipped.inc()
+                continue
             self.counters.consumed += 1
             self.metrics.events_consumed.inc()
             started = time.perf_counter()
@@ -263,6 +279,27 @@ class StreamrecApp:
             if highwater is not None:
                 lag = highwater - ((read or -1) + 1)
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(lag, 0))
+                self._unstick(tp, read, lag)
+
+    def _unstick(self, tp: TP, read: int | None, lag: int) -> None:
+        """Resume a partition that has lag but made no progress since the last look.
+
+        faust's flow control drops a partition from the fetch set when its stream buffer fills
+        and re-adds it when the buffer drains; across a rebalance the re-add can be lost, and
+        the partition then stalls with lag forever (seen in the three-worker test: 26 events
+        left unread, commits stuck). Never during table recovery, which pauses event partitions
+        on purpose; after it, re-fetching is idempotent here, so resuming is safe.
+        """
+        previous = self._last_read.get(tp, -2)
+        self._last_read[tp] = read
+        consumer = self.app.consumer
+        if self.app.in_recovery or not self.app.tables.recovery.completed.is_set():
+            return  # recovery pauses event partitions on purpose until tables are restored
+        if lag > 0 and previous == read and tp not in consumer._get_active_partitions():
+            log.warning("partition %s stalled at offset %s with lag %d; resuming it", tp, read, lag)
+            consumer._buffered_partitions.discard(tp)
+            consumer.resume_partitions({tp})
+            self.metrics.partition_resumes.inc()
 
     def stats(self) -> dict[str, Any]:
         """Figures for /stats and the demo summary."""

@@ -74,6 +74,16 @@ class WorkerMetrics:
             ["partition"],
             registry=registry,
         )
+        self.revoked_skipped = Counter(
+            f"{ns}_events_revoked_skipped",
+            "Records of a partition no longer owned, left for its new owner.",
+            registry=registry,
+        )
+        self.partition_resumes = Counter(
+            f"{ns}_partition_resumes",
+            "Stalled partitions the worker resumed (faust flow control).",
+            registry=registry,
+        )
         self.recovery_seconds = Gauge(
             f"{ns}_table_recovery_seconds",
             "Last partition assignment to tables recovered.",

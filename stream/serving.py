@@ -210,10 +210,11 @@ class ModelServer:
         """
         if self.holder is None:
             snapshot = load_snapshot(checkpoint, self.index, self.device)
-            self.holder = SnapshotHolder(snapshot)
-            self.cold = ColdStart(self.holder)
+            holder = SnapshotHolder(snapshot)
+            self.cold = ColdStart(holder)
+            self.builder = ModelBuilder(holder, self.serving, self.policy)
+            self.holder = holder  # last: model_version reports the model once it can serve
             self.cold.text_encoder()  # load now, so the first new item does not wait for it
-            self.builder = ModelBuilder(self.holder, self.serving, self.policy)
         else:
             ticket = self.holder.begin_rebuild()
             snapshot = load_snapshot(checkpoint, self.index, self.device)

@@ -32,7 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from streamrec.errors import ContractError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_EVENT_BYTES = 16 * 1024
 MAX_ITEM_BYTES = 64 * 1024
 MAX_ID_CHARS = 128

@@ -46,6 +46,14 @@ def _wait_caught_up(kafka: KafkaSettings, workers: list[WorkerProcess], timeout_
     wait_until(done, timeout_s, "the worker group to commit every event", interval_s=2.0)
 
 
+def _start_workers(kafka: KafkaSettings, tmp_path: Path, n: int) -> list[WorkerProcess]:
+    """``n`` worker processes of one group, each serving its web pages."""
+    workers = [WorkerProcess(kafka, tmp_path / f"w{i}", free_port()).start() for i in range(n)]
+    for w in workers:
+        wait_until(lambda w=w: w.stats() is not None, 90, "worker web servers")
+    return workers
+
+
 def _final_state(kafka: KafkaSettings) -> dict[str, dict[str, object]]:
     """user_state from its changelog, without the record position (the reference has none)."""
     table = asyncio.run(read_changelog(kafka, f"{_group(kafka)}-user_state-changelog"))
@@ -103,12 +111,8 @@ def test_two_workers_split_the_partitions_and_reach_the_reference(
 ) -> None:
     events = _events(20_000)
     asyncio.run(create_topics(kafka_settings))
-    workers = [
-        WorkerProcess(kafka_settings, tmp_path / f"w{i}", free_port()).start() for i in range(2)
-    ]
+    workers = _start_workers(kafka_settings, tmp_path, 2)
     try:
-        for w in workers:
-            wait_until(lambda w=w: w.stats() is not None, 90, "worker web servers")
         asyncio.run(
             publish(kafka_settings, events, kafka_settings.topics.name("events"), progress=False)
         )
@@ -133,12 +137,8 @@ def test_a_third_worker_joining_mid_stream_loses_nothing(
 ) -> None:
     events = _events(30_000)
     asyncio.run(create_topics(kafka_settings))
-    workers = [
-        WorkerProcess(kafka_settings, tmp_path / f"w{i}", free_port()).start() for i in range(2)
-    ]
+    workers = _start_workers(kafka_settings, tmp_path, 2)
     try:
-        for w in workers:
-            wait_until(lambda w=w: w.stats() is not None, 90, "worker web servers")
         topic = kafka_settings.topics.name("events")
         asyncio.run(publish(kafka_settings, events[:15_000], topic, progress=False))
         wait_until(

@@ -193,6 +193,7 @@ class StreamrecApp:
                 if parsed.rec_id is not None:
                     self.feedback.on_response(parsed)
                 self.refresher.mark(parsed, message.partition, message.timestamp)
+            self.feedback.tick(message.partition)
             self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
     def _apply(self, event: Event, partition: int, offset: int) -> bool:

@@ -132,12 +132,22 @@ async def _replay_and_simulate(
     rate: float | None,
     simulate_s: float,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ready = asyncio.Event()
     sim = asyncio.create_task(
-        simulate(settings, kafka, seed=7, duration_s=simulate_s, max_slates=None)
+        simulate(settings, kafka, seed=7, duration_s=simulate_s, max_slates=None, ready=ready)
     )
-    await asyncio.sleep(2)  # the simulator's consumer joins before the first slates appear
+    await _first(ready.wait(), sim)  # every slate of the replay is answered
     figures = await replay_dataset(settings, None, rate, limit, with_items=True)
     return figures, (await sim).figures()
+
+
+async def _first(waiting: Any, task: asyncio.Task[Any]) -> None:
+    """Await ``waiting`` unless ``task`` ends first (then its error surfaces here)."""
+    waiter = asyncio.ensure_future(waiting)
+    await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()
 
 
 def _ready(worker: WorkerProcess) -> bool:

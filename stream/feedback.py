@@ -9,10 +9,11 @@ learner, not published) are handed over in memory by the refresher of the same w
 
 A response (an event with ``rec_id``) is joined to its impression by ``models.rewards.attribute``
 within the attribution window; unknown, late and duplicate responses (dedupe key
-rec_id|item|type) are counted by reason and dropped. When an impression's window has closed it
-is passed, with every reward it earned, to the ``OnlineLearner``; each full mini-batch makes
-one guarded update (or a rollback), the stochastic reranker switches to the new weights, and
-the learner is saved to ``<data_dir>/learner.safetensors`` so it survives a restart.
+rec_id|item|type) are counted by reason and dropped. When an impression's window has closed
+(checked on each slate and each event of its partition) it is passed, with every reward it
+earned, to the ``OnlineLearner``; each full mini-batch makes one guarded update (or a
+rollback), the stochastic reranker switches to the new weights, and the learner is
+saved to ``<data_dir>/learner.safetensors`` so it survives a restart.
 
 All table writes happen inside the agents' event context, so each goes to the changelog
 partition of the record that caused it.
@@ -133,8 +134,16 @@ class Feedback:
         self.worker.metrics.rewards.labels(result.type).inc(result.value)
         return None
 
+    def tick(self, partition: int) -> None:
+        """Close the partition's expired impressions; call in an event context of ``partition``.
+
+        Called for every slate read back and every event ingested on the partition, so a
+        window closes on time even when no further slate is published there.
+        """
+        self._close_expired(partition, time.time())
+
     def _close_expired(self, partition: int, now: float) -> None:
-        queue = self.expiry[partition]
+        queue = self.expiry.get(partition)
         while queue and queue[0][0] + self.window_s < now:
             _, rec_id = queue.popleft()
             entry = self.table.pop(rec_id, None)

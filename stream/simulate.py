@@ -12,6 +12,7 @@ run against the same topics is not mistaken for duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,12 +21,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from streamrec.datasets import load_dataset
-from streamrec.errors import ContractError
+from streamrec.errors import BrokerError, ContractError
 from streamrec.models.simulator import Simulator, SimulatorConfig
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Recommendation, encode, validate_event
 from streamrec.stream.producer import kafka_producer
+
+JOIN_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -50,9 +53,18 @@ class SimulationReport:
 
 
 async def simulate(
-    settings: Settings, kafka: KafkaSettings, seed: int, duration_s: float, max_slates: int | None
+    settings: Settings,
+    kafka: KafkaSettings,
+    seed: int,
+    duration_s: float,
+    max_slates: int | None,
+    ready: asyncio.Event | None = None,
 ) -> SimulationReport:
-    """Answer slates until ``duration_s`` passes or ``max_slates`` were answered."""
+    """Answer slates until ``duration_s`` passes or ``max_slates`` were answered.
+
+    ``ready`` is set once the consumer owns its partitions and knows where it reads from:
+    slates published after that are all answered (the consumer starts at the end of the topic).
+    """
     dataset = load_dataset(None, settings.data.cache_dir)
     sim = Simulator.from_dataset(dataset, SimulatorConfig(seed=seed))
     nonce = uuid.uuid4().hex[:6]
@@ -61,9 +73,12 @@ async def simulate(
         kafka.topics.name("recommendations"), **aiokafka_kwargs(kafka),
         group_id=f"{kafka.topics.prefix}simulator", auto_offset_reset="latest",
     )  # fmt: skip
-    started = time.monotonic()
     await consumer.start()
     try:
+        await _positioned(consumer)
+        if ready is not None:
+            ready.set()
+        started = time.monotonic()
         async with kafka_producer(kafka) as producer:
             while time.monotonic() - started < duration_s:
                 if max_slates is not None and report.slates >= max_slates:
@@ -75,6 +90,24 @@ async def simulate(
         await consumer.stop()
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _positioned(consumer: AIOKafkaConsumer) -> None:
+    """Wait for the group assignment, then resolve each partition's start offset.
+
+    aiokafka resolves ``auto_offset_reset="latest"`` lazily on the first fetch; a slate
+    published between joining and that fetch would be skipped, so resolve it now.
+    """
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while not consumer.assignment():
+        if time.monotonic() > deadline:
+            raise BrokerError(
+                f"the simulator's consumer got no partitions of the recommendations topic "
+                f"within {JOIN_TIMEOUT_S:.0f} s; is the broker up and the topic created?"
+            )
+        await asyncio.sleep(0.05)
+    for tp in consumer.assignment():
+        await consumer.position(tp)
 
 
 async def _answer(sim: Simulator, raw: bytes, nonce: str, producer: Any, kafka: KafkaSettings,

@@ -47,10 +47,11 @@ def test_simulator_and_worker_close_the_loop(
         wait_until(lambda: (worker.stats() or {}).get("model_version") == version, 180, "the model")
 
         async def loop() -> dict[str, object]:
+            ready = asyncio.Event()
             sim = asyncio.create_task(
-                simulate(Settings(), kafka_settings, seed=3, duration_s=45, max_slates=None)
+                simulate(Settings(), kafka_settings, 3, duration_s=45, max_slates=None, ready=ready)
             )
-            await asyncio.sleep(3)  # the simulator's consumer joins before the first slate
+            await asyncio.wait_for(ready.wait(), 60)  # every seed slate will be answered
             seeds = list(itertools.islice(dataset_events(dataset), 400))
             await publish(
                 kafka_settings, seeds, kafka_settings.topics.name("events"), rate=50, progress=False
@@ -58,13 +59,15 @@ def test_simulator_and_worker_close_the_loop(
             return (await sim).figures()
 
         figures = asyncio.run(loop())
+        assert figures["slates_answered"] > 50 and figures["responses_published"] > 0, figures
         wait_until(
-            lambda: (worker.stats() or {})["feedback"]["policy_updates"] > 0, 60, "a policy update"
+            lambda: (worker.stats() or {})["feedback"]["policy_updates"] > 0,
+            60,
+            f"a policy update; simulator: {figures}; worker: {worker.stats()}",
         )
         feedback = (worker.stats() or {})["feedback"]
     finally:
         worker.stop()
-    assert figures["slates_answered"] > 50 and figures["responses_published"] > 0
     assert feedback["rewards_joined"] > 0 and feedback["reward_value"] > 0
     assert feedback["policy_updates"] > 0
     assert feedback["policy_version"] != "pl-0" or feedback["policy_rollbacks"] > 0

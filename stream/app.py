@@ -13,6 +13,9 @@ default for tables):
     trending     "<partition>|<item>" -> [decayed score, last event ts]  (stream/stats.py)
     covisit      "<partition>|<item>" -> {neighbour: weight}, top-k bounded
 
+Every offset commit and every partition hand-over waits until the table writes before it are
+in Kafka (stream/durability.py: faust alone does not guarantee either).
+
 On restart the worker restores tables from local RocksDB plus the changelog tail, then resumes
 events from the committed offsets; events re-read since the last commit are duplicates by
 event_id (stream/state.py) and change nothing.
@@ -37,6 +40,7 @@ from streamrec.stream.catalog import Catalog
 from streamrec.stream.connection import faust_broker_url, faust_credentials
 from streamrec.stream.contract import Event, dead_letter, encode, parse_event
 from streamrec.stream.control import ControlListener
+from streamrec.stream.durability import drain, flush_before_commit, forget_acks
 from streamrec.stream.feedback import Feedback
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.refresh import Refresher, SlateBuilder
@@ -155,8 +159,12 @@ class StreamrecApp:
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         self.owned = set()
+        await drain(self.app.producer)  # every write lands before the next owner restores
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        consumer = self.app.consumer
+        flush_before_commit(consumer, self.app.producer)
+        forget_acks(consumer, assigned)
         events = self.events_topic.get_topic_name()
         self.owned = {tp.partition for tp in assigned if tp.topic == events}
         self._assigned_at = time.perf_counter()

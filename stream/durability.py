@@ -1,0 +1,76 @@
+"""Write-before-commit ordering that faust-streaming 0.15.3 leaves open, closed here.
+
+The worker's state is its changelog: a table write is durable once its changelog record is in
+Kafka. At-least-once state needs two orderings that faust does not enforce on its own:
+
+1. **Changelog before offsets.** faust commits an event's offset once the agent has finished
+   with it, but the table writes it made are still in the producer buffer (``send_soon``).
+   A crash between the commit and the send loses those writes while the events count as done.
+   ``flush_before_commit`` makes every commit wait until the producer is drained.
+2. **Changelog before hand-over.** On revoke faust flushes the producer, but
+   ``ProducerBuffer.flush`` gives up as soon as one send takes longer than 0.1 s (a busy
+   machine), and the rest are sent *after* the partition's next owner has started restoring
+   the table: that owner never sees them, and they land behind its own writes (a zombie write
+   that rolls a user back). ``drain`` waits for every buffered write's acknowledgement.
+
+And one bookkeeping fix: faust forgets a revoked partition's acked offsets at the start of the
+revoke, but events finishing during the revoke re-add theirs. If the partition comes back, those
+stale offsets count as processed and a commit can jump over events nobody applied.
+``forget_acks`` clears them when partitions are assigned, before the first event is processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from faust.types import TP
+
+from streamrec.errors import BrokerError
+
+DRAIN_TIMEOUT_S = 30.0
+
+
+async def drain(producer: Any, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    """Wait until every table write buffered so far is acknowledged by Kafka.
+
+    Writes queued later may still be in flight: under steady load the buffer never empties, so
+    waiting for "empty" could block a commit forever. Raises BrokerError after ``timeout_s``:
+    a worker that cannot make its writes durable must stop, not commit or hand over.
+    """
+    # faust's buffer is FIFO and each entry is a future resolved on the broker's ack.
+    queued = list(producer.buffer.pending._queue)
+    try:
+        await asyncio.wait_for(asyncio.gather(*queued), timeout_s)
+        if producer._producer is not None:  # sends already handed to aiokafka
+            await asyncio.wait_for(producer._producer.flush(), timeout_s)
+    except TimeoutError as exc:
+        raise BrokerError(
+            f"table writes unacknowledged after {timeout_s:.0f} s; is the broker reachable?"
+        ) from exc
+
+
+CommitOffsets = Callable[..., Awaitable[bool]]
+
+
+def flush_before_commit(consumer: Any, producer: Any) -> None:
+    """Make ``consumer`` drain ``producer`` before every offset commit (idempotent)."""
+    commit: CommitOffsets = consumer._commit_offsets
+    if getattr(commit, "flushes_first", False):
+        return
+
+    async def commit_durably(offsets: Mapping[TP, int], *args: Any, **kwargs: Any) -> bool:
+        await drain(producer)
+        return await commit(offsets, *args, **kwargs)
+
+    commit_durably.flushes_first = True  # type: ignore[attr-defined]
+    consumer._commit_offsets = commit_durably
+
+
+def forget_acks(consumer: Any, assigned: Iterable[TP]) -> None:
+    """Drop acked-offset bookkeeping of a previous ownership of ``assigned`` partitions."""
+    for tp in assigned:
+        consumer._acked.pop(tp, None)
+        consumer._acked_index.pop(tp, None)
+        consumer._gap.pop(tp, None)

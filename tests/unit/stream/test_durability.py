@@ -1,0 +1,138 @@
+"""Write-before-commit ordering: drain, flush_before_commit, forget_acks (faust stand-ins)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from streamrec.errors import BrokerError
+from streamrec.stream.durability import drain, flush_before_commit, forget_acks
+
+
+class FakeKafkaProducer:
+    def __init__(self) -> None:
+        self.flushes = 0
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+
+class FakeBuffer:
+    def __init__(self) -> None:
+        self.pending: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+
+
+class FakeProducer:
+    """faust's Producer as durability.py sees it: a FIFO buffer of futures, an aiokafka one."""
+
+    def __init__(self) -> None:
+        self.buffer = FakeBuffer()
+        self._producer = FakeKafkaProducer()
+
+    def send_soon(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buffer.pending.put_nowait(fut)
+        return fut
+
+
+def test_drain_waits_for_every_buffered_write_then_flushes_kafka() -> None:
+    async def scenario() -> list[str]:
+        producer, order = FakeProducer(), []
+        writes = [producer.send_soon() for _ in range(3)]
+
+        async def broker_acks() -> None:
+            for n, fut in enumerate(writes):
+                await asyncio.sleep(0.01)
+                order.append(f"ack{n}")
+                fut.set_result(None)
+
+        acks = asyncio.create_task(broker_acks())
+        await drain(producer)
+        order.append(f"drained, kafka flushes={producer._producer.flushes}")
+        await acks
+        return order
+
+    assert asyncio.run(scenario()) == ["ack0", "ack1", "ack2", "drained, kafka flushes=1"]
+
+
+def test_drain_does_not_wait_for_writes_queued_after_it_started() -> None:
+    async def scenario() -> bool:
+        producer = FakeProducer()
+        first = producer.send_soon()
+        waiting = asyncio.create_task(drain(producer))
+        await asyncio.sleep(0)
+        later = producer.send_soon()  # steady load: the buffer never empties
+        first.set_result(None)
+        await asyncio.wait_for(waiting, 1.0)
+        return later.done()
+
+    assert asyncio.run(scenario()) is False
+
+
+def test_drain_gives_up_with_a_clear_error() -> None:
+    async def scenario() -> None:
+        producer = FakeProducer()
+        producer.send_soon()  # never acknowledged
+        await drain(producer, timeout_s=0.05)
+
+    with pytest.raises(BrokerError, match="unacknowledged"):
+        asyncio.run(scenario())
+
+
+def test_drain_raises_when_a_write_failed() -> None:
+    async def scenario() -> None:
+        producer = FakeProducer()
+        producer.send_soon().set_exception(OSError("broker gone"))
+        await drain(producer)
+
+    with pytest.raises(OSError, match="broker gone"):
+        asyncio.run(scenario())
+
+
+class FakeConsumer:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self._acked: defaultdict[TP, list[int]] = defaultdict(list)
+        self._acked_index: defaultdict[TP, set[int]] = defaultdict(set)
+        self._gap: defaultdict[TP, Any] = defaultdict(list)
+
+    async def _commit_offsets(self, offsets: dict[TP, int], *args: Any) -> bool:
+        self.log.append(f"commit {sorted(offsets.values())}")
+        return True
+
+
+def test_commit_waits_for_the_writes_made_before_it() -> None:
+    async def scenario() -> list[str]:
+        log: list[str] = []
+        producer, consumer = FakeProducer(), FakeConsumer(log)
+        flush_before_commit(consumer, producer)
+        flush_before_commit(consumer, producer)  # wrapping twice must not flush twice
+        write = producer.send_soon()
+        write.add_done_callback(lambda _: log.append("write acked"))
+        commit = asyncio.create_task(consumer._commit_offsets({TP("events", 0): 10}))
+        await asyncio.sleep(0.01)
+        log.append("before ack")
+        write.set_result(None)
+        assert await commit
+        log.append(f"kafka flushes={producer._producer.flushes}")
+        return log
+
+    expected = ["before ack", "write acked", "commit [10]", "kafka flushes=1"]
+    assert asyncio.run(scenario()) == expected
+
+
+def test_forget_acks_drops_only_the_assigned_partitions() -> None:
+    consumer = FakeConsumer([])
+    mine, other = TP("events", 0), TP("events", 1)
+    for tp in (mine, other):
+        consumer._acked[tp].extend([5, 6])
+        consumer._acked_index[tp].update({5, 6})
+        consumer._gap[tp].append((7, 9))
+    forget_acks(consumer, {mine})
+    assert mine not in consumer._acked and mine not in consumer._acked_index
+    assert mine not in consumer._gap
+    assert consumer._acked[other] == [5, 6] and consumer._gap[other] == [(7, 9)]

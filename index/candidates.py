@@ -17,6 +17,7 @@ Each fused ``Candidate`` keeps which sources contributed, strongest first (prove
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,17 +115,18 @@ def fuse(
         eligible = _dedupe([(i, s) for i, s in hits if i not in excluded])
         for item_id, value in _normalise(eligible, method, rrf_k).items():
             parts[item_id][name] = weight * value
-    fused = [
+    scores = {item_id: sum(contrib.values()) for item_id, contrib in parts.items()}
+    # Candidates are built for the winners only: the sources usually offer far more than n.
+    best = heapq.nsmallest(n, scores, key=lambda item_id: (-scores[item_id], item_id))
+    return [
         Candidate(
             item_id=item_id,
-            score=sum(contrib.values()),
-            sources=tuple(sorted(contrib, key=lambda s: (-contrib[s], s))),
-            contributions=dict(contrib),
+            score=scores[item_id],
+            sources=tuple(sorted(parts[item_id], key=lambda s: (-parts[item_id][s], s))),
+            contributions=dict(parts[item_id]),
         )
-        for item_id, contrib in parts.items()
+        for item_id in best
     ]
-    fused.sort(key=lambda c: (-c.score, c.item_id))
-    return fused[:n]
 
 
 def explain(

@@ -197,14 +197,16 @@ class StreamrecApp:
                     raw, event.key, exc, message.topic, message.partition, message.offset
                 )
                 continue
-            if self._apply(parsed, message.partition, message.offset):
+            state = self._apply(parsed, message.partition, message.offset)
+            if state is not None:
                 if parsed.rec_id is not None:
                     self.feedback.on_response(parsed)
-                self.refresher.mark(parsed, message.partition, message.timestamp)
+                self.refresher.mark(parsed, message.partition, message.timestamp, state)
             self.feedback.tick(message.partition)
             self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
-    def _apply(self, event: Event, partition: int, offset: int) -> bool:
+    def _apply(self, event: Event, partition: int, offset: int) -> UserState | None:
+        """The user's new state, or None when the event changed nothing (a duplicate)."""
         state = UserState.from_json(self.user_state.get(event.user_id))
         previous = state.history()[-self.settings.state.covisit_window :]
         if not apply_event(state, event, self.settings.state, (partition, offset)):
@@ -212,12 +214,12 @@ class StreamrecApp:
             self.metrics.duplicates.inc()
             if state.position == (partition, offset):
                 self.user_state[event.user_id] = state.to_json()  # remember the skipped id
-            return False
+            return None
         self.user_state[event.user_id] = state.to_json()
         self._update_stats(event, partition, previous)
         self.counters.accepted += 1
         self.metrics.events_accepted.inc()
-        return True
+        return state
 
     def _update_stats(self, event: Event, partition: int, previous: list[str]) -> None:
         s = self.settings.state
@@ -355,7 +357,7 @@ class StreamrecApp:
                 },
                 status=404,
             )
-        return web.json_response(slate)
+        return web.json_response(slate.model_dump(mode="json"))
 
 
 def _check_key(key: Any, event: Event) -> None:

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -45,10 +45,15 @@ LATENCY_WINDOW = 50_000
 
 @dataclass
 class Pending:
-    """A dirty user waiting for its slate, with every event it answers."""
+    """A dirty user waiting for its slate, with every event it answers.
+
+    ``state`` is the user's state after the newest of those events, as ingest left it: the
+    refresher uses it as is instead of reading and decoding the table entry again.
+    """
 
     user_id: str
     partition: int
+    state: UserState
     trigger_ids: list[str] = field(default_factory=list)
     broker_ts: list[float] = field(default_factory=list)  # seconds, producer/broker time
     marked_at: float = field(default_factory=time.perf_counter)
@@ -120,15 +125,16 @@ class Refresher:
         self.heuristic = HeuristicBuilder()
         self.serving = worker.settings.serving
         self.dirty: OrderedDict[str, Pending] = OrderedDict()
-        self.latest: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.latest: OrderedDict[str, Recommendation] = OrderedDict()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._wake = asyncio.Event()
 
-    def mark(self, event: Event, partition: int, broker_ts: float | None) -> None:
-        """Record that ``event`` changed its user's state and needs an answer."""
+    def mark(self, event: Event, partition: int, broker_ts: float | None, state: UserState) -> None:
+        """Record that ``event`` changed its user's ``state`` and needs an answer."""
         pending = self.dirty.get(event.user_id)
         if pending is None:
-            pending = self.dirty[event.user_id] = Pending(event.user_id, partition)
+            pending = self.dirty[event.user_id] = Pending(event.user_id, partition, state)
+        pending.state = state
         pending.trigger_ids.append(event.event_id)
         pending.broker_ts.append(broker_ts if broker_ts is not None else time.time())
         self._wake.set()
@@ -146,9 +152,18 @@ class Refresher:
                     await self._answer(batch)
                 except Exception:  # a bad batch must not stop the loop; its users re-queue
                     log.exception("refresh of %d users failed; retrying them", len(batch))
-                    for pending in batch:
-                        self.dirty.setdefault(pending.user_id, pending)
+                    self._requeue(batch)
                     await asyncio.sleep(0.5)
+
+    def _requeue(self, batch: list[Pending]) -> None:
+        """Put a failed batch back; a user marked again meanwhile keeps every event id."""
+        for pending in batch:
+            newer = self.dirty.pop(pending.user_id, None)
+            if newer is not None:
+                pending.trigger_ids.extend(newer.trigger_ids)
+                pending.broker_ts.extend(newer.broker_ts)
+                pending.state = newer.state
+            self.dirty[pending.user_id] = pending
 
     async def _fill_or_timeout(self) -> None:
         if not self.dirty:
@@ -189,7 +204,7 @@ class Refresher:
 
     def _input(self, pending: Pending) -> RefreshInput:
         w = self.worker
-        state = UserState.from_json(w.user_state.get(pending.user_id))
+        state = pending.state
         covisits: dict[str, list[tuple[str, float]]] = {}
         for item in state.history()[-w.settings.state.covisit_window :]:
             neighbours = w.covisit.get(f"{pending.partition}|{item}") or {}
@@ -221,7 +236,7 @@ class Refresher:
             self.worker.metrics.event_to_rec_seconds.observe(latency)
         self.worker.counters.recommendations += 1
         self.worker.metrics.recommendations.inc()
-        self.latest[pending.user_id] = rec.model_dump(mode="json")
+        self.latest[pending.user_id] = rec
         self.latest.move_to_end(pending.user_id)
         if len(self.latest) > LATEST_SLATES_KEPT:
             self.latest.popitem(last=False)

@@ -66,28 +66,37 @@ def _kafka(settings: Settings, bootstrap: str, label: str) -> KafkaSettings:
 
 
 class _System:
-    """A system under test: the streamrec worker or the passthrough agent, as a process."""
+    """A system under test: ``processes`` streamrec workers or passthrough agents in one group."""
 
     def __init__(
-        self, kind: str, kafka: KafkaSettings, workdir: Path, extra_env: dict[str, str]
+        self,
+        kind: str,
+        kafka: KafkaSettings,
+        workdir: Path,
+        extra_env: dict[str, str],
+        processes: int,
     ) -> None:
         self.kind = kind
         self.kafka = kafka
         self.output = kafka.topics.name("recommendations")
-        port = free_port()
-        if kind == "pipeline":
-            self.proc = WorkerProcess(
-                kafka, workdir / f"{kind}-{uuid.uuid4().hex[:6]}", port, extra_env
-            )
-        else:
-            self.proc = _PassthroughProcess(kafka, port, workdir)
+        self.procs: list[WorkerProcess] = []
+        for _ in range(processes):
+            port = free_port()
+            if kind == "pipeline":
+                folder = workdir / f"{kind}-{uuid.uuid4().hex[:6]}"
+                self.procs.append(WorkerProcess(kafka, folder, port, extra_env))
+            else:
+                self.procs.append(_PassthroughProcess(kafka, port, workdir))
 
     def start(self) -> None:
-        self.proc.start()
-        wait_until(lambda: self.proc.stats() is not None, 300, f"the {self.kind} process")
+        for proc in self.procs:
+            proc.start()
+        for proc in self.procs:
+            wait_until(lambda p=proc: p.stats() is not None, 300, f"the {self.kind} process")
 
     def stop(self) -> None:
-        self.proc.stop()
+        for proc in self.procs:
+            proc.stop()
 
 
 class _PassthroughProcess(WorkerProcess):
@@ -189,9 +198,10 @@ def _phase(
     rate: float | None,
     workdir: Path,
     extra_env: dict[str, str],
+    processes: int,
 ) -> PhaseResult:
     asyncio.run(_prepare(kafka, settings))
-    system = _System(kind, kafka, workdir, extra_env)
+    system = _System(kind, kafka, workdir, extra_env, processes)
     topic = kafka.topics.name("events")
     try:
         if rate is None:  # throughput: backlog first, then drain
@@ -219,21 +229,20 @@ def run_pipeline_bench(
     rate: float,
     workdir: Path,
     extra_env: dict[str, str],
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Both systems, both phases; returns the figures with ratios."""
+    """Both systems, both phases, each as ``processes`` processes of one consumer group."""
     dataset = load_dataset(None, settings.data.cache_dir)
     pool = list(itertools.islice(dataset_events(dataset), n_events + latency_events))
     backlog, paced = pool[:n_events], pool[n_events : n_events + latency_events]
     figures: dict[str, Any] = {}
     for kind in ("passthrough", "pipeline"):
         err_console.print(f"[bold]{kind}[/]: throughput on {len(backlog)} events")
-        tput = _phase(
-            kind, _kafka(settings, bootstrap, kind), settings, backlog, None, workdir, extra_env
-        )
+        kafka = _kafka(settings, bootstrap, kind)
+        tput = _phase(kind, kafka, settings, backlog, None, workdir, extra_env, processes)
         err_console.print(f"[bold]{kind}[/]: latency at {rate:.0f} events/s on {len(paced)} events")
-        lat = _phase(
-            kind, _kafka(settings, bootstrap, kind), settings, paced, rate, workdir, extra_env
-        )
+        kafka = _kafka(settings, bootstrap, kind)
+        lat = _phase(kind, kafka, settings, paced, rate, workdir, extra_env, processes)
         figures[kind] = {"throughput": tput.figures(), "latency": lat.figures()}
     p, r = figures["pipeline"], figures["passthrough"]
     figures["ratio_pipeline_to_passthrough_throughput"] = (

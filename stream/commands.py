@@ -65,6 +65,9 @@ def bench_pipeline(
     ),
     rate: float = typer.Option(1000.0, "--rate", help="Events per second in the latency phase."),
     mode: str = typer.Option("", "--mode", help="Serving mode for the worker (default: settings)."),
+    processes: int = typer.Option(
+        1, "--processes", min=1, help="Processes per system, one consumer group (scale-out)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Worker vs a passthrough Faust agent on one private broker: events/s, p50/p99 latency."""
@@ -83,12 +86,13 @@ def bench_pipeline(
     env = {"STREAMREC_SERVING__MODE": mode} if mode else {}
     try:
         figures = run_pipeline_bench(
-            settings, info.bootstrap_servers, events, latency_events, rate, workdir, env
+            settings, info.bootstrap_servers, events, latency_events, rate, workdir, env, processes
         )
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    report("bench pipeline", {"kafka": broker.version, **figures}, as_json)
+    header = {"kafka": broker.version, "processes_per_system": processes}
+    report("bench pipeline", {**header, **figures}, as_json)
 
 
 def worker(

@@ -81,7 +81,14 @@ class LearnerSettings(BaseModel):
         1_800.0, gt=0, description="Seconds after a slate during which responses count."
     )
     batch_size: int = Field(64, ge=1, description="Rewards per policy update.")
-    lr: float = Field(0.1, gt=0, description="Policy step size.")
+    lr: float = Field(0.1, gt=0, description="Policy step size of the first update.")
+    lr_decay_updates: float = Field(
+        10.0,
+        ge=0,
+        description="Step-size annealing: update n uses lr / sqrt(1 + n / lr_decay_updates), "
+        "so the policy settles once learned instead of random-walking on noisy gradients; "
+        "0 keeps lr constant (for traffic whose optimum keeps moving).",
+    )
     max_step: float = Field(0.2, gt=0, description="Largest parameter change (L2) per update.")
     weight_clip: float = Field(10.0, gt=0, description="Importance weights are clipped here.")
     rollback_drop: float = Field(

@@ -31,6 +31,12 @@ closed loop (20k requests, 3 seeds) it learns a more diverse policy on some seed
 on others: the waiting slates are consumed several versions later, where the first-order
 importance weights are poor. Hence off by default; per-user state lives only in memory.
 
+Step size. Update ``n`` uses ``lr / sqrt(1 + n / lr_decay_updates)`` (:meth:`step_size`): a
+mini-batch gradient is mostly click noise, and at a constant rate the weights kept wandering
+after they had found the optimum (closed-loop report, 5 seeds: seed-to-seed sd of the reward
+per 1,000 impressions 63 at a constant rate, 16 with the default decay). A restarted worker
+resumes the schedule from its saved ``n_updates``.
+
 Guardrails. Each step is clipped to ``max_step`` in L2; weights stay inside the ball
 ``||w|| <= PolicySettings.max_weight_norm`` (exploration never vanishes). After each update the
 learner compares the reward per impression logged under the current version (at least
@@ -218,7 +224,7 @@ class OnlineLearner:
             return self._roll_back(batch, current)
         if not self._buffer:
             return UpdateResult(self.version, False, False, 0, current, 0.0)
-        step = self.settings.lr * self.gradient(self._buffer)
+        step = self.step_size() * self.gradient(self._buffer)
         norm = float(np.linalg.norm(step))
         if norm > self.settings.max_step:
             step *= self.settings.max_step / norm
@@ -235,6 +241,20 @@ class OnlineLearner:
         self._current = []
         self._buffer = []
         return UpdateResult(self.version, True, False, batch, current, float(np.linalg.norm(step)))
+
+    def step_size(self) -> float:
+        """Learning rate of the next update: ``lr / sqrt(1 + n_updates / lr_decay_updates)``.
+
+        Per-batch gradients are mostly click noise (one slate's reward-to-go varies far more
+        than its mean moves with the weights), so at a constant rate the weights keep wandering
+        once they are near the optimum, and the policy serves wherever the walk happens to
+        be. A rate decaying like ``1/sqrt(n)`` averages that noise out over more and more
+        batches, while the early updates, when the gradient is large, stay fast.
+        """
+        lr, decay = float(self.settings.lr), float(self.settings.lr_decay_updates)
+        if decay == 0:
+            return lr
+        return lr / float(np.sqrt(1.0 + self.n_updates / decay))
 
     def _should_roll_back(self) -> bool:
         s = self.settings

@@ -102,6 +102,27 @@ def test_steps_are_bounded() -> None:
     assert result.step_norm == pytest.approx(0.05)
 
 
+def test_step_size_anneals_and_can_stay_constant() -> None:
+    decaying = OnlineLearner(LearnerSettings(lr=0.1, lr_decay_updates=10.0), PolicySettings())
+    assert decaying.step_size() == pytest.approx(0.1)
+    decaying.n_updates = 30  # lr / sqrt(1 + 30 / 10)
+    assert decaying.step_size() == pytest.approx(0.05)
+    constant = OnlineLearner(LearnerSettings(lr=0.1, lr_decay_updates=0.0), PolicySettings())
+    constant.n_updates = 30
+    assert constant.step_size() == pytest.approx(0.1)
+
+
+def test_updates_use_the_annealed_step() -> None:
+    settings = LearnerSettings(batch_size=1, lr=0.1, lr_decay_updates=10.0, max_step=100.0)
+    fresh = OnlineLearner(settings, PolicySettings())
+    late = OnlineLearner(settings, PolicySettings())
+    late.n_updates = 30
+    for learner in (fresh, late):
+        learner.observe(_impression(learner.version, learner.weights), np.array([1.0]))
+    # same batch, same gradient: the later update moves half as far
+    assert late.update().step_norm == pytest.approx(0.5 * fresh.update().step_norm)
+
+
 def test_importance_weights_are_clipped() -> None:
     settings = LearnerSettings(batch_size=1, weight_clip=2.0)
     learner = OnlineLearner(settings, PolicySettings())

@@ -286,13 +286,11 @@ class EmbeddedKafka:
     def _format_storage(self, java: str, libs: Path, config: Path) -> None:
         if (self.data_dir / "kraft-logs" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [
             *self._java_cmd(java, libs),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={new_cluster_id()}",
             "-c",
             str(config),
             "--ignore-formatted",
@@ -373,3 +371,15 @@ def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
             await client.close()
 
     return asyncio.run(probe())
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, never starting with ``-``.
+
+    Kafka's own ``Uuid.randomUuid`` redraws such ids too: command-line parsers take a leading
+    ``-`` for an option (a 1-in-64 chance that made a broker start fail now and then).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id

@@ -200,7 +200,7 @@ class StreamrecApp:
             state = self._apply(parsed, message.partition, message.offset)
             if state is not None:
                 if parsed.rec_id is not None:
-                    self.feedback.on_response(parsed)
+                    self.feedback.on_response(parsed, message.partition)
                 self.refresher.mark(parsed, message.partition, message.timestamp, state)
             self.feedback.tick(message.partition)
             self.metrics.processing_seconds.observe(time.perf_counter() - started)

@@ -4,8 +4,11 @@ Impressions come from the ``recommendations`` topic itself: an agent reads each 
 slate and stores it in the ``impressions`` table (rec_id -> impression, credited rewards). The
 topic is keyed by user_id with the same partition count as ``events``, so a slate and the
 responses of its user land in the same partition number, which faust assigns to one worker:
-the reward join needs no cross-worker lookup. The policy's per-slate features (needed by the
-learner, not published) are handed over in memory by the refresher of the same worker.
+the reward join needs no cross-worker lookup. The refresher of the same worker hands each
+slate over in memory too, with the policy's per-slate features (needed by the learner, not
+published). A response read before its slate comes back (the consumer may serve a backlog of
+events first) stores the impression from that hand-over, in its own event context, which maps
+to the same changelog partition; the slate's record, read later, then stores nothing.
 
 A response (an event with ``rec_id``) is joined to its impression by ``models.rewards.attribute``
 within the attribution window; unknown, late and duplicate responses (dedupe key
@@ -61,6 +64,7 @@ class Feedback:
         self.path = s.state.data_dir / "learner.safetensors"
         self.learner = self._load_learner()
         self.logged: dict[str, Impression] = {}
+        self.stored_early: dict[str, None] = {}  # rec_ids a response stored before the slate
         self.expiry: dict[int, deque[tuple[float, str]]] = {}
         self.rewards = 0
         self.reward_value = 0.0
@@ -76,32 +80,44 @@ class Feedback:
         return OnlineLearner(s.learner, s.policy)
 
     def log_impression(self, impression: Impression) -> None:
-        """Refresher hand-over of a slate's policy features, until its record is read back."""
+        """Refresher hand-over of a published slate (with the policy's features, if any)."""
         self.logged[impression.rec_id] = impression
-        while len(self.logged) > LOGGED_KEPT:
-            self.logged.pop(next(iter(self.logged)))
+        _bound(self.logged)
 
     async def on_recommendations(self, stream: faust.StreamT[bytes]) -> None:
         """Agent on the recommendations topic: store impressions, close expired ones."""
         async for event in stream.events():
             rec = Recommendation.model_validate_json(event.value)
-            impression = self.logged.pop(rec.rec_id, None) or Impression(
-                rec_id=rec.rec_id,
-                user_id=rec.user_id,
-                items=[i.item_id for i in rec.items],
-                propensities=[i.propensity for i in rec.items],
-                policy_version=rec.policy_version,
-                created_at=rec.created_at / 1000,
-            )
-            self.table[rec.rec_id] = {"imp": impression.to_dict(), "rewards": [], "seen": []}
             partition = event.message.partition
-            self.expiry.setdefault(partition, deque()).append((impression.created_at, rec.rec_id))
+            if self.stored_early.pop(rec.rec_id, None) is None:  # else a response stored it
+                impression = self.logged.pop(rec.rec_id, None) or impression_of(rec)
+                self._store(impression, partition)
             self._close_expired(partition, time.time())
 
-    def on_response(self, event: Event) -> DropReason | None:
+    def _store(self, impression: Impression, partition: int) -> None:
+        """Put a new impression in the table and the partition's expiry queue (event context)."""
+        self.table[impression.rec_id] = {"imp": impression.to_dict(), "rewards": [], "seen": []}
+        queue = self.expiry.setdefault(partition, deque())
+        queue.append((impression.created_at, impression.rec_id))
+
+    def _entry(self, rec_id: str, partition: int) -> Mapping[str, Any] | None:
+        """The impression entry of ``rec_id``; one only logged so far is stored now.
+
+        A response can be read before its slate comes back on the recommendations topic (the
+        consumer serves a backlog of events first); the refresher's hand-over has the slate.
+        """
+        entry: Mapping[str, Any] | None = self.table.get(rec_id)
+        if entry is None and rec_id in self.logged:
+            self._store(self.logged.pop(rec_id), partition)
+            self.stored_early[rec_id] = None  # its record, read later, must not store it again
+            _bound(self.stored_early)
+            entry = self.table.get(rec_id)
+        return entry
+
+    def on_response(self, event: Event, partition: int) -> DropReason | None:
         """Join a response (event with rec_id) to its impression; call in the event context."""
         assert event.rec_id is not None
-        entry: Mapping[str, Any] | None = self.table.get(event.rec_id)
+        entry = self._entry(event.rec_id, partition)
         impression = Impression.from_dict(entry["imp"]) if entry else None
         response = Response(
             rec_id=event.rec_id,
@@ -194,3 +210,21 @@ class Feedback:
             "policy_rollbacks": self.learner.n_rollbacks,
             "open_impressions": sum(len(q) for q in self.expiry.values()),
         }
+
+
+def impression_of(rec: Recommendation) -> Impression:
+    """The impression of a published slate as its record tells it (no policy features)."""
+    return Impression(
+        rec_id=rec.rec_id,
+        user_id=rec.user_id,
+        items=[i.item_id for i in rec.items],
+        propensities=[i.propensity for i in rec.items],
+        policy_version=rec.policy_version,
+        created_at=rec.created_at / 1000,
+    )
+
+
+def _bound(kept: dict[str, Any]) -> None:
+    """Drop the oldest entries past ``LOGGED_KEPT`` (dicts keep insertion order)."""
+    while len(kept) > LOGGED_KEPT:
+        kept.pop(next(iter(kept)))

@@ -33,6 +33,7 @@ from streamrec.index.candidates import (
 from streamrec.models.policy import Slate
 from streamrec.models.rewards import Impression
 from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
+from streamrec.stream.feedback import impression_of
 from streamrec.stream.state import UserState
 
 if TYPE_CHECKING:
@@ -196,11 +197,14 @@ class Refresher:
             metrics.stage_seconds.labels(stage.removesuffix("_ms")).observe(ms / 1e3)
         for n, (entry, items) in enumerate(zip(inputs, built.slates, strict=True)):
             rec = await self._publish(entry.pending, items, built, timing)
-            if built.policy_slates is not None:
-                impression = Impression.from_slate(
+            impression = (
+                Impression.from_slate(
                     rec.rec_id, rec.user_id, built.policy_slates[n], rec.created_at / 1000
                 )
-                self.worker.feedback.log_impression(impression)
+                if built.policy_slates is not None
+                else impression_of(rec)
+            )
+            self.worker.feedback.log_impression(impression)
 
     def _input(self, pending: Pending) -> RefreshInput:
         w = self.worker

@@ -69,5 +69,8 @@ def test_simulator_and_worker_close_the_loop(
     finally:
         worker.stop()
     assert feedback["rewards_joined"] > 0 and feedback["reward_value"] > 0
+    # Every response answers a slate this worker published: none may be unknown, even when the
+    # worker reads the response before the slate's own record.
+    assert feedback["responses_dropped"].get("unknown_rec", 0) == 0, feedback
     assert feedback["policy_updates"] > 0
     assert feedback["policy_version"] != "pl-0" or feedback["policy_rollbacks"] > 0

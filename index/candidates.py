@@ -60,7 +60,8 @@ def embedding_candidates(
 ) -> list[tuple[str, float]]:
     """Top-``n`` items by inner product with ``user_vector`` [D] or [1, D], minus ``exclude``."""
     query = np.asarray(user_vector, dtype=np.float32).reshape(1, -1)
-    return retriever.search(query, n, [set(exclude)])[0]
+    hits: list[tuple[str, float]] = retriever.search(query, n, [set(exclude)])[0]
+    return hits
 
 
 def covisitation_candidates(

@@ -169,7 +169,7 @@ def is_exhaustive(layout: Layout, settings: IndexSettings, widen: int, k: int, n
 
 def gpu_available() -> bool:
     """True when this faiss build has GPU support and sees at least one device."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    return hasattr(faiss, "StandardGpuResources") and int(faiss.get_num_gpus()) > 0
 
 
 def to_device(index: faiss.Index, layout: Layout, settings: IndexSettings) -> tuple[Any, bool]:

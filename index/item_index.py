@@ -62,13 +62,14 @@ class ItemIndex:
         created_at: str,
     ) -> None:
         """Use ``build`` or ``load``; this wires already consistent parts together."""
-        self._index, self._on_gpu = factory.to_device(index, layout, settings)
-        self._ids = id_map
-        self._layout = layout
+        self._index, on_gpu = factory.to_device(index, layout, settings)
+        self._on_gpu: bool = on_gpu
+        self._ids: IdMap = id_map
+        self._layout: factory.Layout = layout
         self._settings = settings
-        self._dim = dim
-        self._version = version
-        self._created_at = created_at
+        self._dim: int = dim
+        self._version: str = version
+        self._created_at: str = created_at
         self._lock = threading.Lock()
         self._selector: faiss.IDSelector | None = None
         self._selector_keep: list[Any] = []

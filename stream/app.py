@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiohttp import web
@@ -74,7 +74,11 @@ class StreamrecApp:
         self.counters = WorkerCounters()
         self.app = self._build_app()
         topics = settings.kafka.topics
-        raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": topics.partitions}
+        raw: dict[str, Any] = {
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "partitions": topics.partitions,
+        }
         self.events_topic = self.app.topic(topics.name("events"), **raw)
         self.recs_topic = self.app.topic(topics.name("recommendations"), **raw)
         self.deadletter_topic = self.app.topic(topics.name("deadletter"), **raw)
@@ -140,12 +144,19 @@ class StreamrecApp:
             self.app.task(self.control.run)
             self.catalog.listeners.append(self.control.on_items)
         self.app.timer(5.0)(self._observe)
-        self.app.page("/metrics")(self._metrics_page)
-        self.app.page("/stats")(self._stats_page)
-        self.app.page("/recommendations/{user_id}")(self._recommendation_page)
-        self.app.on_partitions_assigned.connect(self._on_assigned)
-        self.app.on_partitions_revoked.connect(self._on_revoked)
-        self.app.on_rebalance_complete.connect(self._on_recovered)
+        # faust's stubs describe View methods and sync signal receivers; it also accepts plain
+        # aiohttp handlers and coroutine receivers, which is what these are.
+        page = cast(Any, self.app.page)
+        page("/metrics")(self._metrics_page)
+        page("/stats")(self._stats_page)
+        page("/recommendations/{user_id}")(self._recommendation_page)
+        for signal, receiver in (
+            (self.app.on_partitions_assigned, self._on_assigned),
+            (self.app.on_partitions_revoked, self._on_revoked),
+            (self.app.on_rebalance_complete, self._on_recovered),
+        ):
+            connect = cast(Any, signal.connect)
+            connect(receiver)
 
     async def _on_recovered(self, sender: Any, **kwargs: Any) -> None:
         seconds = time.perf_counter() - self._assigned_at
@@ -280,12 +291,12 @@ class StreamrecApp:
         ):
             self.metrics.table_entries.labels(name).set(len(table))
         self.metrics.table_entries.labels("catalog").set(len(self.catalog.items))
-        consumer = self.app.consumer
+        consumer: Any = self.app.consumer  # faust keeps no public accessor for read offsets
         events = self.events_topic.get_topic_name()
         for tp in consumer.assignment():
             if tp.topic != events:
                 continue
-            read = consumer._read_offset.get(tp)  # faust keeps no public accessor for this
+            read = consumer._read_offset.get(tp)
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 lag = highwater - ((read or -1) + 1)
@@ -303,8 +314,9 @@ class StreamrecApp:
         """
         previous = self._last_read.get(tp, -2)
         self._last_read[tp] = read
-        consumer = self.app.consumer
-        if self.app.in_recovery or not self.app.tables.recovery.completed.is_set():
+        consumer: Any = self.app.consumer  # flow-control internals, no public API
+        tables: Any = self.app.tables
+        if self.app.in_recovery or not tables.recovery.completed.is_set():
             return  # recovery pauses event partitions on purpose until tables are restored
         if lag > 0 and previous == read and tp not in consumer._get_active_partitions():
             log.warning("partition %s stalled at offset %s with lag %d; resuming it", tp, read, lag)

@@ -16,11 +16,12 @@ from streamrec.settings import KafkaSettings
 def _ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
     if kafka.security_protocol not in ("SSL", "SASL_SSL"):
         return None
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
         certfile=str(kafka.ssl_certfile) if kafka.ssl_certfile else None,
         keyfile=str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None,
     )
+    return context
 
 
 def _sasl_parts(kafka: KafkaSettings) -> tuple[str, str, str]:

@@ -79,7 +79,7 @@ class ControlListener:
         except ValueError as exc:
             log.error("ignoring malformed control record: %s", exc)
             return
-        if announcement.model_version == self.worker.model_server.model_version:  # type: ignore[union-attr]  # model mode only
+        if announcement.model_version == self.worker.model_server.model_version:  # model mode only
             return
         await self._load(Path(announcement.checkpoint))
 

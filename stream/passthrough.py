@@ -10,6 +10,7 @@ Run as ``python -m streamrec.stream.passthrough BOOTSTRAP IN_TOPIC OUT_TOPIC APP
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import faust
 
@@ -28,7 +29,11 @@ def build(
         web_port=web_port,
         web_bind="127.0.0.1",
     )
-    raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": partitions}
+    raw: dict[str, Any] = {
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "partitions": partitions,
+    }
     in_topic = app.topic(source, **raw)
     out_topic = app.topic(sink, **raw)
 

@@ -149,7 +149,8 @@ async def kafka_producer(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaProducer
 
 
 def _key(record: Event | Item) -> bytes:
-    return (record.user_id if isinstance(record, Event) else record.item_id).encode()
+    key: str = record.user_id if isinstance(record, Event) else record.item_id
+    return key.encode()
 
 
 async def produce_file(

@@ -223,14 +223,15 @@ class ModelServer:
 
             def reencode(item_ids: Sequence[str]) -> np.ndarray:
                 texts = [_text(catalog[i]) if i in catalog else i for i in item_ids]
-                return snapshot.encoder.encoder.text_vectors_to_item_space(
+                vectors: np.ndarray = snapshot.encoder.encoder.text_vectors_to_item_space(
                     cold.text_encoder().embed(texts)
                 )
+                return vectors
 
             self.holder.swap(snapshot, ticket, reencode=reencode)
         if self.cold is not None and catalog:
             self.cold.add(list(catalog.values()))
-        return snapshot.model_version
+        return str(snapshot.model_version)
 
 
 def _text(item: Item) -> str:

@@ -159,7 +159,9 @@ async def read_changelog(kafka: KafkaSettings, topic: str) -> dict[str, Any]:
         while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
             for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
                 for r in records:
-                    key = json.loads(r.key) if r.key else None
+                    if r.key is None:
+                        continue  # faust never writes a changelog record without a key
+                    key = json.loads(r.key)
                     if r.value is None:
                         table.pop(key, None)  # tombstone
                     else:

@@ -185,7 +185,7 @@ def produce(
 
     if kind not in ("events", "items"):
         raise typer.BadParameter("must be events or items", param_hint="--kind")
-    result = asyncio.run(produce_file(get_settings(ctx).kafka, path, kind, progress=not as_json))  # type: ignore[arg-type]  # checked above
+    result = asyncio.run(produce_file(get_settings(ctx).kafka, path, kind, progress=not as_json))
     figures = result.figures()
     rejected = [{"line": r.line, "code": r.code, "message": r.message} for r in result.rejected]
     if as_json:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def report(title: str, figures: Mapping[str, Any], as_json: bool) -> None:
         print_rows(f"{title}: {key}", rows)
 
 
-def print_rows(title: str, rows: list[Mapping[str, Any]]) -> None:
+def print_rows(title: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """Print a list of same-shaped records as a table."""
     table = Table(title=title, show_header=True, header_style="bold")
     columns = list(dict.fromkeys(k for row in rows for k in row))

@@ -4,9 +4,11 @@ Two phases per system, each on fresh topics so neither sees the other's records:
 
     throughput  N events are published first, then the system starts and drains them; the rate
                 is N / (last output - first output), from the output records' broker timestamps
-    latency     the system runs idle, then M events are published at a fixed rate; each event's
-                latency is its answer's timestamp minus the event's own record timestamp (for the
-                worker: the slate listing the event in trigger_event_ids)
+    latency     the system starts and answers a warm-up of ``WARMUP_EVENTS`` events (not counted:
+                a cold start's group join and table recovery are not latency under load), then M
+                events are published at a fixed rate; each event's latency is its answer's
+                timestamp minus the event's own record timestamp (for the worker: the slate
+                listing the event in trigger_event_ids)
 
 Both timestamps are Kafka CreateTime stamped on this machine's one clock, so no clock skew enters.
 The figures are printed with the ratio pipeline / passthrough; nothing here asserts a timing.
@@ -37,6 +39,8 @@ from streamrec.stream.contract import Event
 from streamrec.stream.producer import dataset_events, dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, wait_until, worker_env
 from streamrec.stream.topics import create_topics
+
+WARMUP_EVENTS = 500
 
 
 @dataclass
@@ -135,9 +139,9 @@ class _PassthroughProcess(WorkerProcess):
 
 
 async def _collect(
-    kafka: KafkaSettings, topic: str, want_events: int, kind: str, timeout_s: float
+    kafka: KafkaSettings, topic: str, wanted: set[str], kind: str, timeout_s: float
 ) -> list[tuple[int, list[str], bytes]]:
-    """(timestamp_ms, answered event ids, key) per output record, until ``want_events`` answered."""
+    """(timestamp_ms, answered ids of ``wanted``, key) per output record, until all answered."""
     consumer = AIOKafkaConsumer(
         topic,
         **aiokafka_kwargs(kafka),
@@ -150,13 +154,15 @@ async def _collect(
     answered = 0
     try:
         deadline = time.monotonic() + timeout_s
-        while answered < want_events and time.monotonic() < deadline:
+        while answered < len(wanted) and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for r in records:
                     body = json.loads(r.value)
                     ids = body["trigger_event_ids"] if kind == "pipeline" else [body["event_id"]]
-                    out.append((r.timestamp, ids, r.key or b""))
-                    answered += len(ids)
+                    ids = [i for i in ids if i in wanted]
+                    if ids:
+                        out.append((r.timestamp, ids, r.key or b""))
+                        answered += len(ids)
         return out
     finally:
         await consumer.stop()
@@ -199,21 +205,29 @@ def _phase(
     workdir: Path,
     extra_env: dict[str, str],
     processes: int,
+    warmup: list[Event],
 ) -> PhaseResult:
     asyncio.run(_prepare(kafka, settings))
     system = _System(kind, kafka, workdir, extra_env, processes)
     topic = kafka.topics.name("events")
+    wanted = {e.event_id for e in events}
     try:
         if rate is None:  # throughput: backlog first, then drain
             asyncio.run(publish(kafka, events, topic, progress=False))
             system.start()
-        else:  # latency: running system, paced input
+        else:  # latency: a running, warmed-up system, then paced input
             system.start()
+            # A process answers its web port before it owns partitions; the first seconds of
+            # a cold start (group join, table recovery) are not the latency under load.
+            asyncio.run(publish(kafka, warmup, topic, progress=False))
+            warm = {e.event_id for e in warmup}
+            asyncio.run(_collect(kafka, system.output, warm, kind, 300))
             asyncio.run(publish(kafka, events, topic, rate=rate, progress=False))
-        outputs = asyncio.run(_collect(kafka, system.output, len(events), kind, 900))
+        outputs = asyncio.run(_collect(kafka, system.output, wanted, kind, 900))
     finally:
         system.stop()
-    sent = asyncio.run(_input_times(kafka, len(events)))
+    published = len(events) + (len(warmup) if rate is not None else 0)
+    sent = asyncio.run(_input_times(kafka, published))
     stamps = [t for t, _, _ in outputs]
     seconds = (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 else 0.0
     latencies = [t - sent[i] for t, ids, _ in outputs for i in ids if i in sent]
@@ -235,14 +249,15 @@ def run_pipeline_bench(
     dataset = load_dataset(None, settings.data.cache_dir)
     pool = list(itertools.islice(dataset_events(dataset), n_events + latency_events))
     backlog, paced = pool[:n_events], pool[n_events : n_events + latency_events]
+    warmup = backlog[-WARMUP_EVENTS:]  # the events just before the paced ones, in time
     figures: dict[str, Any] = {}
     for kind in ("passthrough", "pipeline"):
         err_console.print(f"[bold]{kind}[/]: throughput on {len(backlog)} events")
         kafka = _kafka(settings, bootstrap, kind)
-        tput = _phase(kind, kafka, settings, backlog, None, workdir, extra_env, processes)
+        tput = _phase(kind, kafka, settings, backlog, None, workdir, extra_env, processes, [])
         err_console.print(f"[bold]{kind}[/]: latency at {rate:.0f} events/s on {len(paced)} events")
         kafka = _kafka(settings, bootstrap, kind)
-        lat = _phase(kind, kafka, settings, paced, rate, workdir, extra_env, processes)
+        lat = _phase(kind, kafka, settings, paced, rate, workdir, extra_env, processes, warmup)
         figures[kind] = {"throughput": tput.figures(), "latency": lat.figures()}
     p, r = figures["pipeline"], figures["passthrough"]
     figures["ratio_pipeline_to_passthrough_throughput"] = (

@@ -87,6 +87,7 @@ class StreamrecApp:
         self.trending = self.app.Table("trending", default=None, **table_opts)
         self.covisit = self.app.Table("covisit", default=None, **table_opts)
         self.boards: dict[int, TrendingBoard] = {}
+        self.sizes: dict[str, int] = {"user_state": 0, "trending": 0, "covisit": 0}
         self._assigned_at = time.perf_counter()
         self._last_read: dict[TP, int | None] = {}
         self.owned: set[int] = set()
@@ -162,11 +163,17 @@ class StreamrecApp:
         seconds = time.perf_counter() - self._assigned_at
         self.counters.last_recovery_s = round(seconds, 3)
         self.metrics.recovery_seconds.set(seconds)
+        # Counting RocksDB keys means iterating them all, a pause of tens of milliseconds on
+        # the event loop: done once per rebalance here, then kept up by the writers.
+        self.sizes = {name: len(table) for name, table in self._tables().items()}
         log.info(
             "tables recovered %.2f s after partition assignment; %d users in local state",
             seconds,
-            len(self.user_state),
+            self.sizes["user_state"],
         )
+
+    def _tables(self) -> dict[str, Any]:
+        return {"user_state": self.user_state, "trending": self.trending, "covisit": self.covisit}
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         self.owned = set()
@@ -218,7 +225,10 @@ class StreamrecApp:
 
     def _apply(self, event: Event, partition: int, offset: int) -> UserState | None:
         """The user's new state, or None when the event changed nothing (a duplicate)."""
-        state = UserState.from_json(self.user_state.get(event.user_id))
+        stored = self.user_state.get(event.user_id)
+        if stored is None:
+            self.sizes["user_state"] += 1  # a new user cannot be a duplicate: it is written below
+        state = UserState.from_json(stored)
         previous = state.history()[-self.settings.state.covisit_window :]
         if not apply_event(state, event, self.settings.state, (partition, offset)):
             self.counters.duplicates += 1
@@ -236,14 +246,17 @@ class StreamrecApp:
         s = self.settings.state
         weight = s.event_type_weights.get(event.type, 1.0)
         key = stat_key(partition, event.item_id)
-        value = bump_trending(self.trending.get(key), event.ts, weight, s.trending_half_life_s)
+        old = self.trending.get(key)
+        self.sizes["trending"] += old is None
+        value = bump_trending(old, event.ts, weight, s.trending_half_life_s)
         self.trending[key] = value
         self.board(partition).update(event.item_id, value)
         for prev in set(previous) - {event.item_id}:
             prev_key = stat_key(partition, prev)
-            self.covisit[prev_key] = bump_covisit(
-                self.covisit.get(prev_key), event.item_id, weight, s.covisit_top_k
-            )
+            neighbours = self.covisit.get(prev_key)
+            self.sizes["covisit"] += neighbours is None
+            top_k = s.covisit_top_k
+            self.covisit[prev_key] = bump_covisit(neighbours, event.item_id, weight, top_k)
 
     def slate_builder(self) -> SlateBuilder | None:
         """The model path once a model is loaded; None means the heuristic path."""
@@ -284,12 +297,8 @@ class StreamrecApp:
     # -- observation ---------------------------------------------------------------------------
 
     async def _observe(self) -> None:
-        for name, table in (
-            ("user_state", self.user_state),
-            ("trending", self.trending),
-            ("covisit", self.covisit),
-        ):
-            self.metrics.table_entries.labels(name).set(len(table))
+        for name, size in self.sizes.items():
+            self.metrics.table_entries.labels(name).set(size)
         self.metrics.table_entries.labels("catalog").set(len(self.catalog.items))
         consumer: Any = self.app.consumer  # faust keeps no public accessor for read offsets
         events = self.events_topic.get_topic_name()
@@ -334,7 +343,7 @@ class StreamrecApp:
             "dead_lettered": c.dead_lettered,
             "rejected_by_code": c.rejected_by_code,
             "recommendations_published": c.recommendations,
-            "users_in_state": len(self.user_state),
+            "users_in_state": self.sizes["user_state"],
             "items_in_catalog": len(self.catalog.items),
             "catalog_loaded": self.catalog.loaded,
             "uptime_s": round(time.time() - c.started_at, 1),
@@ -369,7 +378,7 @@ class StreamrecApp:
                 },
                 status=404,
             )
-        return web.json_response(slate.model_dump(mode="json"))
+        return web.Response(body=slate, content_type="application/json")
 
 
 def _check_key(key: Any, event: Event) -> None:

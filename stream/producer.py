@@ -212,8 +212,10 @@ async def publish(
 ) -> ProduceReport:
     """Publish records in order, at ``rate`` records/s (None: as fast as possible)."""
     report = ProduceReport(topic=topic)
-    started = time.perf_counter()
     async with kafka_producer(kafka) as producer:
+        # The clock starts once the producer is connected: started before, the pacing would
+        # owe the connection time and send the first records in one burst to catch up.
+        started = time.perf_counter()
         pending: list[asyncio.Future[Any]] = []
         for n, record in enumerate(
             tqdm(records, desc=f"replay -> {topic}", unit="rec", total=total, disable=not progress)

@@ -4,11 +4,12 @@ Two phases per system, each on fresh topics so neither sees the other's records:
 
     throughput  N events are published first, then the system starts and drains them; the rate
                 is N / (last output - first output), from the output records' broker timestamps
-    latency     the system starts and answers a warm-up of ``WARMUP_EVENTS`` events (not counted:
-                a cold start's group join and table recovery are not latency under load), then M
-                events are published at a fixed rate; each event's latency is its answer's
-                timestamp minus the event's own record timestamp (for the worker: the slate
-                listing the event in trigger_event_ids)
+    latency     the system starts and answers ``WARMUP_EVENTS`` events at once (a cold start's
+                group join and table recovery are not latency under load); then one stream at a
+                fixed rate: ``RAMP_S`` seconds of it not counted (the step from idle to load),
+                then the M measured events. Each event's latency is its answer's timestamp
+                minus the event's own record timestamp (for the worker: the slate listing the
+                event in trigger_event_ids)
 
 Both timestamps are Kafka CreateTime stamped on this machine's one clock, so no clock skew enters.
 The figures are printed with the ratio pipeline / passthrough; nothing here asserts a timing.
@@ -41,6 +42,7 @@ from streamrec.stream.testing import WorkerProcess, wait_until, worker_env
 from streamrec.stream.topics import create_topics
 
 WARMUP_EVENTS = 500
+RAMP_S = 3.0
 
 
 @dataclass
@@ -219,10 +221,10 @@ def _phase(
             system.start()
             # A process answers its web port before it owns partitions; the first seconds of
             # a cold start (group join, table recovery) are not the latency under load.
-            asyncio.run(publish(kafka, warmup, topic, progress=False))
-            warm = {e.event_id for e in warmup}
-            asyncio.run(_collect(kafka, system.output, warm, kind, 300))
-            asyncio.run(publish(kafka, events, topic, rate=rate, progress=False))
+            cold, ramp = warmup[:WARMUP_EVENTS], warmup[WARMUP_EVENTS:]
+            asyncio.run(publish(kafka, cold, topic, progress=False))
+            asyncio.run(_collect(kafka, system.output, {e.event_id for e in cold}, kind, 300))
+            asyncio.run(publish(kafka, ramp + events, topic, rate=rate, progress=False))
         outputs = asyncio.run(_collect(kafka, system.output, wanted, kind, 900))
     finally:
         system.stop()
@@ -249,7 +251,8 @@ def run_pipeline_bench(
     dataset = load_dataset(None, settings.data.cache_dir)
     pool = list(itertools.islice(dataset_events(dataset), n_events + latency_events))
     backlog, paced = pool[:n_events], pool[n_events : n_events + latency_events]
-    warmup = backlog[-WARMUP_EVENTS:]  # the events just before the paced ones, in time
+    # The events just before the paced ones, in time: a cold burst, then the ramp at the rate.
+    warmup = backlog[-(WARMUP_EVENTS + int(rate * RAMP_S)) :]
     figures: dict[str, Any] = {}
     for kind in ("passthrough", "pipeline"):
         err_console.print(f"[bold]{kind}[/]: throughput on {len(backlog)} events")

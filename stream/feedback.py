@@ -89,7 +89,9 @@ class Feedback:
         async for event in stream.events():
             rec = Recommendation.model_validate_json(event.value)
             partition = event.message.partition
-            if self.stored_early.pop(rec.rec_id, None) is None:  # else a response stored it
+            if rec.rec_id in self.stored_early:  # a response stored it already, with rewards
+                del self.stored_early[rec.rec_id]
+            else:
                 impression = self.logged.pop(rec.rec_id, None) or impression_of(rec)
                 self._store(impression, partition)
             self._close_expired(partition, time.time())

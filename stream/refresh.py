@@ -138,7 +138,8 @@ class Refresher:
         pending = self.dirty.get(event.user_id)
         if pending is None:
             pending = self.dirty[event.user_id] = Pending(event.user_id, partition, state)
-        pending.state = state
+        else:
+            pending.state = state
         pending.trigger_ids.append(event.event_id)
         pending.broker_ts.append(broker_ts if broker_ts is not None else time.time())
         self._wake.set()

@@ -8,13 +8,15 @@ event is held open across model work (which would stall commits, faust-streaming
 work happens in the refresher, off the event path.
 
 Tables (RocksDB by default, changelog topics compacted with no time retention, faust's
-default for tables):
+default for tables; the first three are read and written through a write-behind cache,
+stream/write_behind.py):
     user_state   user_id -> UserState JSON (stream/state.py), bounded per user
     trending     "<partition>|<item>" -> [decayed score, last event ts]  (stream/stats.py)
     covisit      "<partition>|<item>" -> {neighbour: weight}, top-k bounded
 
-Every offset commit and every partition hand-over waits until the table writes before it are
-in Kafka (stream/durability.py: faust alone does not guarantee either).
+Every offset commit and every partition hand-over first flushes the write-behind cache, then
+waits until the table writes before it are in Kafka (stream/durability.py: faust alone does
+not guarantee either).
 
 On restart the worker restores tables from local RocksDB plus the changelog tail, then resumes
 events from the committed offsets; events re-read since the last commit are duplicates by
@@ -47,6 +49,7 @@ from streamrec.stream.refresh import Refresher, SlateBuilder
 from streamrec.stream.serving import ModelServer
 from streamrec.stream.state import UserState, apply_event
 from streamrec.stream.stats import TrendingBoard, bump_covisit, bump_trending, stat_key
+from streamrec.stream.write_behind import CachedTable, WriteBehind
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +85,17 @@ class StreamrecApp:
         self.events_topic = self.app.topic(topics.name("events"), **raw)
         self.recs_topic = self.app.topic(topics.name("recommendations"), **raw)
         self.deadletter_topic = self.app.topic(topics.name("deadletter"), **raw)
-        table_opts: dict[str, Any] = {"partitions": topics.partitions, "key_type": str}
-        self.user_state = self.app.Table("user_state", default=None, **table_opts)
-        self.trending = self.app.Table("trending", default=None, **table_opts)
-        self.covisit = self.app.Table("covisit", default=None, **table_opts)
+        self.user_state = self._cached_table("user_state")
+        self.trending = self._cached_table("trending")
+        self.covisit = self._cached_table("covisit")
+        # user_state goes last: a flush cut short by a crash can then only over-count the item
+        # statistics of its events, never skip them (write_behind.py).
+        self.write_behind = WriteBehind(
+            [self.trending, self.covisit, self.user_state],
+            settings.state.flush_interval_ms / 1000.0,
+            lambda: self.app.producer.buffer.size,
+            self._observe_flush,
+        )
         self.boards: dict[int, TrendingBoard] = {}
         self.sizes: dict[str, int] = {"user_state": 0, "trending": 0, "covisit": 0}
         self._assigned_at = time.perf_counter()
@@ -105,6 +115,17 @@ class StreamrecApp:
         self.feedback = Feedback(self)
         self.control = ControlListener(self)
         self._register()
+
+    def _cached_table(self, name: str) -> CachedTable:
+        s = self.settings
+        table = self.app.Table(
+            name, default=None, partitions=s.kafka.topics.partitions, key_type=str
+        )
+        return CachedTable(table, s.state.cache_entries)
+
+    def _observe_flush(self, written: int, seconds: float) -> None:
+        self.metrics.table_writes_flushed.inc(written)
+        self.metrics.table_flush_seconds.observe(seconds)
 
     def _build_app(self) -> faust.App:
         s = self.settings
@@ -141,6 +162,7 @@ class StreamrecApp:
         self.app.agent(self.recs_topic, name="impressions")(self.feedback.on_recommendations)
         self.app.task(self.catalog.run)
         self.app.task(self.refresher.run)
+        self.app.task(self.write_behind.run)
         if self.model_server is not None:
             self.app.task(self.control.run)
             self.catalog.listeners.append(self.control.on_items)
@@ -173,18 +195,23 @@ class StreamrecApp:
         )
 
     def _tables(self) -> dict[str, Any]:
-        return {"user_state": self.user_state, "trending": self.trending, "covisit": self.covisit}
+        cached = {"user_state": self.user_state, "trending": self.trending, "covisit": self.covisit}
+        return {name: table.table for name, table in cached.items()}
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         self.owned = set()
-        await drain(self.app.producer)  # every write lands before the next owner restores
+        # Every write lands before the next owner restores: buffered ones first, then all acks.
+        await self.write_behind.flush()
+        await drain(self.app.producer)
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         consumer = self.app.consumer
-        flush_before_commit(consumer, self.app.producer)
+        flush_before_commit(consumer, self.app.producer, self.write_behind.flush)
         forget_acks(consumer, assigned)
         events = self.events_topic.get_topic_name()
         self.owned = {tp.partition for tp in assigned if tp.topic == events}
+        # A partition owned before may have been changed by another worker since.
+        await self.write_behind.release(self.owned)
         self._assigned_at = time.perf_counter()
         self._last_read = {}
         # Trending boards are rebuilt from the (recovered) table on first use per partition.
@@ -203,6 +230,7 @@ class StreamrecApp:
                 # re-reads it from the committed offset.
                 self.metrics.revoked_skipped.inc()
                 continue
+            self.write_behind.remember(event)
             self.counters.consumed += 1
             self.metrics.events_consumed.inc()
             started = time.perf_counter()
@@ -225,7 +253,7 @@ class StreamrecApp:
 
     def _apply(self, event: Event, partition: int, offset: int) -> UserState | None:
         """The user's new state, or None when the event changed nothing (a duplicate)."""
-        stored = self.user_state.get(event.user_id)
+        stored = self.user_state.get(event.user_id, partition)
         if stored is None:
             self.sizes["user_state"] += 1  # a new user cannot be a duplicate: it is written below
         state = UserState.from_json(stored)
@@ -234,9 +262,10 @@ class StreamrecApp:
             self.counters.duplicates += 1
             self.metrics.duplicates.inc()
             if state.position == (partition, offset):
-                self.user_state[event.user_id] = state.to_json()  # remember the skipped id
+                # remember the skipped id
+                self.user_state.set(event.user_id, state.to_json(), partition)
             return None
-        self.user_state[event.user_id] = state.to_json()
+        self.user_state.set(event.user_id, state.to_json(), partition)
         self._update_stats(event, partition, previous)
         self.counters.accepted += 1
         self.metrics.events_accepted.inc()
@@ -246,17 +275,19 @@ class StreamrecApp:
         s = self.settings.state
         weight = s.event_type_weights.get(event.type, 1.0)
         key = stat_key(partition, event.item_id)
-        old = self.trending.get(key)
+        old = self.trending.get(key, partition)
         self.sizes["trending"] += old is None
         value = bump_trending(old, event.ts, weight, s.trending_half_life_s)
-        self.trending[key] = value
+        self.trending.set(key, value, partition)
         self.board(partition).update(event.item_id, value)
         for prev in set(previous) - {event.item_id}:
             prev_key = stat_key(partition, prev)
-            neighbours = self.covisit.get(prev_key)
+            neighbours = self.covisit.get(prev_key, partition)
             self.sizes["covisit"] += neighbours is None
             top_k = s.covisit_top_k
-            self.covisit[prev_key] = bump_covisit(neighbours, event.item_id, weight, top_k)
+            self.covisit.set(
+                prev_key, bump_covisit(neighbours, event.item_id, weight, top_k), partition
+            )
 
     def slate_builder(self) -> SlateBuilder | None:
         """The model path once a model is loaded; None means the heuristic path."""
@@ -271,7 +302,9 @@ class StreamrecApp:
             board = TrendingBoard(s.trending_half_life_s, s.trending_size)
             prefix = f"{partition}|"
             board.load(
-                (k[len(prefix) :], v) for k, v in self.trending.items() if k.startswith(prefix)
+                (k[len(prefix) :], v)
+                for k, v in self.trending.table.items()
+                if k.startswith(prefix)
             )
             self.boards[partition] = board
         return board
@@ -344,6 +377,7 @@ class StreamrecApp:
             "rejected_by_code": c.rejected_by_code,
             "recommendations_published": c.recommendations,
             "users_in_state": self.sizes["user_state"],
+            "partitions": sorted(self.owned),
             "items_in_catalog": len(self.catalog.items),
             "catalog_loaded": self.catalog.loaded,
             "uptime_s": round(time.time() - c.started_at, 1),

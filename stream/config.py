@@ -38,6 +38,18 @@ class StateSettings(BaseModel):
     trending_size: int = Field(
         200, ge=1, description="Items kept in each partition's trending list."
     )
+    flush_interval_ms: float = Field(
+        500.0,
+        gt=0,
+        description="How often buffered writes to user_state, trending and covisit go to the "
+        "store and changelog (each offset commit and hand-over flushes first as well).",
+    )
+    cache_entries: int = Field(
+        20_000,
+        ge=1,
+        description="Decoded values kept in memory per cached table (user_state, trending, "
+        "covisit); values not yet flushed are always kept.",
+    )
     covisit_window: int = Field(
         3, ge=1, description="How many previous items of the user an event co-visits with."
     )

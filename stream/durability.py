@@ -6,7 +6,8 @@ Kafka. At-least-once state needs two orderings that faust does not enforce on it
 1. **Changelog before offsets.** faust commits an event's offset once the agent has finished
    with it, but the table writes it made are still in the producer buffer (``send_soon``).
    A crash between the commit and the send loses those writes while the events count as done.
-   ``flush_before_commit`` makes every commit wait until the producer is drained.
+   ``flush_before_commit`` makes every commit first flush the worker's own write-behind
+   buffers (stream/write_behind.py) and then wait until the producer is drained.
 2. **Changelog before hand-over.** On revoke faust flushes the producer, but
    ``ProducerBuffer.flush`` gives up as soon as one send takes longer than 0.1 s (a busy
    machine), and the rest are sent *after* the partition's next owner has started restoring
@@ -54,13 +55,18 @@ async def drain(producer: Any, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
 CommitOffsets = Callable[..., Awaitable[bool]]
 
 
-def flush_before_commit(consumer: Any, producer: Any) -> None:
-    """Make ``consumer`` drain ``producer`` before every offset commit (idempotent)."""
+def flush_before_commit(
+    consumer: Any, producer: Any, before: Callable[[], Awaitable[Any]] | None = None
+) -> None:
+    """Make ``consumer`` run ``before`` (writes still buffered in the worker: write_behind.py),
+    then drain ``producer``, before every offset commit (idempotent)."""
     commit: CommitOffsets = consumer._commit_offsets
     if getattr(commit, "flushes_first", False):
         return
 
     async def commit_durably(offsets: Mapping[TP, int], *args: Any, **kwargs: Any) -> bool:
+        if before is not None:
+            await before()
         await drain(producer)
         return await commit(offsets, *args, **kwargs)
 

@@ -84,6 +84,17 @@ class WorkerMetrics:
             "Stalled partitions the worker resumed (faust flow control).",
             registry=registry,
         )
+        self.table_flush_seconds = Histogram(
+            f"{ns}_table_flush_seconds",
+            "Writing buffered table values back to the store and changelog, per flush.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.table_writes_flushed = Counter(
+            f"{ns}_table_writes_flushed",
+            "Table values written back by flushes (one per key and flush, however often set).",
+            registry=registry,
+        )
         self.recovery_seconds = Gauge(
             f"{ns}_table_recovery_seconds",
             "Last partition assignment to tables recovered.",

@@ -36,6 +36,7 @@ from streamrec.models.rewards import Impression
 from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
 from streamrec.stream.feedback import impression_of
 from streamrec.stream.state import UserState
+from streamrec.stream.stats import stat_key
 
 if TYPE_CHECKING:
     from streamrec.stream.app import StreamrecApp
@@ -219,7 +220,8 @@ class Refresher:
         state = pending.state
         covisits: dict[str, list[tuple[str, float]]] = {}
         for item in state.history()[-w.settings.state.covisit_window :]:
-            neighbours = w.covisit.get(f"{pending.partition}|{item}") or {}
+            key = stat_key(pending.partition, item)
+            neighbours = w.covisit.get(key, pending.partition) or {}
             top_k = w.settings.state.covisit_top_k
             covisits[item] = sorted(neighbours.items(), key=lambda kv: -kv[1])[:top_k]
         return RefreshInput(pending, state, covisits, w.board(pending.partition).top())

@@ -8,6 +8,7 @@ import base64
 import itertools
 import json
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,18 @@ def _start_workers(kafka: KafkaSettings, tmp_path: Path, n: int) -> list[WorkerP
     for w in workers:
         wait_until(lambda w=w: w.stats() is not None, 90, "worker web servers")
     return workers
+
+
+def _wait_all_own_partitions(workers: list[WorkerProcess], timeout_s: float = 120) -> None:
+    """Until every worker owns events partitions: the group has settled with all of them in.
+
+    Publishing earlier lets the first worker apply a whole backlog before the next one joins.
+    """
+    wait_until(
+        lambda: all((w.stats() or {}).get("partitions") for w in workers),
+        timeout_s,
+        "every worker to own partitions",
+    )
 
 
 def _final_state(kafka: KafkaSettings) -> dict[str, dict[str, object]]:
@@ -113,6 +126,7 @@ def test_two_workers_split_the_partitions_and_reach_the_reference(
     asyncio.run(create_topics(kafka_settings))
     workers = _start_workers(kafka_settings, tmp_path, 2)
     try:
+        _wait_all_own_partitions(workers)
         asyncio.run(
             publish(kafka_settings, events, kafka_settings.topics.name("events"), progress=False)
         )
@@ -133,14 +147,24 @@ def test_a_third_worker_joining_mid_stream_loses_nothing(
     workers = _start_workers(kafka_settings, tmp_path, 2)
     try:
         topic = kafka_settings.topics.name("events")
+        _wait_all_own_partitions(workers)
         asyncio.run(publish(kafka_settings, events[:15_000], topic, progress=False))
         wait_until(
             lambda: all((w.stats() or {}).get("events_accepted", 0) > 0 for w in workers),
             120,
             "both workers to apply events (partitions split)",
         )
+        # The rest arrives over 15 s, while the third worker joins (a join takes about 5 s).
+        rest = events[15_000:]
+        stream = threading.Thread(
+            target=lambda: asyncio.run(
+                publish(kafka_settings, rest, topic, rate=1000, progress=False)
+            )
+        )
+        stream.start()
         workers.append(WorkerProcess(kafka_settings, tmp_path / "w2", free_port()).start())
-        asyncio.run(publish(kafka_settings, events[15_000:], topic, rate=5000, progress=False))
+        _wait_all_own_partitions(workers)
+        stream.join()
         _wait_caught_up(kafka_settings, workers, 300)
         joined = (workers[2].stats() or {}).get("events_accepted", 0)
     finally:

@@ -125,6 +125,25 @@ def test_commit_waits_for_the_writes_made_before_it() -> None:
     assert asyncio.run(scenario()) == expected
 
 
+def test_commit_drains_the_writes_its_before_hook_queues() -> None:
+    async def scenario() -> list[str]:
+        log: list[str] = []
+        producer, consumer = FakeProducer(), FakeConsumer(log)
+        queued: list[asyncio.Future[None]] = []
+
+        async def flush_buffered() -> None:  # the write-behind flush: queues a table write
+            log.append("before")
+            queued.append(producer.send_soon())
+            queued[0].add_done_callback(lambda _: log.append("write acked"))
+            asyncio.get_running_loop().call_later(0.01, queued[0].set_result, None)
+
+        flush_before_commit(consumer, producer, flush_buffered)
+        assert await consumer._commit_offsets({TP("events", 0): 3})
+        return log
+
+    assert asyncio.run(scenario()) == ["before", "write acked", "commit [3]"]
+
+
 def test_forget_acks_drops_only_the_assigned_partitions() -> None:
     consumer = FakeConsumer([])
     mine, other = TP("events", 0), TP("events", 1)

@@ -1,0 +1,189 @@
+"""Write-behind caching of the worker's hot tables: user_state, trending and covisit.
+
+Why: every faust table write costs a JSON encode, a RocksDB put, a changelog record and, when
+that record is acknowledged, a second RocksDB put (the persisted offset). One event writes five
+entries (its user, its item's trending score, three co-visit lists of up to 100 neighbours), and
+these writes cost more than the rest of the pipeline together: with the two item statistics
+kept in memory instead, the worker drained 2,193 events/s instead of 972 (2-core machine,
+``streamrec bench pipeline``). Most entries are written again within a second (the user's next
+event, a popular item), so writing each one once per flush does the same work for less:
+replaying MovieLens at 1,000 events/s, a 0.5 s flush writes 2.5 times fewer records.
+
+How:
+    reads     ``CachedTable.get`` serves decoded values from memory, loading a missing one from
+              the faust table once; clean values beyond ``state.cache_entries`` per table are
+              dropped oldest first after each flush
+    writes    ``CachedTable.set`` changes the cached value and marks the key dirty
+    flush     ``WriteBehind.flush`` writes every dirty value to its faust table, each in the
+              context of its partition's latest event: faust routes a table write (RocksDB
+              partition and changelog partition) by the current event. It runs every
+              ``state.flush_interval_ms``, before every offset commit and before partitions
+              are handed over. It paces itself to the producer: faust stops handing events to
+              agents while more than 100 changelog records wait to be sent
+              (``ProducerBuffer.wait_until_ebb``), so a flush that queued all its writes at
+              once would stall the event path for as long as they take to send (seen as
+              100-200 ms latency spikes at every flush).
+
+Guarantee: an offset is committed only after every write of the events before it has been
+flushed and acknowledged (stream/durability.py), so a crash loses nothing: the events after
+the last commit are re-read and re-applied, and a user's state skips what it already holds
+(stream/state.py). Item statistics are approximate by design: a crash in the middle of a
+flush can count that flush's events twice in them (user_state goes last, so never zero times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+# faust routes table writes through this context variable and has no public setter for it.
+from faust.streams import _current_event
+from faust.types import EventT
+
+log = logging.getLogger(__name__)
+FLUSH_CHUNK = 16  # writes queued before the flush checks the producer backlog
+MAX_BACKLOG = 50  # changelog records the flush leaves waiting (faust stalls events past 100)
+BACKLOG_POLL_S = 0.001
+
+
+class CachedTable:
+    """Decoded values of one faust table, per partition, written back on flush."""
+
+    def __init__(self, table: Any, capacity: int) -> None:
+        self.table = table
+        self.capacity = capacity
+        self.values: dict[int, dict[str, Any]] = {}
+        self.dirty: dict[int, dict[str, None]] = {}  # ordered sets: keys to write back
+
+    def get(self, key: str, partition: int) -> Any | None:
+        """The value of ``key`` (a key of ``partition``), or None when there is none."""
+        values = self.values.setdefault(partition, {})
+        if key in values:
+            return values[key]
+        value = self.table.get(key)
+        if value is not None:
+            values[key] = value
+        return value
+
+    def set(self, key: str, value: Any, partition: int) -> None:
+        """Make ``value`` the value of ``key``; it reaches the table on the next flush."""
+        self.values.setdefault(partition, {})[key] = value
+        self.dirty.setdefault(partition, {})[key] = None
+
+    def pending(self) -> int:
+        """How many keys wait to be written."""
+        return sum(len(keys) for keys in self.dirty.values())
+
+    def size(self) -> int:
+        """How many values are held in memory."""
+        return sum(len(values) for values in self.values.values())
+
+    def take_dirty(self) -> list[tuple[int, str]]:
+        """The keys to write as (partition, key), forgetting that they are dirty."""
+        taken = [(p, key) for p, keys in self.dirty.items() for key in keys]
+        self.dirty = {}
+        return taken
+
+    def evict(self) -> None:
+        """Drop clean values, oldest loaded first, until at most ``capacity`` remain."""
+        excess = self.size() - self.capacity
+        for partition, values in self.values.items():
+            if excess <= 0:
+                return
+            dirty = self.dirty.get(partition, {})
+            clean = [key for key in values if key not in dirty][:excess]
+            for key in clean:
+                del values[key]
+            excess -= len(clean)
+
+    def release(self, partitions: set[int]) -> None:
+        """Forget everything held for ``partitions`` (no longer this worker's)."""
+        for partition in partitions:
+            self.values.pop(partition, None)
+            self.dirty.pop(partition, None)
+
+
+class WriteBehind:
+    """Flushes a set of cached tables (see the module docstring)."""
+
+    def __init__(
+        self,
+        tables: Sequence[CachedTable],
+        interval_s: float,
+        backlog: Callable[[], int],
+        on_flush: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.tables = list(tables)  # flushed in this order
+        self.interval_s = interval_s
+        self.backlog = backlog  # changelog records waiting in the producer
+        self.on_flush = on_flush  # called with (values written, seconds taken)
+        self.contexts: dict[int, EventT] = {}
+        self._lock = asyncio.Lock()
+
+    def remember(self, event: EventT) -> None:
+        """Keep ``event`` as the write context of its partition (call for every event)."""
+        self.contexts[event.message.partition] = event
+
+    async def run(self) -> None:
+        """Flush every ``interval_s`` for the worker's lifetime."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write every dirty value to its faust table; returns how many were written."""
+        async with self._lock:
+            started = time.perf_counter()
+            written = 0
+            for cached in self.tables:
+                for n, (partition, key) in enumerate(cached.take_dirty()):
+                    written += self._write(cached, partition, key)
+                    if n % FLUSH_CHUNK == FLUSH_CHUNK - 1:
+                        await self._ebb()
+            for cached in self.tables:
+                cached.evict()
+            if self.on_flush is not None and written:
+                self.on_flush(written, time.perf_counter() - started)
+            return written
+
+    async def _ebb(self) -> None:
+        """Give the event loop a turn, then wait until the producer has caught up."""
+        await asyncio.sleep(0)
+        while self.backlog() > MAX_BACKLOG:
+            await asyncio.sleep(BACKLOG_POLL_S)
+
+    def _write(self, cached: CachedTable, partition: int, key: str) -> int:
+        event = self.contexts.get(partition)
+        value = cached.values.get(partition, {}).get(key)
+        if event is None or value is None:
+            # Released mid-flush: the partition's next owner re-applies its uncommitted events.
+            return 0
+        with event_context(event):
+            cached.table[key] = value
+        return 1
+
+    async def release(self, keep: set[int]) -> None:
+        """Forget every partition not in ``keep``, after any flush in progress."""
+        async with self._lock:
+            gone = set(self.contexts) - keep
+            for cached in self.tables:
+                gone |= (set(cached.values) | set(cached.dirty)) - keep
+            for cached in self.tables:
+                cached.release(gone)
+            for partition in gone:
+                self.contexts.pop(partition, None)
+
+
+@contextmanager
+def event_context(event: EventT) -> Iterator[None]:
+    """Run the body as if faust were processing ``event`` (tables write to its partition)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)

@@ -159,7 +159,6 @@ class StreamrecApp:
 
     def _register(self) -> None:
         self.app.agent(self.events_topic, name="ingest")(self._ingest)
-        self.app.agent(self.recs_topic, name="impressions")(self.feedback.on_recommendations)
         self.app.task(self.catalog.run)
         self.app.task(self.refresher.run)
         self.app.task(self.write_behind.run)

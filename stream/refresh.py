@@ -213,7 +213,7 @@ class Refresher:
                 if built.policy_slates is not None
                 else impression_of(rec)
             )
-            self.worker.feedback.log_impression(impression)
+            self.worker.feedback.store(impression, entry.pending.partition)
 
     def _input(self, pending: Pending) -> RefreshInput:
         w = self.worker

@@ -129,6 +129,10 @@ class WriteBehind:
         """Keep ``event`` as the write context of its partition (call for every event)."""
         self.contexts[event.message.partition] = event
 
+    def context_of(self, partition: int) -> EventT | None:
+        """The latest event of ``partition``, None when the partition is not this worker's."""
+        return self.contexts.get(partition)
+
     async def run(self) -> None:
         """Flush every ``interval_s`` for the worker's lifetime."""
         while True:

@@ -10,6 +10,7 @@ import json
 import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +66,13 @@ def _wait_all_own_partitions(workers: list[WorkerProcess], timeout_s: float = 12
         timeout_s,
         "every worker to own partitions",
     )
+
+
+def _stats(worker: WorkerProcess) -> dict[str, Any]:
+    """The worker's /stats; the page can miss its 2 s timeout while a rebalance runs."""
+    seen: list[dict[str, Any] | None] = []
+    wait_until(lambda: seen.append(worker.stats()) or seen[-1] is not None, 60, "worker stats")
+    return seen[-1] or {}
 
 
 def _final_state(kafka: KafkaSettings) -> dict[str, dict[str, object]]:
@@ -166,11 +174,13 @@ def test_a_third_worker_joining_mid_stream_loses_nothing(
         _wait_all_own_partitions(workers)
         stream.join()
         _wait_caught_up(kafka_settings, workers, 300)
-        joined = (workers[2].stats() or {}).get("events_accepted", 0)
+        # Consumed, not accepted: what it reads first may all be events its partitions' previous
+        # owner applied after its last commit (duplicates, rightly skipped).
+        joined = _stats(workers[2]).get("events_consumed", 0)
     finally:
         for w in workers:
             w.stop()
-    assert joined > 0, "the third worker never got a partition: no rebalance was tested"
+    assert joined > 0, "the third worker read no events: no rebalance was tested"
     _assert_equal_states(_final_state(kafka_settings), reference_state(events, StateSettings()))
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+
+from streamrec.stream.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,3 +54,19 @@ def test_prometheus_scrapes_the_worker_port_from_compose() -> None:
     assert targets == [f"worker:{port}"]
     rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
     assert all("expr" in r for g in rules["groups"] for r in g["rules"])
+
+
+def test_alert_rules_use_only_metrics_the_worker_exports() -> None:
+    registry = CollectorRegistry()
+    WorkerMetrics(registry)
+    # Labelled families have no samples until used: derive the series names from the families.
+    suffixes = ("", "_total", "_bucket", "_sum", "_count")
+    exported = {family.name + suffix for family in registry.collect() for suffix in suffixes}
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    used = {
+        name
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"streamrec_[a-z_]+", rule["expr"])
+    }
+    assert used and used <= exported, sorted(used - exported)

@@ -1,30 +1,53 @@
-"""The reward join when a response is read before its slate's own record comes back."""
+"""Impressions stored at publish time, in the slate's partition, and the reward join."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import faust
 from prometheus_client import CollectorRegistry
 
+from streamrec.models.rewards import DropReason
 from streamrec.settings import Settings
-from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
+from streamrec.stream.contract import Event, Recommendation, SlateItem
 from streamrec.stream.feedback import Feedback, impression_of
 from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.write_behind import WriteBehind, event_context
 
 
-def _feedback(tmp_path: Path) -> Feedback:
+class RoutedTable(dict[str, Any]):
+    """A dict standing in for the impressions table; notes the partition of each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.partitions: dict[str, int] = {}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        event = faust.current_event()
+        assert event is not None, "a table write outside an event context"
+        self.partitions[key] = event.message.partition
+        super().__setitem__(key, value)
+
+
+class FakeEvent:  # faust keeps a weak reference to the current event
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+def _feedback(tmp_path: Path, owned: tuple[int, ...] = (0, 1)) -> Feedback:
     settings = Settings(state={"data_dir": tmp_path})  # type: ignore[arg-type]
-    app = SimpleNamespace(Table=lambda *args, **kwargs: {})  # a dict stands in for the table
+    write_behind = WriteBehind([], 0.5, lambda: 0)
+    for partition in owned:
+        write_behind.remember(FakeEvent(partition))  # type: ignore[arg-type]
     worker = SimpleNamespace(
         settings=settings,
-        app=app,
+        app=SimpleNamespace(Table=lambda *args, **kwargs: RoutedTable()),
         metrics=WorkerMetrics(CollectorRegistry()),
         model_server=None,
+        write_behind=write_behind,
     )
     return Feedback(worker)  # type: ignore[arg-type]
 
@@ -48,26 +71,32 @@ def _click(rec_id: str, item: str) -> Event:
                  rec_id=rec_id, position=0)  # fmt: skip
 
 
-async def _read_back(feedback: Feedback, rec: Recommendation) -> None:
-    async def records() -> AsyncIterator[Any]:
-        message = SimpleNamespace(partition=0)
-        yield SimpleNamespace(value=encode(rec), message=message)
-
-    await feedback.on_recommendations(SimpleNamespace(events=records))  # type: ignore[arg-type]
-
-
-def test_a_response_before_its_slate_record_keeps_its_reward(tmp_path: Path) -> None:
-    feedback, rec = _feedback(tmp_path), _slate("r1")
-    feedback.log_impression(impression_of(rec))  # the refresher's hand-over at publish time
-    assert feedback.on_response(_click("r1", "a"), 0) is None  # joined, not unknown_rec
-    asyncio.run(_read_back(feedback, rec))  # the slate's own record arrives afterwards
+def test_a_stored_slate_is_written_to_its_users_partition_and_joins_responses(
+    tmp_path: Path,
+) -> None:
+    feedback = _feedback(tmp_path)
+    assert feedback.store(impression_of(_slate("r1")), 1)
+    assert feedback.table.partitions == {"r1": 1}
+    with event_context(FakeEvent(1)):  # type: ignore[arg-type]  # as ingest calls it
+        assert feedback.on_response(_click("r1", "a"), 1) is None
+        assert feedback.on_response(_click("r1", "a"), 1) is DropReason.DUPLICATE
     assert [r["item_id"] for r in feedback.table["r1"]["rewards"]] == ["a"]
-    assert feedback.stats()["open_impressions"] == 1  # queued for expiry once, not twice
+    assert feedback.stats()["open_impressions"] == 1
 
 
-def test_a_slate_read_back_first_is_stored_from_its_record(tmp_path: Path) -> None:
-    feedback, rec = _feedback(tmp_path), _slate("r2")
-    asyncio.run(_read_back(feedback, rec))
-    assert feedback.table["r2"]["imp"]["items"] == ["a", "b"]
-    assert feedback.on_response(_click("r2", "b"), 0) is None
-    assert feedback.rewards == 1
+def test_a_slate_of_a_partition_no_longer_owned_is_not_stored(tmp_path: Path) -> None:
+    feedback = _feedback(tmp_path, owned=(0,))
+    assert not feedback.store(impression_of(_slate("r2")), 3)
+    assert "r2" not in feedback.table and feedback.stats()["open_impressions"] == 0
+    assert feedback.on_response(_click("r2", "a"), 3) is DropReason.UNKNOWN_REC
+
+
+def test_an_expired_impression_goes_to_the_learner_with_its_rewards(tmp_path: Path) -> None:
+    feedback = _feedback(tmp_path)
+    assert feedback.store(impression_of(_slate("r3")), 0)
+    with event_context(FakeEvent(0)):  # type: ignore[arg-type]
+        assert feedback.on_response(_click("r3", "b"), 0) is None
+    later = time.time() + feedback.window_s + 1
+    feedback._close_expired(0, later)
+    assert "r3" not in feedback.table and feedback.stats()["open_impressions"] == 0
+    assert feedback.worker.metrics.impressions_closed._value.get() == 1

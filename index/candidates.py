@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Literal
 
 import numpy as np
@@ -108,26 +109,33 @@ def fuse(
     ``weights`` default to 1.0 per source; a source missing from ``weights`` gets 1.0.
     """
     excluded = set(exclude)
-    parts: dict[str, dict[str, float]] = defaultdict(dict)
+    parts: dict[str, dict[str, float]] = {}  # per source: item -> weighted contribution
+    scores: dict[str, float] = {}
     for name, hits in sources.items():
         weight = 1.0 if weights is None else weights.get(name, 1.0)
         if weight < 0:
             raise ModelError(f"fusion weight of source {name!r} is {weight}; use a weight >= 0")
-        eligible = _dedupe([(i, s) for i, s in hits if i not in excluded])
-        for item_id, value in _normalise(eligible, method, rrf_k).items():
-            parts[item_id][name] = weight * value
-    scores = {item_id: sum(contrib.values()) for item_id, contrib in parts.items()}
-    # Candidates are built for the winners only: the sources usually offer far more than n.
-    best = heapq.nsmallest(n, scores, key=lambda item_id: (-scores[item_id], item_id))
-    return [
-        Candidate(
-            item_id=item_id,
-            score=scores[item_id],
-            sources=tuple(sorted(parts[item_id], key=lambda s: (-parts[item_id][s], s))),
-            contributions=dict(parts[item_id]),
+        normalised = (
+            _rrf(hits, excluded, rrf_k)
+            if method == "rrf"
+            else _normalise(_dedupe([(i, s) for i, s in hits if i not in excluded]), method)
         )
-        for item_id in best
-    ]
+        part = parts[name] = {i: weight * v for i, v in normalised.items()}
+        for item_id, contribution in part.items():
+            scores[item_id] = scores.get(item_id, 0.0) + contribution
+    # This runs for every slate: the winners are found with C-level selection and sorting,
+    # and Candidates are built for them only (the sources usually offer far more than n).
+    return [_candidate(item_id, score, parts) for item_id, score in _top(scores.items(), n)]
+
+
+def _candidate(item_id: str, score: float, parts: Mapping[str, Mapping[str, float]]) -> Candidate:
+    contributions = {name: part[item_id] for name, part in parts.items() if item_id in part}
+    return Candidate(
+        item_id=item_id,
+        score=score,
+        sources=tuple(sorted(contributions, key=lambda s: (-contributions[s], s))),
+        contributions=contributions,
+    )
 
 
 def explain(
@@ -162,33 +170,45 @@ def explain(
     return reasons
 
 
-def _normalise(hits: Hits, method: str, rrf_k: float) -> dict[str, float]:
+def _rrf(hits: Hits, excluded: Collection[str], rrf_k: float) -> dict[str, float]:
+    """``1 / (rrf_k + rank)`` per eligible item, rank 1 for the best (each item at its best)."""
+    scores: dict[str, float] = {}
+    rank = 0
+    for item_id, _ in _ranked(_dedupe(hits)):
+        if item_id not in excluded:
+            rank += 1
+            scores[item_id] = 1.0 / (rrf_k + rank)
+    return scores
+
+
+def _normalise(hits: Hits, method: str) -> dict[str, float]:
+    if method != "minmax":
+        raise ModelError(f"unknown fusion method {method!r}; use 'rrf' or 'minmax'")
     if not hits:
         return {}
-    if method == "rrf":
-        ranked = sorted(hits, key=lambda h: (-h[1], h[0]))
-        return {item_id: 1.0 / (rrf_k + rank) for rank, (item_id, _) in enumerate(ranked, 1)}
-    if method == "minmax":
-        values = [s for _, s in hits]
-        low, high = min(values), max(values)
-        if high == low:
-            return {item_id: 1.0 for item_id, _ in hits}
-        return {item_id: (s - low) / (high - low) for item_id, s in hits}
-    raise ModelError(f"unknown fusion method {method!r}; use 'rrf' or 'minmax'")
+    values = [s for _, s in hits]
+    low, high = min(values), max(values)
+    if high == low:
+        return {item_id: 1.0 for item_id, _ in hits}
+    return {item_id: (s - low) / (high - low) for item_id, s in hits}
 
 
 def _dedupe(hits: Hits) -> list[tuple[str, float]]:
     """Keep each item once, with its best score (a source may list an item twice)."""
-    best: dict[str, float] = {}
-    for item_id, score in hits:
-        if item_id not in best or score > best[item_id]:
-            best[item_id] = score
-    return list(best.items())
+    # In ascending score order the best score of an item is the last one the dict keeps.
+    return list(dict(sorted(hits, key=itemgetter(1))).items())
 
 
-def _top(pairs: list[tuple[str, float]], n: int) -> list[tuple[str, float]]:
-    pairs.sort(key=lambda p: (-p[1], p[0]))
-    return pairs[:n]
+def _ranked(pairs: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``(item, score)`` pairs by score, best first, ties by item id (unique ids)."""
+    ranked = sorted(pairs, key=itemgetter(0))
+    ranked.sort(key=itemgetter(1), reverse=True)  # stable: equal scores stay in id order
+    return ranked
+
+
+def _top(pairs: Iterable[tuple[str, float]], n: int) -> list[tuple[str, float]]:
+    """The ``n`` best of ``pairs`` in ``_ranked`` order (unique ids)."""
+    return _ranked(pairs)[:n]
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import faust
@@ -19,6 +20,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     asyncio.run(create_topics(settings.kafka))
     settings.state.data_dir.mkdir(parents=True, exist_ok=True)
     worker_app = create_app(settings)
+    gc.freeze()  # what is alive now lives all run long (see StreamrecApp._on_recovered)
     logging.getLogger("faust").setLevel(loglevel.upper())
     worker = faust.Worker(worker_app.app, loglevel=loglevel)
     worker.execute_from_commandline()

@@ -17,7 +17,6 @@ Each fused ``Candidate`` keeps which sources contributed, strongest first (prove
 
 from __future__ import annotations
 
-import heapq
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass

@@ -38,6 +38,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from typing import Any
 
@@ -101,7 +102,7 @@ class CachedTable:
                 del values[key]
             excess -= len(clean)
 
-    def release(self, partitions: set[int]) -> None:
+    def release(self, partitions: AbstractSet[int]) -> None:
         """Forget everything held for ``partitions`` (no longer this worker's)."""
         for partition in partitions:
             self.values.pop(partition, None)
@@ -122,14 +123,14 @@ class WriteBehind:
         self.interval_s = interval_s
         self.backlog = backlog  # changelog records waiting in the producer
         self.on_flush = on_flush  # called with (values written, seconds taken)
-        self.contexts: dict[int, EventT] = {}
+        self.contexts: dict[int, EventT[Any]] = {}
         self._lock = asyncio.Lock()
 
-    def remember(self, event: EventT) -> None:
+    def remember(self, event: EventT[Any]) -> None:
         """Keep ``event`` as the write context of its partition (call for every event)."""
         self.contexts[event.message.partition] = event
 
-    def context_of(self, partition: int) -> EventT | None:
+    def context_of(self, partition: int) -> EventT[Any] | None:
         """The latest event of ``partition``, None when the partition is not this worker's."""
         return self.contexts.get(partition)
 
@@ -184,7 +185,7 @@ class WriteBehind:
 
 
 @contextmanager
-def event_context(event: EventT) -> Iterator[None]:
+def event_context(event: EventT[Any]) -> Iterator[None]:
     """Run the body as if faust were processing ``event`` (tables write to its partition)."""
     token = _current_event.set(weakref.ref(event))
     try:

@@ -82,9 +82,11 @@ class _System:
         workdir: Path,
         extra_env: dict[str, str],
         processes: int,
+        model_mode: bool = False,
     ) -> None:
         self.kind = kind
         self.kafka = kafka
+        self.model_mode = model_mode and kind == "pipeline"
         self.output = kafka.topics.name("recommendations")
         self.procs: list[WorkerProcess] = []
         for _ in range(processes):
@@ -100,6 +102,8 @@ class _System:
             proc.start()
         for proc in self.procs:
             wait_until(lambda p=proc: p.stats() is not None, 300, f"the {self.kind} process")
+            if self.model_mode:  # until then the worker answers with the heuristic
+                wait_until(lambda p=proc: _model_version(p), 300, "the worker to load its model")
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -139,6 +143,11 @@ class _PassthroughProcess(WorkerProcess):
                 return {}
         except OSError:
             return None
+
+
+def _model_version(worker: WorkerProcess) -> str | None:
+    version: str | None = (worker.stats() or {}).get("model_version")
+    return version
 
 
 async def _collect(
@@ -215,7 +224,8 @@ def _phase(
     # paced publisher and release its events as a burst; what is alive now lives all run long.
     gc.collect()
     gc.freeze()
-    system = _System(kind, kafka, workdir, extra_env, processes)
+    model_mode = extra_env.get("STREAMREC_SERVING__MODE", settings.serving.mode) == "model"
+    system = _System(kind, kafka, workdir, extra_env, processes, model_mode)
     topic = kafka.topics.name("events")
     wanted = {e.event_id for e in events}
     try:

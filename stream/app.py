@@ -198,9 +198,11 @@ class StreamrecApp:
             self.sizes["user_state"],
         )
 
+    def _cached(self) -> dict[str, CachedTable]:
+        return {"user_state": self.user_state, "trending": self.trending, "covisit": self.covisit}
+
     def _tables(self) -> dict[str, Any]:
-        cached = {"user_state": self.user_state, "trending": self.trending, "covisit": self.covisit}
-        return {name: table.table for name, table in cached.items()}
+        return {name: cached.table for name, cached in self._cached().items()}
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         self.owned = set()
@@ -336,6 +338,8 @@ class StreamrecApp:
     async def _observe(self) -> None:
         for name, size in self.sizes.items():
             self.metrics.table_entries.labels(name).set(size)
+        for name, cached in self._cached().items():
+            self.metrics.table_writes_pending.labels(name).set(cached.pending())
         self.metrics.table_entries.labels("catalog").set(len(self.catalog.items))
         consumer: Any = self.app.consumer  # faust keeps no public accessor for read offsets
         events = self.events_topic.get_topic_name()

@@ -90,6 +90,12 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.table_writes_pending = Gauge(
+            f"{ns}_table_writes_pending",
+            "Changed table values waiting for the next write-behind flush.",
+            ["table"],
+            registry=registry,
+        )
         self.table_writes_flushed = Counter(
             f"{ns}_table_writes_flushed",
             "Table values written back by flushes (one per key and flush, however often set).",

@@ -267,9 +267,11 @@ class StreamrecApp:
         if not apply_event(state, event, self.settings.state, (partition, offset)):
             self.counters.duplicates += 1
             self.metrics.duplicates.inc()
-            if state.position == (partition, offset):
-                # remember the skipped id
-                self.user_state.set(event.user_id, state.to_json(), partition)
+            # Written again although unchanged (or only the skipped id remembered): after a
+            # crash the local store can be ahead of the changelog, because faust puts a value
+            # in RocksDB before its changelog record is sent, and a restarted worker trusts its
+            # RocksDB. The events it re-reads are what brings the changelog up to date.
+            self.user_state.set(event.user_id, state.to_json(), partition)
             return None
         self.user_state.set(event.user_id, state.to_json(), partition)
         self._update_stats(event, partition, previous)

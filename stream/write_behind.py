@@ -27,8 +27,11 @@ How:
 Guarantee: an offset is committed only after every write of the events before it has been
 flushed and acknowledged (stream/durability.py), so a crash loses nothing: the events after
 the last commit are re-read and re-applied, and a user's state skips what it already holds
-(stream/state.py). Item statistics are approximate by design: a crash in the middle of a
-flush can count that flush's events twice in them (user_state goes last, so never zero times).
+(stream/state.py) but is written again, so the changelog catches up with a local RocksDB that
+a flush had brought ahead of it just before the crash (StreamrecApp._apply). Item statistics
+are approximate by design: a crash in the middle of a flush can count that flush's events twice
+in them (user_state goes last, so never zero times), and a key that got ahead in the local
+store reaches the changelog with its next change.
 """
 
 from __future__ import annotations

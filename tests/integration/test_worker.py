@@ -9,10 +9,12 @@ import itertools
 import json
 import random
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.broker import free_port
 from streamrec.datasets import load_dataset
@@ -73,6 +75,19 @@ def _stats(worker: WorkerProcess) -> dict[str, Any]:
     seen: list[dict[str, Any] | None] = []
     wait_until(lambda: seen.append(worker.stats()) or seen[-1] is not None, 60, "worker stats")
     return seen[-1] or {}
+
+
+def _scrape(worker: WorkerProcess) -> dict[str, float]:
+    """The worker's /metrics as ``{'name{label="value"}': value}``."""
+    url = f"http://127.0.0.1:{worker.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return samples
 
 
 def _final_state(kafka: KafkaSettings) -> dict[str, dict[str, object]]:
@@ -240,6 +255,12 @@ def test_malformed_records_all_dead_lettered_good_ones_all_applied(
         assert worker.alive()
         stats = worker.stats() or {}
         assert stats["dead_lettered"] == 1_000 and stats["events_accepted"] == 2_000
+        metrics = _scrape(worker)
+        assert metrics["streamrec_events_dead_lettered_total"] == 1_000
+        assert metrics["streamrec_events_accepted_total"] == 2_000
+        assert metrics["streamrec_table_writes_flushed_total"] > 0
+        # Every commit flushes first, so once all is committed nothing waits.
+        assert metrics['streamrec_table_writes_pending{table="user_state"}'] == 0
     finally:
         worker.stop()
     letters = asyncio.run(

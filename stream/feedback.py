@@ -6,8 +6,8 @@ per-slate features (needed by the learner, not published), which puts it in the
 partition of the slate's user, in the context of that partition's latest event
 (stream/write_behind.py): responses are events of the same user, so the reward join never
 needs another worker's data, and the impression is in the table before any response to it can
-be read. (Reading the recommendations topic back to learn the same cost a fifth of the
-worker's time at 1,000 events/s.)
+be read. (The worker used to read the recommendations topic back to learn the same; without
+that, p99 latency at 1,000 events/s fell from 45-65 ms to 36 ms.)
 
 A response (an event with ``rec_id``) is joined to its impression by ``models.rewards.attribute``
 within the attribution window; unknown, late and duplicate responses (dedupe key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -96,6 +97,7 @@ def test_drain_raises_when_a_write_failed() -> None:
 class FakeConsumer:
     def __init__(self, log: list[str]) -> None:
         self.log = log
+        self.app = SimpleNamespace(consumer_generation_id=1)
         self._acked: defaultdict[TP, list[int]] = defaultdict(list)
         self._acked_index: defaultdict[TP, set[int]] = defaultdict(set)
         self._gap: defaultdict[TP, Any] = defaultdict(list)
@@ -142,6 +144,21 @@ def test_commit_drains_the_writes_its_before_hook_queues() -> None:
         return log
 
     assert asyncio.run(scenario()) == ["before", "write acked", "commit [3]"]
+
+
+def test_a_commit_outlasted_by_a_rebalance_is_dropped() -> None:
+    async def scenario() -> tuple[bool, list[str]]:
+        log: list[str] = []
+        producer, consumer = FakeProducer(), FakeConsumer(log)
+
+        async def flush_during_rebalance() -> None:
+            consumer.app.consumer_generation_id = 2  # partitions reassigned meanwhile
+
+        flush_before_commit(consumer, producer, flush_during_rebalance)
+        return await consumer._commit_offsets({TP("events", 0): 7}), log
+
+    committed, log = asyncio.run(scenario())
+    assert not committed and log == []
 
 
 def test_forget_acks_drops_only_the_assigned_partitions() -> None:

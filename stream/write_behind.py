@@ -37,7 +37,6 @@ store reaches the changelog with its next change.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +48,6 @@ from typing import Any
 from faust.streams import _current_event
 from faust.types import EventT
 
-log = logging.getLogger(__name__)
 FLUSH_CHUNK = 16  # writes queued before the flush checks the producer backlog
 MAX_BACKLOG = 50  # changelog records the flush leaves waiting (faust stalls events past 100)
 BACKLOG_POLL_S = 0.001

@@ -152,7 +152,7 @@ class StreamrecApp:
             table_standby_replicas=0,
             web_enabled=True,
             web_port=s.serving.web_port,
-            web_bind="127.0.0.1",
+            web_bind=s.serving.web_bind,
             web_in_thread=False,
         )
 

@@ -82,3 +82,8 @@ class ServingSettings(BaseModel):
         "heuristic", description="heuristic: trending + co-visitation; model: encoder + FAISS."
     )
     web_port: int = Field(6066, ge=1, le=65535, description="Worker web server (/metrics, pull).")
+    web_bind: str = Field(
+        "127.0.0.1",
+        description="Address the worker web server listens on; 0.0.0.0 in containers so "
+        "Prometheus and the published port can reach /metrics.",
+    )

@@ -17,6 +17,7 @@ setup: $(STAMP)
 	$(BIN)/streamrec kafka fetch
 	$(BIN)/streamrec data fetch
 	@scripts/ensure-compose || true
+	@scripts/ensure-promtool $(BIN)
 
 demo: setup
 	$(BIN)/streamrec demo

@@ -5,7 +5,12 @@ producer may add fields before consumers know them; a higher ``v`` than this cod
 rejected with ``unsupported_version`` rather than guessed at.
 
 Validation never raises anything but ``ContractError``; its ``code`` is one of ``ERROR_CODES``,
-stable across releases, and is what the dead-letter topic and the rejection metrics carry.
+stable across releases, and is what the dead-letter topic and the rejection metrics carry. Records
+come from anyone who can write to a topic, so the parser is hostile-input safe: only standard
+JSON is accepted (orjson: no ``NaN``/``Infinity``, no lone surrogates, no trailing commas), nesting
+deeper than ``MAX_DEPTH`` is rejected *before* parsing (deep nesting is what made Python's
+parser raise ``RecursionError`` and crash the ingest agent), and any other exception from parsing
+or validation is turned into a ``ContractError`` rather than left to reach faust.
 
 Timestamps are accepted as epoch milliseconds (int) or ISO-8601 strings with a zone (``Z`` or
 ``+01:00``) and stored as epoch milliseconds. Epoch *seconds* are rejected on purpose: a value
@@ -15,11 +20,12 @@ below 10^11 is ambiguous and is the commonest producer bug.
 from __future__ import annotations
 
 import base64
-import json
+import re
 import time
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -37,6 +43,10 @@ MAX_EVENT_BYTES = 16 * 1024
 MAX_ITEM_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
 MAX_CONTEXT_KEYS = 32
+# Deepest nesting of arrays/objects in a record. An event needs 2 (the record, its context);
+# the headroom is for unknown fields a newer producer may add. Far below the ~1,000 levels at
+# which recursive code (Python's parser, repr, pydantic) runs out of stack.
+MAX_DEPTH = 32
 # Earliest plausible event time (1990-01-01) and allowed producer clock skew into the future.
 MIN_TS_MS = 631_152_000_000
 MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
@@ -46,7 +56,8 @@ EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined] 
 
 ERROR_CODES: dict[str, str] = {
     "not_utf8": "the record is not UTF-8 text",
-    "invalid_json": "the record is not valid JSON",
+    "invalid_json": "the record is not valid, standard JSON (NaN and Infinity are not JSON)",
+    "too_deep": f"arrays/objects are nested deeper than {MAX_DEPTH} levels",
     "not_an_object": "the record is JSON but not an object",
     "too_large": "the record exceeds the size limit",
     "unsupported_version": "the schema version is newer than this worker understands",
@@ -124,7 +135,12 @@ ContextValue = str | int | float | bool
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+    # allow_inf_nan=False: records built from Python values (CSV cells, ``float("nan")``) must
+    # not carry what the JSON path cannot; NaN would also poison every sum it reaches.
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, allow_inf_nan=False)
+
+
+_R = TypeVar("_R", bound=_Record)
 
 
 class Event(_Record):
@@ -224,7 +240,10 @@ _PYDANTIC_CODES = {
 
 def _code_and_message(exc: ValidationError) -> tuple[str, str]:
     """First error of a pydantic failure as (stable code, message naming the field)."""
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # A non-finite number in a union field (context values) fails every member; the string
+    # member's complaint would hide the real reason.
+    err = next((e for e in errors if e["type"] == "finite_number"), errors[0])
     field = ".".join(str(p) for p in err["loc"]) or "record"
     kind = err["type"]
     if kind in ERROR_CODES:
@@ -246,28 +265,68 @@ def _code_and_message(exc: ValidationError) -> tuple[str, str]:
     return code, f"field `{field}`: {err['msg']}"[:300]
 
 
+# A JSON string (escapes included), unrolled so it matches in linear time; and any bracket.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """Deepest bracket nesting of ``raw`` outside strings; no recursion, one pass."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def _decode_object(raw: bytes, limit: int) -> dict[str, Any]:
     if len(raw) > limit:
         raise ContractError("too_large", f"record is {len(raw)} bytes; the limit is {limit}")
+    # Counting brackets is a C-speed scan; only a record with more of them than MAX_DEPTH (almost
+    # never a real one) pays for measuring the depth.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        depth = _nesting_depth(raw)
+        if depth > MAX_DEPTH:
+            raise ContractError(
+                "too_deep", f"arrays/objects nested {depth} levels deep; at most {MAX_DEPTH}"
+            )
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ContractError("not_utf8", f"byte {exc.start} is not valid UTF-8") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ContractError("invalid_json", f"invalid JSON at char {exc.pos}: {exc.msg}") from None
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise ContractError("not_utf8", f"byte {bad.start} is not valid UTF-8") from None
+        raise ContractError(
+            "invalid_json", f"invalid JSON (standard JSON only: no NaN or Infinity): {exc}"[:300]
+        ) from None
+    except (RecursionError, ValueError, TypeError) as exc:
+        # Not expected from orjson, whose depth is bounded; kept so the promise holds anyway.
+        raise ContractError("invalid_json", f"cannot parse: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise ContractError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
-def validate_event(obj: dict[str, Any]) -> Event:
-    """Validate a decoded event object; raises ContractError with a stable code."""
+def _validate(model: type[_R], obj: dict[str, Any]) -> _R:
     try:
-        return Event.model_validate(obj)
+        return model.model_validate(obj)
     except ValidationError as exc:
         raise ContractError(*_code_and_message(exc)) from None
+    except (RecursionError, ValueError, TypeError, ArithmeticError) as exc:
+        # A validator that raised something pydantic does not convert (an OverflowError from a
+        # date, say); the record is still bad data, not a reason to crash the agent.
+        raise ContractError(
+            "bad_value", f"record rejected: {type(exc).__name__}: {exc}"[:300]
+        ) from None
+
+
+def validate_event(obj: dict[str, Any]) -> Event:
+    """Validate a decoded event object; raises ContractError with a stable code."""
+    return _validate(Event, obj)
 
 
 def parse_event(raw: bytes) -> Event:
@@ -277,10 +336,7 @@ def parse_event(raw: bytes) -> Event:
 
 def validate_item(obj: dict[str, Any]) -> Item:
     """Validate a decoded catalog object; raises ContractError with a stable code."""
-    try:
-        return Item.model_validate(obj)
-    except ValidationError as exc:
-        raise ContractError(*_code_and_message(exc)) from None
+    return _validate(Item, obj)
 
 
 def parse_item(raw: bytes) -> Item:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -11,16 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.errors import ContractError
+from streamrec.stream import contract
 from streamrec.stream.contract import (
     ERROR_CODES,
     EVENT_TYPES,
+    MAX_DEPTH,
     MAX_EVENT_BYTES,
+    MAX_ITEM_BYTES,
     DeadLetter,
     Event,
     dead_letter,
     encode,
     parse_event,
     parse_item,
+    validate_event,
 )
 
 NOW_MS = int(time.time() * 1000)
@@ -163,3 +168,163 @@ def test_event_model_is_frozen() -> None:
     event = Event.model_validate(GOOD)
     with pytest.raises(Exception, match="frozen"):
         event.user_id = "other"  # type: ignore[misc]  # testing that assignment fails
+
+
+# -- hostile input: nothing but ContractError may come out ----------------------------------------
+
+GOOD_TEXT = json.dumps(GOOD)[1:-1]  # the fields, to splice hostile ones next to
+
+
+def _with(extra: str) -> bytes:
+    """A good event's JSON text with ``extra`` (raw JSON text) spliced in as more fields."""
+    return ("{" + GOOD_TEXT + ", " + extra + "}").encode()
+
+
+def _nested(depth: int, open_: str = "[", close: str = "]") -> str:
+    return open_ * depth + close * depth
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_nested(5_000).encode(), id="arrays"),
+        pytest.param(('{"a":' * 2_000 + "1" + "}" * 2_000).encode(), id="objects"),
+        pytest.param(b"[" * 15_000, id="unclosed"),
+        pytest.param(_with('"extra": ' + _nested(MAX_DEPTH)), id="inside-a-good-event"),
+    ],
+)
+def test_deep_nesting_under_the_size_limit_is_rejected_before_parsing(raw: bytes) -> None:
+    # Python's json module raises RecursionError on these, which used to crash the agent.
+    assert len(raw) <= MAX_EVENT_BYTES
+    assert _code(raw) == "too_deep"
+
+
+def test_nesting_up_to_the_limit_is_accepted_and_brackets_in_strings_do_not_count() -> None:
+    # The record itself is one level, so an unknown field may nest MAX_DEPTH - 1 more.
+    assert parse_event(_with('"extra": ' + _nested(MAX_DEPTH - 1))).event_id == "e1"
+    brackets = json.dumps("[{" * 500 + '"\\')
+    assert parse_event(_with(f'"note": {brackets}')).event_id == "e1"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+@pytest.mark.parametrize("field", ["value", "dwell_ms", "ts", "position", "context"])
+def test_non_finite_numbers_are_rejected_in_every_numeric_field(field: str, literal: str) -> None:
+    fields = {k: v for k, v in GOOD.items() if k != field}
+    number = f'{{"score": {literal}}}' if field == "context" else literal
+    raw = ("{" + json.dumps(fields)[1:-1] + f', "{field}": {number}' + "}").encode()
+    assert _code(raw) == "invalid_json"
+
+
+@pytest.mark.parametrize("field", ["value", "ts", "context"])
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_floats_from_python_values_are_rejected(field: str, number: float) -> None:
+    # The CSV path validates Python values, where float("nan") is one cell away.
+    obj = {**GOOD, field: {"score": number} if field == "context" else number}
+    with pytest.raises(ContractError) as info:
+        validate_event(obj)
+    assert info.value.code == ("bad_timestamp" if field == "ts" else "bad_value")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(_with('"x": "\\ud800"'), id="lone-surrogate"),
+        pytest.param(b"\xef\xbb\xbf" + _with('"x": 1'), id="byte-order-mark"),
+        pytest.param(_with('"x": [1,]'), id="trailing-comma"),
+        pytest.param(_with('"x": 1 // comment'), id="comment"),
+        pytest.param(_with("'x': 1"), id="single-quotes"),
+        pytest.param(b'{"event_id": "e1"} {"event_id": "e2"}', id="two-documents"),
+    ],
+)
+def test_non_standard_json_is_rejected(raw: bytes) -> None:
+    assert _code(raw) == "invalid_json"
+
+
+def test_item_records_get_the_same_protection() -> None:
+    deep = ('{"item_id": "m1", "title": "t", "x": ' + _nested(4_000) + "}").encode()
+    assert len(deep) <= MAX_ITEM_BYTES
+    for raw, code in [
+        (deep, "too_deep"),
+        (b'{"item_id": "m1", "title": "t", "created_at": NaN}', "invalid_json"),
+        (b"[" * 20_000, "too_deep"),
+    ]:
+        with pytest.raises(ContractError) as info:
+            parse_item(raw)
+        assert info.value.code == code
+
+
+def test_unexpected_exceptions_inside_parsing_or_validation_become_contract_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The defensive nets: whatever a parser or validator raises on content is bad data.
+    for exc in (RecursionError("deep"), TypeError("odd"), ValueError("odd")):
+
+        def raising(_: Any, exc: Exception = exc) -> Any:
+            raise exc
+
+        with monkeypatch.context() as patch:
+            patch.setattr(contract.orjson, "loads", raising)
+            assert _code(_raw(GOOD)) == "invalid_json"
+        with monkeypatch.context() as patch:
+            patch.setattr(Event, "model_validate", raising)
+            assert _code(_raw(GOOD)) == "bad_value"
+
+
+def _accepted_is_well_formed(event: Event) -> None:
+    """An accepted event survives everything the worker does with it next."""
+    assert parse_event(encode(event)) == event
+    event.user_id.encode()  # the key check encodes it; a lone surrogate would raise here
+    numbers = [event.value, *(event.context or {}).values()]
+    assert all(math.isfinite(n) for n in numbers if isinstance(n, float))
+    assert event.ts >= contract.MIN_TS_MS
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=MAX_EVENT_BYTES + 64))
+def test_arbitrary_bytes_up_to_the_limit_give_an_event_or_a_contract_error(raw: bytes) -> None:
+    try:
+        _accepted_is_well_formed(parse_event(raw))
+    except ContractError as exc:
+        assert exc.code in ERROR_CODES
+
+
+# JSON-ish text: real JSON tokens, the non-standard ones, and unbalanced brackets, in any order.
+_TOKENS = ["[", "]", "{", "}", ",", ":", '"a"', '"\\ud800"', '"\\', "1", "-0", "1e999", "NaN"]
+_TOKENS += ["Infinity", "-Infinity", "null", "true", " ", GOOD_TEXT, '"context":', '"value":']
+jsonish = st.lists(st.sampled_from(_TOKENS), max_size=200).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(jsonish, st.integers(0, 4_000), st.sampled_from(["[]", "{}"]))
+def test_arbitrary_nested_jsonish_text_gives_an_event_or_a_contract_error(
+    body: str, depth: int, brackets: str
+) -> None:
+    opening = ('{"a":' if brackets == "{}" else "[") * depth
+    for text in (body, "{" + body + "}", "{" + GOOD_TEXT + ', "x": ' + opening + body):
+        raw = (text + "}" * depth if brackets == "{}" else text + "]" * depth).encode()
+        try:
+            _accepted_is_well_formed(parse_event(raw))
+        except ContractError as exc:
+            assert exc.code in ERROR_CODES
+
+
+nested_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children)
+    ),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([*GOOD, "value", "context", "x"]), nested_values))
+def test_arbitrary_nested_structures_in_any_field_give_an_event_or_a_contract_error(
+    fields: dict[str, Any],
+) -> None:
+    obj = {**GOOD, **fields}
+    for via_json in (False, True):
+        try:
+            _accepted_is_well_formed(parse_event(_raw(obj)) if via_json else validate_event(obj))
+        except ContractError as exc:
+            assert exc.code in ERROR_CODES

@@ -1,0 +1,162 @@
+"""Prequential scoring against hand-computed cases (stream/quality.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamrec.stream.contract import Event
+from streamrec.stream.quality import (
+    Slate,
+    baseline_ranks,
+    head_to_head,
+    latencies_ms,
+    metric_means,
+    positions,
+    scoreable_events,
+    slates_by_trigger,
+    system_figures,
+    system_ranks,
+    windowed_means,
+)
+
+T0 = 1_700_000_000_000
+
+
+def stream(*pairs: str) -> list[Event]:
+    """Events e0, e1, ... from "user item" strings, in replay order."""
+    out = []
+    for n, pair in enumerate(pairs):
+        user, item = pair.split()
+        out.append(Event(event_id=f"e{n}", user_id=user, item_id=item, type="view", ts=T0 + n))
+    return out
+
+
+def slate(user: str, items: str, *triggers: int, at_ms: int = 0) -> Slate:
+    return Slate(user, tuple(items.split()), tuple(f"e{t}" for t in triggers), at_ms)
+
+
+# u1: e0 A, e2 C, e5 B; u2: e1 B, e4 A, e6 C; u3: e3 A (its only event).
+SERVED = stream("u1 A", "u2 B", "u1 C", "u3 A", "u2 A", "u1 B", "u2 C")
+SERVED_SLATES = [
+    slate("u1", "C A B", 0),  # for e0: scored on e2 (C at rank 1); A was seen
+    slate("u2", "B C", 1),  # for e1: scored on e4 (A missed); B was seen
+    slate("u1", "D", 2, 5),  # coalesced e2 and e5: the slate for e5, so e5 (p = e2) has none
+    slate("u2", "D E C", 4),  # for e4: scored on e6 (C at rank 3)
+    slate("u3", "B", 3),  # for e3: u3 has no later event, never scored
+]
+
+
+def test_scoreable_events_need_an_earlier_event_of_the_user_and_the_scored_part() -> None:
+    scoreable = scoreable_events(SERVED, first_scored=2)
+    # e3 is u3's first event; e0 and e1 are before the split.
+    assert scoreable.events.tolist() == [2, 4, 5, 6]
+    assert scoreable.previous.tolist() == [0, 1, 2, 4]
+
+
+def test_a_slate_is_scored_only_for_the_event_after_its_newest_trigger() -> None:
+    scoreable = scoreable_events(SERVED, first_scored=2)
+    by_trigger = slates_by_trigger(SERVED_SLATES, positions(SERVED))
+    system = system_ranks(SERVED, scoreable, by_trigger, k=10)
+    assert system.covered.tolist() == [True, True, False, True]
+    assert system.ranks.tolist() == [1, 0, 0, 3]
+    assert system.slate_items == 3 + 2 + 3
+    assert system.seen_items == 2  # A in u1's slate for e0, B in u2's slate for e1
+    assert system.distinct_items == len({"A", "B", "C", "D", "E"})
+
+
+def test_a_missing_slate_leaves_its_event_uncovered() -> None:
+    scoreable = scoreable_events(SERVED, first_scored=2)
+    without_e4 = [s for s in SERVED_SLATES if s.trigger_event_ids != ("e4",)]
+    system = system_ranks(SERVED, scoreable, slates_by_trigger(without_e4, positions(SERVED)), 10)
+    assert system.covered.tolist() == [True, True, False, False]
+
+
+def test_slates_cut_to_k_before_scoring() -> None:
+    scoreable = scoreable_events(SERVED, first_scored=2)
+    by_trigger = slates_by_trigger(SERVED_SLATES, positions(SERVED))
+    system = system_ranks(SERVED, scoreable, by_trigger, k=2)
+    assert system.ranks.tolist() == [1, 0, 0, 0]  # C at 3 in u2's slate is beyond k = 2
+    assert system.slate_items == 2 + 2 + 2
+
+
+def test_first_slate_read_wins_for_one_trigger_and_unknown_triggers_are_ignored() -> None:
+    first, again = slate("u1", "A", 0), slate("u1", "B", 0)
+    foreign = Slate("u9", ("A",), ("warmup-1",), 0)
+    assert slates_by_trigger([first, again, foreign], positions(SERVED)) == {0: first}
+
+
+def test_metric_means_by_hand() -> None:
+    ranks = np.asarray([1, 0, 0, 3], dtype=np.int64)
+    means = metric_means(ranks, k=10)
+    assert means["hr@10"] == pytest.approx(0.5)
+    assert means["ndcg@10"] == pytest.approx((1 + 1 / 2) / 4, abs=1e-4)  # 1/log2(4) = 1/2
+    assert means["mrr@10"] == pytest.approx((1 + 1 / 3) / 4, abs=1e-4)
+    assert metric_means(np.zeros(0, dtype=np.int64), k=10)["ndcg@10"] is None
+
+
+def test_system_figures_report_both_ways_and_the_ratio_on_covered_events() -> None:
+    scoreable = scoreable_events(SERVED, first_scored=2)
+    system = system_ranks(
+        SERVED, scoreable, slates_by_trigger(SERVED_SLATES, positions(SERVED)), 10
+    )
+    covisit = np.asarray([2, 1, 1, 0], dtype=np.int64)
+    baselines = {"covisit": covisit, "popularity": np.zeros(4, dtype=np.int64)}
+    figures = system_figures(system, baselines, 10, catalog_size=10, latencies=[5.0, 7.0])
+    assert figures["covered"] == 3
+    assert figures["slate_coverage"] == 0.75
+    assert figures["covered_events"] == metric_means(np.asarray([1, 0, 3]), 10)
+    assert figures["all_scoreable"] == metric_means(np.asarray([1, 0, 0, 3]), 10)
+    # covisit on the covered events only: ranks 2, 1, 0 -> NDCG (1/log2(3) + 1) / 3.
+    covisit_ndcg = (1 / np.log2(3) + 1) / 3
+    assert figures["ndcg@10_ratio_to_covisit"] == pytest.approx(0.5 / covisit_ndcg, abs=2e-3)
+    assert figures["seen_share"] == pytest.approx(2 / 8, abs=1e-3)
+    assert figures["catalog_coverage"] == 0.5
+    assert figures["latency_p50_ms"] == 6.0
+
+
+def test_head_to_head_uses_only_events_both_covered() -> None:
+    scoreable = scoreable_events(SERVED, first_scored=2)
+    full = system_ranks(SERVED, scoreable, slates_by_trigger(SERVED_SLATES, positions(SERVED)), 10)
+    fewer = [s for s in SERVED_SLATES if s.trigger_event_ids != ("e0",)]
+    other = system_ranks(SERVED, scoreable, slates_by_trigger(fewer, positions(SERVED)), 10)
+    figures = head_to_head(("model", other), ("heuristic", full), 10)
+    assert figures["events"] == 2  # e4 and e6: e2 lacks the second system's slate
+    assert figures["heuristic"] == metric_means(np.asarray([0, 3]), 10)
+
+
+# u1: e0 B, e7 C, e9 B (a repeat); u2: e1 A, e8 C; u3: e2 A, e3 C; u4: e4 A, e5 B; u5: e6 A.
+TIES = stream("u1 B", "u2 A", "u3 A", "u3 C", "u4 A", "u4 B", "u5 A", "u1 C", "u2 C", "u1 B")
+
+
+def test_baselines_by_hand_with_ties_broken_by_item_id() -> None:
+    scoreable = scoreable_events(TIES, first_scored=6)
+    assert scoreable.events.tolist() == [7, 8, 9]  # e6 is u5's first event
+    ranks = baseline_ranks(TIES, scoreable, catalog=["A", "B", "C", "Z"], k=10)
+    # e7 (u1 saw B): counts A4 B2 C1, unseen A then C -> 2. Nothing ever followed B -> miss.
+    # e8 (u2 saw A): counts A4 B2 C2, B and C tie, B has the smaller id -> C at 2.
+    #   Followers of A: C (u3, first) and B (u4) once each; the tie goes to B -> C at 2.
+    # e9 (u1 saw B and C): its item B was seen, so both baselines miss.
+    assert ranks["popularity"].tolist() == [2, 2, 0]
+    assert ranks["covisit"].tolist() == [0, 2, 0]
+
+
+def test_baselines_count_only_events_before_the_scored_one_and_cut_at_k() -> None:
+    scoreable = scoreable_events(TIES, first_scored=6)
+    ranks = baseline_ranks(TIES, scoreable, catalog=[], k=1)
+    assert ranks["popularity"].tolist() == [0, 0, 0]
+    # u6's pair A -> B is counted only after e1 is scored, so only u7's e3 can hit it.
+    events = stream("u6 A", "u6 B", "u7 A", "u7 B")
+    ranks = baseline_ranks(events, scoreable_events(events, 0), catalog=[], k=10)
+    assert ranks["covisit"].tolist() == [0, 1]
+
+
+def test_latency_is_from_the_newest_trigger_record() -> None:
+    slates = [slate("u1", "A", 2, 5, at_ms=140), slate("u2", "B", 1, at_ms=30)]
+    sent = {"e1": 10, "e2": 20, "e5": 100}
+    assert latencies_ms(slates, positions(SERVED), sent) == [40.0, 20.0]
+
+
+def test_windowed_means_keep_a_short_last_window() -> None:
+    values = np.asarray([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert windowed_means(values, 2).tolist() == [1.5, 3.5, 5.0]

@@ -9,8 +9,23 @@ import logging
 import faust
 
 from streamrec.settings import Settings
+from streamrec.stream import logs
 from streamrec.stream.app import create_app
 from streamrec.stream.topics import create_topics
+
+
+class _Worker(faust.Worker):
+    """faust's worker with our log filter on the handlers it sets up at start."""
+
+    def __init__(self, app: faust.App, loglevel: str, repeat_interval_s: float) -> None:
+        super().__init__(app, loglevel=loglevel)
+        self.repeat_interval_s = repeat_interval_s
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        # mode's documented hook, called right after it replaced the root handlers: a filter put
+        # on them any earlier would be thrown away with them.
+        super().on_setup_root_logger(logger, level)
+        logs.install(self.repeat_interval_s, logger.handlers)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
@@ -22,5 +37,5 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     worker_app = create_app(settings)
     gc.freeze()  # what is alive now lives all run long (see StreamrecApp._on_recovered)
     logging.getLogger("faust").setLevel(loglevel.upper())
-    worker = faust.Worker(worker_app.app, loglevel=loglevel)
+    worker = _Worker(worker_app.app, loglevel, settings.logs.repeat_interval_s)
     worker.execute_from_commandline()

@@ -117,6 +117,20 @@ class MetricsSettings(BaseModel):
     namespace: str = Field("streamrec", description="Prefix of every metric name.")
 
 
+class LogSettings(BaseModel):
+    """What the worker writes to its log (``stream/logs.py``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repeat_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description="A warning or error repeated with the same message template is written at "
+        "most once per this many seconds, with the count of those held back (a broker outage "
+        "otherwise logs every reconnect attempt); 0 writes every one.",
+    )
+
+
 class Settings(BaseSettings):
     """All of streamrec's settings, one section per stage."""
 
@@ -128,6 +142,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="Embedded broker.")
     data: DataSettings = Field(default_factory=DataSettings, description="Datasets and caches.")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Metrics.")
+    logs: LogSettings = Field(default_factory=LogSettings, description="Worker log.")
     state: StateSettings = Field(default_factory=StateSettings, description="Worker state.")
     serving: ServingSettings = Field(default_factory=ServingSettings, description="Serving path.")
     encoder: EncoderSettings = Field(

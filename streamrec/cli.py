@@ -217,6 +217,18 @@ def replay(
     report("replay", figures, as_json)
 
 
+@app.command()
+def schema(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("schemas"), "--out", help="Folder to write the files into."),
+) -> None:
+    """Write JSON Schema for every topic's records and an AsyncAPI document of the topics."""
+    from streamrec.stream.schemas import write_schemas
+
+    for path in write_schemas(get_settings(ctx).kafka, out):
+        err_console.print(f"wrote {path}")
+
+
 def _register_stage_commands() -> None:
     from streamrec.index import commands as index_commands
     from streamrec.models import commands as model_commands

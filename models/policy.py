@@ -420,30 +420,36 @@ class StochasticReranker:
     ) -> None:
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0; got {temperature}")
-        self.weights = np.array(DEFAULT_WEIGHTS if weights is None else weights, dtype=np.float64)
-        if self.weights.shape != (N_FEATURES,):
-            raise ConfigError(f"weights must have {N_FEATURES} entries {FEATURES}")
         self.temperature = temperature
-        self._version = version
+        self._params = (_weights(DEFAULT_WEIGHTS if weights is None else weights), version)
         self._rng = np.random.default_rng(seed)
 
     @property
+    def weights(self) -> FloatArray:
+        return self._params[0]
+
+    @property
     def version(self) -> str:
-        return self._version
+        return self._params[1]
 
     def set_params(self, weights: FloatArray, version: str) -> None:
-        """Hot-swap to new weights (from the learner) under a new version name."""
-        self.weights = np.array(weights, dtype=np.float64)
-        self._version = version
+        """Hot-swap to new weights (from the learner) under a new version name.
+
+        Weights and version change in one assignment, and ``rerank`` reads them once: a slate
+        sampled while the learner (on another thread) swaps is sampled, logged and versioned
+        with one set of weights, so its propensities are the logging policy's.
+        """
+        self._params = (_weights(weights), version)
 
     def rerank(self, context: UserContext, candidates: Sequence[Candidate], k: int) -> Slate:
+        weights, version = self._params
         k = _check(candidates, k)
         if k == 0:
-            return _empty(self._version)
+            return _empty(version)
         base = base_features(context, candidates)
         rng = self._rng
         walk = pl_walk(
-            self.weights,
+            weights,
             base,
             stack_vectors(candidates),
             k,
@@ -463,12 +469,19 @@ class StochasticReranker:
         ]
         return Slate(
             items=items,
-            policy_version=self._version,
+            policy_version=version,
             features=walk.features,
             expected_features=walk.expected,
-            params=self.weights.copy(),
+            params=weights.copy(),
             temperature=self.temperature,
         )
+
+
+def _weights(values: FloatArray) -> FloatArray:
+    weights = np.array(values, dtype=np.float64)
+    if weights.shape != (N_FEATURES,):
+        raise ConfigError(f"weights must have {N_FEATURES} entries {FEATURES}")
+    return weights
 
 
 def make_reranker(

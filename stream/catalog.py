@@ -24,7 +24,8 @@ from streamrec.stream.contract import Item, parse_item
 from streamrec.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
-DeadLetterFn = Callable[[bytes, bytes | None, ContractError, int, int], Awaitable[None]]
+# DeadLetters.reject: (raw, key, error, topic, partition, offset)
+RejectFn = Callable[[bytes, bytes | None, ContractError, str, int, int], Awaitable[None]]
 # Called with the new records and the oldest record timestamp among them (epoch ms).
 ItemListener = Callable[[list[Item], int], Awaitable[None]]
 
@@ -32,12 +33,12 @@ ItemListener = Callable[[list[Item], int], Awaitable[None]]
 class Catalog:
     """item_id -> latest active Item, fed by the compacted items topic."""
 
-    def __init__(self, kafka: KafkaSettings, metrics: WorkerMetrics) -> None:
+    def __init__(self, kafka: KafkaSettings, metrics: WorkerMetrics, reject: RejectFn) -> None:
         self.kafka = kafka
         self.metrics = metrics
+        self.reject = reject
         self.items: dict[str, Item] = {}
         self.loaded = False
-        self.dead_letter: DeadLetterFn | None = None
         self.listeners: list[ItemListener] = []
 
     async def run(self) -> None:
@@ -90,8 +91,7 @@ class Catalog:
             item = parse_item(raw)
         except ContractError as exc:
             self.metrics.items_consumed.labels("rejected").inc()
-            if self.dead_letter is not None:
-                await self.dead_letter(raw, key, exc, partition, offset)
+            await self.reject(raw, key, exc, self.kafka.topics.name("items"), partition, offset)
             return None
         self.metrics.items_consumed.labels("accepted").inc()
         if item.active:

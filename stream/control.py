@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -20,10 +20,9 @@ from streamrec.errors import StreamrecError
 from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, ModelAnnouncement, encode
+from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.producer import kafka_producer
-
-if TYPE_CHECKING:
-    from streamrec.stream.app import StreamrecApp
+from streamrec.stream.serving import ModelServer
 
 log = logging.getLogger(__name__)
 
@@ -45,72 +44,76 @@ async def announce_model(
 class ControlListener:
     """Loads the configured checkpoint at start, then follows announcements."""
 
-    def __init__(self, worker: StreamrecApp) -> None:
-        self.worker = worker
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        server: ModelServer,
+        initial: Path | None,
+        catalog: Mapping[str, Item],
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.kafka = kafka
+        self.server = server
+        self.initial = initial  # encoder.checkpoint: served before any announcement
+        self.catalog = catalog  # the live catalog (item_id -> Item), read at each load
+        self.metrics = metrics
         self.swaps = 0
         self.cold_items = 0
         self.cold_last_s: float | None = None
 
     async def run(self) -> None:
-        server = self.worker.model_server
-        assert server is not None  # registered only in model mode
-        initial = self.worker.settings.encoder.checkpoint
-        if initial is not None:
-            await self._load(initial)
-        kafka = self.worker.settings.kafka
+        if self.initial is not None:
+            await self._load(self.initial)
         consumer = AIOKafkaConsumer(
-            **aiokafka_kwargs(kafka), group_id=None, enable_auto_commit=False
+            **aiokafka_kwargs(self.kafka), group_id=None, enable_auto_commit=False
         )
         await consumer.start()
         try:
-            tp = TopicPartition(kafka.topics.name("control"), 0)
+            tp = TopicPartition(self.kafka.topics.name("control"), 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for record in batch.get(tp, []):
-                    await self._on_record(record.value or b"")
+                    await self.on_record(record.value or b"")
         finally:
             await consumer.stop()
 
-    async def _on_record(self, raw: bytes) -> None:
+    async def on_record(self, raw: bytes) -> None:
+        """Act on one control record: load the announced model unless it is served already."""
         try:
             announcement = ModelAnnouncement.model_validate_json(raw)
         except ValueError as exc:
             log.error("ignoring malformed control record: %s", exc)
             return
-        if announcement.model_version == self.worker.model_server.model_version:  # model mode only
+        if announcement.model_version == self.server.model_version:
             return
         await self._load(Path(announcement.checkpoint))
 
     async def _load(self, checkpoint: Path) -> None:
-        server = self.worker.model_server
-        assert server is not None
+        server = self.server
         started = time.perf_counter()
         try:
-            version = await asyncio.to_thread(
-                server.load, checkpoint, dict(self.worker.catalog.items)
-            )
+            version = await asyncio.to_thread(server.load, checkpoint, dict(self.catalog))
         except (StreamrecError, OSError) as exc:
             log.error(
                 "cannot serve checkpoint %s, keeping %s: %s", checkpoint, server.model_version, exc
             )
             return
         self.swaps += 1
-        self.worker.feedback.sync_reranker()
-        self.worker.metrics.model_version.clear()
-        self.worker.metrics.model_version.labels(version).set(1)
+        self.metrics.model_version.clear()
+        self.metrics.model_version.labels(version).set(1)
         log.info("serving model %s (loaded in %.2f s)", version, time.perf_counter() - started)
 
     async def on_items(self, items: list[Item], record_ts_ms: int) -> None:
         """Catalog listener: cold-start items the serving index lacks; records how long from
         the oldest record's timestamp until the items were searchable."""
-        server = self.worker.model_server
-        if server is None or server.cold is None:
+        server = self.server
+        if server.cold is None:
             return
         added = await asyncio.to_thread(server.cold.add, items)
         if added and server.holder is not None:
             self.cold_items += added
             self.cold_last_s = max(0.0, time.time() - record_ts_ms / 1000)
-            self.worker.metrics.index_items.set(server.holder.current().index.size)
+            self.metrics.index_items.set(server.holder.current().index.size)
             log.info("%d new items searchable %.3f s after their record", added, self.cold_last_s)

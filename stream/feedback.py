@@ -23,10 +23,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from faust.types import EventT
 
 from streamrec.errors import ModelError
+from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
+from streamrec.models.policy import FloatArray
 from streamrec.models.rewards import (
     DropReason,
     Impression,
@@ -36,39 +42,42 @@ from streamrec.models.rewards import (
     dedupe_key,
 )
 from streamrec.stream.contract import Event, Recommendation
+from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.write_behind import event_context
 
-if TYPE_CHECKING:
-    from streamrec.stream.app import StreamrecApp
-
 log = logging.getLogger(__name__)
+
+
+# (weights [F], version) -> None: hands each new policy to the serving reranker.
+PolicySink = Callable[[FloatArray, str], None]
 
 
 class Feedback:
     """Owns the impressions table, the reward join and the online learner."""
 
-    def __init__(self, worker: StreamrecApp) -> None:
-        self.worker = worker
-        s = worker.settings
-        self.window_s = s.learner.attribution_window_s
-        self.table = worker.app.Table(
-            "impressions", default=None, partitions=s.kafka.topics.partitions, key_type=str
-        )
-        self.path = s.state.data_dir / "learner.safetensors"
-        self.learner = self._load_learner()
+    def __init__(
+        self,
+        table: MutableMapping[str, Any],
+        context_of: Callable[[int], EventT[Any] | None],
+        learner: LearnerSettings,
+        policy: PolicySettings,
+        path: Path,
+        on_policy: PolicySink,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.table = table  # the impressions table: rec_id -> impression and its rewards
+        self.context_of = context_of  # a partition's latest event (its table write context)
+        self.settings = learner
+        self.window_s = learner.attribution_window_s
+        self.path = path
+        self.learner = _load_learner(path, learner, policy)
+        self.on_policy = on_policy
+        self.metrics = metrics
         self.expiry: dict[int, deque[tuple[float, str]]] = {}
         self.rewards = 0
         self.reward_value = 0.0
         self.dropped: dict[str, int] = {}
-
-    def _load_learner(self) -> OnlineLearner:
-        s = self.worker.settings
-        if self.path.exists():
-            try:
-                return OnlineLearner.load(self.path, s.learner, s.policy)
-            except ModelError as exc:
-                log.error("learner state %s unusable, starting fresh: %s", self.path, exc)
-        return OnlineLearner(s.learner, s.policy)
+        on_policy(self.learner.weights, self.learner.version)
 
     def store(self, impression: Impression, partition: int) -> bool:
         """Store the impression of a slate just published for a user of ``partition``.
@@ -77,7 +86,7 @@ class Feedback:
         event): its next owner has no such impression, and a response to it counts as
         ``unknown_rec``.
         """
-        event = self.worker.write_behind.context_of(partition)
+        event = self.context_of(partition)
         if event is None:
             return False
         with event_context(event):
@@ -109,11 +118,11 @@ class Feedback:
             response,
             already_seen=bool(entry and key in entry["seen"]),
             window_s=self.window_s,
-            weights=self.worker.settings.learner.reward_weights,
+            weights=self.settings.reward_weights,
         )
         if isinstance(result, DropReason):
             self.dropped[result.value] = self.dropped.get(result.value, 0) + 1
-            self.worker.metrics.rewards_dropped.labels(result.value).inc()
+            self.metrics.rewards_dropped.labels(result.value).inc()
             return result
         assert entry is not None
         self.table[event.rec_id] = {
@@ -123,7 +132,7 @@ class Feedback:
         }
         self.rewards += 1
         self.reward_value += result.value
-        self.worker.metrics.rewards.labels(result.type).inc(result.value)
+        self.metrics.rewards.labels(result.type).inc(result.value)
         return None
 
     def tick(self, partition: int) -> None:
@@ -140,19 +149,16 @@ class Feedback:
                 continue
             rewards = [Reward(**r) for r in entry["rewards"]]
             self.learner.observe(Impression.from_dict(entry["imp"]), rewards)
-            self.worker.metrics.impressions_closed.inc()
+            self.metrics.impressions_closed.inc()
         if self.learner.ready():
             self._update()
 
     def _update(self) -> None:
         result = self.learner.update()
-        metrics = self.worker.metrics
-        metrics.policy_updates.inc()
+        self.metrics.policy_updates.inc()
         if result.rolled_back:
-            metrics.policy_rollbacks.inc()
-        reranker = self._reranker()
-        if reranker is not None:
-            reranker.set_params(self.learner.weights, self.learner.version)
+            self.metrics.policy_rollbacks.inc()
+        self.on_policy(self.learner.weights, self.learner.version)
         self.learner.save(self.path)
         log.info(
             "policy %s after update %d (rolled back: %s)",
@@ -160,18 +166,6 @@ class Feedback:
             self.learner.n_updates,
             result.rolled_back,
         )
-
-    def sync_reranker(self) -> None:
-        """Give a freshly loaded stochastic reranker the learner's current weights."""
-        reranker = self._reranker()
-        if reranker is not None:
-            reranker.set_params(self.learner.weights, self.learner.version)
-
-    def _reranker(self) -> Any:
-        server = self.worker.model_server
-        builder = server.builder if server is not None else None
-        reranker = builder.reranker if builder is not None else None
-        return reranker if hasattr(reranker, "set_params") else None
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -183,6 +177,15 @@ class Feedback:
             "policy_rollbacks": self.learner.n_rollbacks,
             "open_impressions": sum(len(q) for q in self.expiry.values()),
         }
+
+
+def _load_learner(path: Path, learner: LearnerSettings, policy: PolicySettings) -> OnlineLearner:
+    if path.exists():
+        try:
+            return OnlineLearner.load(path, learner, policy)
+        except ModelError as exc:
+            log.error("learner state %s unusable, starting fresh: %s", path, exc)
+    return OnlineLearner(learner, policy)
 
 
 def impression_of(rec: Recommendation) -> Impression:

@@ -194,12 +194,7 @@ def dataset_events(dataset: Dataset) -> Iterator[Event]:
 def dataset_items(dataset: Dataset) -> Iterator[Item]:
     """The dataset's catalog as contract items."""
     for item in dataset.items.values():
-        yield Item(
-            item_id=item.item_id,
-            title=item.title or item.item_id,
-            text=item.text,
-            categories=list(item.genres),
-        )
+        yield Item(item_id=item.item_id, title=item.display_title, categories=list(item.genres))
 
 
 async def publish(

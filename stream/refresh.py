@@ -19,8 +19,9 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,13 +34,12 @@ from streamrec.index.candidates import (
 )
 from streamrec.models.policy import Slate
 from streamrec.models.rewards import Impression
+from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
 from streamrec.stream.feedback import impression_of
+from streamrec.stream.item_stats import Neighbours
+from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.state import UserState
-from streamrec.stream.stats import stat_key
-
-if TYPE_CHECKING:
-    from streamrec.stream.app import StreamrecApp
 
 log = logging.getLogger(__name__)
 LATEST_SLATES_KEPT = 100_000
@@ -68,8 +68,8 @@ class RefreshInput:
 
     pending: Pending
     state: UserState
-    covisits: dict[str, list[tuple[str, float]]]
-    trending: list[tuple[str, float]]
+    covisits: dict[str, Neighbours]
+    trending: Neighbours
 
 
 @dataclass
@@ -120,13 +120,40 @@ class HeuristicBuilder:
         ]
 
 
+class StatsSource(Protocol):
+    """The item statistics a slate is built from (stream/item_stats.py)."""
+
+    def covisits(self, history: Sequence[str], partition: int) -> dict[str, Neighbours]: ...
+
+    def trending(self, partition: int) -> Neighbours: ...
+
+
+# (key, value) -> sent: the recommendations topic's send.
+SendFn = Callable[[bytes, bytes], Awaitable[Any]]
+# (impression, partition) -> stored: Feedback.store.
+StoreFn = Callable[[Impression, int], bool]
+
+
 class Refresher:
     """Collects dirty users and publishes their slates (see module docstring)."""
 
-    def __init__(self, worker: StreamrecApp) -> None:
-        self.worker = worker
+    def __init__(
+        self,
+        serving: ServingSettings,
+        stats: StatsSource,
+        model: Callable[[], SlateBuilder | None],
+        send: SendFn,
+        store: StoreFn,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.serving = serving
+        self.stats = stats
+        self.model = model  # the model path's builder once a model is loaded, else None
+        self.send = send
+        self.store = store
+        self.metrics = metrics
         self.heuristic = HeuristicBuilder()
-        self.serving = worker.settings.serving
+        self.published = 0
         self.dirty: OrderedDict[str, Pending] = OrderedDict()
         # Encoded slates: bytes are invisible to the garbage collector, while 100,000 slate
         # objects made its full collections long enough to show in the p99 latency.
@@ -170,6 +197,7 @@ class Refresher:
                 pending.broker_ts.extend(newer.broker_ts)
                 pending.state = newer.state
             self.dirty[pending.user_id] = pending
+        self._wake.set()  # retried without waiting for the users' next events
 
     async def _fill_or_timeout(self) -> None:
         if not self.dirty:
@@ -189,13 +217,13 @@ class Refresher:
         return batch
 
     async def _answer(self, batch: list[Pending]) -> None:
-        metrics = self.worker.metrics
+        metrics = self.metrics
         metrics.batch_size.observe(len(batch))
         metrics.batch_wait_seconds.observe(time.perf_counter() - batch[0].marked_at)
         started = time.perf_counter()
         inputs = [self._input(p) for p in batch]
         gathered = time.perf_counter()
-        model = self.worker.slate_builder()
+        model = self.model()
         if model is None:
             # Pure Python and fast: a thread would only add hand-offs and contend for the GIL.
             built = self.heuristic.build(inputs, self.serving.slate_size)
@@ -213,18 +241,14 @@ class Refresher:
                 if built.policy_slates is not None
                 else impression_of(rec)
             )
-            self.worker.feedback.store(impression, entry.pending.partition)
+            self.store(impression, entry.pending.partition)
 
     def _input(self, pending: Pending) -> RefreshInput:
-        w = self.worker
-        state = pending.state
-        covisits: dict[str, list[tuple[str, float]]] = {}
-        for item in state.history()[-w.settings.state.covisit_window :]:
-            key = stat_key(pending.partition, item)
-            neighbours = w.covisit.get(key, pending.partition) or {}
-            top_k = w.settings.state.covisit_top_k
-            covisits[item] = sorted(neighbours.items(), key=lambda kv: -kv[1])[:top_k]
-        return RefreshInput(pending, state, covisits, w.board(pending.partition).top())
+        history = pending.state.history()
+        covisits = self.stats.covisits(history, pending.partition)
+        return RefreshInput(
+            pending, pending.state, covisits, self.stats.trending(pending.partition)
+        )
 
     async def _publish(
         self, pending: Pending, items: list[SlateItem], built: BuiltBatch, timing: dict[str, float]
@@ -244,13 +268,13 @@ class Refresher:
             },
         )
         body = encode(rec)
-        await self.worker.recs_topic.send(key=pending.user_id.encode(), value=body)
+        await self.send(pending.user_id.encode(), body)
         for ts in pending.broker_ts:
             latency = max(0.0, now - ts)
             self.latencies.append(latency)
-            self.worker.metrics.event_to_rec_seconds.observe(latency)
-        self.worker.counters.recommendations += 1
-        self.worker.metrics.recommendations.inc()
+            self.metrics.event_to_rec_seconds.observe(latency)
+        self.published += 1
+        self.metrics.recommendations.inc()
         self.latest[pending.user_id] = body
         self.latest.move_to_end(pending.user_id)
         if len(self.latest) > LATEST_SLATES_KEPT:

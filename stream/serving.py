@@ -42,7 +42,16 @@ from streamrec.index.item_index import ItemIndex
 from streamrec.index.swap import ServingSnapshot, SnapshotHolder
 from streamrec.models.checkpoint import InferenceEncoder
 from streamrec.models.config import PolicySettings
-from streamrec.models.policy import Candidate, Reranker, Slate, UserContext, make_reranker
+from streamrec.models.item_text import item_text
+from streamrec.models.policy import (
+    Candidate,
+    FloatArray,
+    Reranker,
+    Slate,
+    StochasticReranker,
+    UserContext,
+    make_reranker,
+)
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
 
@@ -197,6 +206,18 @@ class ModelServer:
         self.holder: SnapshotHolder[ServedModel] | None = None
         self.cold: ColdStart | None = None
         self.builder: ModelBuilder | None = None
+        self._policy: tuple[FloatArray, str] | None = None
+
+    def set_policy(self, weights: FloatArray, version: str) -> None:
+        """Serve the learner's policy (weights [F], version); kept for a model loaded later.
+
+        Only the stochastic reranker has learnable weights; with a fixed reranker this is a
+        no-op apart from remembering them.
+        """
+        self._policy = (weights, version)
+        reranker = self.builder.reranker if self.builder is not None else None
+        if isinstance(reranker, StochasticReranker):
+            reranker.set_params(weights, version)
 
     @property
     def model_version(self) -> str | None:
@@ -213,6 +234,8 @@ class ModelServer:
             holder = SnapshotHolder(snapshot)
             self.cold = ColdStart(holder)
             self.builder = ModelBuilder(holder, self.serving, self.policy)
+            if self._policy is not None:
+                self.set_policy(*self._policy)
             self.holder = holder  # last: model_version reports the model once it can serve
             self.cold.text_encoder()  # load now, so the first new item does not wait for it
         else:
@@ -235,4 +258,4 @@ class ModelServer:
 
 
 def _text(item: Item) -> str:
-    return f"{item.title}. {item.text} {' '.join(item.categories)}".strip()
+    return item_text(item.title, item.categories, item.text)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamrec.errors import DataError
+from streamrec.models.item_text import item_text
 
 __all__ = [
     "Dataset",
@@ -94,13 +95,14 @@ class Item:
 
     @property
     def text(self) -> str:
-        """E.g. ``"Toy Story (1995). Genres: Animation, Comedy"``; unknown parts left out."""
-        text = self.title or f"item {self.item_id}"
-        if self.year is not None:
-            text += f" ({self.year})"
-        if self.genres:
-            text += ". Genres: " + ", ".join(self.genres)
-        return text
+        """What the item text encoder reads (``models/item_text.py``)."""
+        return item_text(self.display_title, self.genres)
+
+    @property
+    def display_title(self) -> str:
+        """The title with its year, e.g. ``"Toy Story (1995)"``; ``"item <id>"`` when untitled."""
+        title = self.title or f"item {self.item_id}"
+        return f"{title} ({self.year})" if self.year is not None else title
 
 
 @dataclass(frozen=True)

@@ -37,19 +37,22 @@ class FakeEvent:  # faust keeps a weak reference to the current event
         self.message = SimpleNamespace(partition=partition)
 
 
-def _feedback(tmp_path: Path, owned: tuple[int, ...] = (0, 1)) -> Feedback:
-    settings = Settings(state={"data_dir": tmp_path})  # type: ignore[arg-type]
+def _feedback(
+    tmp_path: Path, owned: tuple[int, ...] = (0, 1), policies: list[str] | None = None
+) -> Feedback:
+    settings = Settings()
     write_behind = WriteBehind([], 0.5, lambda: 0)
     for partition in owned:
         write_behind.remember(FakeEvent(partition))  # type: ignore[arg-type]
-    worker = SimpleNamespace(
-        settings=settings,
-        app=SimpleNamespace(Table=lambda *args, **kwargs: RoutedTable()),
-        metrics=WorkerMetrics(CollectorRegistry()),
-        model_server=None,
-        write_behind=write_behind,
+    return Feedback(
+        RoutedTable(),
+        write_behind.context_of,
+        settings.learner,
+        settings.policy,
+        tmp_path / "learner.safetensors",
+        lambda weights, version: (policies if policies is not None else []).append(version),
+        WorkerMetrics(CollectorRegistry()),
     )
-    return Feedback(worker)  # type: ignore[arg-type]
 
 
 def _slate(rec_id: str) -> Recommendation:
@@ -99,4 +102,4 @@ def test_an_expired_impression_goes_to_the_learner_with_its_rewards(tmp_path: Pa
     later = time.time() + feedback.window_s + 1
     feedback._close_expired(0, later)
     assert "r3" not in feedback.table and feedback.stats()["open_impressions"] == 0
-    assert feedback.worker.metrics.impressions_closed._value.get() == 1
+    assert feedback.metrics.impressions_closed._value.get() == 1

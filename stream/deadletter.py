@@ -1,0 +1,43 @@
+"""The dead-letter path: a rejected record goes out with its coordinates and reason, counted.
+
+Used by ingest (bad events) and the catalog (bad items). Sending is the only await: the
+record's offset is committed after it, so a crash re-reads and re-sends it (at-least-once).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from streamrec.errors import ContractError
+from streamrec.stream.contract import dead_letter, encode
+from streamrec.stream.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+# (key, value) -> sent; the worker passes its dead-letter topic's ``send``.
+SendFn = Callable[[bytes | None, bytes], Awaitable[Any]]
+
+
+class DeadLetters:
+    """Sends rejected records to the dead-letter topic and counts them by error code."""
+
+    def __init__(self, send: SendFn, metrics: WorkerMetrics) -> None:
+        self.send = send
+        self.metrics = metrics
+        self.count = 0
+        self.by_code: dict[str, int] = {}
+
+    async def reject(
+        self, raw: bytes, key: Any, error: ContractError, topic: str, partition: int, offset: int
+    ) -> None:
+        """Send ``raw`` read at topic/partition/offset, rejected with ``error``."""
+        record = dead_letter(raw, error, topic, partition, offset)
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s (%s)", topic, partition, offset, error.message, error.code
+        )
+        await self.send(key if isinstance(key, bytes) else None, encode(record))
+        self.count += 1
+        self.by_code[error.code] = self.by_code.get(error.code, 0) + 1
+        self.metrics.events_rejected.labels(error.code).inc()
+        self.metrics.dead_lettered.inc()

@@ -1,0 +1,140 @@
+"""Ingest: one record of the events topic in, the user's state and item statistics changed.
+
+For each record, in partition order: validate (bad input goes to the dead-letter topic with its
+reason, stream/deadletter.py), apply it to the user's state (stream/state.py: idempotent by
+partition offset and event id), count it in the item statistics (stream/item_stats.py), then
+hand it on: a response to a slate goes to the reward join, and every applied event marks its
+user for a new slate. Nothing here awaits anything slow: state writes are synchronous
+(write-behind cached), so no event is held open across model work (faust-streaming #312).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import faust
+
+from streamrec.errors import ContractError
+from streamrec.stream.catalog import RejectFn
+from streamrec.stream.config import StateSettings
+from streamrec.stream.contract import Event, parse_event
+from streamrec.stream.item_stats import ItemStats
+from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.state import UserState, apply_event
+from streamrec.stream.write_behind import CachedTable
+
+
+class Downstream(Protocol):
+    """Where ingest hands an applied event: the reward join and the refresher."""
+
+    def on_response(self, event: Event, partition: int) -> object: ...
+
+    def tick(self, partition: int) -> None: ...
+
+
+@dataclass
+class IngestCounts:
+    """Plain counts for /stats and the demo summary (Prometheus has the same)."""
+
+    consumed: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    users: int = 0  # entries of user_state: counted per rebalance by the app, then kept up here
+
+
+# (event, partition, broker timestamp in seconds or None, the user's new state)
+MarkFn = Callable[[Event, int, float | None, UserState], None]
+
+
+class Ingest:
+    """The events agent's body (see module docstring)."""
+
+    def __init__(
+        self,
+        settings: StateSettings,
+        user_state: CachedTable,
+        stats: ItemStats,
+        owned: Callable[[], set[int]],
+        remember: Callable[[Any], None],
+        reject: RejectFn,
+        feedback: Downstream,
+        mark: MarkFn,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.settings = settings
+        self.user_state = user_state
+        self.stats = stats
+        self.owned = owned  # the events partitions this worker owns now
+        self.remember = remember  # keeps each partition's latest event as its write context
+        self.reject = reject
+        self.feedback = feedback
+        self.mark = mark
+        self.metrics = metrics
+        self.counts = IngestCounts()
+
+    async def run(self, stream: faust.StreamT[bytes]) -> None:
+        """The agent: every record of the events topic, for the worker's lifetime."""
+        async for event in stream.events():
+            await self.handle(event)
+
+    async def handle(self, event: Any) -> None:
+        """One faust event (``.key``, ``.value``, ``.message`` with partition/offset/...)."""
+        message = event.message
+        if message.partition not in self.owned():
+            # faust can still hand the agent buffered records of a partition revoked by a
+            # rebalance; its table store is closed by then, so applying one would start from
+            # an empty state and overwrite the user's changelog entry. The new owner re-reads
+            # it from the committed offset.
+            self.metrics.revoked_skipped.inc()
+            return
+        self.remember(event)
+        self.counts.consumed += 1
+        self.metrics.events_consumed.inc()
+        started = time.perf_counter()
+        raw = event.value if isinstance(event.value, bytes) else b""
+        try:
+            parsed = parse_event(raw)
+            _check_key(event.key, parsed)
+        except ContractError as exc:
+            await self.reject(raw, event.key, exc, message.topic, message.partition, message.offset)
+            return
+        state = self.apply(parsed, message.partition, message.offset)
+        if state is not None:
+            if parsed.rec_id is not None:
+                self.feedback.on_response(parsed, message.partition)
+            self.mark(parsed, message.partition, message.timestamp, state)
+        self.feedback.tick(message.partition)
+        self.metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def apply(self, event: Event, partition: int, offset: int) -> UserState | None:
+        """The user's new state, or None when the event changed nothing (a duplicate)."""
+        stored = self.user_state.get(event.user_id, partition)
+        self.counts.users += stored is None  # a new user cannot be a duplicate
+        state = UserState.from_json(stored)
+        previous = state.history()[-self.settings.covisit_window :]
+        if not apply_event(state, event, self.settings, (partition, offset)):
+            self.counts.duplicates += 1
+            self.metrics.duplicates.inc()
+            # Written again although unchanged (or only the skipped id remembered): after a
+            # crash the local store can be ahead of the changelog, because faust puts a value
+            # in RocksDB before its changelog record is sent, and a restarted worker trusts its
+            # RocksDB. The events it re-reads are what brings the changelog up to date.
+            self.user_state.set(event.user_id, state.to_json(), partition)
+            return None
+        self.user_state.set(event.user_id, state.to_json(), partition)
+        self.stats.update(event, partition, previous)
+        self.counts.accepted += 1
+        self.metrics.events_accepted.inc()
+        return state
+
+
+def _check_key(key: Any, event: Event) -> None:
+    if key is not None and key != event.user_id.encode():
+        raise ContractError(
+            "bad_key",
+            f"record key {key!r} differs from user_id {event.user_id!r}; events must be keyed by "
+            "user_id so one user's events stay in order on one partition",
+        )

@@ -1,0 +1,106 @@
+"""Ingest with in-memory doubles: validate, apply once, count item statistics, hand on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from stream_doubles import Record, Sent, item_stats, metrics, record, value_of
+
+from streamrec.settings import Settings
+from streamrec.stream.contract import Event
+from streamrec.stream.deadletter import DeadLetters
+from streamrec.stream.ingest import Ingest
+from streamrec.stream.state import UserState
+from streamrec.stream.write_behind import CachedTable
+
+
+class Downstream:
+    def __init__(self) -> None:
+        self.responses: list[str] = []
+        self.ticks: list[int] = []
+        self.marked: list[tuple[str, int, int]] = []  # (event id, partition, user event count)
+
+    def on_response(self, event: Event, partition: int) -> None:
+        self.responses.append(event.event_id)
+
+    def tick(self, partition: int) -> None:
+        self.ticks.append(partition)
+
+    def mark(self, event: Event, partition: int, ts: float | None, state: UserState) -> None:
+        self.marked.append((event.event_id, partition, state.count))
+
+
+def _ingest(owned: set[int] | None = None) -> tuple[Ingest, Downstream, Sent, list[Record]]:
+    settings = Settings()
+    down, sent, remembered = Downstream(), Sent(), []
+    m = metrics()
+    ingest = Ingest(
+        settings.state,
+        CachedTable({}, 1000),
+        item_stats(settings),
+        lambda: owned if owned is not None else {0, 1},
+        remembered.append,
+        DeadLetters(sent, m).reject,
+        down,
+        down.mark,
+        m,
+    )
+    return ingest, down, sent, remembered
+
+
+def _event(n: int, user: str = "u1", item: str | None = None, **extra: object) -> Event:
+    return Event.model_validate(
+        {"event_id": f"e{n}", "user_id": user, "item_id": item or f"i{n}", "type": "click",
+         "ts": 1_700_000_000_000 + n, **extra}
+    )  # fmt: skip
+
+
+def _run(ingest: Ingest, *records: Record) -> None:
+    async def main() -> None:
+        for r in records:
+            await ingest.handle(r)
+
+    asyncio.run(main())
+
+
+def test_each_event_is_applied_once_and_marks_its_user() -> None:
+    ingest, down, _, remembered = _ingest()
+    first, second = record(_event(1), 0, 10), record(_event(2), 0, 11)
+    _run(ingest, first, second, first)  # the first one redelivered
+    assert down.marked == [("e1", 0, 1), ("e2", 0, 2)]
+    assert ingest.counts.accepted == 2 and ingest.counts.duplicates == 1
+    assert ingest.counts.users == 1 and len(remembered) == 3
+    assert UserState.from_json(ingest.user_state.get("u1", 0)).history() == ["i1", "i2"]
+
+
+def test_an_applied_event_counts_in_trending_and_as_a_covisit_of_the_previous_items() -> None:
+    ingest, _, _, _ = _ingest()
+    _run(ingest, record(_event(1), 0, 1), record(_event(2), 0, 2))
+    assert ingest.stats.covisits(["i1"], 0)["i1"][0][0] == "i2"
+    assert {item for item, _ in ingest.stats.trending(0)} == {"i1", "i2"}
+
+
+def test_bad_input_is_dead_lettered_with_its_code_and_good_events_still_apply() -> None:
+    ingest, down, sent, _ = _ingest()
+    bad = Record(b"u1", b"{not json", record(_event(1), 0, 5).message)
+    wrong_key = record(_event(2), 0, 6, key=b"someone-else")
+    _run(ingest, bad, wrong_key, record(_event(3), 0, 7))
+    codes = [json.loads(value)["error_code"] for _, value in sent.records]
+    assert codes[1] == "bad_key" and len(codes) == 2
+    assert down.marked == [("e3", 0, 1)]
+    assert value_of(ingest.metrics.dead_lettered) == 2
+
+
+def test_a_response_goes_to_the_reward_join_and_every_event_ticks_its_partition() -> None:
+    ingest, down, _, _ = _ingest()
+    _run(ingest, record(_event(1, rec_id="r1", position=0), 1, 1), record(_event(2), 1, 2))
+    assert down.responses == ["e1"]
+    assert down.ticks == [1, 1]
+
+
+def test_a_record_of_a_revoked_partition_is_skipped_untouched() -> None:
+    ingest, down, _, remembered = _ingest(owned={0})
+    _run(ingest, record(_event(1), 3, 1))
+    assert down.marked == [] and remembered == [] and ingest.counts.consumed == 0
+    assert value_of(ingest.metrics.revoked_skipped) == 1

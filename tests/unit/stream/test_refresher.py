@@ -1,0 +1,106 @@
+"""The refresher with in-memory doubles: coalescing, one slate per user, the two paths, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from stream_doubles import Sent, item_stats, metrics
+
+from streamrec.models.rewards import Impression
+from streamrec.settings import Settings
+from streamrec.stream.contract import Event, SlateItem
+from streamrec.stream.item_stats import ItemStats
+from streamrec.stream.refresh import BuiltBatch, RefreshInput, Refresher, SlateBuilder
+from streamrec.stream.state import UserState, apply_event
+
+
+class FixedBuilder:
+    """A model path that answers every user with the same items, failing the first N calls."""
+
+    def __init__(self, items: list[str], failures: int = 0) -> None:
+        self.items, self.failures, self.calls = items, failures, 0
+
+    def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError("model failed")
+        slate = [SlateItem(item_id=i, score=1.0, propensity=0.5, reason="m") for i in self.items]
+        return BuiltBatch([slate[:slate_size] for _ in batch], "m-1", "p-1", {"encode_ms": 1.0})
+
+
+def _refresher(model: SlateBuilder | None = None) -> tuple[Refresher, Sent, list[Impression]]:
+    settings = Settings()
+    stats = item_stats(settings)
+    sent, stored = Sent(), []
+
+    def store(impression: Impression, partition: int) -> bool:
+        stored.append(impression)
+        return True
+
+    refresher = Refresher(settings.serving, stats, lambda: model, sent, store, metrics())
+    return refresher, sent, stored
+
+
+def _mark(refresher: Refresher, user: str, n: int, item: str) -> None:
+    event = Event(event_id=f"{user}-{n}", user_id=user, item_id=item, type="view", ts=1_700_000_000_000 + n)
+    state = UserState()
+    apply_event(state, event, Settings().state)
+    assert isinstance(refresher.stats, ItemStats)
+    refresher.stats.update(event, 0, [])
+    refresher.mark(event, 0, None, state)
+
+
+def _answer(refresher: Refresher, slates: int) -> None:
+    """Run the batch loop until ``slates`` slates are out and nobody waits (or 10 s pass)."""
+
+    async def main() -> None:
+        task = asyncio.create_task(refresher.run())
+        deadline = time.monotonic() + 10
+        while (refresher.published < slates or refresher.dirty) and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(main())
+
+
+def test_events_of_one_user_before_their_batch_leaves_get_one_slate_listing_them_all() -> None:
+    refresher, sent, stored = _refresher()
+    _mark(refresher, "u1", 1, "a")
+    _mark(refresher, "u1", 2, "b")
+    _mark(refresher, "u2", 1, "a")
+    _answer(refresher, 2)
+    slates = {json.loads(v)["user_id"]: json.loads(v) for _, v in sent.records}
+    assert slates["u1"]["trigger_event_ids"] == ["u1-1", "u1-2"]
+    assert slates["u2"]["trigger_event_ids"] == ["u2-1"]
+    assert len(sent.records) == 2 and len(stored) == 2
+    assert {i.rec_id for i in stored} == {s["rec_id"] for s in slates.values()}
+
+
+def test_the_heuristic_path_never_recommends_what_the_user_has_seen() -> None:
+    refresher, sent, _ = _refresher()
+    for n, item in enumerate(["a", "b", "c"]):
+        _mark(refresher, f"v{n}", 1, item)  # three users make a, b and c trend
+    _answer(refresher, 3)
+    first = json.loads(sent.records[0][1])
+    assert first["model_version"] == "none"
+    assert "a" not in [i["item_id"] for i in first["items"]]
+
+
+def test_the_model_path_is_used_once_a_model_is_loaded() -> None:
+    refresher, sent, stored = _refresher(FixedBuilder(["x", "y"]))
+    _mark(refresher, "u1", 1, "a")
+    _answer(refresher, 1)
+    slate = json.loads(sent.records[0][1])
+    assert [i["item_id"] for i in slate["items"]] == ["x", "y"]
+    assert slate["model_version"] == "m-1" and stored[0].propensities == [0.5, 0.5]
+
+
+def test_a_failed_batch_is_answered_later_with_every_event_it_held() -> None:
+    builder = FixedBuilder(["x"], failures=1)
+    refresher, sent, _ = _refresher(builder)
+    _mark(refresher, "u1", 1, "a")
+    _answer(refresher, 1)
+    assert builder.calls == 2
+    assert json.loads(sent.records[0][1])["trigger_event_ids"] == ["u1-1"]

@@ -1,0 +1,127 @@
+"""What ops rely on, against a real worker and broker: the web server listens on the address it
+was given, and its /metrics exports every series the Grafana dashboard and the alert rules read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamrec.broker import free_port
+from streamrec.settings import KafkaSettings
+from streamrec.stream.contract import Event, encode
+from streamrec.stream.producer import kafka_producer
+from streamrec.stream.testing import WorkerProcess, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+# Any loopback address other than 127.0.0.1: not the CLI default, and it stays on this machine.
+BIND = "127.0.0.2"
+# Series names each metric type exposes (prometheus_client also adds `_created`).
+SERIES_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+}
+
+
+def _scrape(host: str, port: int) -> str | None:
+    """The /metrics text at host:port, or None while nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as response:
+            text: str = response.read().decode()
+            return text
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def _sample(text: str, name: str) -> float:
+    """Sum of a metric's samples (all labels) in an exposition text; 0 when absent."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def _series_read_by_dashboard_and_alerts() -> set[str]:
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/streamrec.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    queries += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    return {name for q in queries for name in re.findall(r"\bstreamrec_[a-z0-9_]+", q)}
+
+
+def _bindable(address: str) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+        return True
+
+
+async def _publish_good_and_bad(kafka: KafkaSettings) -> None:
+    event = Event(event_id="e1", user_id="u1", item_id="i1", type="click", ts=1_700_000_000_000)
+    async with kafka_producer(kafka) as producer:
+        topic = kafka.topics.name("events")
+        await producer.send_and_wait(topic, encode(event), key=b"u1")
+        await producer.send_and_wait(topic, b"not json", key=b"u2")
+
+
+def test_worker_listens_where_told_and_exports_what_dashboard_and_alerts_read(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    if not _bindable(BIND):
+        pytest.skip(f"{BIND} is not a local address here (Linux routes all of 127/8 to lo)")
+    port = free_port()
+    worker = WorkerProcess(
+        kafka_settings,
+        tmp_path / "worker",
+        port,
+        {"STREAMREC_SERVING__WEB_BIND": BIND, "STREAMREC_STATE__STORE_URL": "memory://"},
+    ).start()
+    try:
+
+        def serving() -> bool:
+            assert worker.alive(), worker.log_tail()
+            return _scrape(BIND, port) is not None
+
+        wait_until(serving, 120, f"the worker's web server on {BIND}:{port}")
+        assert _scrape("127.0.0.1", port) is None, "the worker also listens on 127.0.0.1"
+
+        # Samples for the labelled and event-driven series, as a running system has them.
+        asyncio.run(_publish_good_and_bad(kafka_settings))
+
+        def answered() -> bool:
+            text = _scrape(BIND, port) or ""
+            return (
+                _sample(text, "streamrec_events_dead_lettered_total") >= 1
+                and _sample(text, "streamrec_recommendations_published_total") >= 1
+            )
+
+        wait_until(answered, 120, "one dead-lettered record and one published slate")
+        text = _scrape(BIND, port)
+        assert text is not None
+    finally:
+        worker.stop()
+
+    exported = {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in SERIES_SUFFIXES.get(family.type, ("",))
+    }
+    read = _series_read_by_dashboard_and_alerts()
+    assert len(read) > 10
+    assert read <= exported, f"read but not exported: {sorted(read - exported)}"
+    # The event that was answered left samples in the latency histogram the dashboard plots.
+    assert _sample(text, "streamrec_event_to_recommendation_seconds_count") >= 1
+    assert _sample(text, "streamrec_events_rejected_total") >= 1

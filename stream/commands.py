@@ -16,6 +16,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("publish-model")(publish_model)
     app.command()(simulate)
     bench.command("pipeline")(bench_pipeline)
+    bench.command("quality")(bench_quality)
 
 
 def simulate(
@@ -93,6 +94,55 @@ def bench_pipeline(
         shutil.rmtree(workdir, ignore_errors=True)
     header = {"kafka": broker.version, "processes_per_system": processes}
     report("bench pipeline", {**header, **figures}, as_json)
+
+
+def bench_quality(
+    ctx: typer.Context,
+    mode: str = typer.Option(
+        "heuristic", "--mode", help="heuristic, model or both (one after the other)."
+    ),
+    rate: float = typer.Option(1000.0, "--rate", help="Replay rate in events per second."),
+    split: float = typer.Option(
+        0.5, "--split", help="Share of the events by time the model trains on; the rest is scored."
+    ),
+    dataset: Path | None = typer.Option(
+        None, "--dataset", help="Dataset folder or file (default MovieLens-100K)."
+    ),
+    limit: int = typer.Option(0, "--limit", min=0, help="Only the first N events (0 = all)."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Serve this encoder instead of training one before the split."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help="Most training epochs (default: training settings)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run folder (default <cache>/bench-quality/<time>)."
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="PNG of NDCG@10 over stream time (default <run folder>/ndcg.png)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Replay a dataset through a worker; score its slates on each user's next event against
+    popularity and last-item co-visitation (prequential, seen items excluded)."""
+    import time
+
+    from streamrec.stream.quality_bench import QualityOptions, report_quality, run_quality_bench
+
+    settings = get_settings(ctx)
+    run = out or settings.data.cache_dir / "bench-quality" / time.strftime("%Y%m%d-%H%M%S")
+    options = QualityOptions(
+        mode=mode,  # QualityOptions checks it against MODES
+        rate=rate,
+        split=split,
+        out=run,
+        plot=plot or run / "ndcg.png",
+        dataset=dataset,
+        limit=limit or None,
+        checkpoint=checkpoint,
+        epochs=epochs,
+    )
+    report_quality(run_quality_bench(settings, options), as_json)
 
 
 def worker(

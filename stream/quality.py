@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -285,6 +286,23 @@ def system_figures(
     }
 
 
+def score_system(
+    events: Sequence[Event],
+    scoreable: Scoreable,
+    baselines: Mapping[str, Ranks],
+    slates: Sequence[Slate],
+    event_ms: Mapping[str, int],
+    k: int,
+    catalog_size: int,
+) -> tuple[SystemRanks, dict[str, object]]:
+    """One system's ranks on the scoreable events and its figures (``system_figures``) from
+    the slates it published and the events' record timestamps."""
+    position = positions(events)
+    ranks = system_ranks(events, scoreable, slates_by_trigger(slates, position), k)
+    latencies = latencies_ms(slates, position, event_ms)
+    return ranks, system_figures(ranks, baselines, k, catalog_size, latencies)
+
+
 def head_to_head(
     first: tuple[str, SystemRanks], second: tuple[str, SystemRanks], k: int
 ) -> dict[str, object]:
@@ -299,3 +317,23 @@ def head_to_head(
         name_b: figures_b,
         f"ndcg@{k}_ratio": ratio(figures_a[f"ndcg@{k}"], figures_b[f"ndcg@{k}"]),
     }
+
+
+def comparison_rows(figures: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A bench report's metrics as table rows: each system on its covered events beside both
+    baselines on the same events, then on all scoreable events beside the baselines there."""
+    rows: list[dict[str, Any]] = []
+    for name in ("heuristic", "model"):
+        system = figures.get(name)
+        if system is None:
+            continue
+        for label, on, block in (
+            (name, "covered", "covered_events"),
+            ("covisit", f"{name} covered", "covisit_on_covered"),
+            ("popularity", f"{name} covered", "popularity_on_covered"),
+            (name, "all scoreable", "all_scoreable"),
+        ):
+            rows.append({"system": label, "events": on, **system[block]})
+    for name, block in figures["baselines_on_all_scoreable"].items():
+        rows.append({"system": name, "events": "all scoreable", **block})
+    return rows

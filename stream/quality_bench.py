@@ -1,0 +1,392 @@
+"""``streamrec bench quality``: the slates users get from the recommendations topic, scored live.
+
+One run:
+
+1. load the dataset in its stable time order (``limit``: its first N events); the first
+   ``split`` of the events is the training part, the rest is scored;
+2. model modes: train an encoder on the training part only (written as RecBole atomic files,
+   default training settings), or take ``--checkpoint`` as given, so that no event the model
+   learned from is ever scored;
+3. start a private broker; per system (heuristic, model, or both one after the other, each on
+   fresh topics): publish the catalog, start a worker and wait until it has read the catalog
+   (and loaded its model), replay every event in time order at ``rate`` events/s, wait until
+   every event it accepted is listed in some slate's ``trigger_event_ids`` (at most
+   ``ANSWER_TIMEOUT_S`` after the replay), read the slates and the events' record timestamps
+   back and stop the worker;
+4. score prequentially with ``stream/quality.py`` (protocol in its docstring), next to the
+   popularity and last-item co-visitation baselines on the same events; write the figures and
+   a PNG of NDCG@10 over stream time into the run folder.
+
+Nothing here asserts a quality figure; it reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+from tqdm import tqdm
+
+from streamrec.broker import EmbeddedKafka, free_port
+from streamrec.console import err_console, print_rows, report
+from streamrec.datasets import Dataset, load_dataset
+from streamrec.errors import ConfigError, StreamrecError
+from streamrec.settings import KafkaSettings, Settings, TopicSettings
+from streamrec.stream import quality
+from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.contract import Event
+from streamrec.stream.producer import dataset_events, dataset_items, publish
+from streamrec.stream.testing import WorkerProcess, read_topic, wait_until
+from streamrec.stream.topics import create_topics
+
+Mode = Literal["heuristic", "model", "both"]
+MODES: tuple[str, ...] = ("heuristic", "model", "both")
+K = 10  # slates are cut to 10 items, the metrics' depth
+# A worker starts in seconds; loading a model and its index, or a slow shared machine, takes
+# longer. Past this it is not going to start.
+READY_TIMEOUT_S = 300.0
+# At 1,000 events/s the worker keeps up, so its backlog after the replay is seconds of work; a
+# model-mode worker on a busy CPU may trail by minutes. Past this it is stuck: score what came.
+ANSWER_TIMEOUT_S = 600.0
+PLOT_WINDOWS = 25  # points per line: windows of equal numbers of scoreable events
+STATS_EVERY_S = 2.0  # how often the answer wait asks the worker what it has accepted
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    """What one ``bench quality`` run does; ``out`` is the run folder."""
+
+    mode: Mode
+    rate: float
+    split: float
+    out: Path
+    plot: Path
+    dataset: Path | None = None
+    limit: int | None = None
+    checkpoint: Path | None = None
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if not 0.0 < self.split < 1.0:
+            raise ConfigError(f"--split {self.split}: give the training share, between 0 and 1")
+        if self.rate <= 0:
+            raise ConfigError(f"--rate {self.rate}: events per second must be positive")
+
+
+@dataclass(frozen=True)
+class SystemRun:
+    """What came back from one system: its slates and every event's record timestamp (ms)."""
+
+    slates: list[quality.Slate]
+    event_ms: dict[str, int]
+    answered: int
+    seconds: float
+
+
+def run_quality_bench(settings: Settings, options: QualityOptions) -> dict[str, Any]:
+    """``measure_quality`` on a private broker (started here, its data removed at the end);
+    the figures also go to ``figures.json`` in the run folder."""
+    options.out.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedKafka(
+        settings.broker.version,
+        settings.data.cache_dir,
+        options.out / "broker",
+        port=0,
+        start_timeout_s=settings.broker.start_timeout_s,
+    )
+    info = broker.start()
+    try:
+        figures = {
+            "kafka": broker.version,
+            **measure_quality(settings, options, info.bootstrap_servers),
+        }
+    finally:
+        broker.stop()
+        shutil.rmtree(options.out / "broker", ignore_errors=True)
+    (options.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def measure_quality(settings: Settings, options: QualityOptions, bootstrap: str) -> dict[str, Any]:
+    """Train or take a model, run each system on the broker at ``bootstrap`` (fresh topics under
+    the settings' prefix), score; returns the figures."""
+    started = time.perf_counter()
+    dataset = load_dataset(options.dataset, settings.data.cache_dir)
+    events = list(itertools.islice(dataset_events(dataset), options.limit))
+    first_scored = int(len(events) * options.split)
+    options.out.mkdir(parents=True, exist_ok=True)
+    encoder: dict[str, Any] = {}
+    if options.mode != "heuristic":
+        encoder = _encoder(settings, dataset, events[:first_scored], options)
+    systems = ["heuristic", "model"] if options.mode == "both" else [options.mode]
+    runs: dict[str, SystemRun] = {}
+    for name in systems:
+        env = {"STREAMREC_SERVING__MODE": name}
+        if name == "model":
+            env["STREAMREC_ENCODER__CHECKPOINT"] = str(encoder["checkpoint"])
+        kafka = _fresh_kafka(settings, bootstrap, name)
+        runs[name] = _run_system(name, kafka, dataset, events, env, options)
+    figures = {"encoder": encoder or None, **_score(dataset, events, first_scored, runs, options)}
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    return figures
+
+
+def _encoder(
+    settings: Settings, dataset: Dataset, training: Sequence[Event], options: QualityOptions
+) -> dict[str, Any]:
+    """The checkpoint to serve: ``options.checkpoint`` as given, or one trained on
+    ``training`` (the events before the split) alone."""
+    if options.checkpoint is not None:
+        return {"checkpoint": str(options.checkpoint), "trained_on": "given (--checkpoint)"}
+    from streamrec.models.pipeline import run_training
+
+    inter = _write_atomic(dataset, training, options.out / "train")
+    err_console.print(f"training the encoder on the {len(training)} events before the split")
+    trained = run_training(
+        settings, dataset=inter, out=options.out / "model", epochs=options.epochs
+    )
+    return {
+        "checkpoint": trained["checkpoint"],
+        "trained_on": f"the first {len(training)} events",
+        "train_seconds": trained["train_seconds"],
+        "epochs_run": trained["epochs_run"],
+        "valid": trained["valid"],
+    }
+
+
+def _write_atomic(dataset: Dataset, events: Sequence[Event], folder: Path) -> Path:
+    """``events`` and the whole catalog as RecBole atomic files; returns the .inter path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    inter = folder / f"{dataset.name}-train.inter"
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [f"{e.user_id}\t{e.item_id}\t{e.value or 1.0}\t{e.ts // 1000}" for e in events]
+    inter.write_text("\n".join(lines) + "\n")
+    rows = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    rows += [  # a tab inside a title would shift the columns; genres are space-separated
+        f"{i.item_id}\t{i.title.replace(chr(9), ' ')}\t{i.year or ''}\t"
+        + " ".join(g.replace(" ", "_") for g in i.genres)
+        for i in dataset.items.values()
+    ]
+    inter.with_suffix(".item").write_text("\n".join(rows) + "\n")
+    return inter
+
+
+def _fresh_kafka(settings: Settings, bootstrap: str, system: str) -> KafkaSettings:
+    prefix = f"{settings.kafka.topics.prefix}quality-{system}-{uuid.uuid4().hex[:6]}."
+    topics = TopicSettings(**{**settings.kafka.topics.model_dump(), "prefix": prefix})
+    return KafkaSettings(
+        **{**settings.kafka.model_dump(), "bootstrap_servers": bootstrap, "topics": topics}
+    )
+
+
+def _run_system(
+    name: str,
+    kafka: KafkaSettings,
+    dataset: Dataset,
+    events: list[Event],
+    env: dict[str, str],
+    options: QualityOptions,
+) -> SystemRun:
+    err_console.print(f"[bold]{name}[/]: {len(events)} events at {options.rate:.0f}/s")
+    asyncio.run(create_topics(kafka))
+    catalog = asyncio.run(
+        publish(kafka, dataset_items(dataset), kafka.topics.name("items"), progress=False)
+    ).accepted
+    data_dir = options.out / f"worker-{name}"
+    worker = WorkerProcess(kafka, data_dir, free_port(), env).start()
+    # What is alive now lives all run; the replay's own full collections (80 ms with the
+    # dataset in memory) would otherwise release paced events as bursts.
+    gc.collect()
+    gc.freeze()
+    started = time.perf_counter()
+    try:
+        wait_until(
+            lambda: _ready(worker, catalog, name == "model"), READY_TIMEOUT_S, f"the {name} worker"
+        )
+        topic = kafka.topics.name("events")
+        asyncio.run(publish(kafka, events, topic, rate=options.rate, total=len(events)))
+        slates, answered = asyncio.run(_read_slates(kafka, events, worker))
+    finally:
+        worker.stop()
+        gc.unfreeze()
+        shutil.rmtree(data_dir, ignore_errors=True)  # RocksDB; the log beside it stays
+    seconds = time.perf_counter() - started
+    records = asyncio.run(read_topic(kafka, kafka.topics.name("events"), len(events), 300))
+    event_ms = {json.loads(r.value)["event_id"]: int(r.timestamp) for r in records}
+    return SystemRun(slates, event_ms, answered, seconds)
+
+
+def _alive(worker: WorkerProcess) -> WorkerProcess:
+    if not worker.alive():
+        raise StreamrecError(f"the worker exited; its log ends with:\n{worker.log_tail()}")
+    return worker
+
+
+def _ready(worker: WorkerProcess, catalog: int, model: bool) -> bool:
+    """Owning every events partition with its tables recovered, the whole catalog read, and in
+    model mode the model loaded (until then the worker answers with the heuristic). The web
+    port answers seconds before that: events replayed earlier would wait for the group join and
+    the recovery, then be answered late and coalesced."""
+    stats = _alive(worker).stats()
+    if stats is None or stats.get("items_in_catalog", 0) < catalog:
+        return False
+    owned = len(stats.get("partitions", ())) == worker.kafka.topics.partitions
+    if not owned or stats.get("last_recovery_s") is None:
+        return False
+    return not model or stats.get("model_version") is not None
+
+
+async def _read_slates(
+    kafka: KafkaSettings, events: list[Event], worker: WorkerProcess
+) -> tuple[list[quality.Slate], int]:
+    """Every slate of the run, read until each accepted event is answered (or the timeout)."""
+    wanted = {e.event_id for e in events}
+    consumer = AIOKafkaConsumer(
+        kafka.topics.name("recommendations"),
+        **aiokafka_kwargs(kafka),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    slates: list[quality.Slate] = []
+    answered: set[str] = set()
+    deadline = time.monotonic() + ANSWER_TIMEOUT_S
+    next_stats = time.monotonic()
+    bar = tqdm(total=len(wanted), desc="events answered", unit="ev")
+    try:
+        while len(answered) < len(wanted) and time.monotonic() < deadline:
+            batch = (await consumer.getmany(timeout_ms=500)).values()
+            new = [_slate(r.value, r.timestamp) for records in batch for r in records]
+            slates.extend(new)
+            before = len(answered)
+            answered.update(i for s in new for i in s.trigger_event_ids if i in wanted)
+            bar.update(len(answered) - before)
+            if time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + STATS_EVERY_S
+                if _all_accepted_answered(_alive(worker), len(answered), len(wanted)):
+                    break
+    finally:
+        bar.close()
+        await consumer.stop()
+    return slates, len(answered)
+
+
+def _all_accepted_answered(worker: WorkerProcess, answered: int, published: int) -> bool:
+    """Every published event consumed, and as many answered as the worker accepted (it drops
+    producer duplicates and dead-letters bad records, which no slate answers)."""
+    stats = worker.stats() or {}
+    consumed = int(stats.get("events_consumed", 0))
+    return consumed >= published and answered >= int(stats.get("events_accepted", published))
+
+
+def _slate(value: bytes, timestamp: int) -> quality.Slate:
+    # Plain JSON: a full contract validation of 100,000 slates costs more than the scoring.
+    body = json.loads(value)
+    return quality.Slate(
+        user_id=body["user_id"],
+        items=tuple(i["item_id"] for i in body["items"]),
+        trigger_event_ids=tuple(body["trigger_event_ids"]),
+        published_ms=int(timestamp),
+    )
+
+
+def _score(
+    dataset: Dataset,
+    events: list[Event],
+    first_scored: int,
+    runs: dict[str, SystemRun],
+    options: QualityOptions,
+) -> dict[str, Any]:
+    """The figures of every system and baseline on the scoreable events; writes the plot."""
+    scoreable = quality.scoreable_events(events, first_scored)
+    catalog = len(dataset.items)
+    baselines = quality.baseline_ranks(events, scoreable, dataset.items, K)
+    figures: dict[str, Any] = {
+        "dataset": dataset.name,
+        "events": len(events),
+        "split": options.split,
+        "first_scored_event": first_scored,
+        "rate_events_per_s": options.rate,
+        "catalog_items": catalog,
+        "scoreable": len(scoreable),
+        "baselines_on_all_scoreable": {
+            name: quality.metric_means(ranks, K) for name, ranks in baselines.items()
+        },
+    }
+    systems: dict[str, quality.SystemRanks] = {}
+    for name, run in runs.items():
+        systems[name], scored = quality.score_system(
+            events, scoreable, baselines, run.slates, run.event_ms, K, catalog
+        )
+        figures[name] = {
+            "slates": len(run.slates),
+            "answered_events": run.answered,
+            "run_seconds": round(run.seconds, 1),
+            **scored,
+        }
+    if len(systems) == 2:
+        pair = (("model", systems["model"]), ("heuristic", systems["heuristic"]))
+        figures["model_vs_heuristic"] = quality.head_to_head(*pair, K)
+    figures["plot"] = _plot(options.plot, events, scoreable, systems, baselines)
+    figures["run_folder"] = str(options.out)
+    return figures
+
+
+def _plot(
+    path: Path,
+    events: list[Event],
+    scoreable: quality.Scoreable,
+    systems: dict[str, quality.SystemRanks],
+    baselines: dict[str, quality.Ranks],
+) -> str | None:
+    """NDCG@10 per window of scoreable events over event time; a system's missing slates count
+    as misses so every line is over the same events. None when nothing was scoreable."""
+    if len(scoreable) == 0:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    window = max(1, len(scoreable) // PLOT_WINDOWS)
+    ends = [min(s + window, len(scoreable)) - 1 for s in range(0, len(scoreable), window)]
+    # Dataset event time of each window's last event, as datetimes for the axis.
+    times = np.asarray([events[int(scoreable.events[i])].ts for i in ends], dtype="datetime64[ms]")
+    lines = [(name, s.ranks, "-") for name, s in systems.items()]
+    lines += [(f"{name} (baseline)", ranks, "--") for name, ranks in baselines.items()]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for label, ranks, style in lines:
+        values = quality.windowed_means(quality.ndcg(ranks), window)
+        ax.plot(times, values, style, marker=".", label=label)
+    ax.set_xlabel(f"event time (end of each window of {window} scoreable events)")
+    ax.set_ylabel(f"NDCG@{K}")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"Prequential NDCG@{K}, slates for each user's next event (missing slate = miss)")
+    ax.legend()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def report_quality(figures: dict[str, Any], as_json: bool) -> None:
+    """The figures as JSON, or a comparison table followed by every figure."""
+    if not as_json:
+        print_rows(f"bench quality @{K}", quality.comparison_rows(figures))
+    report("bench quality", figures, as_json)

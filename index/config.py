@@ -6,7 +6,6 @@ Defaults are tuned on one million clustered 64-dimensional items on a 2-core CPU
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +22,6 @@ class IndexSettings(BaseModel):
         default="flat",
         description="Index type: exact inner product, IVF, HNSW graph or IVF with PQ codes.",
     )
-    path: Path | None = Field(default=None, description="Folder of a saved index to load at start.")
     nlist: int | None = Field(
         default=None,
         ge=1,

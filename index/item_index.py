@@ -338,7 +338,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not meta_path.is_file() or not index_path.is_file():
         raise ModelError(
             f"{path} is not a saved item index (needs {INDEX_FILE} and {META_FILE}); "
-            "point index.path at a folder written by ItemIndex.save"
+            "pass a folder written by ItemIndex.save"
         )
     try:
         meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))

@@ -47,6 +47,7 @@ from streamrec.models.rewards import (
     position_rewards,
 )
 from streamrec.models.simulator import Simulator
+from streamrec.stream.config import ServingSettings
 
 METRICS: tuple[str, ...] = ("reward_per_1k", "ctr", "diversity", "coverage", "novelty")
 
@@ -62,6 +63,7 @@ class LoopConfig:
     request_interval_s: float = 5.0
     history_vectors: int = 10
     seed: int = 0
+    slate_size: int = ServingSettings.model_fields["slate_size"].default
 
 
 @dataclass
@@ -187,7 +189,7 @@ def run_closed_loop(
     self_info = -np.log2(np.maximum(share, 1e-12))
     result = LoopResult(policy=policy)
     bucket = _Bucket()
-    k = policy_settings.slate_size
+    k = config.slate_size
     for step in range(config.steps):
         now = step * config.request_interval_s
         user_id = sim.user_ids[int(rng.integers(len(sim.user_ids)))]

@@ -69,7 +69,6 @@ class PolicySettings(BaseModel):
         gt=0.0,
         description="The learner keeps ||w|| below this, so exploration never vanishes.",
     )
-    slate_size: int = Field(10, ge=1, description="Items per published slate.")
 
 
 class LearnerSettings(BaseModel):

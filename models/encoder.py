@@ -22,6 +22,9 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from streamrec.errors import ModelError
+from streamrec.models.config import EncoderSettings
+
+_DEFAULTS = EncoderSettings.model_fields
 
 __all__ = ["PAD", "EncoderConfig", "SequenceEncoder", "left_pad", "safe_batch_size"]
 
@@ -36,13 +39,14 @@ class EncoderConfig:
     """Hyperparameters of :class:`SequenceEncoder` (stored as JSON in every checkpoint)."""
 
     n_items: int
-    hidden_size: int = 64
-    layers: int = 2
-    heads: int = 2
-    inner_size: int = 256
-    dropout: float = 0.5
-    attn_dropout: float = 0.5
-    max_len: int = 50
+    # Defaults are the settings' defaults (models/config.py), the one place they are written.
+    hidden_size: int = _DEFAULTS["hidden_size"].default
+    layers: int = _DEFAULTS["layers"].default
+    heads: int = _DEFAULTS["heads"].default
+    inner_size: int = _DEFAULTS["inner_size"].default
+    dropout: float = _DEFAULTS["dropout"].default
+    attn_dropout: float = _DEFAULTS["attn_dropout"].default
+    max_len: int = _DEFAULTS["max_len"].default
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
@@ -55,6 +59,12 @@ class EncoderConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: EncoderSettings, n_items: int) -> EncoderConfig:
+        """The encoder ``settings`` describe, for a catalog of ``n_items``."""
+        shape = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name != "n_items"}
+        return cls(n_items=n_items, **shape)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> EncoderConfig:

@@ -107,7 +107,7 @@ def log_record(
     vectors: FloatArray,
     items: Sequence[str],
     propensities: Sequence[float],
-    rewards: Sequence[float],
+    rewards: Sequence[float] | FloatArray,
 ) -> dict[str, Any]:
     """One JSONL line of the OPE log (see the module docstring)."""
     return {

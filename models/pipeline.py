@@ -21,6 +21,7 @@ import torch
 from streamrec.datasets import Dataset, load_dataset
 from streamrec.models.checkpoint import InferenceEncoder, save_checkpoint
 from streamrec.models.coldstart import evaluate_cold_start, fit_projection
+from streamrec.models.config import EncoderSettings
 from streamrec.models.encoder import EncoderConfig, SequenceEncoder
 from streamrec.models.evaluation import Split, evaluate_scorer, leave_one_out, popularity_scorer
 from streamrec.models.training import TrainConfig, model_scorer, pick_device, train
@@ -30,15 +31,10 @@ __all__ = ["preset_configs", "run_cold_start", "run_evaluation", "run_training",
 
 Preset = Literal["demo", "reference"]
 
-REFERENCE_ENCODER = {
-    "hidden_size": 64,
-    "layers": 2,
-    "heads": 2,
-    "inner_size": 256,
-    "dropout": 0.5,
-    "attn_dropout": 0.5,
-    "max_len": 50,
-}
+# RecBole's SASRec defaults (sasrec.yaml), which differ from ours in dropout.
+REFERENCE_ENCODER = EncoderSettings(
+    hidden_size=64, layers=2, heads=2, inner_size=256, dropout=0.5, attn_dropout=0.5, max_len=50
+)
 # RecBole feeds every prefix as its own example (batch 2048 prefixes). With a causal encoder and
 # positions counted from the window start, a window of 50 items yields exactly the same
 # (context, target) pairs for every prefix inside it, so the reference runs the equivalent
@@ -67,33 +63,11 @@ def preset_configs(
 ) -> tuple[EncoderConfig, TrainConfig]:
     """Encoder and training configs of ``preset`` for a catalog of ``n_items``."""
     if preset == "reference":
-        enc = EncoderConfig(n_items=n_items, **REFERENCE_ENCODER)
+        enc = EncoderConfig.from_settings(REFERENCE_ENCODER, n_items)
         tc = REFERENCE_TRAIN
     else:
-        e, t = settings.encoder, settings.train
-        enc = EncoderConfig(
-            n_items=n_items,
-            hidden_size=e.hidden_size,
-            layers=e.layers,
-            heads=e.heads,
-            inner_size=e.inner_size,
-            dropout=e.dropout,
-            attn_dropout=e.attn_dropout,
-            max_len=e.max_len,
-        )
-        tc = TrainConfig(
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            weight_decay=t.weight_decay,
-            loss=t.loss,
-            negatives=t.negatives,
-            scheme=t.scheme,
-            patience=t.patience,
-            seed=t.seed,
-            label_smoothing=t.label_smoothing,
-            time_budget_s=t.time_budget_s,
-        )
+        enc = EncoderConfig.from_settings(settings.encoder, n_items)
+        tc = TrainConfig.from_settings(settings.train)
     if epochs is not None:
         tc = TrainConfig(**{**tc.__dict__, "epochs": epochs})
     if time_budget_s is not None:

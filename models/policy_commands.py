@@ -112,7 +112,10 @@ def report_command(
 ) -> None:
     """Closed-loop comparison: relevance, fixed MMR/DPP and the online-learned policy."""
     settings = get_settings(ctx)
-    config = ReportConfig(seeds=seeds, loop=LoopConfig(steps=steps, bucket=max(steps // 40, 1)))
+    loop = LoopConfig(
+        steps=steps, bucket=max(steps // 40, 1), slate_size=settings.serving.slate_size
+    )
+    config = ReportConfig(seeds=seeds, loop=loop)
     try:
         make = _simulator_factory(dataset, settings.data.cache_dir)
         results = run_policies(
@@ -150,7 +153,7 @@ def bench_rerank_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Per-request latency of each reranker (p50/p99 ms) on random candidates."""
-    k = get_settings(ctx).policy.slate_size
+    k = get_settings(ctx).serving.slate_size
     rng = np.random.default_rng(0)
     pools = [
         [Candidate(f"i{i}", float(rng.normal()), rng.normal(size=dims), float(rng.integers(1, 999)),

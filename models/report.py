@@ -137,7 +137,9 @@ def summarize(results: dict[str, list[LoopResult]], last_fraction: float) -> dic
         for metric in METRICS[1:]:
             row[metric] = interval([r.mean(metric, last_fraction) for r in runs])
         if name == LEARNED:
-            row["weights"] = np.mean([r.weights for r in runs], axis=0).round(3).tolist()
+            row["weights"] = (
+                np.mean([r.weights for r in runs if r.weights], axis=0).round(3).tolist()
+            )
             row["updates"] = float(np.mean([r.updates for r in runs]))
             row["rollbacks"] = float(np.mean([r.rollbacks for r in runs]))
         table[name] = row

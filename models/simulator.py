@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from streamrec.errors import ContractError, DataError
 from streamrec.models.policy import FloatArray, unit_rows
@@ -81,7 +82,8 @@ class InteractionLike(Protocol):
 class DatasetLike(Protocol):
     """What :meth:`Simulator.from_dataset` reads (``streamrec.datasets.Dataset`` fits)."""
 
-    interactions: Sequence[Any]
+    @property
+    def interactions(self) -> Sequence[Any]: ...
 
 
 def _sigmoid(x: FloatArray | float) -> Any:
@@ -217,7 +219,7 @@ class Simulator:
 
     # ---------------------------------------------------------------- responses
 
-    def _satiation(self, user: _User, rows: FloatArray, now: float) -> FloatArray:
+    def _satiation(self, user: _User, rows: npt.NDArray[np.int64], now: float) -> FloatArray:
         if not user.history:
             return np.zeros(len(rows))
         idx = np.array([i for i, _ in user.history])

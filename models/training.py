@@ -21,7 +21,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -30,8 +30,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from streamrec.errors import ModelError
+from streamrec.models.config import TrainSettings
 from streamrec.models.encoder import PAD, EncoderConfig, SequenceEncoder, left_pad, safe_batch_size
 from streamrec.models.evaluation import Scorer, Split, evaluate_scorer
+
+_DEFAULTS = TrainSettings.model_fields
 
 __all__ = ["TrainConfig", "TrainResult", "model_scorer", "pick_device", "train"]
 
@@ -40,17 +43,24 @@ __all__ = ["TrainConfig", "TrainResult", "model_scorer", "pick_device", "train"]
 class TrainConfig:
     """Optimisation hyperparameters (stored in the checkpoint's metrics)."""
 
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    loss: Literal["ce", "sampled_softmax"] = "ce"
-    negatives: int = 256
-    scheme: Literal["window", "prefix"] = "window"
-    patience: int = 10
-    seed: int = 42
-    label_smoothing: float = 0.0
-    time_budget_s: float | None = None  # stop (keeping the best epoch) once this is spent
+    # Defaults are the settings' defaults (models/config.py), the one place they are written.
+    epochs: int = _DEFAULTS["epochs"].default
+    batch_size: int = _DEFAULTS["batch_size"].default
+    lr: float = _DEFAULTS["lr"].default
+    weight_decay: float = _DEFAULTS["weight_decay"].default
+    loss: Literal["ce", "sampled_softmax"] = _DEFAULTS["loss"].default
+    negatives: int = _DEFAULTS["negatives"].default
+    scheme: Literal["window", "prefix"] = _DEFAULTS["scheme"].default
+    patience: int = _DEFAULTS["patience"].default
+    seed: int = _DEFAULTS["seed"].default
+    label_smoothing: float = _DEFAULTS["label_smoothing"].default
+    # Stop (keeping the best epoch) once this is spent; None: no budget.
+    time_budget_s: float | None = _DEFAULTS["time_budget_s"].default
+
+    @classmethod
+    def from_settings(cls, settings: TrainSettings) -> TrainConfig:
+        """The optimisation ``settings`` describe."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -185,7 +186,8 @@ def produce(
 
     if kind not in ("events", "items"):
         raise typer.BadParameter("must be events or items", param_hint="--kind")
-    result = asyncio.run(produce_file(get_settings(ctx).kafka, path, kind, progress=not as_json))
+    topic: Literal["events", "items"] = "events" if kind == "events" else "items"
+    result = asyncio.run(produce_file(get_settings(ctx).kafka, path, topic, progress=not as_json))
     figures = result.figures()
     rejected = [{"line": r.line, "code": r.code, "message": r.message} for r in result.rejected]
     if as_json:

@@ -1,0 +1,69 @@
+"""The control listener with a stand-in model server: which announcements load, and what a
+failed load leaves serving."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from stream_doubles import metrics, value_of
+
+from streamrec.errors import ModelError
+from streamrec.settings import Settings
+from streamrec.stream.contract import Item, ModelAnnouncement, encode
+from streamrec.stream.control import ControlListener
+
+
+class FakeServer:
+    """Serves whatever it is told to load; a checkpoint named 'broken' fails to load."""
+
+    def __init__(self) -> None:
+        self.model_version: str | None = None
+        self.loads: list[tuple[Path, list[str]]] = []
+        self.cold = None
+
+    def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:
+        if checkpoint.name == "broken":
+            raise ModelError("not a checkpoint")
+        self.loads.append((checkpoint, sorted(catalog)))
+        self.model_version = checkpoint.name
+        return checkpoint.name
+
+
+def _listener() -> tuple[ControlListener, FakeServer, dict[str, Item]]:
+    server, catalog = FakeServer(), {"i1": Item(item_id="i1", title="One")}
+    listener = ControlListener(Settings().kafka, server, None, catalog, metrics())  # type: ignore[arg-type]
+    return listener, server, catalog
+
+
+def _announce(listener: ControlListener, version: str) -> None:
+    record = ModelAnnouncement(model_version=version, checkpoint=f"/m/{version}", announced_at=1)
+    asyncio.run(listener.on_record(encode(record)))
+
+
+def test_an_announced_model_is_loaded_with_the_live_catalog_and_reported() -> None:
+    listener, server, catalog = _listener()
+    catalog["i2"] = Item(item_id="i2", title="Two")  # arrived after the listener was built
+    _announce(listener, "v1")
+    assert server.loads == [(Path("/m/v1"), ["i1", "i2"])]
+    assert listener.swaps == 1 and value_of(listener.metrics.model_version, "v1") == 1
+
+
+def test_the_version_already_served_is_not_loaded_again() -> None:
+    listener, server, _ = _listener()
+    _announce(listener, "v1")
+    _announce(listener, "v1")
+    assert len(server.loads) == 1
+
+
+def test_a_checkpoint_that_fails_to_load_keeps_the_served_model() -> None:
+    listener, server, _ = _listener()
+    _announce(listener, "v1")
+    _announce(listener, "broken")
+    assert server.model_version == "v1" and listener.swaps == 1
+
+
+def test_a_malformed_control_record_is_ignored() -> None:
+    listener, server, _ = _listener()
+    asyncio.run(listener.on_record(b"{not an announcement"))
+    assert server.loads == [] and listener.swaps == 0

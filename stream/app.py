@@ -203,6 +203,7 @@ class StreamrecApp:
         self.ingest.counts.users = len(self.tables["user_state"].table)
         for name in ("trending", "covisit"):
             self.item_stats.sizes[name] = len(self.tables[name].table)
+        self.feedback.reopen(self.owned)
         log.info(
             "tables recovered %.2f s after partition assignment; %d users in local state",
             seconds,

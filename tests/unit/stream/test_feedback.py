@@ -79,18 +79,18 @@ def test_a_stored_slate_is_written_to_its_users_partition_and_joins_responses(
 ) -> None:
     feedback = _feedback(tmp_path)
     assert feedback.store(impression_of(_slate("r1")), 1)
-    assert feedback.table.partitions == {"r1": 1}
+    assert feedback.impressions.table.partitions == {"r1": 1}
     with event_context(FakeEvent(1)):  # type: ignore[arg-type]  # as ingest calls it
         assert feedback.on_response(_click("r1", "a"), 1) is None
         assert feedback.on_response(_click("r1", "a"), 1) is DropReason.DUPLICATE
-    assert [r["item_id"] for r in feedback.table["r1"]["rewards"]] == ["a"]
+    assert [r["item_id"] for r in feedback.impressions.table["r1"]["rewards"]] == ["a"]
     assert feedback.stats()["open_impressions"] == 1
 
 
 def test_a_slate_of_a_partition_no_longer_owned_is_not_stored(tmp_path: Path) -> None:
     feedback = _feedback(tmp_path, owned=(0,))
     assert not feedback.store(impression_of(_slate("r2")), 3)
-    assert "r2" not in feedback.table and feedback.stats()["open_impressions"] == 0
+    assert "r2" not in feedback.impressions.table and feedback.stats()["open_impressions"] == 0
     assert feedback.on_response(_click("r2", "a"), 3) is DropReason.UNKNOWN_REC
 
 
@@ -101,5 +101,24 @@ def test_an_expired_impression_goes_to_the_learner_with_its_rewards(tmp_path: Pa
         assert feedback.on_response(_click("r3", "b"), 0) is None
     later = time.time() + feedback.window_s + 1
     feedback._close_expired(0, later)
-    assert "r3" not in feedback.table and feedback.stats()["open_impressions"] == 0
+    assert "r3" not in feedback.impressions.table and feedback.stats()["open_impressions"] == 0
     assert feedback.metrics.impressions_closed._value.get() == 1
+
+
+def test_impressions_left_open_by_a_restart_are_closed_by_the_next_worker(tmp_path: Path) -> None:
+    before = _feedback(tmp_path)
+    assert before.store(impression_of(_slate("r4")), 1)
+    assert before.store(impression_of(_slate("r5")), 0)
+    after = _feedback(tmp_path)  # a new worker on the same table, its queues empty
+    after.impressions.table = before.impressions.table
+    after.reopen({1})
+    assert after.stats()["open_impressions"] == 1  # partition 0 is another worker's now
+    after._close_expired(1, time.time() + after.window_s + 1)
+    assert set(after.impressions.table) == {"r5"}
+    assert after.metrics.impressions_closed._value.get() == 1
+
+
+def test_the_learners_policy_is_handed_to_serving_at_start(tmp_path: Path) -> None:
+    versions: list[str] = []
+    feedback = _feedback(tmp_path, policies=versions)
+    assert versions == [feedback.learner.version]

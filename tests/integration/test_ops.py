@@ -1,5 +1,6 @@
-"""What ops rely on, against a real worker and broker: the web server listens on the address it
-was given, and its /metrics exports every series the Grafana dashboard and the alert rules read."""
+"""What ops and client applications rely on, against a real broker: the worker's web server
+listens on the address it was given, its /metrics exports every series the Grafana dashboard and
+the alert rules read, and the client helpers publish valid keyed events and answer slates."""
 
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.broker import free_port
+from streamrec.errors import ContractError
 from streamrec.settings import KafkaSettings
-from streamrec.stream.contract import Event, encode
+from streamrec.stream.client import EventPublisher, read_slates, response
+from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
 from streamrec.stream.producer import kafka_producer
-from streamrec.stream.testing import WorkerProcess, wait_until
+from streamrec.stream.testing import WorkerProcess, read_topic, wait_until
+from streamrec.stream.topics import create_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 # Any loopback address other than 127.0.0.1: not the CLI default, and it stays on this machine.
 BIND = "127.0.0.2"
+TS_ISO = "2023-11-14T22:13:20Z"  # 1,700,000,000,000 ms
 # Series names each metric type exposes (prometheus_client also adds `_created`).
 SERIES_SUFFIXES = {
     "counter": ("_total",),
@@ -125,3 +130,51 @@ def test_worker_listens_where_told_and_exports_what_dashboard_and_alerts_read(
     # The event that was answered left samples in the latency histogram the dashboard plots.
     assert _sample(text, "streamrec_event_to_recommendation_seconds_count") >= 1
     assert _sample(text, "streamrec_events_rejected_total") >= 1
+
+
+async def _client_round_trip(kafka: KafkaSettings) -> None:
+    await create_topics(kafka)
+    async with EventPublisher(kafka) as events:
+        first = await events.send(
+            {"event_id": "e1", "user_id": "u7", "item_id": "i1", "type": "click", "ts": TS_ISO}
+        )
+        with pytest.raises(ContractError) as rejected:
+            await events.send({**first.model_dump(), "event_id": "e2", "type": "like"})
+        assert rejected.value.code == "unknown_event_type"
+        await events.send(first.model_copy(update={"event_id": "e3"}))
+    records = await read_topic(kafka, kafka.topics.name("events"), 2)
+    assert [(r.key, json.loads(r.value)["event_id"]) for r in records] == [
+        (b"u7", "e1"),
+        (b"u7", "e3"),
+    ], "keyed by user_id, in order, and the rejected event never sent"
+    assert json.loads(records[0].value)["ts"] == first.ts == 1_700_000_000_000
+
+    slate = Recommendation(
+        rec_id="r1",
+        user_id="u7",
+        items=[
+            SlateItem(item_id=f"i{n}", score=1.0 / n, propensity=0.5, reason="source:trending")
+            for n in (1, 2)
+        ],
+        model_version="heuristic",
+        policy_version="relevance",
+        trigger_event_ids=["e1"],
+        created_at=1_700_000_000_500,
+        timing_ms={"gather_ms": 0.1},
+    )
+    slates = read_slates(kafka, f"{kafka.topics.prefix}app", from_beginning=True)
+    async with kafka_producer(kafka) as producer:
+        await producer.send_and_wait(kafka.topics.name("recommendations"), encode(slate), key=b"u7")
+    async with asyncio.timeout(60):
+        received = await anext(slates)
+    await slates.aclose()
+    assert received == slate
+    answer = response(received, 1, "click", dwell_ms=1200)
+    assert (answer.user_id, answer.item_id, answer.rec_id, answer.position) == ("u7", "i2", "r1", 1)
+    assert answer.dwell_ms == 1200
+
+
+def test_client_helpers_publish_keyed_valid_events_and_answer_slates(
+    kafka_settings: KafkaSettings,
+) -> None:
+    asyncio.run(_client_round_trip(kafka_settings))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -251,10 +252,23 @@ def latencies_ms(
     return out
 
 
-def windowed_means(values: Floats, window: int) -> Floats:
-    """Means of consecutive windows of ``window`` values (a shorter last window included)."""
-    starts = np.arange(0, len(values), window)
-    return np.asarray([values[s : s + window].mean() for s in starts], dtype=np.float64)
+def windows(size: int, count: int) -> list[tuple[int, int]]:
+    """(start, stop) of at most ``count`` consecutive windows covering ``size`` values, with
+    lengths that differ by at most one (no short last window to plot as noise)."""
+    bounds = np.linspace(0, size, min(count, size) + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in pairwise(bounds)]
+
+
+def windowed_means(
+    values: Floats, bounds: Sequence[tuple[int, int]], mask: Mask | None = None
+) -> Floats:
+    """Mean of ``values`` in each window (only where ``mask``); NaN for a window with none."""
+    means = np.full(len(bounds), np.nan, dtype=np.float64)
+    for n, (start, stop) in enumerate(bounds):
+        chosen = values[start:stop] if mask is None else values[start:stop][mask[start:stop]]
+        if len(chosen):
+            means[n] = chosen.mean()
+    return means
 
 
 def system_figures(

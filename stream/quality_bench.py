@@ -1,21 +1,17 @@
 """``streamrec bench quality``: the slates users get from the recommendations topic, scored live.
 
-One run:
-
-1. load the dataset in its stable time order (``limit``: its first N events); the first
-   ``split`` of the events is the training part, the rest is scored;
-2. model modes: train an encoder on the training part only (written as RecBole atomic files,
-   default training settings), or take ``--checkpoint`` as given, so that no event the model
-   learned from is ever scored;
-3. start a private broker; per system (heuristic, model, or both one after the other, each on
-   fresh topics): publish the catalog, start a worker and wait until it has read the catalog
-   (and loaded its model), replay every event in time order at ``rate`` events/s, wait until
-   every event it accepted is listed in some slate's ``trigger_event_ids`` (at most
-   ``ANSWER_TIMEOUT_S`` after the replay), read the slates and the events' record timestamps
-   back and stop the worker;
-4. score prequentially with ``stream/quality.py`` (protocol in its docstring), next to the
-   popularity and last-item co-visitation baselines on the same events; write the figures and
-   a PNG of NDCG@10 over stream time into the run folder.
+1. Load the dataset in its stable time order (``limit``: its first N events); the first
+   ``split`` of the events is the training part, the rest is scored.
+2. Model modes: train an encoder on the training part alone (written as RecBole atomic files,
+   default training settings), or take ``--checkpoint`` as given: no event the model learned
+   from is ever scored.
+3. Per system (heuristic, model, or both one after the other, each on fresh topics): publish the
+   catalog, start a worker and wait until it is ready, replay every event in time order at
+   ``rate`` events/s, wait until every event it accepted is listed in some slate's
+   ``trigger_event_ids`` (at most ``ANSWER_TIMEOUT_S`` after the replay), read the slates and
+   the events' record timestamps back, stop the worker.
+4. Score prequentially with ``stream/quality.py`` (protocol in its docstring) beside popularity
+   and last-item co-visitation on the same events; plot NDCG@10 over stream time.
 
 Nothing here asserts a quality figure; it reports.
 """
@@ -353,8 +349,9 @@ def _plot(
     systems: dict[str, quality.SystemRanks],
     baselines: dict[str, quality.Ranks],
 ) -> str | None:
-    """NDCG@10 per window of scoreable events over event time; a system's missing slates count
-    as misses so every line is over the same events. None when nothing was scoreable."""
+    """NDCG@10 per window of scoreable events over event time, the two ways the figures are
+    reported: on all scoreable events (a missing slate is a miss), and on each system's covered
+    events beside co-visitation on the same events. None when nothing was scoreable."""
     if len(scoreable) == 0:
         return None
     import matplotlib
@@ -362,21 +359,29 @@ def _plot(
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    window = max(1, len(scoreable) // PLOT_WINDOWS)
-    ends = [min(s + window, len(scoreable)) - 1 for s in range(0, len(scoreable), window)]
+    bounds = quality.windows(len(scoreable), PLOT_WINDOWS)
     # Dataset event time of each window's last event, as datetimes for the axis.
-    times = np.asarray([events[int(scoreable.events[i])].ts for i in ends], dtype="datetime64[ms]")
-    lines = [(name, s.ranks, "-") for name, s in systems.items()]
-    lines += [(f"{name} (baseline)", ranks, "--") for name, ranks in baselines.items()]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for label, ranks, style in lines:
-        values = quality.windowed_means(quality.ndcg(ranks), window)
-        ax.plot(times, values, style, marker=".", label=label)
-    ax.set_xlabel(f"event time (end of each window of {window} scoreable events)")
-    ax.set_ylabel(f"NDCG@{K}")
-    ax.set_ylim(bottom=0)
-    ax.set_title(f"Prequential NDCG@{K}, slates for each user's next event (missing slate = miss)")
-    ax.legend()
+    ends = [events[int(scoreable.events[stop - 1])].ts for _, stop in bounds]
+    times = np.asarray(ends, dtype="datetime64[ms]")
+    covisit = quality.ndcg(baselines["covisit"])
+    fig, (every, covered) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
+    for name, system in systems.items():
+        gains = quality.ndcg(system.ranks)
+        every.plot(times, quality.windowed_means(gains, bounds), "-", marker=".", label=name)
+        mine = quality.windowed_means(gains, bounds, system.covered)
+        (line,) = covered.plot(times, mine, "-", marker=".", label=name)
+        on_same = quality.windowed_means(covisit, bounds, system.covered)
+        covered.plot(times, on_same, "--", color=line.get_color(), label=f"covisit on {name}'s")
+    for name, ranks in baselines.items():
+        values = quality.windowed_means(quality.ndcg(ranks), bounds)
+        every.plot(times, values, ":", marker=".", label=f"{name} (baseline)")
+    every.set_title(f"NDCG@{K} on all scoreable events (a missing slate is a miss)")
+    covered.set_title(f"NDCG@{K} on each system's covered events")
+    for ax in (every, covered):
+        ax.set_ylabel(f"NDCG@{K}")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize="small")
+    covered.set_xlabel(f"event time (end of each of {len(bounds)} windows of scoreable events)")
     fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

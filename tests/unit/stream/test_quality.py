@@ -18,6 +18,7 @@ from streamrec.stream.quality import (
     system_figures,
     system_ranks,
     windowed_means,
+    windows,
 )
 
 T0 = 1_700_000_000_000
@@ -157,6 +158,15 @@ def test_latency_is_from_the_newest_trigger_record() -> None:
     assert latencies_ms(slates, positions(SERVED), sent) == [40.0, 20.0]
 
 
-def test_windowed_means_keep_a_short_last_window() -> None:
+def test_windows_are_nearly_equal_and_cover_every_value() -> None:
+    assert windows(5, 2) == [(0, 2), (2, 5)]
+    assert windows(3, 25) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_windowed_means_only_where_the_mask_holds() -> None:
     values = np.asarray([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert windowed_means(values, 2).tolist() == [1.5, 3.5, 5.0]
+    bounds = [(0, 2), (2, 5)]
+    assert windowed_means(values, bounds).tolist() == [1.5, 4.0]
+    mask = np.asarray([False, False, True, False, True])
+    means = windowed_means(values, bounds, mask)
+    assert np.isnan(means[0]) and means[1] == 4.0

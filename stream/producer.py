@@ -4,13 +4,15 @@ replayed in time order for ``streamrec replay``.
 Every row is validated against the contract before it is sent; a bad row is reported with its
 line number, stable error code and message, and never stops the good rows around it. The
 producer is idempotent with ``acks=all``, so retries neither duplicate nor reorder records of one
-key (user_id for events), which the worker's per-user ordering relies on.
+key (user_id for events), which the worker's per-user ordering relies on. A broker outage is
+waited out for ``max_outage_s`` (``stream/delivery.py``: a spent producer is replaced and what it
+had not delivered is re-sent in order); past that, ``DeliveryError`` names where to resume.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -23,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from tqdm import tqdm
 
 from streamrec.datasets import Dataset
-from streamrec.errors import ContractError, DataError
+from streamrec.errors import ContractError, DataError, DeliveryError
 from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import (
@@ -37,6 +39,11 @@ from streamrec.stream.contract import (
     validate_event,
     validate_item,
 )
+from streamrec.stream.delivery import DeliveryReport, OrderedPublisher, Record
+
+# How long a publishing tool waits for a broker that acknowledges nothing before it gives up:
+# long enough for a broker restart or a leader election, short enough to notice a dead cluster.
+DEFAULT_MAX_OUTAGE_S = 300.0
 
 RecordKind = Literal["events", "items"]
 # CSV cells are text; these fields are numbers in the JSON contract.
@@ -59,6 +66,7 @@ class ProduceReport:
     accepted: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     seconds: float = 0.0
+    delivery: DeliveryReport = field(default_factory=DeliveryReport)
 
     def figures(self) -> dict[str, Any]:
         by_code: dict[str, int] = {}
@@ -71,6 +79,8 @@ class ProduceReport:
             "rejected_by_code": by_code,
             "seconds": round(self.seconds, 3),
             "records_per_s": round(self.accepted / self.seconds, 1) if self.seconds else None,
+            "resent_after_outage": self.delivery.resent,
+            "producer_restarts": self.delivery.restarts,
         }
 
 
@@ -134,12 +144,17 @@ def _read_csv(path: Path, kind: RecordKind) -> Iterator[tuple[int, Event | Item 
                 yield line_no, Rejection(line_no, exc.code, exc.message)
 
 
+def new_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
+    """An idempotent, ordered producer (acks=all), not started."""
+    return AIOKafkaProducer(
+        **aiokafka_kwargs(kafka), enable_idempotence=True, acks="all", linger_ms=5
+    )
+
+
 @asynccontextmanager
 async def kafka_producer(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaProducer]:
     """An idempotent, ordered producer (acks=all) that is flushed and closed on exit."""
-    producer = AIOKafkaProducer(
-        **aiokafka_kwargs(kafka), enable_idempotence=True, acks="all", linger_ms=5
-    )
+    producer = new_producer(kafka)
     await producer.start()
     try:
         yield producer
@@ -154,22 +169,41 @@ def _key(record: Event | Item) -> bytes:
 
 
 async def produce_file(
-    kafka: KafkaSettings, path: Path, kind: RecordKind, progress: bool = True
+    kafka: KafkaSettings,
+    path: Path,
+    kind: RecordKind,
+    progress: bool = True,
+    max_outage_s: float = DEFAULT_MAX_OUTAGE_S,
+    resume_from_line: int = 0,
 ) -> ProduceReport:
-    """Validate and publish every row of ``path``; bad rows are reported, good rows all sent."""
+    """Validate and publish every row of ``path`` from line ``resume_from_line`` on; bad rows
+    are reported, good rows all sent. ``DeliveryError`` (with the line to resume from) when the
+    broker acknowledges nothing for ``max_outage_s``."""
     report = ProduceReport(topic=kafka.topics.name(kind))
-    started = time.perf_counter()
-    async with kafka_producer(kafka) as producer:
-        pending: list[asyncio.Future[Any]] = []
-        for _, record in tqdm(
-            read_records(path, kind), desc=f"produce {path.name}", unit="row", disable=not progress
+
+    def good_rows() -> Iterator[Record]:
+        rows = read_records(path, kind)
+        for line, record in tqdm(
+            rows, desc=f"produce {path.name}", unit="row", disable=not progress
         ):
+            if line < resume_from_line:
+                continue
             if isinstance(record, Rejection):
                 report.rejected.append(record)
                 continue
-            pending.append(await producer.send(report.topic, encode(record), key=_key(record)))
-            report.accepted += 1
-        await asyncio.gather(*pending)  # raises if any record was not acknowledged
+            yield Record(line, _key(record), encode(record))
+
+    started = time.perf_counter()
+    publisher = OrderedPublisher(lambda: new_producer(kafka), report.topic, max_outage_s)
+    try:
+        report.delivery = await publisher.publish(good_rows())
+    except DeliveryError as exc:
+        raise DeliveryError(
+            f"{exc}; the index is a line of {path}: continue with `streamrec produce {path} "
+            f"--resume-from-line {exc.resume_from}`",
+            exc.resume_from,
+        ) from None
+    report.accepted = report.delivery.acknowledged
     report.seconds = time.perf_counter() - started
     return report
 
@@ -204,28 +238,30 @@ async def publish(
     rate: float | None = None,
     total: int | None = None,
     progress: bool = True,
+    max_outage_s: float = DEFAULT_MAX_OUTAGE_S,
+    resume_from: int = 0,
 ) -> ProduceReport:
-    """Publish records in order, at ``rate`` records/s (None: as fast as possible)."""
+    """Publish records in order, at ``rate`` records/s (None: as fast as possible), skipping
+    the first ``resume_from``. ``DeliveryError`` (with the index to resume from, counted in
+    ``records``) when the broker acknowledges nothing for ``max_outage_s``."""
     report = ProduceReport(topic=topic)
-    async with kafka_producer(kafka) as producer:
-        # The clock starts once the producer is connected: started before, the pacing would
-        # owe the connection time and send the first records in one burst to catch up.
-        started = time.perf_counter()
-        pending: list[asyncio.Future[Any]] = []
-        for n, record in enumerate(
-            tqdm(records, desc=f"replay -> {topic}", unit="rec", total=total, disable=not progress)
-        ):
-            if rate:
-                # Pace against the start time, not per record, so sleeps do not drift.
-                delay = started + n / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            pending.append(await producer.send(topic, encode(record), key=_key(record)))
-            report.accepted += 1
-            if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+    indexed = enumerate(itertools.islice(records, resume_from, None), start=resume_from)
+    bar = tqdm(
+        desc=f"replay -> {topic}",
+        unit="rec",
+        total=total,
+        initial=resume_from,
+        disable=not progress,
+    )
+    publisher = OrderedPublisher(lambda: new_producer(kafka), topic, max_outage_s)
+    started = time.perf_counter()
+    try:
+        report.delivery = await publisher.publish(
+            (Record(n, _key(r), encode(r)) for n, r in indexed), rate, on_sent=bar.update
+        )
+    finally:
+        bar.close()
+    report.accepted = report.delivery.acknowledged
     report.seconds = time.perf_counter() - started
     return report
 

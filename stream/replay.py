@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from streamrec.datasets import load_dataset
+from streamrec.errors import DeliveryError
 from streamrec.settings import Settings
-from streamrec.stream.producer import dataset_events, dataset_items, publish
+from streamrec.stream.producer import DEFAULT_MAX_OUTAGE_S, dataset_events, dataset_items, publish
 from streamrec.stream.topics import create_topics
 
 
@@ -19,25 +20,54 @@ async def replay_dataset(
     limit: int | None,
     with_items: bool,
     progress: bool = True,
+    max_outage_s: float = DEFAULT_MAX_OUTAGE_S,
+    resume_from: int = 0,
 ) -> dict[str, Any]:
-    """Create topics, publish the catalog (optional) then the events; returns the figures."""
+    """Create topics, publish the catalog (optional) then the events from index ``resume_from``
+    (event ids are ``<dataset>-<index>``); returns the figures.
+
+    Raises ``DeliveryError`` whose message says how to continue when the broker acknowledges
+    nothing for ``max_outage_s``.
+    """
     dataset = load_dataset(path, settings.data.cache_dir)
     kafka = settings.kafka
     await create_topics(kafka)
     figures: dict[str, Any] = {"dataset": dataset.name}
     if with_items:
-        items = await publish(
-            kafka,
-            dataset_items(dataset),
-            kafka.topics.name("items"),
-            total=len(dataset.items),
-            progress=progress,
-        )
+        try:
+            items = await publish(
+                kafka,
+                dataset_items(dataset),
+                kafka.topics.name("items"),
+                total=len(dataset.items),
+                progress=progress,
+                max_outage_s=max_outage_s,
+            )
+        except DeliveryError as exc:
+            raise DeliveryError(
+                f"{exc}; no event was sent yet and the items topic is compacted, so run the same "
+                "`streamrec replay` again",
+                0,
+            ) from None
         figures["items"] = items.figures()
     total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
     events = itertools.islice(dataset_events(dataset), total)
-    sent = await publish(
-        kafka, events, kafka.topics.name("events"), rate=rate, total=total, progress=progress
-    )
+    try:
+        sent = await publish(
+            kafka,
+            events,
+            kafka.topics.name("events"),
+            rate=rate,
+            total=total,
+            progress=progress,
+            max_outage_s=max_outage_s,
+            resume_from=resume_from,
+        )
+    except DeliveryError as exc:
+        raise DeliveryError(
+            f"{exc}; the index counts events in time order (event id {dataset.name}-<index>): "
+            f"continue with the same options plus `--resume-from {exc.resume_from} --no-items`",
+            exc.resume_from,
+        ) from None
     figures["events"] = sent.figures()
     return figures

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,7 @@ from streamrec.console import (
     report,
 )
 from streamrec.errors import StreamrecError
+from streamrec.settings import CONFIG_ENV
 
 app = typer.Typer(
     help="streamrec: a streaming real-time recommender on Kafka, Faust, transformers and FAISS.",
@@ -56,6 +58,9 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     init_settings(ctx, config)
+    if config is not None:
+        # Workers and tools this command starts as subprocesses read the same file.
+        os.environ[CONFIG_ENV] = str(config.resolve())
 
 
 @app.command()
@@ -179,6 +184,12 @@ def produce(
     path: Path = typer.Argument(..., help="A .jsonl or .csv file, one record per line/row."),
     kind: str = typer.Option("events", "--kind", help="events or items."),
     show: int = typer.Option(20, "--show", help="Rejected rows to list in the table output."),
+    max_outage_s: float = typer.Option(
+        300.0, "--max-outage-s", help="Seconds to wait for a broker that acknowledges nothing."
+    ),
+    resume_from_line: int = typer.Option(
+        0, "--resume-from-line", help="Skip the lines before this one (after a failed run)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Validate and publish records; rejected rows are reported by line number and reason."""
@@ -187,7 +198,16 @@ def produce(
     if kind not in ("events", "items"):
         raise typer.BadParameter("must be events or items", param_hint="--kind")
     topic: Literal["events", "items"] = "events" if kind == "events" else "items"
-    result = asyncio.run(produce_file(get_settings(ctx).kafka, path, topic, progress=not as_json))
+    result = asyncio.run(
+        produce_file(
+            get_settings(ctx).kafka,
+            path,
+            topic,
+            progress=not as_json,
+            max_outage_s=max_outage_s,
+            resume_from_line=resume_from_line,
+        )
+    )
     figures = result.figures()
     rejected = [{"line": r.line, "code": r.code, "message": r.message} for r in result.rejected]
     if as_json:
@@ -207,6 +227,12 @@ def replay(
     rate: float = typer.Option(0.0, "--rate", help="Events per second; 0 = as fast as possible."),
     limit: int = typer.Option(0, "--limit", help="Publish only the first N events (0 = all)."),
     items: bool = typer.Option(True, "--items/--no-items", help="Also publish the catalog first."),
+    max_outage_s: float = typer.Option(
+        300.0, "--max-outage-s", help="Seconds to wait for a broker that acknowledges nothing."
+    ),
+    resume_from: int = typer.Option(
+        0, "--resume-from", help="Skip the first N events (after a failed run: the index it named)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Publish a dataset's interactions in timestamp order (and its catalog) through Kafka."""
@@ -214,7 +240,16 @@ def replay(
 
     s = get_settings(ctx)
     figures = asyncio.run(
-        replay_dataset(s, dataset, rate or None, limit or None, items, progress=not as_json)
+        replay_dataset(
+            s,
+            dataset,
+            rate or None,
+            limit or None,
+            items,
+            progress=not as_json,
+            max_outage_s=max_outage_s,
+            resume_from=resume_from,
+        )
     )
     report("replay", figures, as_json)
 

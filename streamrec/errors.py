@@ -3,6 +3,7 @@
     StreamrecError
     ├── ConfigError            settings or config file unusable
     ├── BrokerError            embedded Kafka: missing java/mvn, port taken, broker died
+    │   └── DeliveryError      records not acknowledged in time; carries ``resume_from``
     ├── DataError              a dataset file is missing or malformed
     ├── ContractError          a record breaks the event/item/recommendation contract
     │                          (carries a stable ``code`` for the dead-letter topic)
@@ -24,6 +25,14 @@ class ConfigError(StreamrecError):
 
 class BrokerError(StreamrecError):
     """The embedded Kafka broker cannot be fetched, started, reached or stopped."""
+
+
+class DeliveryError(BrokerError):
+    """Publishing stopped; every record before index ``resume_from`` is acknowledged."""
+
+    def __init__(self, message: str, resume_from: int) -> None:
+        super().__init__(message)
+        self.resume_from = resume_from
 
 
 class DataError(StreamrecError):

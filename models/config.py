@@ -99,18 +99,6 @@ class LearnerSettings(BaseModel):
         le=1.0,
         description="Discount of rewards further down the slate in a choice's reward-to-go.",
     )
-    future_horizon: int = Field(
-        0,
-        ge=0,
-        description="Later slates of the same user whose reward is credited to a slate "
-        "(0: each slate is a bandit round).",
-    )
-    future_discount: float = Field(
-        0.8, ge=0.0, le=1.0, description="Discount per later slate in that credit."
-    )
-    future_timeout_s: float = Field(
-        7_200.0, gt=0, description="A slate waits this long at most for the user's later slates."
-    )
     rollback_window: int = Field(
         128, ge=1, description="Impressions of earlier versions the rollback guard compares with."
     )

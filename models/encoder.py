@@ -154,8 +154,3 @@ def safe_batch_size(requested: int, heads: int, length: int) -> int:
     """Largest batch <= requested with batch * heads * L^2 below 2^31 (attention-kernel cap)."""
     per_row = max(1, heads * length * length)
     return max(1, min(requested, (_ATTN_ELEMENT_LIMIT - 1) // per_row))
-
-
-def parameter_count(model: nn.Module) -> int:
-    """Trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

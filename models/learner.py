@@ -23,14 +23,6 @@ weights ``w_log``; the per-decision importance weight
 candidate, and is accurate because steps are bounded (``max_step``) and impressions are
 consumed within a few versions. ``rho`` is clipped at ``weight_clip`` (variance guard).
 
-Credit beyond the slate (``future_horizon`` > 0, off by default). Clicks satiate the user for
-hours, so a slate's choices also change the reward of the user's next slates. With a horizon
-``H`` a slate waits for the user's next ``H`` slates (or ``future_timeout_s``) and adds their
-rewards, discounted by ``future_discount`` per slate, to every position's return. Measured in the
-closed loop (20k requests, 3 seeds) it learns a more diverse policy on some seeds but is unstable
-on others: the waiting slates are consumed several versions later, where the first-order
-importance weights are poor. Hence off by default; per-user state lives only in memory.
-
 Step size. Update ``n`` uses ``lr / sqrt(1 + n / lr_decay_updates)`` (:meth:`step_size`): a
 mini-batch gradient is mostly click noise, and at a constant rate the weights kept wandering
 after they had found the optimum (closed-loop report, 5 seeds: seed-to-seed sd of the reward
@@ -86,10 +78,6 @@ class _Sample:
     params: FloatArray  # [F] logging weights
     temperature: float
     rewards: FloatArray  # [K]
-    created_at: float = 0.0
-    future: float = 0.0  # discounted reward of the user's later slates
-    later: int = 0  # later slates credited so far
-    released: bool = False
 
 
 def _discounted_to_go(rewards: FloatArray, discount: float) -> FloatArray:
@@ -121,8 +109,6 @@ class OnlineLearner:
         self.n_rollbacks = 0
         self.baseline = np.zeros(0)
         self._buffer: list[_Sample] = []
-        self._waiting: dict[str, deque[_Sample]] = {}  # user -> slates awaiting later rewards
-        self._waiting_order: deque[tuple[str, _Sample]] = deque()  # by time, for the timeout
         self._current: list[float] = []  # reward per impression under self.version
         self._reference: deque[float] = deque(maxlen=settings.rollback_window)
 
@@ -144,7 +130,6 @@ class OnlineLearner:
             self._current.append(total)
         else:
             self._reference.append(total)
-        self._credit_later(impression.user_id, total, impression.created_at)
         if not impression.stochastic:
             return
         assert impression.features is not None and impression.expected_features is not None
@@ -155,37 +140,8 @@ class OnlineLearner:
             impression.params,
             impression.temperature,
             per_pos,
-            created_at=impression.created_at,
         )
-        if self.settings.future_horizon == 0:
-            self._buffer.append(sample)
-            return
-        self._waiting.setdefault(impression.user_id, deque()).append(sample)
-        self._waiting_order.append((impression.user_id, sample))
-
-    def _credit_later(self, user_id: str, total: float, now: float) -> None:
-        """Add a new slate's reward to the user's earlier slates; release finished ones."""
-        s = self.settings
-        waiting = self._waiting.get(user_id)
-        if waiting:
-            for sample in waiting:
-                if not sample.released:
-                    sample.later += 1
-                    sample.future += s.future_discount**sample.later * total
-            # time order: the oldest slate has the most later slates credited
-            while waiting and (waiting[0].released or waiting[0].later >= s.future_horizon):
-                self._release(waiting.popleft())
-            if not waiting:
-                del self._waiting[user_id]
-        # A user who does not come back within the timeout leaves a truncated return.
-        order = self._waiting_order
-        while order and (order[0][1].released or order[0][1].created_at + s.future_timeout_s < now):
-            self._release(order.popleft()[1])
-
-    def _release(self, sample: _Sample) -> None:
-        if not sample.released:
-            sample.released = True
-            self._buffer.append(sample)
+        self._buffer.append(sample)
 
     def ready(self) -> bool:
         """True once a mini-batch of stochastic impressions is buffered."""
@@ -203,8 +159,7 @@ class OnlineLearner:
         togo_n = np.zeros(k_max)
         for s in samples:
             k = len(s.rewards)
-            # [K]: within the slate, then the user's later slates (satiation is long-lived)
-            togo = _discounted_to_go(s.rewards, self.settings.credit_discount) + s.future
+            togo = _discounted_to_go(s.rewards, self.settings.credit_discount)  # [K]
             score = (s.features - s.expected) / s.temperature  # [K, F] ∇ log π per step
             log_ratio = np.cumsum(score @ (self.weights - s.params))  # [K] per-decision
             rho = np.minimum(np.exp(np.minimum(log_ratio, 50.0)), self.settings.weight_clip)

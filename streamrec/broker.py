@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -349,16 +351,29 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+# aiokafka logs every refused connection at ERROR; while a broker starts, refusal is expected.
+# Records logged inside the probe (this context variable is set there) are dropped, and only
+# those: the filter stays on aiokafka's loggers, and everyone else's records pass.
+_probing: ContextVar[bool] = ContextVar("streamrec_broker_probe", default=False)
+_PROBE_LOGGERS = ("aiokafka.conn", "aiokafka.client")
+
+
+class _QuietProbe(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _probing.get()
+
+
 def _metadata_ok(bootstrap: str, timeout_s: float) -> bool:
     """True when the broker answers a metadata request and lists at least one live broker."""
-    import logging
-
     from aiokafka.client import AIOKafkaClient
 
-    # aiokafka logs every refused connection at ERROR; while starting, refusal is expected.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    for name in _PROBE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietProbe) for f in logger.filters):
+            logger.addFilter(_QuietProbe())
 
     async def probe() -> bool:
+        _probing.set(True)  # inside asyncio.run's own context: the caller's stays unset
         client = AIOKafkaClient(
             bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
         )

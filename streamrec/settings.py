@@ -9,6 +9,7 @@ YAML file, defaults. Each stage receives only its own section.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,9 @@ from streamrec.models.config import EncoderSettings, LearnerSettings, PolicySett
 from streamrec.stream.config import ServingSettings, StateSettings
 
 CONFIG_ENV = "STREAMREC_CONFIG"
+# The YAML file of the settings being built by ``load_settings`` (read by the sources hook;
+# a context variable rather than the environment, which the whole process would share).
+_config_file: ContextVar[Path | None] = ContextVar("streamrec_config_file", default=None)
 
 
 def default_cache_dir() -> Path:
@@ -163,7 +167,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_path = os.environ.get(CONFIG_ENV)
+        config_path = _config_file.get() or os.environ.get(CONFIG_ENV)
         if config_path:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_path))
         return tuple(sources)
@@ -176,8 +180,10 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """
     from streamrec.errors import ConfigError
 
-    if config is not None:
-        if not config.is_file():
-            raise ConfigError(f"config file {config} does not exist; pass an existing YAML file")
-        os.environ[CONFIG_ENV] = str(config)
-    return Settings(**overrides)
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file {config} does not exist; pass an existing YAML file")
+    token = _config_file.set(config)
+    try:
+        return Settings(**overrides)
+    finally:
+        _config_file.reset(token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,9 @@ def test_yaml_file_is_read_and_environment_wins(
     s = load_settings(config)
     assert s.kafka.bootstrap_servers == "from-yaml:9092"
     assert s.state.recent_length == 9
+    # Loading a file changes nothing process-wide: the next settings are the defaults again.
+    assert CONFIG_ENV not in os.environ
+    assert Settings().kafka.bootstrap_servers != "from-yaml:9092"
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -176,23 +176,3 @@ def test_versions_are_never_reused_after_rollback() -> None:
     assert learner.n_rollbacks == 1
     issued = [v for i, v in enumerate(seen) if i != 2]  # index 2 is the restored pl-1
     assert len(set(issued)) == len(issued) and seen[2] == "pl-1"
-
-
-def _at(user: str, t: float) -> Impression:
-    feats = np.array([[1.0, 0.0, 0.0, 0.0, 0.0]])
-    return Impression("r", user, ["a"], [0.5], "pl-0", t, feats, np.zeros((1, 5)), np.ones(5), 0.5)
-
-
-def test_later_slates_of_the_user_are_credited_with_discount() -> None:
-    settings = LearnerSettings(future_horizon=2, future_discount=0.5, future_timeout_s=100.0)
-    learner = OnlineLearner(settings, PolicySettings())
-    learner.observe(_at("u", 0.0), np.array([1.0]))
-    learner.observe(_at("v", 1.0), np.array([8.0]))  # another user: no credit to u
-    learner.observe(_at("u", 2.0), np.array([2.0]))
-    assert not learner._buffer
-    learner.observe(_at("u", 3.0), np.array([4.0]))
-    (first,) = learner._buffer
-    assert first.future == pytest.approx(0.5 * 2.0 + 0.25 * 4.0)
-    learner.observe(_at("w", 500.0), np.array([0.0]))  # timeout releases the rest
-    assert len(learner._buffer) == 4
-    assert sorted(s.future for s in learner._buffer) == pytest.approx([0.0, 0.0, 2.0, 2.0])

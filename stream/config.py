@@ -5,7 +5,60 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from streamrec.stream.contract import EventType
+
+
+class SeenSetSettings(BaseModel):
+    """Sizing of one bounded per-user membership set (``stream/seen.py``); the defaults are
+    those of the seen items."""
+
+    model_config = ConfigDict(frozen=True)
+
+    exact_limit: int = Field(
+        256,
+        ge=0,
+        description="Values kept verbatim (no false positives) before the set turns into Bloom "
+        "filters; below capacity.",
+    )
+    capacity: int = Field(
+        2_000,
+        ge=1,
+        description="New values one Bloom generation holds at its design rate. Two generations "
+        "are kept: the last capacity new values are always remembered, those older than "
+        "2 x capacity new values are forgotten.",
+    )
+    fp_rate: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Largest probability that a value never added reads as a member once the "
+        "set is a Bloom filter (each of the two generations is sized for half of it).",
+    )
+
+    @model_validator(mode="after")
+    def _exact_below_capacity(self) -> SeenSetSettings:
+        if self.exact_limit >= self.capacity:
+            raise ValueError(
+                f"exact_limit ({self.exact_limit}) must be below capacity ({self.capacity}): "
+                "the exact values all go into the first Bloom generation"
+            )
+        return self
+
+
+class SeenIdsSettings(SeenSetSettings):
+    """Sizing of the per-user set of applied event ids: a false positive drops a genuine event,
+    so the default rate is far lower than for items."""
+
+    fp_rate: float = Field(
+        1e-6,
+        gt=0,
+        lt=1,
+        description="Largest probability that a new event id reads as applied (and its event is "
+        "dropped) once the set is a Bloom filter (each of the two generations is sized for half "
+        "of it).",
+    )
 
 
 class StateSettings(BaseModel):
@@ -21,8 +74,26 @@ class StateSettings(BaseModel):
         description="Worker data folder (RocksDB lives here). One folder per worker process.",
     )
     recent_length: int = Field(50, ge=1, le=1000, description="Events kept verbatim per user.")
-    dedupe_window: int = Field(
-        128, ge=1, description="Recent event ids remembered per user to drop producer duplicates."
+    seen_event_ids: SeenIdsSettings = Field(
+        default_factory=SeenIdsSettings,
+        description="Event ids applied per user, so a producer re-sending a long history is "
+        "dropped: exact up to 256 ids, then Bloom filters that remember the last 2,000 to "
+        "4,000 ids with at most 1e-6 false positives. A false positive drops a genuine event, "
+        "hence the low rate (10 KB of base64 per generation).",
+    )
+    seen_items: SeenSetSettings = Field(
+        default_factory=SeenSetSettings,
+        description="Items each user interacted with, never recommended to them again: exact up "
+        "to 256 items, then Bloom filters that remember the last 2,000 to 4,000 items with at "
+        "most 1% false positives (an unseen item wrongly skipped: one lost candidate; "
+        "3.7 KB of base64 per generation).",
+    )
+    repeatable_types: frozenset[EventType] = Field(
+        frozenset(),
+        description="Event types that do not mark their item as seen, so it can be recommended "
+        "again. Empty by default: any interaction with a movie or product means the user knows "
+        "it. Domains with repeat consumption list the repeating types, e.g. ['purchase'] for "
+        "groceries or ['view', 'dwell'] where re-showing browsed items helps.",
     )
     summary_slice_s: int = Field(
         86_400, ge=1, description="Width in seconds of one long-term summary time slice."

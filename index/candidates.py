@@ -18,7 +18,7 @@ Each fused ``Candidate`` keeps which sources contributed, strongest first (prove
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Literal
@@ -99,15 +99,16 @@ def fuse(
     n: int,
     *,
     weights: Mapping[str, float] | None = None,
-    exclude: Collection[str] = (),
+    exclude: Container[str] = frozenset(),
     method: Literal["rrf", "minmax"] = "rrf",
     rrf_k: float = 60.0,
 ) -> list[Candidate]:
     """Fuse named source lists into the top-``n`` candidates (scoring in the module docstring).
 
     ``weights`` default to 1.0 per source; a source missing from ``weights`` gets 1.0.
+    ``exclude`` is only probed with ``in`` (a set, or a user's bounded ``SeenSet``, which cannot
+    be listed), so pass something whose ``in`` is fast.
     """
-    excluded = set(exclude)
     parts: dict[str, dict[str, float]] = {}  # per source: item -> weighted contribution
     scores: dict[str, float] = {}
     for name, hits in sources.items():
@@ -115,9 +116,9 @@ def fuse(
         if weight < 0:
             raise ModelError(f"fusion weight of source {name!r} is {weight}; use a weight >= 0")
         normalised = (
-            _rrf(hits, excluded, rrf_k)
+            _rrf(hits, exclude, rrf_k)
             if method == "rrf"
-            else _normalise(_dedupe([(i, s) for i, s in hits if i not in excluded]), method)
+            else _normalise(_dedupe([(i, s) for i, s in hits if i not in exclude]), method)
         )
         part = parts[name] = {i: weight * v for i, v in normalised.items()}
         for item_id, contribution in part.items():
@@ -169,7 +170,7 @@ def explain(
     return reasons
 
 
-def _rrf(hits: Hits, excluded: Collection[str], rrf_k: float) -> dict[str, float]:
+def _rrf(hits: Hits, excluded: Container[str], rrf_k: float) -> dict[str, float]:
     """``1 / (rrf_k + rank)`` per eligible item, rank 1 for the best (each item at its best)."""
     scores: dict[str, float] = {}
     rank = 0

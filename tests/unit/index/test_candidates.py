@@ -17,6 +17,8 @@ from streamrec.index.candidates import (
     trending_candidates,
 )
 from streamrec.index.retriever import ExactRetriever
+from streamrec.stream.config import SeenSetSettings
+from streamrec.stream.seen import SeenSet
 
 
 def test_rrf_fusion_sums_weighted_reciprocal_ranks_and_keeps_provenance() -> None:
@@ -42,6 +44,19 @@ def test_minmax_fusion_uses_score_gaps_and_excludes_before_normalising() -> None
         method="minmax",
     )
     assert [(c.item_id, c.score) for c in fused] == [("a", 1.0), ("b", 0.5), ("c", 0.0)]
+
+
+def test_fusion_excludes_through_a_container_that_cannot_be_listed() -> None:
+    """A user's seen set in its Bloom phase only answers ``in``."""
+    sizing = SeenSetSettings(exact_limit=0, capacity=100, fp_rate=1e-9)
+    seen = SeenSet()
+    for item in ("a", "c"):
+        seen.add(item, sizing)
+    assert seen.generations  # the Bloom phase: nothing to iterate
+    hits = [("a", 4.0), ("b", 3.0), ("c", 2.0), ("d", 1.0)]
+    for method in ("rrf", "minmax"):
+        fused = fuse({"s": hits}, n=4, exclude=seen, method=method)
+        assert [c.item_id for c in fused] == ["b", "d"]
 
 
 def test_fusion_ties_break_by_id_and_duplicates_keep_best_score() -> None:

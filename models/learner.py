@@ -7,7 +7,7 @@ Interface for the streaming side::
                                            # closes, with every Reward joined to it (maybe none)
     if learner.ready():
         result = learner.update()          # new weights + version, or a rollback
-        policy.set_params(learner.weights, learner.version)   # announce on the control topic
+        reranker.set_params(learner.weights, learner.version)  # what the worker's slates use
     learner.save(path)                     # safetensors; survives a worker restart
 
 Gradient. For position ``k`` of a slate sampled by Plackett-Luce,

@@ -1,19 +1,18 @@
 """Reward join: responses that carry a ``rec_id`` become rewards for the slate that caused them.
 
-Pure logic, no Kafka. The streaming side backs :class:`ImpressionStore` with Faust tables
-(``impressions``: rec_id -> :meth:`Impression.to_dict`, expiring after the attribution window;
-``reward_seen``: dedupe key -> True) and calls :meth:`RewardJoiner.join` per response event.
+Pure logic, no Kafka. :class:`RewardJoiner` is the one join: the worker runs it over its
+``impressions`` table (stream/impressions.py: an :class:`ImpressionStore` whose entries expire
+after the attribution window) and the offline closed loop over :class:`MemoryImpressionStore`.
 The core is the function :func:`attribute`, which takes the impression (or ``None``) and says
 either which reward the response earns or why it is dropped; it never raises on bad input.
 
-Usage in a worker::
+Usage::
 
     joiner = RewardJoiner(store, settings.learner.attribution_window_s,
                           settings.learner.reward_weights)
-    joiner.record(Impression.from_slate(rec_id, user_id, slate, now))   # recommend agent
-    out = joiner.join_event(event)      # reward agent: Reward, DropReason or ContractError
-    for impression, rewards in store.expire(now, window_s):             # periodic timer
-        learner.observe(impression, rewards)
+    joiner.record(Impression.from_slate(rec_id, user_id, slate, now))   # when a slate is out
+    out = joiner.join(Response(...))    # per response event: Reward or DropReason
+    # when an impression's window has closed: learner.observe(impression, its rewards)
 
 Semantics
 - A response is joined when ``impression.created_at <= ts <= created_at + window_s``.

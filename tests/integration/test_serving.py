@@ -181,7 +181,11 @@ def test_hot_swap_under_a_steady_stream_answers_every_event_once_with_one_versio
             sender = asyncio.create_task(
                 publish(kafka_settings, events, topic, rate=300, progress=False)
             )
-            await asyncio.sleep(4)
+            # Swap mid-stream: once the first model has answered a sixth of the events.
+            deadline = time.monotonic() + 60
+            while await asyncio.to_thread(_answered, worker) < len(events) // 6:
+                assert time.monotonic() < deadline, "the first model answered too few events"
+                await asyncio.sleep(0.1)
             await announce_model(kafka_settings, checkpoints[1], _version(checkpoints[1]))
             await sender
 

@@ -9,7 +9,7 @@ from streamrec.errors import ContractError
 from streamrec.models.closed_loop import LoopConfig, run_closed_loop
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.learner import OnlineLearner
-from streamrec.models.policy import MMRReranker, StochasticReranker
+from streamrec.models.policy import DEFAULT_WEIGHTS, MMRReranker, StochasticReranker
 from streamrec.models.simulator import Simulator, SimulatorConfig
 
 SMALL = SimulatorConfig(n_users=20, n_items=100, seed=3)
@@ -68,7 +68,7 @@ def test_fit_on_interactions() -> None:
     assert sim.popularity.tolist() == [3.0, 2.0, 2.0]
 
 
-def test_closed_loop_is_repeatable_and_learns() -> None:
+def test_closed_loop_is_repeatable_and_updates_the_policy() -> None:
     cfg = LoopConfig(steps=300, bucket=100, seed=1)
     ps = PolicySettings()
 
@@ -77,6 +77,7 @@ def test_closed_loop_is_repeatable_and_learns() -> None:
         learner = OnlineLearner(LearnerSettings(batch_size=32), ps)
         res = run_closed_loop("pl", StochasticReranker(seed=1), sim, cfg, ps, learner)
         assert res.weights is not None and res.updates >= 8
+        assert res.weights != DEFAULT_WEIGHTS.tolist()  # the updates moved the policy
         return res.series["reward_per_1k"], res.weights
 
     assert learned() == learned()

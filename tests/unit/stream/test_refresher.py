@@ -12,7 +12,7 @@ from streamrec.models.rewards import Impression
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event, SlateItem
 from streamrec.stream.item_stats import ItemStats
-from streamrec.stream.refresh import BuiltBatch, RefreshInput, Refresher, SlateBuilder
+from streamrec.stream.refresh import BuiltBatch, Refresher, RefreshInput, SlateBuilder
 from streamrec.stream.state import UserState, apply_event
 
 
@@ -44,7 +44,9 @@ def _refresher(model: SlateBuilder | None = None) -> tuple[Refresher, Sent, list
 
 
 def _mark(refresher: Refresher, user: str, n: int, item: str) -> None:
-    event = Event(event_id=f"{user}-{n}", user_id=user, item_id=item, type="view", ts=1_700_000_000_000 + n)
+    event = Event(
+        event_id=f"{user}-{n}", user_id=user, item_id=item, type="view", ts=1_700_000_000_000 + n
+    )
     state = UserState()
     apply_event(state, event, Settings().state)
     assert isinstance(refresher.stats, ItemStats)

@@ -44,7 +44,7 @@ Hashing: the SHAKE128 (FIPS 202) digest of the UTF-8 value, read as little-endia
 words; probe ``i`` reads bit ``word[i] mod bits``. An extendable-output hash gives every probe
 its own independent position, and one digest serves all generations (a shorter digest is a
 prefix of a longer one). Double hashing (``h1 + i * h2``, Kirsch and Mitzenmacher) was tried
-and measured 2e-5 false positives where 1e-6 was designed: with ~20 probes in ~60,000 bits,
+and measured 1e-5 to 2e-5 false positives where 1e-6 was designed: with ~20 probes in ~60,000 bits,
 arithmetic progressions that share many positions dominate. Python's ``hash()`` is salted per
 process and must not be used. The hash and byte layout are written here rather than taken from
 a PyPI Bloom filter because these bytes outlive any library version in the changelogs: a

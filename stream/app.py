@@ -12,12 +12,12 @@ agent has finished with that event (and every earlier one of the partition), eve
 ``broker_commit_interval`` seconds; model work happens in the refresher, off the event path.
 
 Tables (RocksDB by default, changelog topics compacted with no time retention, faust's
-default for tables; the first three are read and written through a write-behind cache,
-stream/write_behind.py):
-    user_state   user_id -> UserState JSON (stream/state.py), bounded per user
-    trending     "<partition>|<item>" -> [decayed score, last event ts]  (stream/stats.py)
-    covisit      "<partition>|<item>" -> {neighbour: weight}, top-k bounded
-    impressions  rec_id -> impression and its rewards (stream/feedback.py)
+default for tables):
+    user_state   user_id -> UserState JSON (stream/state.py), bounded per user, read and
+                 written through a write-behind cache (stream/write_behind.py)
+    impressions  rec_id -> impression and its rewards (stream/impressions.py)
+Item statistics (trending, co-visitation) are not a table: every worker keeps a replica of all
+traffic's, fed by the item-updates topic (stream/item_stats.py, stream/item_updates.py).
 
 Every offset commit and every partition hand-over first flushes the write-behind cache, then
 waits until the table writes before it are in Kafka (stream/durability.py: faust alone does
@@ -45,6 +45,7 @@ from streamrec.stream.durability import drain, flush_before_commit, forget_acks
 from streamrec.stream.feedback import Feedback
 from streamrec.stream.ingest import Ingest
 from streamrec.stream.item_stats import ItemStats
+from streamrec.stream.item_updates import DeltaFollower, DeltaPublisher
 from streamrec.stream.lag import LagWatch
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.pages import Pages
@@ -72,16 +73,24 @@ class StreamrecApp:
         self.events_topic = self.app.topic(topics.name("events"), **raw)
         recs_topic = self.app.topic(topics.name("recommendations"), **raw)
         deadletter_topic = self.app.topic(topics.name("deadletter"), **raw)
-        self.tables = {name: self._cached(name) for name in ("user_state", "trending", "covisit")}
-        # user_state goes last: a flush cut short by a crash can then only over-count the item
-        # statistics of its events, never skip them (write_behind.py).
+        updates_topic = self.app.topic(topics.name("item_updates"), **raw)
+        self.deltas = DeltaPublisher(lambda key, value: updates_topic.send(key=key, value=value))
+        self.user_state = self._cached("user_state")
         self.write_behind = WriteBehind(
-            [self.tables["trending"], self.tables["covisit"], self.tables["user_state"]],
+            [self.user_state],
             s.state.flush_interval_ms / 1000.0,
             lambda: self.app.producer.buffer.size,
             self._observe_flush,
+            before_write=self.deltas.acked,
         )
-        self.item_stats = ItemStats(s.state, self.tables["trending"], self.tables["covisit"])
+        self.item_stats = ItemStats(s.state)
+        self.follower = DeltaFollower(
+            s.kafka,
+            self.item_stats,
+            s.state.data_dir / "item_stats.json",
+            s.state.item_stats_snapshot_s,
+        )
+        self.follower.load()
         self.dead_letters = DeadLetters(
             lambda key, value: deadletter_topic.send(key=key, value=value), self.metrics
         )
@@ -113,8 +122,8 @@ class StreamrecApp:
         )
         self.ingest = Ingest(
             s.state,
-            self.tables["user_state"],
-            self.item_stats,
+            self.user_state,
+            self.deltas.publish,
             lambda: self.owned,
             self.write_behind.remember,
             self.dead_letters.reject,
@@ -155,6 +164,7 @@ class StreamrecApp:
         self.app.task(self.catalog.run)
         self.app.task(self.refresher.run)
         self.app.task(self.write_behind.run)
+        self.app.task(self.follower.run)
         if self.control is not None:
             self.app.task(self.control.run)
             self.catalog.listeners.append(self.control.on_items)
@@ -191,8 +201,6 @@ class StreamrecApp:
         await self.write_behind.release(self.owned)
         self._assigned_at = time.perf_counter()
         self.lag.reset()
-        # Trending boards are rebuilt from the (recovered) table on first use per partition.
-        self.item_stats.keep_boards(self.owned)
 
     async def _on_recovered(self, sender: Any, **kwargs: Any) -> None:
         seconds = time.perf_counter() - self._assigned_at
@@ -200,9 +208,7 @@ class StreamrecApp:
         self.metrics.recovery_seconds.set(seconds)
         # Counting RocksDB keys means iterating them all, a pause of tens of milliseconds on
         # the event loop: done once per rebalance here, then kept up by the writers.
-        self.ingest.counts.users = len(self.tables["user_state"].table)
-        for name in ("trending", "covisit"):
-            self.item_stats.sizes[name] = len(self.tables[name].table)
+        self.ingest.counts.users = len(self.user_state.table)
         self.feedback.reopen(self.owned)
         log.info(
             "tables recovered %.2f s after partition assignment; %d users in local state",
@@ -218,11 +224,10 @@ class StreamrecApp:
 
     async def observe(self) -> None:
         """Bring the gauges up to date (every 5 s, and before each scrape)."""
-        sizes = {"user_state": self.ingest.counts.users, **self.item_stats.sizes}
+        sizes = {"user_state": self.ingest.counts.users, **self.item_stats.sizes()}
         for name, size in sizes.items():
             self.metrics.table_entries.labels(name).set(size)
-        for name, cached in self.tables.items():
-            self.metrics.table_writes_pending.labels(name).set(cached.pending())
+        self.metrics.table_writes_pending.labels("user_state").set(self.user_state.pending())
         self.metrics.table_entries.labels("catalog").set(len(self.catalog.items))
         self.lag.check()
 
@@ -246,6 +251,7 @@ class StreamrecApp:
             "latency": self.refresher.latency_summary(),
             "model_version": self.model_server.model_version if self.model_server else None,
             "model_swaps": control.swaps if control else 0,
+            "item_stats": self.item_stats.figures(),
             "feedback": self.feedback.stats(),
             "cold_start": {
                 "items_added": control.cold_items if control else 0,

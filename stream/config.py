@@ -121,6 +121,12 @@ class StateSettings(BaseModel):
         description="Decoded values kept in memory per cached table (user_state, trending, "
         "covisit); values not yet flushed are always kept.",
     )
+    item_stats_snapshot_s: float = Field(
+        60.0,
+        gt=0,
+        description="How often each worker saves its item-statistics replica and the "
+        "item-updates positions it has read (a restart replays only what came after).",
+    )
     covisit_window: int = Field(
         3, ge=1, description="How many previous items of the user an event co-visits with."
     )

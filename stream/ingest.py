@@ -2,16 +2,17 @@
 
 For each record, in partition order: validate (bad input goes to the dead-letter topic with its
 reason, stream/deadletter.py), apply it to the user's state (stream/state.py: idempotent by
-partition offset and event id), count it in the item statistics (stream/item_stats.py), then
-hand it on: a response to a slate goes to the reward join, and every applied event marks its
-user for a new slate. Nothing here awaits anything slow: state writes are synchronous
-(write-behind cached), so no event is held open across model work (faust-streaming #312).
+partition offset and event id), publish what it adds to the item statistics of all workers
+(stream/item_updates.py), then hand it on: a response to a slate goes to the reward join, and
+every applied event marks its user for a new slate. Nothing here awaits anything slow: state
+writes are synchronous (write-behind cached) and the delta's send is buffered, so no event is
+held open across model work (faust-streaming #312).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +22,7 @@ from streamrec.errors import ContractError
 from streamrec.stream.catalog import RejectFn
 from streamrec.stream.config import StateSettings
 from streamrec.stream.contract import Event, parse_event
-from streamrec.stream.item_stats import ItemStats
+from streamrec.stream.item_stats import ItemDelta
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.state import UserState, apply_event
 from streamrec.stream.write_behind import CachedTable
@@ -56,7 +57,7 @@ class Ingest:
         self,
         settings: StateSettings,
         user_state: CachedTable,
-        stats: ItemStats,
+        publish: Callable[[ItemDelta], Awaitable[None]],
         owned: Callable[[], set[int]],
         remember: Callable[[Any], None],
         reject: RejectFn,
@@ -66,7 +67,7 @@ class Ingest:
     ) -> None:
         self.settings = settings
         self.user_state = user_state
-        self.stats = stats
+        self.publish = publish  # an applied event's item-statistics delta (DeltaPublisher)
         self.owned = owned  # the events partitions this worker owns now
         self.remember = remember  # keeps each partition's latest event as its write context
         self.reject = reject
@@ -101,16 +102,21 @@ class Ingest:
         except ContractError as exc:
             await self.reject(raw, event.key, exc, message.topic, message.partition, message.offset)
             return
-        state = self.apply(parsed, message.partition, message.offset)
-        if state is not None:
+        applied = self.apply(parsed, message.partition, message.offset)
+        if applied is not None:
+            state, delta = applied
+            await self.publish(delta)
             if parsed.rec_id is not None:
                 self.feedback.on_response(parsed, message.partition)
             self.mark(parsed, message.partition, message.timestamp, state)
         self.feedback.tick(message.partition)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
-    def apply(self, event: Event, partition: int, offset: int) -> UserState | None:
-        """The user's new state, or None when the event changed nothing (a duplicate)."""
+    def apply(
+        self, event: Event, partition: int, offset: int
+    ) -> tuple[UserState, ItemDelta] | None:
+        """The user's new state and what the event adds to the item statistics, or None when
+        the event changed nothing (a duplicate)."""
         stored = self.user_state.get(event.user_id, partition)
         self.counts.users += stored is None  # a new user cannot be a duplicate
         state = UserState.from_json(stored)
@@ -125,10 +131,11 @@ class Ingest:
             self.user_state.set(event.user_id, state.to_json(), partition)
             return None
         self.user_state.set(event.user_id, state.to_json(), partition)
-        self.stats.update(event, partition, previous)
+        weight = self.settings.event_type_weights.get(event.type, 1.0)
+        delta = ItemDelta(event.item_id, tuple(previous), event.ts, weight, (partition, offset))
         self.counts.accepted += 1
         self.metrics.events_accepted.inc()
-        return state
+        return state, delta
 
 
 def _check_key(key: Any, event: Event) -> None:

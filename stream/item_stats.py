@@ -1,85 +1,125 @@
-"""The item statistics the worker keeps: trending scores and co-visitation neighbours.
+"""Item statistics from all of the traffic: trending scores and co-visitation neighbours.
 
-Ingest calls ``ItemStats.update`` for every applied event; the refresher reads
-``ItemStats.covisits`` and ``ItemStats.trending`` when it builds a slate. How each value is
-computed lives in stream/stats.py; this module owns where the values are kept: two write-behind
-cached tables keyed ``"<partition>|<item_id>"`` (stream/write_behind.py) and one in-memory
-trending board per owned partition, rebuilt from the recovered table on first use.
+Every worker keeps a full replica, built from the ``item-updates`` topic (the same idea as a
+Kafka Streams GlobalKTable): ingest publishes one ``ItemDelta`` per applied event of its
+partitions (stream/item_updates.py), and every worker reads every partition of that topic and
+applies each delta here. So each co-visitation list and the trending board learn from the
+events of all partitions and all workers, not from the share one partition sees.
+
+Exactly once on the replica: a delta carries the events partition and offset it came from, and
+one events partition's deltas all go to one item-updates partition (keyed by the events
+partition), in offset order. A delta at or below the newest offset applied for its events
+partition is a redelivery (a restarted or new owner re-reading events after the last commit)
+and changes nothing. What a worker reads at slate time is every delta that reached it: the
+replica trails the events by one produce and one fetch (milliseconds under load, at most
+``ITEM_UPDATES_WAIT_MS`` plus the producer's linger when idle).
+
+How each value is computed lives in stream/stats.py; covisit lists keep at most ``2 *
+covisit_top_k`` neighbours (readers take the heaviest ``covisit_top_k``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from streamrec.stream.config import StateSettings
-from streamrec.stream.contract import Event
-from streamrec.stream.stats import TrendingBoard, bump_covisit, bump_trending, stat_key
-from streamrec.stream.write_behind import CachedTable
+from streamrec.stream.stats import TrendingBoard, bump_covisit, bump_trending
 
 Neighbours = list[tuple[str, float]]
 
 
+@dataclass(frozen=True)
+class ItemDelta:
+    """What one applied event adds: ``item`` at ``ts`` (ms) with ``weight``, co-visited with the
+    user's ``previous`` items; ``source`` is the event's (partition, offset)."""
+
+    item: str
+    previous: tuple[str, ...]
+    ts: int
+    weight: float
+    source: tuple[int, int]
+
+    def to_json(self) -> list[Any]:
+        return [self.item, list(self.previous), self.ts, self.weight, *self.source]
+
+    @classmethod
+    def from_json(cls, raw: list[Any]) -> ItemDelta:
+        item, previous, ts, weight, partition, offset = raw
+        return cls(
+            str(item), tuple(map(str, previous)), int(ts), float(weight), (partition, offset)
+        )
+
+
 class ItemStats:
-    """Trending and co-visitation per events partition (see module docstring)."""
+    """The replica (see module docstring): apply deltas, read neighbours and trending items."""
 
-    def __init__(
-        self, settings: StateSettings, trending: CachedTable, covisit: CachedTable
-    ) -> None:
+    def __init__(self, settings: StateSettings) -> None:
         self.settings = settings
-        self.trending_table = trending
-        self.covisit_table = covisit
-        self.boards: dict[int, TrendingBoard] = {}
-        # Entries counted once per rebalance by the app, then kept up here on each new key.
-        self.sizes: dict[str, int] = {"trending": 0, "covisit": 0}
+        self.trending_scores: dict[str, list[float]] = {}  # item -> [decayed score, last ts]
+        self.covisit: dict[str, dict[str, float]] = {}  # item -> {neighbour: weight}
+        self.applied: dict[int, int] = {}  # events partition -> newest offset applied
+        self.deltas = 0  # applied so far (redeliveries not counted)
+        self.board = TrendingBoard(settings.trending_half_life_s, settings.trending_size)
 
-    def update(self, event: Event, partition: int, previous: Sequence[str]) -> None:
-        """Count ``event`` (already applied to its user) in trending, and as a co-visit of
-        each of the user's ``previous`` items."""
+    def apply(self, delta: ItemDelta) -> bool:
+        """Count ``delta``; False when its source offset was applied already (a redelivery)."""
+        partition, offset = delta.source
+        if offset <= self.applied.get(partition, -1):
+            return False
+        self.applied[partition] = offset
+        self.deltas += 1
         s = self.settings
-        weight = s.event_type_weights.get(event.type, 1.0)
-        key = stat_key(partition, event.item_id)
-        old = self.trending_table.get(key, partition)
-        self.sizes["trending"] += old is None
-        value = bump_trending(old, event.ts, weight, s.trending_half_life_s)
-        self.trending_table.set(key, value, partition)
-        self.board(partition).update(event.item_id, value)
-        for prev in set(previous) - {event.item_id}:
-            prev_key = stat_key(partition, prev)
-            neighbours = self.covisit_table.get(prev_key, partition)
-            self.sizes["covisit"] += neighbours is None
-            bumped = bump_covisit(neighbours, event.item_id, weight, s.covisit_top_k)
-            self.covisit_table.set(prev_key, bumped, partition)
+        value = bump_trending(
+            self.trending_scores.get(delta.item), delta.ts, delta.weight, s.trending_half_life_s
+        )
+        self.trending_scores[delta.item] = value
+        self.board.update(delta.item, value)
+        for prev in set(delta.previous) - {delta.item}:
+            self.covisit[prev] = bump_covisit(
+                self.covisit.get(prev), delta.item, delta.weight, s.covisit_top_k
+            )
+        return True
 
-    def covisits(self, history: Sequence[str], partition: int) -> dict[str, Neighbours]:
-        """Neighbours of the last ``covisit_window`` items of ``history``, strongest first."""
+    def covisits(self, history: Sequence[str], partition: int = 0) -> dict[str, Neighbours]:
+        """Neighbours of the last ``covisit_window`` items of ``history``, strongest first
+        (``partition`` is not needed: the replica holds every partition's statistics)."""
         s = self.settings
         found: dict[str, Neighbours] = {}
         for item in history[-s.covisit_window :]:
-            neighbours = self.covisit_table.get(stat_key(partition, item), partition) or {}
-            found[item] = sorted(neighbours.items(), key=lambda kv: -kv[1])[: s.covisit_top_k]
+            neighbours = self.covisit.get(item, {})
+            found[item] = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[
+                : s.covisit_top_k
+            ]
         return found
 
-    def trending(self, partition: int) -> Neighbours:
-        """The partition's trending items, best first."""
-        return self.board(partition).top()
+    def trending(self, partition: int = 0) -> Neighbours:
+        """The trending items of all traffic, best first."""
+        return self.board.top()
 
-    def board(self, partition: int) -> TrendingBoard:
-        """The partition's trending board, loaded from the table the first time."""
-        board = self.boards.get(partition)
-        if board is None:
-            s = self.settings
-            board = TrendingBoard(s.trending_half_life_s, s.trending_size)
-            board.load(_entries_of(self.trending_table.table.items(), partition))
-            self.boards[partition] = board
-        return board
+    def sizes(self) -> dict[str, int]:
+        return {"trending": len(self.trending_scores), "covisit": len(self.covisit)}
 
-    def keep_boards(self, partitions: set[int]) -> None:
-        """Drop the boards of partitions no longer owned (they are rebuilt if they return)."""
-        self.boards = {p: b for p, b in self.boards.items() if p in partitions}
+    def figures(self) -> dict[str, int]:
+        """For /stats: deltas applied and items held."""
+        return {"deltas_applied": self.deltas, **self.sizes()}
 
+    def to_json(self) -> dict[str, Any]:
+        """Everything, for a snapshot (stream/item_updates.py)."""
+        return {
+            "trending": self.trending_scores,
+            "covisit": self.covisit,
+            "applied": {str(p): o for p, o in self.applied.items()},
+            "deltas": self.deltas,
+        }
 
-def _entries_of(
-    items: Iterable[tuple[str, list[float]]], partition: int
-) -> Iterable[tuple[str, list[float]]]:
-    prefix = f"{partition}|"
-    return ((k[len(prefix) :], v) for k, v in items if k.startswith(prefix))
+    def load_json(self, raw: dict[str, Any]) -> None:
+        """Replace everything by a snapshot's content."""
+        self.trending_scores = {k: [float(v[0]), float(v[1])] for k, v in raw["trending"].items()}
+        self.covisit = {k: {n: float(w) for n, w in v.items()} for k, v in raw["covisit"].items()}
+        self.applied = {int(p): int(o) for p, o in raw["applied"].items()}
+        self.deltas = int(raw.get("deltas", 0))
+        s = self.settings
+        self.board = TrendingBoard(s.trending_half_life_s, s.trending_size)
+        self.board.load(self.trending_scores.items())

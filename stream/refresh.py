@@ -107,7 +107,7 @@ class HeuristicBuilder:
             COVISITATION: covisitation_candidates(entry.covisits, history, slate_size * 5),
             TRENDING: entry.trending,
         }
-        fused = fuse(sources, slate_size, exclude=entry.state.seen_items())
+        fused = fuse(sources, slate_size, exclude=entry.state.seen)
         reasons = explain(fused, history, None)
         return [
             SlateItem(

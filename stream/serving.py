@@ -133,7 +133,8 @@ class ModelBuilder:
             COVISITATION: covisitation_candidates(entry.covisits, history, self.serving.candidates),
             TRENDING: entry.trending,
         }
-        fused = fuse(sources, self.serving.candidates, exclude=entry.state.seen_items())
+        # FAISS excluded the seen items the state can list; the seen set excludes the rest.
+        fused = fuse(sources, self.serving.candidates, exclude=entry.state.seen)
         fused = [c for c in fused if c.item_id in model.vectors]
         popularity = dict(entry.trending)
         candidates = [

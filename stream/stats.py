@@ -1,10 +1,5 @@
-"""Item statistics behind two candidate sources: trending (decayed counts) and co-visitation.
-
-Both live in faust tables keyed ``"<partition>|<item_id>"``: each events partition keeps the
-statistics of its own users. Every write then lands in the changelog partition of the event
-that caused it, which keeps changelogs co-partitioned with ``events`` so recovery restores
-exactly what a partition's owner wrote; with N partitions each keeps a sample of the traffic,
-which is what trending and co-visitation estimate anyway.
+"""How the two item statistics behind candidate sources are computed: trending (decayed counts)
+and co-visitation (where they are kept: stream/item_stats.py).
 
 Decay runs on event time, not wall time, so a replay of old data trends like it did live and
 the result does not depend on processing speed.
@@ -15,11 +10,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable
-
-
-def stat_key(partition: int, item_id: str) -> str:
-    """Table key of an item's statistics in one events partition."""
-    return f"{partition}|{item_id}"
 
 
 def decay(score: float, from_ms: int, to_ms: int, half_life_s: float) -> float:
@@ -60,7 +50,7 @@ def bump_covisit(
 
 
 class TrendingBoard:
-    """In-memory trending scores of one partition, mirrored from its table for fast top-k.
+    """Trending scores kept for a fast top-k.
 
     ``top`` re-ranks at most once per ``refresh_every`` updates so a hot path does not sort
     the catalog on every event.

@@ -24,6 +24,7 @@ from streamrec.settings import KafkaSettings
 from streamrec.stream.config import StateSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event
+from streamrec.stream.item_stats import ItemDelta, ItemStats
 from streamrec.stream.state import UserState, apply_event
 
 
@@ -192,6 +193,28 @@ async def read_topic(
         return got
     finally:
         await consumer.stop()
+
+
+def reference_item_stats(events: Iterable[Event], settings: StateSettings) -> ItemStats:
+    """The item statistics one process computes from ``events`` in order (each user's events in
+    their order), without Kafka: what every worker's replica must equal."""
+    states: dict[str, UserState] = {}
+    stats = ItemStats(settings)
+    for n, event in enumerate(events):
+        state = states.setdefault(event.user_id, UserState())
+        previous = tuple(state.history()[-settings.covisit_window :])
+        if apply_event(state, event, settings):
+            weight = settings.event_type_weights.get(event.type, 1.0)
+            stats.apply(ItemDelta(event.item_id, previous, event.ts, weight, (0, n)))
+    return stats
+
+
+def saved_item_stats(data_dir: Path, settings: StateSettings) -> ItemStats:
+    """A stopped worker's item-statistics replica, from the snapshot it saved at shutdown."""
+    raw = json.loads((data_dir / "item_stats.json").read_text(encoding="utf-8"))
+    stats = ItemStats(settings)
+    stats.load_json(raw["stats"])
+    return stats
 
 
 def reference_state(events: Iterable[Event], settings: StateSettings) -> dict[str, dict[str, Any]]:

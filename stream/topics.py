@@ -21,6 +21,7 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
+    internal: bool = False  # written and read by workers only: no published schema
 
 
 def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
@@ -35,6 +36,8 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(t.name("deadletter"), t.partitions, {"retention.ms": week_ms}),
         # One partition keeps version announcements totally ordered for every worker.
         TopicSpec(t.name("control"), 1),
+        # Every worker replays it from its last snapshot (stream/item_updates.py).
+        TopicSpec(t.name("item_updates"), t.partitions, {"retention.ms": week_ms}, internal=True),
     ]
 
 

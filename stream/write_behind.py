@@ -1,13 +1,11 @@
-"""Write-behind caching of the worker's hot tables: user_state, trending and covisit.
+"""Write-behind caching of the worker's hot table, user_state.
 
 Why: every faust table write costs a JSON encode, a RocksDB put, a changelog record and, when
-that record is acknowledged, a second RocksDB put (the persisted offset). One event writes five
-entries (its user, its item's trending score, three co-visit lists of up to 100 neighbours), and
-these writes cost more than the rest of the pipeline together: with the two item statistics
-kept in memory instead, the worker drained 2,193 events/s instead of 972 (2-core machine,
-``streamrec bench pipeline``). Most entries are written again within a second (the user's next
-event, a popular item), so writing each one once per flush does the same work for less:
-replaying MovieLens at 1,000 events/s, a 0.5 s flush writes 2.5 times fewer records.
+that record is acknowledged, a second RocksDB put (the persisted offset). Most users are
+written again within a second (their next event), so writing each one once per flush does
+the same work for less: replaying MovieLens at 1,000 events/s, a 0.5 s flush writes 2.5 times
+fewer records. (When trending and co-visitation were tables too, caching them as well took the
+worker from 972 to 3,300-4,000 events/s, ``streamrec bench pipeline``.)
 
 How:
     reads     ``CachedTable.get`` serves decoded values from memory, loading a missing one from
@@ -28,10 +26,10 @@ Guarantee: an offset is committed only after every write of the events before it
 flushed and acknowledged (stream/durability.py), so a crash loses nothing: the events after
 the last commit are re-read and re-applied, and a user's state skips what it already holds
 (stream/state.py) but is written again, so the changelog catches up with a local RocksDB that
-a flush had brought ahead of it just before the crash (StreamrecApp._apply). Item statistics
-are approximate by design: a crash in the middle of a flush can count that flush's events twice
-in them (user_state goes last, so never zero times), and a key that got ahead in the local
-store reaches the changelog with its next change.
+a flush had brought ahead of it just before the crash (stream/ingest.py). A flush first waits
+until the item-statistics deltas of the events it writes are acknowledged (``before_write``,
+stream/item_updates.py), so a state that reached RocksDB never hides a delta that did not
+reach Kafka.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from typing import Any
@@ -119,8 +117,12 @@ class WriteBehind:
         interval_s: float,
         backlog: Callable[[], int],
         on_flush: Callable[[int, float], None] | None = None,
+        before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.tables = list(tables)  # flushed in this order
+        # Awaited before anything is written: what must be in Kafka before the state that
+        # follows from it reaches RocksDB (stream/item_updates.py).
+        self.before_write = before_write
         self.interval_s = interval_s
         self.backlog = backlog  # changelog records waiting in the producer
         self.on_flush = on_flush  # called with (values written, seconds taken)
@@ -145,6 +147,8 @@ class WriteBehind:
         """Write every dirty value to its faust table; returns how many were written."""
         async with self._lock:
             started = time.perf_counter()
+            if self.before_write is not None:
+                await self.before_write()
             written = 0
             for cached in self.tables:
                 for n, (partition, key) in enumerate(cached.take_dirty()):

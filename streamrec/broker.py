@@ -355,7 +355,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 # Records logged inside the probe (this context variable is set there) are dropped, and only
 # those: the filter stays on aiokafka's loggers, and everyone else's records pass.
 _probing: ContextVar[bool] = ContextVar("streamrec_broker_probe", default=False)
-_PROBE_LOGGERS = ("aiokafka.conn", "aiokafka.client")
+_PROBE_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.client")
 
 
 class _QuietProbe(logging.Filter):

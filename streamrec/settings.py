@@ -50,13 +50,20 @@ class TopicSettings(BaseModel):
     )
     deadletter: str = Field("deadletter", description="Rejected records with their reason.")
     control: str = Field("control", description="Model and index version announcements.")
+    item_updates: str = Field(
+        "item-updates",
+        description="Internal: each applied event's item-statistics delta, read by every worker.",
+    )
     partitions: int = Field(
         4, ge=1, description="Partitions per topic when streamrec creates them."
     )
     replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
 
     def name(
-        self, topic: Literal["events", "items", "recommendations", "deadletter", "control"]
+        self,
+        topic: Literal[
+            "events", "items", "recommendations", "deadletter", "control", "item_updates"
+        ],
     ) -> str:
         """Full topic name, prefix included."""
         return f"{self.prefix}{getattr(self, topic)}"

@@ -27,7 +27,9 @@ from streamrec.stream.testing import (
     group_caught_up,
     read_changelog,
     read_topic,
+    reference_item_stats,
     reference_state,
+    saved_item_stats,
     wait_until,
 )
 from streamrec.stream.topics import create_topics
@@ -50,9 +52,17 @@ def _wait_caught_up(kafka: KafkaSettings, workers: list[WorkerProcess], timeout_
     wait_until(done, timeout_s, "the worker group to commit every event", interval_s=2.0)
 
 
+# Neighbour lists never cut: where a cut falls depends on arrival order, so only uncut lists can
+# equal the single-process reference exactly.
+UNCUT = StateSettings(covisit_top_k=5000)
+UNCUT_ENV = {"STREAMREC_STATE__COVISIT_TOP_K": str(UNCUT.covisit_top_k)}
+
+
 def _start_workers(kafka: KafkaSettings, tmp_path: Path, n: int) -> list[WorkerProcess]:
     """``n`` worker processes of one group, each serving its web pages."""
-    workers = [WorkerProcess(kafka, tmp_path / f"w{i}", free_port()).start() for i in range(n)]
+    workers = [
+        WorkerProcess(kafka, tmp_path / f"w{i}", free_port(), UNCUT_ENV).start() for i in range(n)
+    ]
     for w in workers:
         wait_until(lambda w=w: w.stats() is not None, 90, "worker web servers")
     return workers
@@ -96,6 +106,29 @@ def _final_state(kafka: KafkaSettings) -> dict[str, dict[str, object]]:
     return {user: {k: v for k, v in s.items() if k != "o"} for user, s in table.items()}
 
 
+def _wait_item_stats(workers: list[WorkerProcess], deltas: int) -> None:
+    """Until every worker's replica has applied ``deltas`` deltas (it trails the commits)."""
+    wait_until(
+        lambda: all(
+            (w.stats() or {}).get("item_stats", {}).get("deltas_applied", 0) >= deltas
+            for w in workers
+        ),
+        120,
+        f"every worker's item statistics to hold {deltas} events",
+    )
+
+
+def _assert_item_stats(workers: list[WorkerProcess], events: list[Event]) -> None:
+    """Every stopped worker's replica equals the single-process reference: all traffic's."""
+    expected = reference_item_stats(events, UNCUT)
+    for w in workers:
+        got = saved_item_stats(w.data_dir, UNCUT)
+        assert got.covisit == expected.covisit
+        assert got.trending_scores.keys() == expected.trending_scores.keys()
+        for item, (score, last) in expected.trending_scores.items():
+            assert got.trending_scores[item] == pytest.approx([score, last], rel=1e-9)
+
+
 def _events(limit: int | None = None) -> list[Event]:
     events = dataset_events(load_dataset(None))
     return list(itertools.islice(events, limit) if limit else events)
@@ -107,7 +140,7 @@ def test_kill_dash_9_mid_replay_recovers_to_the_reference_state(
     """Full MovieLens-100K replay; the worker is SIGKILLed part way and restarted."""
     events = _events()
     asyncio.run(create_topics(kafka_settings))
-    worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port()).start()
+    worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port(), UNCUT_ENV).start()
     try:
         wait_until(lambda: worker.stats() is not None, 90, "the worker web server")
         asyncio.run(
@@ -128,8 +161,10 @@ def test_kill_dash_9_mid_replay_recovers_to_the_reference_state(
             f"{stats.get('duplicates_dropped')} duplicates"
         )
         assert stats.get("last_recovery_s") is not None, "recovery time must be logged"
+        _wait_item_stats([worker], len(events))
     finally:
         worker.stop()
+    _assert_item_stats([worker], events)
     final = _final_state(kafka_settings)
     expected = reference_state(events, StateSettings())
     assert final.keys() == expected.keys()
@@ -155,11 +190,13 @@ def test_two_workers_split_the_partitions_and_reach_the_reference(
         )
         _wait_caught_up(kafka_settings, workers, 400)
         accepted = [(w.stats() or {}).get("events_accepted", 0) for w in workers]
+        _wait_item_stats(workers, len(events))
     finally:
         for w in workers:
             w.stop()
     assert all(a > 0 for a in accepted), f"one worker got no partition: {accepted}"
     _assert_equal_states(_final_state(kafka_settings), reference_state(events, StateSettings()))
+    _assert_item_stats(workers, events)
 
 
 def test_a_third_worker_joining_mid_stream_loses_nothing(

@@ -13,9 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event, encode
-from streamrec.stream.item_stats import ItemStats
+from streamrec.stream.item_stats import ItemDelta, ItemStats
 from streamrec.stream.metrics import WorkerMetrics
-from streamrec.stream.write_behind import CachedTable
 
 
 @dataclass
@@ -55,7 +54,19 @@ def metrics() -> WorkerMetrics:
 
 
 def item_stats(settings: Settings) -> ItemStats:
-    return ItemStats(settings.state, CachedTable({}, 1000), CachedTable({}, 1000))
+    return ItemStats(settings.state)
+
+
+@dataclass
+class Deltas:
+    """A DeltaPublisher that applies each delta to ``stats`` at once (no topic in between)."""
+
+    stats: ItemStats
+    published: list[ItemDelta] = field(default_factory=list)
+
+    async def publish(self, delta: ItemDelta) -> None:
+        self.published.append(delta)
+        self.stats.apply(delta)
 
 
 def value_of(counter: Any, *labels: str) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from stream_doubles import Record, Sent, item_stats, metrics, record, value_of
+from stream_doubles import Deltas, Record, Sent, item_stats, metrics, record, value_of
 
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event
@@ -31,14 +31,17 @@ class Downstream:
         self.marked.append((event.event_id, partition, state.count))
 
 
-def _ingest(owned: set[int] | None = None) -> tuple[Ingest, Downstream, Sent, list[Record]]:
+def _ingest(
+    owned: set[int] | None = None,
+) -> tuple[Ingest, Downstream, Sent, list[Record], Deltas]:
     settings = Settings()
     down, sent, remembered = Downstream(), Sent(), []
     m = metrics()
+    deltas = Deltas(item_stats(settings))
     ingest = Ingest(
         settings.state,
         CachedTable({}, 1000),
-        item_stats(settings),
+        deltas.publish,
         lambda: owned if owned is not None else {0, 1},
         remembered.append,
         DeadLetters(sent, m).reject,
@@ -46,7 +49,7 @@ def _ingest(owned: set[int] | None = None) -> tuple[Ingest, Downstream, Sent, li
         down.mark,
         m,
     )
-    return ingest, down, sent, remembered
+    return ingest, down, sent, remembered, deltas
 
 
 def _event(n: int, user: str = "u1", item: str | None = None, **extra: object) -> Event:
@@ -65,7 +68,7 @@ def _run(ingest: Ingest, *records: Record) -> None:
 
 
 def test_each_event_is_applied_once_and_marks_its_user() -> None:
-    ingest, down, _, remembered = _ingest()
+    ingest, down, _, remembered, _ = _ingest()
     first, second = record(_event(1), 0, 10), record(_event(2), 0, 11)
     _run(ingest, first, second, first)  # the first one redelivered
     assert down.marked == [("e1", 0, 1), ("e2", 0, 2)]
@@ -74,15 +77,20 @@ def test_each_event_is_applied_once_and_marks_its_user() -> None:
     assert UserState.from_json(ingest.user_state.get("u1", 0)).history() == ["i1", "i2"]
 
 
-def test_an_applied_event_counts_in_trending_and_as_a_covisit_of_the_previous_items() -> None:
-    ingest, _, _, _ = _ingest()
-    _run(ingest, record(_event(1), 0, 1), record(_event(2), 0, 2))
-    assert ingest.stats.covisits(["i1"], 0)["i1"][0][0] == "i2"
-    assert {item for item, _ in ingest.stats.trending(0)} == {"i1", "i2"}
+def test_each_applied_event_publishes_its_item_delta_once() -> None:
+    ingest, _, _, _, deltas = _ingest()
+    first = record(_event(1), 0, 1)
+    _run(ingest, first, record(_event(2), 0, 2), first)
+    assert [(d.item, d.previous, d.source) for d in deltas.published] == [
+        ("i1", (), (0, 1)),
+        ("i2", ("i1",), (0, 2)),
+    ]
+    assert deltas.stats.covisits(["i1"])["i1"][0][0] == "i2"
+    assert {item for item, _ in deltas.stats.trending()} == {"i1", "i2"}
 
 
 def test_bad_input_is_dead_lettered_with_its_code_and_good_events_still_apply() -> None:
-    ingest, down, sent, _ = _ingest()
+    ingest, down, sent, _, _ = _ingest()
     bad = Record(b"u1", b"{not json", record(_event(1), 0, 5).message)
     wrong_key = record(_event(2), 0, 6, key=b"someone-else")
     _run(ingest, bad, wrong_key, record(_event(3), 0, 7))
@@ -93,14 +101,14 @@ def test_bad_input_is_dead_lettered_with_its_code_and_good_events_still_apply() 
 
 
 def test_a_response_goes_to_the_reward_join_and_every_event_ticks_its_partition() -> None:
-    ingest, down, _, _ = _ingest()
+    ingest, down, _, _, _ = _ingest()
     _run(ingest, record(_event(1, rec_id="r1", position=0), 1, 1), record(_event(2), 1, 2))
     assert down.responses == ["e1"]
     assert down.ticks == [1, 1]
 
 
 def test_a_record_of_a_revoked_partition_is_skipped_untouched() -> None:
-    ingest, down, _, remembered = _ingest(owned={0})
+    ingest, down, _, remembered, _ = _ingest(owned={0})
     _run(ingest, record(_event(1), 3, 1))
     assert down.marked == [] and remembered == [] and ingest.counts.consumed == 0
     assert value_of(ingest.metrics.revoked_skipped) == 1

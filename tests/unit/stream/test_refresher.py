@@ -11,7 +11,7 @@ from stream_doubles import Sent, item_stats, metrics
 from streamrec.models.rewards import Impression
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event, SlateItem
-from streamrec.stream.item_stats import ItemStats
+from streamrec.stream.item_stats import ItemDelta, ItemStats
 from streamrec.stream.refresh import BuiltBatch, Refresher, RefreshInput, SlateBuilder
 from streamrec.stream.state import UserState, apply_event
 
@@ -50,7 +50,7 @@ def _mark(refresher: Refresher, user: str, n: int, item: str) -> None:
     state = UserState()
     apply_event(state, event, Settings().state)
     assert isinstance(refresher.stats, ItemStats)
-    refresher.stats.update(event, 0, [])
+    refresher.stats.apply(ItemDelta(item, (), event.ts, 1.0, (0, n + 100 * len(user))))
     refresher.mark(event, 0, None, state)
 
 

@@ -1,0 +1,161 @@
+"""The ``item-updates`` topic: ingest publishes each applied event's ``ItemDelta`` there, and
+every worker follows the whole topic into its ``ItemStats`` replica (stream/item_stats.py).
+
+Publishing (``DeltaPublisher``): one record per applied event, keyed by its events partition so
+one partition's deltas stay in offset order. Offset commits wait until every send is
+acknowledged (stream/durability.py drains the producer first), and the write-behind flush waits
+for the deltas of the events it writes (``DeltaPublisher.acked``) before a user's state reaches
+RocksDB: a restarted worker trusts its RocksDB and does not publish again for the events it
+finds applied, so their deltas must already be in Kafka.
+
+Following (``DeltaFollower``): a consumer outside the group (every worker reads every
+partition), from a local snapshot's positions when there is one, else from the beginning. The
+snapshot (``<data_dir>/item_stats.json``: the replica plus the positions it has read) is
+written every ``state.item_stats_snapshot_s`` and at shutdown, atomically (written aside, then
+renamed), so a restart replays only what came after it. The topic keeps a week of deltas; a
+worker whose snapshot is older than that starts from the oldest delta kept (trending decays
+within hours anyway; co-visitation then forgets the lost days).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrec.settings import KafkaSettings
+from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.item_stats import ItemDelta, ItemStats
+
+log = logging.getLogger(__name__)
+ITEM_UPDATES_WAIT_MS = 20  # longest a fetch waits for new deltas: the replica's staleness bound
+SendFn = Callable[[bytes, bytes], Awaitable[Any]]
+
+
+class DeltaPublisher:
+    """Sends deltas; remembers the unacknowledged ones until ``acked`` is awaited."""
+
+    def __init__(self, send: SendFn) -> None:
+        self.send = send  # (key, value) -> a future resolved on the broker's ack
+        self.pending: list[Any] = []
+
+    async def publish(self, delta: ItemDelta) -> None:
+        key = str(delta.source[0]).encode()
+        self.pending.append(await self.send(key, json.dumps(delta.to_json()).encode()))
+
+    async def acked(self) -> None:
+        """Wait until every delta published so far is in Kafka."""
+        pending, self.pending = self.pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+
+class DeltaFollower:
+    """Applies every partition's deltas to ``stats``; snapshots it to ``path``."""
+
+    def __init__(
+        self, kafka: KafkaSettings, stats: ItemStats, path: Path, snapshot_s: float
+    ) -> None:
+        self.kafka = kafka
+        self.stats = stats
+        self.path = path
+        self.snapshot_s = snapshot_s
+        self.positions: dict[int, int] = {}  # item-updates partition -> next offset to read
+
+    def load(self) -> None:
+        """Start from the local snapshot, if there is a readable one."""
+        if not self.path.is_file():
+            return
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            self.stats.load_json(raw["stats"])
+            self.positions = {int(p): int(o) for p, o in raw["positions"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error(
+                "item statistics snapshot %s unusable, reading from the start: %s", self.path, exc
+            )
+            self.positions = {}
+
+    def save(self) -> None:
+        """Write the replica and the positions it has read, atomically (call on the loop)."""
+        _write(self.path, self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the replica and positions, safe to serialise while deltas keep coming."""
+        stats = self.stats.to_json()
+        return {
+            "stats": {
+                "trending": {k: list(v) for k, v in stats["trending"].items()},
+                "covisit": {k: dict(v) for k, v in stats["covisit"].items()},
+                "applied": dict(stats["applied"]),
+                "deltas": stats["deltas"],
+            },
+            "positions": {str(p): o for p, o in self.positions.items()},
+        }
+
+    async def run(self) -> None:
+        """Follow the topic for the worker's lifetime."""
+        topic = self.kafka.topics.name("item_updates")
+        consumer = AIOKafkaConsumer(
+            **aiokafka_kwargs(self.kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=ITEM_UPDATES_WAIT_MS,
+        )
+        await consumer.start()
+        try:
+            await self._assign(consumer, topic)
+            saved_at = time.monotonic()
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+                for tp, records in batch.items():
+                    for record in records:
+                        self._apply(record.value or b"")
+                    self.positions[tp.partition] = records[-1].offset + 1
+                if time.monotonic() - saved_at >= self.snapshot_s:
+                    # Copied on the loop (tens of ms for ML-100K), written in a thread.
+                    await asyncio.to_thread(_write, self.path, self.snapshot())
+                    saved_at = time.monotonic()
+        finally:
+            with contextlib.suppress(OSError):
+                self.save()
+            await consumer.stop()
+
+    async def _assign(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+        parts: set[int] | None = None
+        for _ in range(100):
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                break
+            await consumer._client.force_metadata_update()  # aiokafka has no public wait
+            await asyncio.sleep(0.1)
+        partitions = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        consumer.assign(partitions)
+        for tp in partitions:
+            if tp.partition in self.positions:
+                consumer.seek(tp, self.positions[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+
+    def _apply(self, raw: bytes) -> None:
+        try:
+            delta = ItemDelta.from_json(json.loads(raw))
+        except (ValueError, TypeError) as exc:  # only workers write here; say so if not
+            log.error("ignoring malformed item-updates record: %s", exc)
+            return
+        self.stats.apply(delta)
+
+
+def _write(path: Path, body: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body), encoding="utf-8")
+    os.replace(tmp, path)

@@ -9,6 +9,7 @@ from streamrec.stream.contract import Event
 from streamrec.stream.quality import (
     Slate,
     baseline_ranks,
+    comparison_rows,
     head_to_head,
     latencies_ms,
     metric_means,
@@ -170,3 +171,28 @@ def test_windowed_means_only_where_the_mask_holds() -> None:
     mask = np.asarray([False, False, True, False, True])
     means = windowed_means(values, bounds, mask)
     assert np.isnan(means[0]) and means[1] == 4.0
+
+
+def test_comparison_rows_put_each_system_beside_the_baselines_on_its_events() -> None:
+    scoreable = scoreable_events(SERVED, first_scored=2)
+    system = system_ranks(
+        SERVED, scoreable, slates_by_trigger(SERVED_SLATES, positions(SERVED)), 10
+    )
+    baselines = {
+        "covisit": np.asarray([2, 1, 1, 0], dtype=np.int64),
+        "popularity": np.asarray([0, 0, 1, 1], dtype=np.int64),
+    }
+    figures = {
+        "heuristic": system_figures(system, baselines, 10, catalog_size=10, latencies=[1.0]),
+        "baselines_on_all_scoreable": {n: metric_means(r, 10) for n, r in baselines.items()},
+    }
+    rows = comparison_rows(figures)
+    assert [(r["system"], r["events"]) for r in rows] == [
+        ("heuristic", "covered"),
+        ("covisit", "heuristic covered"),
+        ("popularity", "heuristic covered"),
+        ("heuristic", "all scoreable"),
+        ("covisit", "all scoreable"),
+        ("popularity", "all scoreable"),
+    ]
+    assert rows[2]["hr@10"] == pytest.approx(1 / 3, abs=1e-4)  # popularity hit e6 only

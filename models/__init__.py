@@ -1,14 +1,8 @@
-"""streamrec.models: sequence encoder, its training and evaluation, cold start, policy.
+"""streamrec.models: the two learning subsystems, and the simulator they are tried in.
 
-Modules (imported on demand; importing the package loads no torch):
-    encoder       SASRec-style causal transformer (transformers BertModel as a decoder)
-    evaluation    leave-one-out split, full-ranking HR/NDCG/MRR/coverage@k, popularity
-    training      examples, full/sampled softmax losses, AdamW, early stopping
-    checkpoint    safetensors checkpoint folders and the InferenceEncoder serving API
-    text_encoder  all-MiniLM-L6-v2 item text vectors, cached
-    coldstart     text -> item-space projection and its held-out-items evaluation
-    quantize      dynamic int8 for CPU serving
-    benchmark     `streamrec bench encoder`
-    pipeline      what `streamrec train / evaluate / coldstart` run
-    commands      CLI registration
+Subpackages:
+    encoder   the sequence encoder: training, evaluation, checkpoints, cold start
+    policy    the slate policy: rerankers, reward join, online learner, off-policy evaluation
+    sim       the user simulator, the offline closed loop and the policy report
+config.py holds the settings of both (encoder, training, policy, learner).
 """

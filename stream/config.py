@@ -118,8 +118,8 @@ class StateSettings(BaseModel):
     cache_entries: int = Field(
         20_000,
         ge=1,
-        description="Decoded values kept in memory per cached table (user_state, trending, "
-        "covisit); values not yet flushed are always kept.",
+        description="Decoded user states kept in memory (the write-behind cache); states not "
+        "yet flushed are always kept.",
     )
     item_stats_snapshot_s: float = Field(
         60.0,

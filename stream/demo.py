@@ -125,9 +125,9 @@ def _policy_report(settings: Settings, out: Path, steps: int) -> dict[str, Any] 
     """A short offline closed-loop comparison of the policies, written as table + plots."""
     if steps <= 0:
         return "skipped (--report-steps 0)"
-    from streamrec.models.closed_loop import LoopConfig
-    from streamrec.models.report import ReportConfig, run_policies, write_report
-    from streamrec.models.simulator import Simulator
+    from streamrec.models.sim.closed_loop import LoopConfig
+    from streamrec.models.sim.report import ReportConfig, run_policies, write_report
+    from streamrec.models.sim.simulator import Simulator
 
     err_console.print(f"writing the policy report ({steps} simulated requests per policy and seed)")
     config = ReportConfig(seeds=2, loop=LoopConfig(steps=steps, bucket=max(steps // 20, 1)))
@@ -146,7 +146,7 @@ def _checkpoint(settings: Settings) -> tuple[Path, bool]:
         err_console.print(f"[bold]1/6[/] reusing the trained encoder {existing[-1].parent.name}")
         return existing[-1].parent, False
     err_console.print("[bold]1/6[/] training the demo encoder on MovieLens-100K (a few minutes)")
-    from streamrec.models.pipeline import run_training
+    from streamrec.models.encoder.pipeline import run_training
 
     figures = run_training(settings, preset="demo")
     return Path(figures["checkpoint"]), True

@@ -33,9 +33,9 @@ from faust.types import EventT
 
 from streamrec.errors import ModelError
 from streamrec.models.config import LearnerSettings, PolicySettings
-from streamrec.models.learner import OnlineLearner
-from streamrec.models.policy import FloatArray
-from streamrec.models.rewards import DropReason, Impression, Response, RewardJoiner
+from streamrec.models.policy.learner import OnlineLearner
+from streamrec.models.policy.rewards import DropReason, Impression, Response, RewardJoiner
+from streamrec.models.policy.slate import FloatArray
 from streamrec.stream.contract import Event, Recommendation
 from streamrec.stream.impressions import TableImpressions
 from streamrec.stream.metrics import WorkerMetrics

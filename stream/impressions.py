@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from streamrec.models.rewards import Impression, Reward
+from streamrec.models.policy.rewards import Impression, Reward
 
 
 class TableImpressions:

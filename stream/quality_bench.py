@@ -147,7 +147,7 @@ def _encoder(
     ``training`` (the events before the split) alone."""
     if options.checkpoint is not None:
         return {"checkpoint": str(options.checkpoint), "trained_on": "given (--checkpoint)"}
-    from streamrec.models.pipeline import run_training
+    from streamrec.models.encoder.pipeline import run_training
 
     inter = _write_atomic(dataset, training, options.out / "train")
     err_console.print(f"training the encoder on the {len(training)} events before the split")

@@ -32,8 +32,8 @@ from streamrec.index.candidates import (
     explain,
     fuse,
 )
-from streamrec.models.policy import Slate
-from streamrec.models.rewards import Impression
+from streamrec.models.policy.rewards import Impression
+from streamrec.models.policy.slate import Slate
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
 from streamrec.stream.feedback import impression_of

@@ -7,7 +7,7 @@ and one index and is stamped with that model's version; a swap lands between bat
 Per user the candidates are fused by reciprocal rank (index/candidates.py) from three sources:
 the top ``serving.candidates`` items by dot product with the user vector (seen items excluded
 inside FAISS), the co-visitation neighbours of the user's last items, and the partition's
-trending items. The fused list goes to the policy (models/policy.py) with each candidate's
+trending items. The fused list goes to the policy (models/policy/) with each candidate's
 fused score as relevance, its item vector, trending score as popularity and freshness 1.0 for
 items added after the model was trained. Each slate item's reason is the history item most
 similar to it (cosine of item vectors), else the source that found it.
@@ -40,23 +40,17 @@ from streamrec.index.candidates import (
 from streamrec.index.config import IndexSettings
 from streamrec.index.item_index import ItemIndex
 from streamrec.index.swap import ServingSnapshot, SnapshotHolder
-from streamrec.models.checkpoint import InferenceEncoder
 from streamrec.models.config import PolicySettings
-from streamrec.models.item_text import item_text
-from streamrec.models.policy import (
-    Candidate,
-    FloatArray,
-    Reranker,
-    Slate,
-    StochasticReranker,
-    UserContext,
-    make_reranker,
-)
+from streamrec.models.encoder.checkpoint import InferenceEncoder
+from streamrec.models.encoder.item_text import item_text
+from streamrec.models.policy.rerankers import make_reranker
+from streamrec.models.policy.slate import Candidate, FloatArray, Reranker, Slate, UserContext
+from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
 
 if TYPE_CHECKING:
-    from streamrec.models.text_encoder import TextEncoder
+    from streamrec.models.encoder.text import TextEncoder
     from streamrec.stream.refresh import BuiltBatch, RefreshInput
 
 log = logging.getLogger(__name__)
@@ -175,7 +169,7 @@ class ColdStart:
     def text_encoder(self) -> TextEncoder:
         with self._lock:  # loaded once (about 9 s), from whichever thread asks first
             if self._text is None:
-                from streamrec.models.text_encoder import TextEncoder
+                from streamrec.models.encoder.text import TextEncoder
 
                 self._text = TextEncoder()
             return self._text

@@ -1,6 +1,6 @@
 """``streamrec simulate``: simulated users answer the recommendations topic through Kafka.
 
-The simulator (models/simulator.py: latent preferences fitted on MovieLens-100K, position bias,
+The simulator (models/sim/simulator.py: latent preferences fitted on MovieLens-100K, position bias,
 satiation) reads every published slate, decides which items the user clicks, dwells on, adds to
 cart and buys, and publishes those responses on ``events`` with the slate's ``rec_id`` and the
 item's position. The worker applies them like any behaviour event, joins them to the slate as
@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 
 from streamrec.datasets import load_dataset
 from streamrec.errors import BrokerError, ContractError
-from streamrec.models.simulator import Simulator, SimulatorConfig
+from streamrec.models.sim.simulator import Simulator, SimulatorConfig
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Recommendation, encode, validate_event

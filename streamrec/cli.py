@@ -268,8 +268,8 @@ def schema(
 
 def _register_stage_commands() -> None:
     from streamrec.index import commands as index_commands
-    from streamrec.models import commands as model_commands
-    from streamrec.models import policy_commands
+    from streamrec.models.encoder import commands as model_commands
+    from streamrec.models.policy import commands as policy_commands
     from streamrec.stream import commands as stream_commands
 
     for module in (stream_commands, model_commands, index_commands, policy_commands):

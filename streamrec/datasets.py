@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamrec.errors import DataError
-from streamrec.models.item_text import item_text
+from streamrec.models.encoder.item_text import item_text
 
 __all__ = [
     "Dataset",
@@ -95,7 +95,7 @@ class Item:
 
     @property
     def text(self) -> str:
-        """What the item text encoder reads (``models/item_text.py``)."""
+        """What the item text encoder reads (``models/encoder/item_text.py``)."""
         return item_text(self.display_title, self.genres)
 
     @property

@@ -8,7 +8,7 @@ import pytest
 
 from streamrec.datasets import load_dataset
 from streamrec.models.config import EncoderSettings, TrainSettings
-from streamrec.models.pipeline import run_training
+from streamrec.models.encoder.pipeline import run_training
 from streamrec.settings import Settings
 
 

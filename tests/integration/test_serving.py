@@ -15,7 +15,7 @@ import pytest
 
 from streamrec.broker import free_port
 from streamrec.datasets import load_dataset
-from streamrec.models.checkpoint import InferenceEncoder
+from streamrec.models.encoder.checkpoint import InferenceEncoder
 from streamrec.settings import KafkaSettings
 from streamrec.stream.contract import Event, Item, Recommendation
 from streamrec.stream.control import announce_model
@@ -149,7 +149,7 @@ def test_new_catalog_item_is_indexed_and_recommended_to_a_matching_user(
 def _matching_history(checkpoint: Path, item: Item) -> list[str]:
     """A short history whose user vector, by the checkpoint's own encoder, ranks ``item``
     (through the text projection) among the top 5 unseen items: a user it matches."""
-    from streamrec.models.text_encoder import TextEncoder
+    from streamrec.models.encoder.text import TextEncoder
 
     encoder = InferenceEncoder.load(checkpoint, device="cpu")
     text = TextEncoder().embed([f"{item.title}. {item.text} {' '.join(item.categories)}"])

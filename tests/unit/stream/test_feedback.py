@@ -10,7 +10,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from streamrec.models.rewards import DropReason
+from streamrec.models.policy.rewards import DropReason
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event, Recommendation, SlateItem
 from streamrec.stream.feedback import Feedback, impression_of

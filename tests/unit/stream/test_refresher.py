@@ -8,7 +8,7 @@ import time
 
 from stream_doubles import Sent, item_stats, metrics
 
-from streamrec.models.rewards import Impression
+from streamrec.models.policy.rewards import Impression
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event, SlateItem
 from streamrec.stream.item_stats import ItemDelta, ItemStats

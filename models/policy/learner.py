@@ -1,0 +1,273 @@
+"""Online learner for the Plackett-Luce policy's weights: off-policy REINFORCE with guardrails.
+
+Interface for the streaming side::
+
+    learner = OnlineLearner(settings.learner, settings.policy)   # or OnlineLearner.load(path)
+    learner.observe(impression, rewards)   # once per impression, when its attribution window
+                                           # closes, with every Reward joined to it (maybe none)
+    if learner.ready():
+        result = learner.update()          # new weights + version, or a rollback
+        reranker.set_params(learner.weights, learner.version)  # what the worker's slates use
+    learner.save(path)                     # safetensors; survives a worker restart
+
+Gradient. For position ``k`` of a slate sampled by Plackett-Luce,
+``∇_w log π(a_k | a_<k) = (φ_k(a_k) - E_π[φ_k]) / τ`` (the impression logs both rows). The
+estimate per mini-batch is ``mean_i Σ_k rho_ik (G_ik - b_k) ∇ log π(a_ik | ·)`` with reward-to-go
+``G_ik = Σ_{j>=k} gamma^(j-k) r_ij`` (a choice changes its own reward and, through diversity and
+satiation, those below it; ``gamma = credit_discount`` < 1 trades a little bias for much less
+variance, since most of a choice's effect is on its own position) and a running per-position
+baseline ``b_k``. Impressions were logged by older
+weights ``w_log``; the per-decision importance weight
+``rho_ik = Π_{j<=k} π_w(a_ij)/π_log(a_ij)`` uses the first-order expansion
+``log π_w - log π_log ≈ (w - w_log)·(φ - E[φ]) / τ``: it needs only the logged rows, not every
+candidate, and is accurate because steps are bounded (``max_step``) and impressions are
+consumed within a few versions. ``rho`` is clipped at ``weight_clip`` (variance guard).
+
+Step size. Update ``n`` uses ``lr / sqrt(1 + n / lr_decay_updates)`` (:meth:`step_size`): a
+mini-batch gradient is mostly click noise, and at a constant rate the weights kept wandering
+after they had found the optimum (closed-loop report, 5 seeds: seed-to-seed sd of the reward
+per 1,000 impressions 63 at a constant rate, 16 with the default decay). A restarted worker
+resumes the schedule from its saved ``n_updates``.
+
+Guardrails. Each step is clipped to ``max_step`` in L2; weights stay inside the ball
+``||w|| <= PolicySettings.max_weight_norm`` (exploration never vanishes). After each update the
+learner compares the reward per impression logged under the current version (at least
+``rollback_min_impressions``) with the reference: the last ``rollback_window`` impressions of
+earlier versions. When the current mean is below ``ref * (1 - rollback_drop)`` and the drop is
+also more than two standard errors (noise alone must not trigger it), the previous weights and
+version are restored and the pending batch is discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from streamrec.errors import ModelError
+from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.rewards import Impression, Reward, position_rewards
+from streamrec.models.policy.slate import N_FEATURES, FloatArray
+from streamrec.models.policy.stochastic import DEFAULT_WEIGHTS
+
+FORMAT = "streamrec-learner/1"
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What one :meth:`OnlineLearner.update` did."""
+
+    version: str
+    applied: bool
+    rolled_back: bool
+    batch: int
+    mean_reward: float
+    step_norm: float
+
+
+@dataclass
+class _Sample:
+    features: FloatArray  # [K, F]
+    expected: FloatArray  # [K, F]
+    params: FloatArray  # [F] logging weights
+    temperature: float
+    rewards: FloatArray  # [K]
+
+
+def _discounted_to_go(rewards: FloatArray, discount: float) -> FloatArray:
+    """``G_k = Σ_{j>=k} discount^(j-k) r_j`` ``[K]``."""
+    out = np.zeros_like(rewards)
+    acc = 0.0
+    for k in range(len(rewards) - 1, -1, -1):
+        acc = rewards[k] + discount * acc
+        out[k] = acc
+    return out
+
+
+class OnlineLearner:
+    """Learns the stochastic policy's weights ``[F]`` from impressions and their rewards."""
+
+    def __init__(
+        self,
+        settings: LearnerSettings,
+        policy: PolicySettings,
+        weights: FloatArray | None = None,
+        version: str = "pl-0",
+    ) -> None:
+        self.settings = settings
+        self.max_norm = policy.max_weight_norm
+        self.weights = np.array(DEFAULT_WEIGHTS if weights is None else weights, dtype=np.float64)
+        self.version = version
+        self.previous: tuple[FloatArray, str] | None = None
+        self.n_updates = 0
+        self.n_rollbacks = 0
+        self.baseline = np.zeros(0)
+        self._buffer: list[_Sample] = []
+        self._current: list[float] = []  # reward per impression under self.version
+        self._reference: deque[float] = deque(maxlen=settings.rollback_window)
+
+    # ---------------------------------------------------------------- data in
+
+    def observe(self, impression: Impression, rewards: Sequence[Reward] | FloatArray) -> None:
+        """Record one impression with its joined rewards (or a ``[K]`` per-position array).
+
+        Call once per impression after its attribution window closed. Impressions of other
+        policy versions still count: deterministic ones only for the rollback statistics.
+        """
+        per_pos = (
+            np.asarray(rewards, dtype=np.float64)
+            if isinstance(rewards, np.ndarray)
+            else position_rewards(impression, rewards)
+        )
+        total = float(per_pos.sum())
+        if impression.policy_version == self.version:
+            self._current.append(total)
+        else:
+            self._reference.append(total)
+        if not impression.stochastic:
+            return
+        assert impression.features is not None and impression.expected_features is not None
+        assert impression.params is not None and impression.temperature is not None
+        sample = _Sample(
+            impression.features,
+            impression.expected_features,
+            impression.params,
+            impression.temperature,
+            per_pos,
+        )
+        self._buffer.append(sample)
+
+    def ready(self) -> bool:
+        """True once a mini-batch of stochastic impressions is buffered."""
+        return len(self._buffer) >= int(self.settings.batch_size)
+
+    # ---------------------------------------------------------------- learning
+
+    def gradient(self, samples: Sequence[_Sample]) -> FloatArray:
+        """Off-policy REINFORCE estimate ``[F]`` of ∇ E[slate reward]; updates the baseline."""
+        grad = np.zeros(N_FEATURES)
+        k_max = max(len(s.rewards) for s in samples)
+        if self.baseline.shape[0] < k_max:
+            self.baseline = np.concatenate([self.baseline, np.zeros(k_max - len(self.baseline))])
+        togo_sum = np.zeros(k_max)
+        togo_n = np.zeros(k_max)
+        for s in samples:
+            k = len(s.rewards)
+            togo = _discounted_to_go(s.rewards, self.settings.credit_discount)  # [K]
+            score = (s.features - s.expected) / s.temperature  # [K, F] ∇ log π per step
+            log_ratio = np.cumsum(score @ (self.weights - s.params))  # [K] per-decision
+            rho = np.minimum(np.exp(np.minimum(log_ratio, 50.0)), self.settings.weight_clip)
+            grad += ((rho * (togo - self.baseline[:k]))[:, None] * score).sum(axis=0)
+            togo_sum[:k] += togo
+            togo_n[:k] += 1
+        seen = togo_n > 0
+        # Slow-moving baseline: subtracting it leaves the gradient unbiased, cuts its variance.
+        self.baseline[seen] = 0.9 * self.baseline[seen] + 0.1 * togo_sum[seen] / togo_n[seen]
+        return grad / len(samples)
+
+    def update(self) -> UpdateResult:
+        """Check the rollback guard, then take one bounded gradient step on the buffered batch."""
+        batch = len(self._buffer)
+        current = float(np.mean(self._current)) if self._current else float("nan")
+        if self._should_roll_back():
+            return self._roll_back(batch, current)
+        if not self._buffer:
+            return UpdateResult(self.version, False, False, 0, current, 0.0)
+        step = self.step_size() * self.gradient(self._buffer)
+        norm = float(np.linalg.norm(step))
+        if norm > self.settings.max_step:
+            step *= self.settings.max_step / norm
+        new = self.weights + step
+        size = float(np.linalg.norm(new))
+        if size > self.max_norm:
+            new *= self.max_norm / size
+        self.previous = (self.weights.copy(), self.version)
+        self.weights = new
+        self.n_updates += 1
+        # Both counters only grow, so a version name is never reused after a rollback.
+        self.version = f"pl-{self.n_updates + self.n_rollbacks}"
+        self._reference.extend(self._current)
+        self._current = []
+        self._buffer = []
+        return UpdateResult(self.version, True, False, batch, current, float(np.linalg.norm(step)))
+
+    def step_size(self) -> float:
+        """Learning rate of the next update: ``lr / sqrt(1 + n_updates / lr_decay_updates)``.
+
+        Per-batch gradients are mostly click noise (one slate's reward-to-go varies far more
+        than its mean moves with the weights), so at a constant rate the weights keep wandering
+        once they are near the optimum, and the policy serves wherever the walk happens to
+        be. A rate decaying like ``1/sqrt(n)`` averages that noise out over more and more
+        batches, while the early updates, when the gradient is large, stay fast.
+        """
+        lr, decay = float(self.settings.lr), float(self.settings.lr_decay_updates)
+        if decay == 0:
+            return lr
+        return lr / float(np.sqrt(1.0 + self.n_updates / decay))
+
+    def _should_roll_back(self) -> bool:
+        s = self.settings
+        if self.previous is None or len(self._current) < s.rollback_min_impressions:
+            return False
+        if len(self._reference) < s.rollback_min_impressions:
+            return False
+        cur, ref = np.asarray(self._current), np.asarray(self._reference)
+        drop = float(ref.mean() - cur.mean())
+        se = float(np.sqrt(cur.var() / len(cur) + ref.var() / len(ref)))
+        return drop > s.rollback_drop * abs(float(ref.mean())) and drop > 2.0 * se
+
+    def _roll_back(self, batch: int, current: float) -> UpdateResult:
+        assert self.previous is not None
+        self.weights, self.version = self.previous[0].copy(), self.previous[1]
+        self.previous = None  # one level: a second drop is judged against the restored weights
+        self.n_rollbacks += 1
+        self._current = []
+        self._buffer = []
+        return UpdateResult(self.version, False, True, batch, current, 0.0)
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, path: Path) -> None:
+        """Write weights, previous weights, baseline and counters as safetensors (atomic)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"weights": self.weights, "baseline": self.baseline}
+        if self.previous is not None:
+            tensors["previous_weights"] = self.previous[0]
+        meta = {
+            "format": FORMAT,
+            "version": self.version,
+            "previous_version": "" if self.previous is None else self.previous[1],
+            "counters": json.dumps({"updates": self.n_updates, "rollbacks": self.n_rollbacks}),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), meta)
+        os.replace(tmp, path)  # a crash mid-write never leaves a torn file behind
+
+    @classmethod
+    def load(cls, path: Path, settings: LearnerSettings, policy: PolicySettings) -> OnlineLearner:
+        """Restore a learner written by :meth:`save`; raises ``ModelError`` if unusable."""
+        try:
+            with safe_open(str(path), framework="numpy") as fh:
+                meta = fh.metadata() or {}
+                tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+        except (OSError, SafetensorError, ValueError) as exc:
+            raise ModelError(
+                f"learner state {path} unreadable ({exc}); delete it to restart"
+            ) from exc
+        if meta.get("format") != FORMAT or tensors.get("weights") is None:
+            raise ModelError(f"{path} is not a {FORMAT} file; it was written by something else")
+        learner = cls(settings, policy, weights=tensors["weights"], version=meta["version"])
+        learner.baseline = tensors.get("baseline", np.zeros(0))
+        if "previous_weights" in tensors:
+            learner.previous = (tensors["previous_weights"], meta["previous_version"])
+        counters = json.loads(meta.get("counters", "{}"))
+        learner.n_updates = int(counters.get("updates", 0))
+        learner.n_rollbacks = int(counters.get("rollbacks", 0))
+        return learner

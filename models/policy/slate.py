@@ -1,0 +1,167 @@
+"""What every slate policy shares: candidates in, a slate with propensities out, and the
+features the stochastic policy scores (``FEATURES``). The rerankers themselves live in
+models/policy/rerankers.py (deterministic) and models/policy/stochastic.py (Plackett-Luce).
+
+Candidate vectors need not be normalised; similarities are cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from streamrec.errors import ConfigError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+#: Features of the stochastic policy's linear score, in column order.
+FEATURES: tuple[str, ...] = ("relevance", "diversity_gain", "novelty", "popularity", "freshness")
+N_FEATURES = len(FEATURES)
+DIVERSITY = FEATURES.index("diversity_gain")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One retrieved item before reranking.
+
+    ``relevance``: any real score, larger is better (e.g. a dot product).
+    ``vector``: item embedding ``[D]``. ``popularity``: non-negative count or rate.
+    ``freshness``: in [0, 1], 1 for a brand-new item.
+    """
+
+    item_id: str
+    relevance: float
+    vector: FloatArray
+    popularity: float = 0.0
+    freshness: float = 0.0
+
+
+@dataclass(frozen=True)
+class UserContext:
+    """What the policy knows about the user at request time.
+
+    ``history_vectors``: embeddings ``[H, D]`` of the user's recently consumed items (most recent
+    first or any order); novelty is measured against them. Empty when unknown.
+    """
+
+    user_id: str
+    history_vectors: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+
+
+@dataclass(frozen=True)
+class SlateItem:
+    """One published item. ``propensity`` in (0, 1]: P(this item at this position | items above)."""
+
+    item_id: str
+    score: float
+    propensity: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Slate:
+    """A ranked slate plus what the learner needs to credit it.
+
+    ``features``: ``[K, F]`` feature rows of the chosen items at the step they were chosen;
+    ``expected_features``: ``[K, F]`` the policy's expected feature row at each step (the
+    score-function baseline); both are ``None`` for deterministic rerankers.
+    ``params``: the stochastic policy's weights ``[F]`` that produced the slate, else ``None``.
+    """
+
+    items: list[SlateItem]
+    policy_version: str
+    features: FloatArray | None = None
+    expected_features: FloatArray | None = None
+    params: FloatArray | None = None
+    temperature: float | None = None
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [it.item_id for it in self.items]
+
+    @property
+    def propensities(self) -> list[float]:
+        return [it.propensity for it in self.items]
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Turns candidates into a slate of at most ``k`` items."""
+
+    @property
+    def version(self) -> str: ...
+
+    def rerank(self, context: UserContext, candidates: Sequence[Candidate], k: int) -> Slate: ...
+
+
+# --------------------------------------------------------------------------------------------
+# shared numerics
+
+
+def unit_rows(vectors: FloatArray) -> FloatArray:
+    """Rows scaled to unit length (zero rows stay zero). ``[N, D] -> [N, D]``."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float64)
+
+
+def stack_vectors(candidates: Sequence[Candidate]) -> FloatArray:
+    """Candidate vectors as unit rows ``[N, D]``."""
+    return unit_rows(np.stack([np.asarray(c.vector, dtype=np.float64) for c in candidates]))
+
+
+def zscore(x: FloatArray) -> FloatArray:
+    # Per-request standardisation keeps the learned weights comparable across users whose
+    # relevance scores live on different scales. (Written out: np.std's overhead dominated.)
+    d = x - x.sum() / len(x)
+    sd = float(np.sqrt(d @ d / len(x)))
+    return d / sd if sd > 1e-12 else np.zeros_like(x)
+
+
+def zscore_masked(x: FloatArray, mask: npt.NDArray[np.bool_]) -> FloatArray:
+    out = np.zeros_like(x)
+    if mask.any():
+        out[mask] = zscore(x[mask])
+    return out
+
+
+def base_features(context: UserContext, candidates: Sequence[Candidate]) -> FloatArray:
+    """Prefix-independent feature matrix ``[N, F]`` (columns :data:`FEATURES`).
+
+    Every column is z-scored over the candidates of this request, so the learned weights are
+    on one scale whatever the retrieval scores' units, and a feature that does not vary in a
+    request (no history, nothing chosen yet) is 0 and cannot move the choice.
+
+    relevance: the score; diversity_gain: 0 here (nothing chosen yet; while the slate is built
+    it becomes the z-scored ``1 - max cos`` to the items already chosen); novelty:
+    ``1 - max cos`` to the user's history; popularity: ``log1p(popularity)``; freshness.
+    """
+    n = len(candidates)
+    feats = np.zeros((n, N_FEATURES))
+    feats[:, 0] = zscore(np.array([c.relevance for c in candidates], dtype=np.float64))
+    hist = context.history_vectors
+    if hist.size:
+        sims = stack_vectors(candidates) @ unit_rows(np.asarray(hist, dtype=np.float64)).T
+        feats[:, 2] = zscore(1.0 - sims.max(axis=1))  # sims [N, H]
+    pops = np.log1p(np.maximum([c.popularity for c in candidates], 0.0))
+    feats[:, 3] = zscore(np.asarray(pops, dtype=np.float64))
+    feats[:, 4] = zscore(np.array([c.freshness for c in candidates], dtype=np.float64))
+    return feats
+
+
+def slate_length(candidates: Sequence[Candidate], k: int) -> int:
+    if k < 1:
+        raise ConfigError(f"slate size k must be >= 1; got {k}")
+    return min(k, len(candidates))
+
+
+def empty_slate(version: str) -> Slate:
+    return Slate(items=[], policy_version=version)
+
+
+# --------------------------------------------------------------------------------------------
+# deterministic rerankers

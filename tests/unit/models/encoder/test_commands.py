@@ -1,0 +1,76 @@
+"""The train / evaluate / bench encoder commands end to end on a tiny dataset (CliRunner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from streamrec.models.encoder.commands import register
+
+
+def _app() -> typer.Typer:
+    app, bench = typer.Typer(), typer.Typer()
+    app.add_typer(bench, name="bench")
+    register(app, bench)
+    return app
+
+
+def _tiny_movielens(folder: Path) -> Path:
+    folder.mkdir()
+    rows = [f"{u}\t{(u + t) % 15 + 1}\t4\t{1000 + t}" for u in range(1, 31) for t in range(8)]
+    (folder / "u.data").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("STREAMREC_DATA__CACHE_DIR", str(tmp_path / "cache"))
+    for key, value in {
+        "HIDDEN_SIZE": "16",
+        "INNER_SIZE": "32",
+        "MAX_LEN": "8",
+        "DEVICE": "cpu",
+    }.items():
+        monkeypatch.setenv(f"STREAMREC_ENCODER__{key}", value)
+    monkeypatch.setenv("STREAMREC_TRAIN__EPOCHS", "3")
+    return _tiny_movielens(tmp_path / "tiny")
+
+
+def test_train_evaluate_bench(tiny_env: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "ck"
+    args = ["train", "--dataset", str(tiny_env), "--out", str(out), "--no-text", "--no-progress"]
+    res = runner.invoke(_app(), [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    trained = json.loads(res.stdout)
+    assert trained["checkpoint"] == str(out) and trained["epochs_run"] <= 3
+    assert set(trained["test"]["history_excluded"]) == {"model", "popularity"}
+
+    cmd = ["evaluate", "--checkpoint", str(out), "--dataset", str(tiny_env), "--include-history"]
+    res = runner.invoke(_app(), [*cmd, "--json"])
+    assert res.exit_code == 0, res.output
+    figures = json.loads(res.stdout)
+    assert figures["history"] == "included"
+    assert figures["model"] == trained["test"]["history_included"]["model"]  # same checkpoint
+
+    bench = ["bench", "encoder", "--checkpoint", str(out), "--batch-sizes", "1,4"]
+    res = runner.invoke(_app(), [*bench, "--seconds", "0.05", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["throughput"]
+    assert {(r["precision"], r["batch"]) for r in rows} == {
+        ("fp32", 1),
+        ("fp32", 4),
+        ("int8", 1),
+        ("int8", 4),
+    }
+    assert all(r["user_vectors_per_s"] > 0 for r in rows)
+
+
+def test_evaluate_missing_checkpoint_fails_clearly(tiny_env: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(_app(), ["evaluate", "--checkpoint", str(tmp_path / "none")])
+    assert res.exit_code != 0
+    assert "is missing" in str(res.exception)

@@ -126,13 +126,19 @@ def bench_quality(
     """Replay a dataset through a worker; score its slates on each user's next event against
     popularity and last-item co-visitation (prequential, seen items excluded)."""
     import time
+    from typing import cast
 
-    from streamrec.stream.quality_bench import QualityOptions, report_quality, run_quality_bench
+    from streamrec.stream.quality_bench import (
+        Mode,
+        QualityOptions,
+        report_quality,
+        run_quality_bench,
+    )
 
     settings = get_settings(ctx)
     run = out or settings.data.cache_dir / "bench-quality" / time.strftime("%Y%m%d-%H%M%S")
     options = QualityOptions(
-        mode=mode,  # QualityOptions checks it against MODES
+        mode=cast(Mode, mode),  # QualityOptions checks it against MODES
         rate=rate,
         split=split,
         out=run,

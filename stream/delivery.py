@@ -82,7 +82,6 @@ class DeliveryReport:
 class _Sent:
     record: Record
     future: asyncio.Future[Any] | None  # None: send() itself raised
-    error: BaseException | None = None
 
 
 @dataclass
@@ -146,14 +145,17 @@ class OrderedPublisher:
         try:
             while True:
                 self._round = _Round()
+                acknowledged = self.report.acknowledged
                 if await self._run(producer, source, retry, pace, on_sent):
                     return self.report
                 retry = await self._settle(retry)
                 started = False
                 await _close(producer)
+                # Back off further only while fresh producers get nothing through.
+                progressed = self.report.acknowledged > acknowledged
+                delay = self.backoff_s[0] if progressed else min(delay * 2, self.backoff_s[1])
                 producer = await self._fresh_producer(delay, retry)
                 started = True
-                delay = min(delay * 2, self.backoff_s[1])
                 pace.restart()
         finally:
             if started:
@@ -188,7 +190,7 @@ class OrderedPublisher:
             try:
                 future = await producer.send(self.topic, record.value, key=record.key)
             except KafkaError as exc:
-                window.append(_Sent(record, None, exc))
+                window.append(_Sent(record, None))
                 state.failed = exc
                 break
             future.add_done_callback(self._on_done)

@@ -1,0 +1,110 @@
+"""Resuming the publishing tools, and what they say when the broker stays away.
+
+No broker here: an in-memory producer stands in. The real-broker outage is
+tests/integration/test_broker_outage.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamrec.datasets import Dataset, Interaction
+from streamrec.errors import DeliveryError
+from streamrec.settings import KafkaSettings, Settings
+from streamrec.stream import producer as producer_module
+from streamrec.stream import replay as replay_module
+from streamrec.stream.contract import Event, encode
+from streamrec.stream.producer import produce_file, publish
+
+
+class Producer:
+    """Acknowledges every record at once, or never (a broker that is away)."""
+
+    def __init__(self, sent: list[tuple[bytes, bytes]], acknowledge: bool) -> None:
+        self.sent = sent
+        self.acknowledge = acknowledge
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.acknowledge:
+            self.sent.append((key, value))
+            future.set_result(None)
+        return future
+
+    async def stop(self) -> None:
+        return None
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bytes]]:
+    records: list[tuple[bytes, bytes]] = []
+    monkeypatch.setattr(producer_module, "new_producer", lambda kafka: Producer(records, True))
+    return records
+
+
+def _away(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(producer_module, "new_producer", lambda kafka: Producer([], False))
+
+
+def _event(n: int) -> Event:
+    return Event(event_id=f"e{n}", user_id=f"u{n % 3}", item_id="i", type="view", ts=10**12 + n)
+
+
+def test_publish_resumes_at_the_given_index(sent: list[tuple[bytes, bytes]]) -> None:
+    events = [_event(n) for n in range(10)]
+    report = asyncio.run(publish(KafkaSettings(), events, "t", progress=False, resume_from=4))
+    assert [json.loads(value)["event_id"] for _, value in sent] == [f"e{n}" for n in range(4, 10)]
+    assert report.accepted == 6
+
+
+def test_produce_resumes_at_a_line_and_reports_only_the_rows_after_it(
+    sent: list[tuple[bytes, bytes]], tmp_path: Path
+) -> None:
+    path = tmp_path / "events.jsonl"
+    lines = [encode(_event(n)).decode() for n in range(6)]
+    lines[1] = lines[4] = "{not json"
+    path.write_text("\n".join(lines) + "\n")
+    report = asyncio.run(produce_file(KafkaSettings(), path, "events", False, resume_from_line=3))
+    assert [json.loads(value)["event_id"] for _, value in sent] == ["e2", "e3", "e5"]
+    assert [r.line for r in report.rejected] == [5]
+
+
+def test_produce_names_the_line_to_resume_from_when_the_broker_stays_away(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _away(monkeypatch)
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(encode(_event(n)).decode() for n in range(5)) + "\n")
+    with pytest.raises(DeliveryError, match=r"--resume-from-line 1`") as info:
+        asyncio.run(produce_file(KafkaSettings(), path, "events", False, max_outage_s=0.2))
+    assert info.value.resume_from == 1  # nothing was acknowledged: line 1 is the first
+
+
+def test_replay_names_the_event_index_to_resume_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    _away(monkeypatch)
+    dataset = Dataset(
+        name="tiny",
+        interactions=[Interaction("u1", "i1", 4.0, 10**9 + n) for n in range(5)],
+        items={},
+    )
+
+    async def no_topics(kafka: KafkaSettings) -> None:
+        return None
+
+    monkeypatch.setattr(replay_module, "load_dataset", lambda path, cache: dataset)
+    monkeypatch.setattr(replay_module, "create_topics", no_topics)
+    replay = replay_module.replay_dataset(
+        Settings(), None, None, None, False, False, max_outage_s=0.2, resume_from=2
+    )
+    with pytest.raises(DeliveryError, match=r"--resume-from 2 --no-items") as info:
+        asyncio.run(replay)
+    assert info.value.resume_from == 2
+    assert "tiny-<index>" in str(info.value)

@@ -43,6 +43,7 @@ from streamrec.stream.control import ControlListener
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.durability import drain, flush_before_commit, forget_acks
 from streamrec.stream.feedback import Feedback
+from streamrec.stream.fusion import FusionLearner
 from streamrec.stream.ingest import Ingest
 from streamrec.stream.item_stats import ItemStats
 from streamrec.stream.item_updates import DeltaFollower, DeltaPublisher
@@ -94,8 +95,9 @@ class StreamrecApp:
         self.dead_letters = DeadLetters(
             lambda key, value: deadletter_topic.send(key=key, value=value), self.metrics
         )
+        self.fusion = FusionLearner(s.serving.fusion)
         self.model_server = (
-            ModelServer(s.serving, s.policy, s.index, s.encoder.device)
+            ModelServer(s.serving, s.policy, s.index, s.encoder.device, lambda: self.fusion.weights)
             if s.serving.mode == "model"
             else None
         )
@@ -118,6 +120,7 @@ class StreamrecApp:
             lambda: self.model_server.builder if self.model_server else None,
             lambda key, value: recs_topic.send(key=key, value=value),
             self.feedback.store,
+            self.fusion,
             self.metrics,
         )
         self.ingest = Ingest(
@@ -252,6 +255,7 @@ class StreamrecApp:
             "model_version": self.model_server.model_version if self.model_server else None,
             "model_swaps": control.swaps if control else 0,
             "item_stats": self.item_stats.figures(),
+            "fusion": self.fusion.figures(),
             "feedback": self.feedback.stats(),
             "cold_start": {
                 "items_added": control.cold_items if control else 0,

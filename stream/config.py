@@ -144,6 +144,32 @@ class StateSettings(BaseModel):
     )
 
 
+class FusionSettings(BaseModel):
+    """Fusion weights of the candidate sources, learned from users' next events
+    (stream/fusion.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    learned: bool = Field(
+        True, description="Fit the weights on the stream; false: every source weighs 1.0."
+    )
+    depth: int = Field(
+        50, ge=1, description="How deep in each source's list a next event is looked for."
+    )
+    half_life: float = Field(
+        5_000.0, gt=0, description="Observations (next events) after which a gain counts half."
+    )
+    warmup: int = Field(
+        200, ge=1, description="Observations before the weights leave their equal start."
+    )
+    floor: float = Field(
+        0.05, ge=0.0, le=1.0, description="Lowest weight relative to the best source's."
+    )
+    users: int = Field(
+        100_000, ge=1, description="Users whose last slate's source lists are kept (LRU)."
+    )
+
+
 class ServingSettings(BaseModel):
     """The recommendation path inside the worker."""
 
@@ -157,6 +183,9 @@ class ServingSettings(BaseModel):
     )
     mode: Literal["heuristic", "model"] = Field(
         "heuristic", description="heuristic: trending + co-visitation; model: encoder + FAISS."
+    )
+    fusion: FusionSettings = Field(
+        default_factory=FusionSettings, description="Learned weights of the candidate sources."
     )
     web_port: int = Field(6066, ge=1, le=65535, description="Worker web server (/metrics, pull).")
     web_bind: str = Field(

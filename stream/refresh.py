@@ -37,6 +37,7 @@ from streamrec.models.policy.slate import Slate
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
 from streamrec.stream.feedback import impression_of
+from streamrec.stream.fusion import FusionLearner, Weights, source_lists
 from streamrec.stream.item_stats import Neighbours
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.state import UserState
@@ -81,6 +82,7 @@ class BuiltBatch:
     policy_version: str
     timing_ms: dict[str, float]
     policy_slates: list[Slate] | None = None  # the policy's own slates (features for learning)
+    sources: list[dict[str, list[str]]] | None = None  # per slate: each source's top items
 
 
 class SlateBuilder(Protocol):
@@ -90,26 +92,39 @@ class SlateBuilder(Protocol):
 
 
 class HeuristicBuilder:
-    """Co-visitation and trending fused by reciprocal rank (index/candidates.py); no model.
+    """Co-visitation and trending fused by weighted reciprocal rank (index/candidates.py, the
+    weights learned by stream/fusion.py); no model.
 
     Deterministic, so every propensity is 1.0. Seen items are never recommended.
     """
 
+    def __init__(self, weights: Callable[[], Weights], depth: int) -> None:
+        self.weights = weights
+        self.depth = depth  # of the source lists handed back for the fusion learner
+
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
         started = time.perf_counter()
-        slates = [self._one(entry, slate_size) for entry in batch]
+        weights = self.weights()
+        slates, lists = [], []
+        for entry in batch:
+            items, sources = self._one(entry, slate_size, weights)
+            slates.append(items)
+            lists.append(sources)
         timing = {"fuse_ms": (time.perf_counter() - started) * 1e3}
-        return BuiltBatch(slates, "none", "heuristic-1", timing)
+        return BuiltBatch(slates, "none", "heuristic-1", timing, sources=lists)
 
-    def _one(self, entry: RefreshInput, slate_size: int) -> list[SlateItem]:
+    def _one(
+        self, entry: RefreshInput, slate_size: int, weights: Weights
+    ) -> tuple[list[SlateItem], dict[str, list[str]]]:
         history = entry.state.history()
         sources = {
-            COVISITATION: covisitation_candidates(entry.covisits, history, slate_size * 5),
+            COVISITATION: covisitation_candidates(entry.covisits, history, self.depth),
             TRENDING: entry.trending,
         }
-        fused = fuse(sources, slate_size, exclude=entry.state.seen)
+        seen = entry.state.seen
+        fused = fuse(sources, slate_size, weights=weights, exclude=seen)
         reasons = explain(fused, history, None)
-        return [
+        items = [
             SlateItem(
                 item_id=c.item_id,
                 score=round(c.score, 6),
@@ -118,6 +133,7 @@ class HeuristicBuilder:
             )
             for c in fused
         ]
+        return items, source_lists(sources, seen, self.depth)
 
 
 class StatsSource(Protocol):
@@ -144,6 +160,7 @@ class Refresher:
         model: Callable[[], SlateBuilder | None],
         send: SendFn,
         store: StoreFn,
+        fusion: FusionLearner,
         metrics: WorkerMetrics,
     ) -> None:
         self.serving = serving
@@ -152,7 +169,8 @@ class Refresher:
         self.send = send
         self.store = store
         self.metrics = metrics
-        self.heuristic = HeuristicBuilder()
+        self.fusion = fusion
+        self.heuristic = HeuristicBuilder(lambda: fusion.weights, serving.fusion.depth)
         self.published = 0
         self.dirty: OrderedDict[str, Pending] = OrderedDict()
         # Encoded slates: bytes are invisible to the garbage collector, while 100,000 slate
@@ -163,6 +181,7 @@ class Refresher:
 
     def mark(self, event: Event, partition: int, broker_ts: float | None, state: UserState) -> None:
         """Record that ``event`` changed its user's ``state`` and needs an answer."""
+        self.fusion.observe(event.user_id, event.item_id)
         pending = self.dirty.get(event.user_id)
         if pending is None:
             pending = self.dirty[event.user_id] = Pending(event.user_id, partition, state)
@@ -232,6 +251,8 @@ class Refresher:
         timing = {"gather_ms": (gathered - started) * 1e3, **built.timing_ms}
         for stage, ms in timing.items():
             metrics.stage_seconds.labels(stage.removesuffix("_ms")).observe(ms / 1e3)
+        for entry, lists in zip(inputs, built.sources or [], strict=False):
+            self.fusion.remember(entry.pending.user_id, lists)
         for n, (entry, items) in enumerate(zip(inputs, built.slates, strict=True)):
             rec = await self._publish(entry.pending, items, built, timing)
             impression = (

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +33,7 @@ from streamrec.index.candidates import (
     COVISITATION,
     EMBEDDING,
     TRENDING,
+    Hits,
     covisitation_candidates,
     explain,
     fuse,
@@ -48,6 +49,7 @@ from streamrec.models.policy.slate import Candidate, FloatArray, Reranker, Slate
 from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
+from streamrec.stream.fusion import Weights, source_lists
 
 if TYPE_CHECKING:
     from streamrec.models.encoder.text import TextEncoder
@@ -84,10 +86,12 @@ class ModelBuilder:
         holder: SnapshotHolder[ServedModel],
         serving: ServingSettings,
         policy: PolicySettings,
+        weights: Callable[[], Weights],
         reranker: Reranker | None = None,
     ) -> None:
         self.holder = holder
         self.serving = serving
+        self.weights = weights  # the fusion weights in use (stream/fusion.py)
         self.reranker = reranker or make_reranker(policy)
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
@@ -101,34 +105,42 @@ class ModelBuilder:
         seen = [entry.state.seen_items() for entry in batch]
         hits = snap.index.search(users, self.serving.candidates, seen)
         t2 = time.perf_counter()
-        slates, policy_slates = [], []
-        for entry, history, found in zip(batch, histories, hits, strict=True):
-            items, policy_slate = self._slate(entry, history, found, snap.encoder, slate_size)
+        weights = self.weights()
+        slates, policy_slates, lists = [], [], []
+        for entry, found in zip(batch, hits, strict=True):
+            sources = self._sources(entry, found)
+            items, policy_slate = self._slate(entry, sources, weights, snap.encoder, slate_size)
             slates.append(items)
             policy_slates.append(policy_slate)
+            lists.append(source_lists(sources, entry.state.seen, self.serving.fusion.depth))
         t3 = time.perf_counter()
         timing = {
             "encode_ms": (t1 - t0) * 1e3,
             "search_ms": (t2 - t1) * 1e3,
             "rerank_ms": (t3 - t2) * 1e3,
         }
-        return BuiltBatch(slates, snap.model_version, self.reranker.version, timing, policy_slates)
+        version = self.reranker.version
+        return BuiltBatch(slates, snap.model_version, version, timing, policy_slates, lists)
 
-    def _slate(
-        self,
-        entry: RefreshInput,
-        history: list[str],
-        found: list[tuple[str, float]],
-        model: ServedModel,
-        slate_size: int,
-    ) -> tuple[list[SlateItem], Slate]:
-        sources = {
+    def _sources(self, entry: RefreshInput, found: Hits) -> dict[str, Hits]:
+        history = entry.state.history()
+        return {
             EMBEDDING: found,
             COVISITATION: covisitation_candidates(entry.covisits, history, self.serving.candidates),
             TRENDING: entry.trending,
         }
+
+    def _slate(
+        self,
+        entry: RefreshInput,
+        sources: dict[str, Hits],
+        weights: Weights,
+        model: ServedModel,
+        slate_size: int,
+    ) -> tuple[list[SlateItem], Slate]:
+        history = entry.state.history()
         # FAISS excluded the seen items the state can list; the seen set excludes the rest.
-        fused = fuse(sources, self.serving.candidates, exclude=entry.state.seen)
+        fused = fuse(sources, self.serving.candidates, weights=weights, exclude=entry.state.seen)
         fused = [c for c in fused if c.item_id in model.vectors]
         popularity = dict(entry.trending)
         candidates = [
@@ -195,9 +207,15 @@ class ModelServer:
     """Owns the serving snapshot: initial load, hot swap to announced versions, cold start."""
 
     def __init__(
-        self, serving: ServingSettings, policy: PolicySettings, index: IndexSettings, device: str
+        self,
+        serving: ServingSettings,
+        policy: PolicySettings,
+        index: IndexSettings,
+        device: str,
+        weights: Callable[[], Weights],
     ) -> None:
         self.serving, self.policy, self.index, self.device = serving, policy, index, device
+        self.weights = weights
         self.holder: SnapshotHolder[ServedModel] | None = None
         self.cold: ColdStart | None = None
         self.builder: ModelBuilder | None = None
@@ -228,7 +246,7 @@ class ModelServer:
             snapshot = load_snapshot(checkpoint, self.index, self.device)
             holder = SnapshotHolder(snapshot)
             self.cold = ColdStart(holder)
-            self.builder = ModelBuilder(holder, self.serving, self.policy)
+            self.builder = ModelBuilder(holder, self.serving, self.policy, self.weights)
             if self._policy is not None:
                 self.set_policy(*self._policy)
             self.holder = holder  # last: model_version reports the model once it can serve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -11,6 +12,7 @@ from stream_doubles import Sent, item_stats, metrics
 from streamrec.models.policy.rewards import Impression
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event, SlateItem
+from streamrec.stream.fusion import FusionLearner
 from streamrec.stream.item_stats import ItemDelta, ItemStats
 from streamrec.stream.refresh import BuiltBatch, Refresher, RefreshInput, SlateBuilder
 from streamrec.stream.state import UserState, apply_event
@@ -39,8 +41,12 @@ def _refresher(model: SlateBuilder | None = None) -> tuple[Refresher, Sent, list
         stored.append(impression)
         return True
 
-    refresher = Refresher(settings.serving, stats, lambda: model, sent, store, metrics())
+    fusion = FusionLearner(settings.serving.fusion)
+    refresher = Refresher(settings.serving, stats, lambda: model, sent, store, fusion, metrics())
     return refresher, sent, stored
+
+
+OFFSETS = itertools.count()  # each delta its own source offset, as ingest gives them
 
 
 def _mark(refresher: Refresher, user: str, n: int, item: str) -> None:
@@ -50,7 +56,7 @@ def _mark(refresher: Refresher, user: str, n: int, item: str) -> None:
     state = UserState()
     apply_event(state, event, Settings().state)
     assert isinstance(refresher.stats, ItemStats)
-    refresher.stats.apply(ItemDelta(item, (), event.ts, 1.0, (0, n + 100 * len(user))))
+    refresher.stats.apply(ItemDelta(item, (), event.ts, 1.0, (0, next(OFFSETS))))
     refresher.mark(event, 0, None, state)
 
 
@@ -106,3 +112,14 @@ def test_a_failed_batch_is_answered_later_with_every_event_it_held() -> None:
     _answer(refresher, 1)
     assert builder.calls == 2
     assert json.loads(sent.records[0][1])["trigger_event_ids"] == ["u1-1"]
+
+
+def test_the_next_event_of_a_user_credits_the_sources_of_their_last_slate() -> None:
+    refresher, _, _ = _refresher()
+    for n, item in enumerate(["a", "b", "c"]):
+        _mark(refresher, f"v{n}", 1, item)
+    _answer(refresher, 3)
+    shown = refresher.fusion.pending["v0"]
+    assert set(shown) == {"covisitation", "trending"} and "a" not in shown["trending"]
+    _mark(refresher, "v0", 2, next(iter(shown["trending"])))
+    assert refresher.fusion.observations == 1 and "v0" not in refresher.fusion.pending

@@ -38,10 +38,11 @@ from prometheus_client import CollectorRegistry
 
 from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog
+from streamrec.stream.compat import forget_acks
 from streamrec.stream.connection import faust_broker_url, faust_credentials
 from streamrec.stream.control import ControlListener
 from streamrec.stream.deadletter import DeadLetters
-from streamrec.stream.durability import drain, flush_before_commit, forget_acks
+from streamrec.stream.durability import drain, flush_before_commit
 from streamrec.stream.feedback import Feedback
 from streamrec.stream.fusion import FusionLearner
 from streamrec.stream.ingest import Ingest

@@ -10,7 +10,6 @@ the end offsets seen at start. Bad records go to the dead-letter topic like bad 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.errors import ContractError
 from streamrec.settings import KafkaSettings
+from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, parse_item
 from streamrec.stream.metrics import WorkerMetrics
@@ -49,7 +49,8 @@ class Catalog:
         )
         await consumer.start()
         try:
-            partitions = await self._assign_all(consumer, topic)
+            partitions = await assign_all(consumer, topic)
+            await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
@@ -71,18 +72,6 @@ class Catalog:
                     log.info("catalog loaded: %d items", len(self.items))
         finally:
             await consumer.stop()
-
-    async def _assign_all(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-        for _ in range(100):
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                break
-            await consumer._client.force_metadata_update()  # aiokafka has no public wait
-            await asyncio.sleep(0.1)
-        partitions = [TopicPartition(topic, p) for p in sorted(parts or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        return partitions
 
     async def _accept(
         self, raw: bytes, key: bytes | None, partition: int, offset: int

@@ -25,12 +25,13 @@ were taken under the previous assignment is dropped rather than sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from faust.types import TP
 
 from streamrec.errors import BrokerError
+from streamrec.stream.compat import flush_client, pending_sends, wrap_commit
 
 DRAIN_TIMEOUT_S = 30.0
 
@@ -42,12 +43,10 @@ async def drain(producer: Any, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
     waiting for "empty" could block a commit forever. Raises BrokerError after ``timeout_s``:
     a worker that cannot make its writes durable must stop, not commit or hand over.
     """
-    # faust's buffer is FIFO and each entry is a future resolved on the broker's ack.
-    queued = list(producer.buffer.pending._queue)
+    queued = pending_sends(producer)
     try:
         await asyncio.wait_for(asyncio.gather(*queued), timeout_s)
-        if producer._producer is not None:  # sends already handed to aiokafka
-            await asyncio.wait_for(producer._producer.flush(), timeout_s)
+        await asyncio.wait_for(flush_client(producer), timeout_s)
     except TimeoutError as exc:
         raise BrokerError(
             f"table writes unacknowledged after {timeout_s:.0f} s; is the broker reachable?"
@@ -62,30 +61,21 @@ def flush_before_commit(
 ) -> None:
     """Make ``consumer`` run ``before`` (writes still buffered in the worker: write_behind.py),
     then drain ``producer``, before every offset commit (idempotent)."""
-    commit: CommitOffsets = consumer._commit_offsets
-    if getattr(commit, "flushes_first", False):
-        return
 
-    async def commit_durably(offsets: Mapping[TP, int], *args: Any, **kwargs: Any) -> bool:
-        generation = consumer.app.consumer_generation_id
-        if before is not None:
-            await before()
-        await drain(producer)
-        if consumer.app.consumer_generation_id != generation:
-            # A rebalance ran while the writes drained: these offsets were taken under the old
-            # assignment, and committing them now can move a partition back behind offsets
-            # already re-read and acked, a gap no later commit passes (seen in CI: the commit
-            # of a partition stuck for good). The next commit covers them.
-            return False
-        return await commit(offsets, *args, **kwargs)
+    def durable(commit: CommitOffsets) -> CommitOffsets:
+        async def commit_durably(offsets: Mapping[TP, int], *args: Any, **kwargs: Any) -> bool:
+            generation = consumer.app.consumer_generation_id
+            if before is not None:
+                await before()
+            await drain(producer)
+            if consumer.app.consumer_generation_id != generation:
+                # A rebalance ran while the writes drained: these offsets were taken under the
+                # old assignment, and committing them now can move a partition back behind
+                # offsets already re-read and acked, a gap no later commit passes (seen in CI:
+                # the commit of a partition stuck for good). The next commit covers them.
+                return False
+            return await commit(offsets, *args, **kwargs)
 
-    commit_durably.flushes_first = True  # type: ignore[attr-defined]
-    consumer._commit_offsets = commit_durably
+        return commit_durably
 
-
-def forget_acks(consumer: Any, assigned: Iterable[TP]) -> None:
-    """Drop acked-offset bookkeeping of a previous ownership of ``assigned`` partitions."""
-    for tp in assigned:
-        consumer._acked.pop(tp, None)
-        consumer._acked_index.pop(tp, None)
-        consumer._gap.pop(tp, None)
+    wrap_commit(consumer, durable)

@@ -36,10 +36,10 @@ from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.policy.learner import OnlineLearner
 from streamrec.models.policy.rewards import DropReason, Impression, Response, RewardJoiner
 from streamrec.models.policy.slate import FloatArray
+from streamrec.stream.compat import event_context
 from streamrec.stream.contract import Event, Recommendation
 from streamrec.stream.impressions import TableImpressions
 from streamrec.stream.metrics import WorkerMetrics
-from streamrec.stream.write_behind import event_context
 
 log = logging.getLogger(__name__)
 

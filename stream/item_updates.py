@@ -29,9 +29,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from streamrec.settings import KafkaSettings
+from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.item_stats import ItemDelta, ItemStats
 
@@ -131,16 +132,7 @@ class DeltaFollower:
             await consumer.stop()
 
     async def _assign(self, consumer: AIOKafkaConsumer, topic: str) -> None:
-        parts: set[int] | None = None
-        for _ in range(100):
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                break
-            await consumer._client.force_metadata_update()  # aiokafka has no public wait
-            await asyncio.sleep(0.1)
-        partitions = [TopicPartition(topic, p) for p in sorted(parts or ())]
-        consumer.assign(partitions)
-        for tp in partitions:
+        for tp in await assign_all(consumer, topic):
             if tp.partition in self.positions:
                 consumer.seek(tp, self.positions[tp.partition])
             else:
@@ -149,7 +141,7 @@ class DeltaFollower:
     def _apply(self, raw: bytes) -> None:
         try:
             delta = ItemDelta.from_json(json.loads(raw))
-        except (ValueError, TypeError) as exc:  # only workers write here; say so if not
+        except (ValueError, TypeError, RecursionError) as exc:  # only workers write here
             log.error("ignoring malformed item-updates record: %s", exc)
             return
         self.stats.apply(delta)

@@ -1,7 +1,7 @@
 """Consumer lag per events partition, and the one repair the worker makes on a stalled one.
 
 Both need faust consumer internals (read offsets, flow-control sets) that have no public API;
-they are touched here and nowhere else.
+stream/compat.py touches them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from faust.types import TP
 
+from streamrec.stream.compat import is_fetching, read_offset, resume
 from streamrec.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class LagWatch:
         for tp in consumer.assignment():
             if tp.topic != self.events_topic:
                 continue
-            read = consumer._read_offset.get(tp)
+            read = read_offset(consumer, tp)
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 lag = highwater - ((read or -1) + 1)
@@ -62,8 +63,7 @@ class LagWatch:
         self._last_read[tp] = read
         if self.recovering():
             return
-        if lag > 0 and previous == read and tp not in consumer._get_active_partitions():
+        if lag > 0 and previous == read and not is_fetching(consumer, tp):
             log.warning("partition %s stalled at offset %s with lag %d; resuming it", tp, read, lag)
-            consumer._buffered_partitions.discard(tp)
-            consumer.resume_partitions({tp})
+            resume(consumer, tp)
             self.metrics.partition_resumes.inc()

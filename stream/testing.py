@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from streamrec.settings import KafkaSettings
+from streamrec.stream.compat import assign_all
 from streamrec.stream.config import StateSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event
@@ -128,7 +129,7 @@ async def group_caught_up(kafka: KafkaSettings, group: str, topic: str) -> bool:
     consumer = AIOKafkaConsumer(**aiokafka_kwargs(kafka), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = await _partitions(consumer, topic)
+        parts = await assign_all(consumer, topic)
         if not parts:
             return False
         end = await consumer.end_offsets(parts)
@@ -141,19 +142,12 @@ async def group_caught_up(kafka: KafkaSettings, group: str, topic: str) -> bool:
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    # An unsubscribed consumer has no metadata for the topic until it asks for it.
-    await consumer._client.force_metadata_update()  # aiokafka has no public refresh
-    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-
-
 async def read_changelog(kafka: KafkaSettings, topic: str) -> dict[str, Any]:
     """A table's final content: the last value per key of its changelog (JSON keys/values)."""
     consumer = AIOKafkaConsumer(**aiokafka_kwargs(kafka), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = await _partitions(consumer, topic)
-        consumer.assign(parts)
+        parts = await assign_all(consumer, topic)
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
         table: dict[str, Any] = {}

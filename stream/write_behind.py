@@ -36,15 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import contextmanager
 from typing import Any
 
-# faust routes table writes through this context variable and has no public setter for it.
-from faust.streams import _current_event
 from faust.types import EventT
+
+from streamrec.stream.compat import event_context
 
 FLUSH_CHUNK = 16  # writes queued before the flush checks the producer backlog
 MAX_BACKLOG = 50  # changelog records the flush leaves waiting (faust stalls events past 100)
@@ -187,13 +185,3 @@ class WriteBehind:
                 cached.release(gone)
             for partition in gone:
                 self.contexts.pop(partition, None)
-
-
-@contextmanager
-def event_context(event: EventT[Any]) -> Iterator[None]:
-    """Run the body as if faust were processing ``event`` (tables write to its partition)."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)

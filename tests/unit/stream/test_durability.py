@@ -11,7 +11,8 @@ import pytest
 from faust.types import TP
 
 from streamrec.errors import BrokerError
-from streamrec.stream.durability import drain, flush_before_commit, forget_acks
+from streamrec.stream.compat import forget_acks
+from streamrec.stream.durability import drain, flush_before_commit
 
 
 class FakeKafkaProducer:

@@ -12,10 +12,11 @@ from prometheus_client import CollectorRegistry
 
 from streamrec.models.policy.rewards import DropReason
 from streamrec.settings import Settings
+from streamrec.stream.compat import event_context
 from streamrec.stream.contract import Event, Recommendation, SlateItem
 from streamrec.stream.feedback import Feedback, impression_of
 from streamrec.stream.metrics import WorkerMetrics
-from streamrec.stream.write_behind import WriteBehind, event_context
+from streamrec.stream.write_behind import WriteBehind
 
 
 class RoutedTable(dict[str, Any]):

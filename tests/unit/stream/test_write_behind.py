@@ -9,7 +9,8 @@ from typing import Any
 import faust
 
 from streamrec.stream import write_behind
-from streamrec.stream.write_behind import CachedTable, WriteBehind, event_context
+from streamrec.stream.compat import event_context
+from streamrec.stream.write_behind import CachedTable, WriteBehind
 
 
 @dataclass

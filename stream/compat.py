@@ -1,0 +1,115 @@
+"""Every touch of faust-streaming's and aiokafka's private internals, in one place.
+
+faust-streaming 0.15 and aiokafka 0.14 (pinned to those minor versions in pyproject.toml) leave
+a few things the worker needs without a public API. Each function below names what it touches
+and why; ``TOUCH_POINTS`` lists them for tests/unit/stream/test_compat.py, which checks every
+one on the real classes, so an upgrade that renames one fails a named test instead of silently
+breaking the at-least-once guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+# faust routes table writes to the partition of the event in this context variable and has no
+# public setter for it (write-behind flushes write outside the agent's own event).
+from faust.streams import _current_event
+from faust.types import TP, EventT
+
+# (object the worker holds, private attribute): checked by tests/unit/stream/test_compat.py.
+TOUCH_POINTS: tuple[tuple[str, str], ...] = (
+    ("faust.streams", "_current_event"),
+    ("faust consumer", "_commit_offsets"),
+    ("faust consumer", "_acked"),
+    ("faust consumer", "_acked_index"),
+    ("faust consumer", "_gap"),
+    ("faust consumer", "_read_offset"),
+    ("faust consumer", "_get_active_partitions"),
+    ("faust consumer", "_buffered_partitions"),
+    ("faust producer", "_producer"),
+    ("faust producer buffer.pending", "_queue"),
+    ("aiokafka consumer", "_client"),
+)
+
+
+@contextmanager
+def event_context(event: EventT[Any]) -> Iterator[None]:
+    """Run the body as if faust were processing ``event`` (tables write to its partition)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def pending_sends(producer: Any) -> list[Awaitable[Any]]:
+    """Futures of the sends waiting in faust's producer buffer, oldest first (FIFO; each is
+    resolved on the broker's ack). ``buffer.pending`` is an asyncio.Queue with no public view."""
+    return list(producer.buffer.pending._queue)
+
+
+async def flush_client(producer: Any) -> None:
+    """Wait for the sends already handed to aiokafka (faust keeps its client in ``_producer``)."""
+    if producer._producer is not None:
+        await producer._producer.flush()
+
+
+def wrap_commit(
+    consumer: Any, wrapper: Callable[[Callable[..., Awaitable[bool]]], Callable[..., Any]]
+) -> None:
+    """Replace faust's ``_commit_offsets`` (every offset commit goes through it) by
+    ``wrapper(original)``, once: a wrapper marks itself with ``flushes_first``."""
+    commit = consumer._commit_offsets
+    if getattr(commit, "flushes_first", False):
+        return
+    wrapped = wrapper(commit)
+    wrapped.flushes_first = True  # type: ignore[attr-defined]  # marks an installed wrapper
+    consumer._commit_offsets = wrapped
+
+
+def forget_acks(consumer: Any, assigned: Iterable[TP]) -> None:
+    """Drop faust's acked-offset bookkeeping (``_acked``, ``_acked_index``, ``_gap``) of
+    partitions owned before (stream/durability.py says why)."""
+    for tp in assigned:
+        consumer._acked.pop(tp, None)
+        consumer._acked_index.pop(tp, None)
+        consumer._gap.pop(tp, None)
+
+
+def read_offset(consumer: Any, tp: TP) -> int | None:
+    """The newest offset faust has read of ``tp`` (``_read_offset``; no public accessor)."""
+    offset: int | None = consumer._read_offset.get(tp)
+    return offset
+
+
+def is_fetching(consumer: Any, tp: TP) -> bool:
+    """Whether faust's flow control currently fetches ``tp`` (``_get_active_partitions``)."""
+    return tp in consumer._get_active_partitions()
+
+
+def resume(consumer: Any, tp: TP) -> None:
+    """Resume ``tp`` and clear faust's note that its stream buffer was full
+    (``_buffered_partitions``), which would pause it again."""
+    consumer._buffered_partitions.discard(tp)
+    consumer.resume_partitions({tp})
+
+
+async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign every partition of ``topic``, waiting for its metadata (aiokafka has no public
+    wait: ``_client.force_metadata_update``)."""
+    parts: set[int] | None = None
+    for _ in range(100):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            break
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    partitions = [TopicPartition(topic, p) for p in sorted(parts or ())]
+    consumer.assign(partitions)
+    return partitions

@@ -69,6 +69,12 @@ class PolicySettings(BaseModel):
         gt=0.0,
         description="The learner keeps ||w|| below this, so exploration never vanishes.",
     )
+    state_half_life_s: float = Field(
+        3_600.0,
+        gt=0.0,
+        description="Half-life of a click's weight in the critic's satiation features "
+        "(models/policy/critic.py).",
+    )
 
 
 class LearnerSettings(BaseModel):
@@ -108,4 +114,48 @@ class LearnerSettings(BaseModel):
     reward_weights: dict[str, float] = Field(
         default_factory=lambda: {"click": 1.0, "add_to_cart": 2.0, "purchase": 5.0, "dwell": 0.5},
         description="Reward per response type.",
+    )
+    algorithm: Literal["reinforce", "actor_critic"] = Field(
+        "reinforce",
+        description="reinforce: credit each slate with its own reward; actor_critic: also with "
+        "the critic's advantage of the user's next visits (models/policy/actor_critic.py).",
+    )
+    discount: float = Field(
+        0.3, ge=0.0, le=1.0, description="Actor-critic: discount per later visit of the user."
+    )
+    horizon: int = Field(
+        3, ge=1, description="Actor-critic: later visits in a slate's advantage (GAE truncation)."
+    )
+    gae_lambda: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Actor-critic: GAE lambda; 0 credits a slate with the critic's value of the "
+        "next visit only (least variance), 1 with the later visits' observed rewards.",
+    )
+    critic_features: tuple[
+        Literal["bias", "satiation", "concentration", "activity", "since_last_visit", "pool"], ...
+    ] = Field(
+        ("bias", "satiation", "concentration", "activity", "since_last_visit", "pool"),
+        description="State features of the critic (models/policy/critic.py).",
+    )
+    critic_window: int = Field(
+        4_096, ge=16, description="Actor-critic: recent visits the critic is refitted on."
+    )
+    critic_ridge: float = Field(1.0, ge=0.0, description="Ridge penalty of the critic's fit.")
+    visit_timeout_s: float = Field(
+        4 * 3_600.0,
+        gt=0.0,
+        description="A user not back within this many seconds ends their return (value 0).",
+    )
+    constrained: bool = Field(
+        False,
+        description="Maximise reward subject to intra-list diversity and coverage no lower than "
+        "the relevance-only slates' (Lagrangian penalties learned online).",
+    )
+    constraint_lr: float = Field(
+        20.0, gt=0.0, description="Step size of the Lagrange multipliers per update."
+    )
+    coverage_window: int = Field(
+        500, ge=10, description="Impressions over which the constrained mode measures coverage."
     )

@@ -6,6 +6,7 @@ Registered on the root app by ``streamrec.cli`` through :func:`register`.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from streamrec.models.policy.rerankers import DPPReranker, MMRReranker, Relevanc
 from streamrec.models.policy.slate import FEATURES, Candidate, Reranker, UserContext
 from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.models.sim.closed_loop import LoopConfig
+from streamrec.models.sim.frontier import WEIGHT_GRID, grid_search
 from streamrec.models.sim.report import ReportConfig, run_policies, write_report
 from streamrec.models.sim.simulator import Simulator
 
@@ -101,11 +103,18 @@ def report_command(
     ope_log: bool = typer.Option(
         False,
         "--ope-log/--no-ope-log",
-        help="Also write OUT/ope-log.jsonl (learned policy, seed 0; ~20 kB per slate).",
+        help="Also write OUT/ope-log.jsonl (actor-critic policy, seed 0; ~20 kB per slate).",
+    ),
+    grid_steps: int = typer.Option(
+        5_000, "--grid-steps", min=0, help="Requests per grid-search run (0: no grid search)."
+    ),
+    grid_top: int = typer.Option(
+        2, "--grid-top", min=1, help="Best grid weight vectors run in full on every seed."
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Closed-loop comparison: relevance, fixed MMR/DPP and the online-learned policy."""
+    """Closed-loop comparison: relevance, fixed MMR/DPP, the grid search's best fixed weight
+    vectors, and the online learners (REINFORCE, actor-critic, constrained)."""
     settings = get_settings(ctx)
     loop = LoopConfig(
         steps=steps, bucket=max(steps // 40, 1), slate_size=settings.serving.slate_size
@@ -113,6 +122,12 @@ def report_command(
     config = ReportConfig(seeds=seeds, loop=loop)
     try:
         make = _simulator_factory(dataset, settings.data.cache_dir)
+        grid: list[dict[str, Any]] = []
+        if grid_steps:
+            err_console.log(f"grid search: {len(WEIGHT_GRID)} weight vectors, {grid_steps} steps")
+            grid = grid_search(loop, config.simulator, settings.policy, make, grid_steps)
+            best = tuple(tuple(float(w) for w in row["weights"]) for row in grid[:grid_top])
+            config = replace(config, weight_vectors=best)
         results = run_policies(
             config,
             settings.policy,
@@ -121,11 +136,12 @@ def report_command(
             progress=lambda name, s: err_console.log(f"seed {s}: {name}"),
             ope_log=out / "ope-log.jsonl" if ope_log else None,
         )
-        summary = write_report(results, config, out)
+        summary = write_report(results, config, out, grid, dataset)
     except StreamrecError as exc:
         raise _fail(exc) from exc
-    summary["setup"]["dataset"] = dataset
-    summary["files"] = [str(out / f) for f in ("summary.md", "summary.json", "metrics.png")]
+    summary["files"] = [
+        str(out / f) for f in ("summary.md", "summary.json", "metrics.png", "frontier.png")
+    ]
     report("policy comparison (mean [95% interval] over seeds)", summary, as_json)
 
 

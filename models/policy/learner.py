@@ -73,15 +73,25 @@ class UpdateResult:
 
 
 @dataclass
-class _Sample:
+class Sample:
     features: FloatArray  # [K, F]
     expected: FloatArray  # [K, F]
     params: FloatArray  # [F] logging weights
     temperature: float
     rewards: FloatArray  # [K]
 
+    @classmethod
+    def of(cls, impression: Impression, rewards: FloatArray) -> Sample | None:
+        """The learner's view of a stochastic impression; ``None`` for a deterministic one."""
+        imp = impression
+        if imp.features is None or imp.expected_features is None:
+            return None
+        if imp.params is None or imp.temperature is None:
+            return None
+        return cls(imp.features, imp.expected_features, imp.params, imp.temperature, rewards)
 
-def _discounted_to_go(rewards: FloatArray, discount: float) -> FloatArray:
+
+def discounted_to_go(rewards: FloatArray, discount: float) -> FloatArray:
     """``G_k = Σ_{j>=k} discount^(j-k) r_j`` ``[K]``."""
     out = np.zeros_like(rewards)
     acc = 0.0
@@ -93,6 +103,8 @@ def _discounted_to_go(rewards: FloatArray, discount: float) -> FloatArray:
 
 class OnlineLearner:
     """Learns the stochastic policy's weights ``[F]`` from impressions and their rewards."""
+
+    prefix = "pl"  # of version names
 
     def __init__(
         self,
@@ -109,7 +121,7 @@ class OnlineLearner:
         self.n_updates = 0
         self.n_rollbacks = 0
         self.baseline = np.zeros(0)
-        self._buffer: list[_Sample] = []
+        self._buffer: list[Sample] = []
         self._current: list[float] = []  # reward per impression under self.version
         self._reference: deque[float] = deque(maxlen=settings.rollback_window)
 
@@ -126,41 +138,45 @@ class OnlineLearner:
             if isinstance(rewards, np.ndarray)
             else position_rewards(impression, rewards)
         )
+        self.count_reward(impression, per_pos)
+        sample = Sample.of(impression, per_pos)
+        if sample is not None:
+            self._buffer.append(sample)
+
+    def count_reward(self, impression: Impression, per_pos: FloatArray) -> None:
+        """Rollback statistics: the impression's reward under its version."""
         total = float(per_pos.sum())
         if impression.policy_version == self.version:
             self._current.append(total)
         else:
             self._reference.append(total)
-        if not impression.stochastic:
-            return
-        assert impression.features is not None and impression.expected_features is not None
-        assert impression.params is not None and impression.temperature is not None
-        sample = _Sample(
-            impression.features,
-            impression.expected_features,
-            impression.params,
-            impression.temperature,
-            per_pos,
-        )
-        self._buffer.append(sample)
 
     def ready(self) -> bool:
         """True once a mini-batch of stochastic impressions is buffered."""
-        return len(self._buffer) >= int(self.settings.batch_size)
+        return self.pending() >= int(self.settings.batch_size)
 
     # ---------------------------------------------------------------- learning
 
-    def gradient(self, samples: Sequence[_Sample]) -> FloatArray:
+    def gradient(self, samples: Sequence[Sample]) -> FloatArray:
         """Off-policy REINFORCE estimate ``[F]`` of ∇ E[slate reward]; updates the baseline."""
+        discount = self.settings.credit_discount
+        return self.weighted_gradient(
+            samples, [discounted_to_go(s.rewards, discount) for s in samples]
+        )
+
+    def weighted_gradient(
+        self, samples: Sequence[Sample], returns: Sequence[FloatArray]
+    ) -> FloatArray:
+        """``mean_i Σ_k rho_ik (returns_ik - b_k) ∇ log π(a_ik | ·)`` ``[F]``; ``returns[i]``
+        ``[K_i]`` is what each choice is credited with. Updates the per-position baseline."""
         grad = np.zeros(N_FEATURES)
         k_max = max(len(s.rewards) for s in samples)
         if self.baseline.shape[0] < k_max:
             self.baseline = np.concatenate([self.baseline, np.zeros(k_max - len(self.baseline))])
         togo_sum = np.zeros(k_max)
         togo_n = np.zeros(k_max)
-        for s in samples:
+        for s, togo in zip(samples, returns, strict=True):
             k = len(s.rewards)
-            togo = _discounted_to_go(s.rewards, self.settings.credit_discount)  # [K]
             score = (s.features - s.expected) / s.temperature  # [K, F] ∇ log π per step
             log_ratio = np.cumsum(score @ (self.weights - s.params))  # [K] per-decision
             rho = np.minimum(np.exp(np.minimum(log_ratio, 50.0)), self.settings.weight_clip)
@@ -172,15 +188,26 @@ class OnlineLearner:
         self.baseline[seen] = 0.9 * self.baseline[seen] + 0.1 * togo_sum[seen] / togo_n[seen]
         return grad / len(samples)
 
+    def batch_gradient(self) -> FloatArray:
+        """Gradient of the buffered mini-batch (subclasses credit it differently)."""
+        return self.gradient(self._buffer)
+
+    def pending(self) -> int:
+        """Impressions ready for the next update."""
+        return len(self._buffer)
+
+    def clear_batch(self) -> None:
+        self._buffer = []
+
     def update(self) -> UpdateResult:
         """Check the rollback guard, then take one bounded gradient step on the buffered batch."""
-        batch = len(self._buffer)
+        batch = self.pending()
         current = float(np.mean(self._current)) if self._current else float("nan")
         if self._should_roll_back():
             return self._roll_back(batch, current)
-        if not self._buffer:
+        if not batch:
             return UpdateResult(self.version, False, False, 0, current, 0.0)
-        step = self.step_size() * self.gradient(self._buffer)
+        step = self.step_size() * self.batch_gradient()
         norm = float(np.linalg.norm(step))
         if norm > self.settings.max_step:
             step *= self.settings.max_step / norm
@@ -192,10 +219,10 @@ class OnlineLearner:
         self.weights = new
         self.n_updates += 1
         # Both counters only grow, so a version name is never reused after a rollback.
-        self.version = f"pl-{self.n_updates + self.n_rollbacks}"
+        self.version = f"{self.prefix}-{self.n_updates + self.n_rollbacks}"
         self._reference.extend(self._current)
         self._current = []
-        self._buffer = []
+        self.clear_batch()
         return UpdateResult(self.version, True, False, batch, current, float(np.linalg.norm(step)))
 
     def step_size(self) -> float:
@@ -229,7 +256,7 @@ class OnlineLearner:
         self.previous = None  # one level: a second drop is judged against the restored weights
         self.n_rollbacks += 1
         self._current = []
-        self._buffer = []
+        self.clear_batch()
         return UpdateResult(self.version, False, True, batch, current, 0.0)
 
     # ---------------------------------------------------------------- persistence

@@ -57,6 +57,9 @@ class Impression:
     expected_features: FloatArray | None = None
     params: FloatArray | None = None
     temperature: float | None = None
+    state: FloatArray | None = None
+    diversity: FloatArray | None = None
+    reference_items: list[str] | None = None
 
     @classmethod
     def from_slate(cls, rec_id: str, user_id: str, slate: Slate, created_at: float) -> Impression:
@@ -72,6 +75,9 @@ class Impression:
             expected_features=slate.expected_features,
             params=slate.params,
             temperature=slate.temperature,
+            state=slate.state,
+            diversity=slate.diversity,
+            reference_items=slate.reference_items,
         )
 
     @property
@@ -101,6 +107,9 @@ class Impression:
             "expected_features": arr(self.expected_features),
             "params": arr(self.params),
             "temperature": self.temperature,
+            "state": arr(self.state),
+            "diversity": arr(self.diversity),
+            "reference_items": self.reference_items,
         }
 
     @classmethod
@@ -123,6 +132,9 @@ class Impression:
                 expected_features=arr("expected_features"),
                 params=arr("params"),
                 temperature=None if data.get("temperature") is None else float(data["temperature"]),
+                state=arr("state"),
+                diversity=arr("diversity"),
+                reference_items=_strings(data.get("reference_items")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ContractError(
@@ -137,6 +149,10 @@ class Impression:
                 f"{len(imp.propensities)} propensities",
             )
         return imp
+
+
+def _strings(value: Any) -> list[str] | None:
+    return None if value is None else [str(v) for v in value]
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,15 @@ class UserContext:
 
     ``history_vectors``: embeddings ``[H, D]`` of the user's recently consumed items (most recent
     first or any order); novelty is measured against them. Empty when unknown.
+    ``history_ages_s``: ``[H]`` seconds since each of those items was consumed, and
+    ``since_last_visit_s``: seconds since the user's previous slate; the critic's state
+    features use them (models/policy/critic.py), ``None`` when unknown.
     """
 
     user_id: str
     history_vectors: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    history_ages_s: FloatArray | None = None
+    since_last_visit_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,10 @@ class Slate:
     ``expected_features``: ``[K, F]`` the policy's expected feature row at each step (the
     score-function baseline); both are ``None`` for deterministic rerankers.
     ``params``: the stochastic policy's weights ``[F]`` that produced the slate, else ``None``.
+    ``state``: the critic's state features ``[S]`` of the request (models/policy/critic.py);
+    ``diversity``: ``[2]`` intra-list diversity of this slate and of the relevance-only slate
+    of the same candidates, and ``reference_items`` that relevance-only slate: what the
+    constrained learner compares against (models/policy/constraints.py).
     """
 
     items: list[SlateItem]
@@ -79,6 +88,9 @@ class Slate:
     expected_features: FloatArray | None = None
     params: FloatArray | None = None
     temperature: float | None = None
+    state: FloatArray | None = None
+    diversity: FloatArray | None = None
+    reference_items: list[str] | None = None
 
     @property
     def item_ids(self) -> list[str]:
@@ -151,6 +163,14 @@ def base_features(context: UserContext, candidates: Sequence[Candidate]) -> Floa
     feats[:, 3] = zscore(np.asarray(pops, dtype=np.float64))
     feats[:, 4] = zscore(np.array([c.freshness for c in candidates], dtype=np.float64))
     return feats
+
+
+def intra_list_diversity(units: FloatArray) -> float:
+    """Mean pairwise ``1 - cos`` of a slate's unit vectors ``[K, D]`` (0 for fewer than 2)."""
+    n = units.shape[0]
+    if n < 2:
+        return 0.0
+    return float((n * n - (units @ units.T).sum()) / (n * (n - 1)))
 
 
 def slate_length(candidates: Sequence[Candidate], k: int) -> int:

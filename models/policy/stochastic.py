@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.errors import ConfigError
+from streamrec.models.policy.critic import state_features
 from streamrec.models.policy.slate import (
     DIVERSITY,
     FEATURES,
@@ -24,6 +25,7 @@ from streamrec.models.policy.slate import (
     UserContext,
     base_features,
     empty_slate,
+    intra_list_diversity,
     slate_length,
     stack_vectors,
     zscore_masked,
@@ -127,10 +129,12 @@ class StochasticReranker:
         temperature: float = 0.25,
         version: str = "pl-0",
         seed: int | None = None,
+        state_half_life_s: float = 3_600.0,
     ) -> None:
         if temperature <= 0:
             raise ConfigError(f"temperature must be > 0; got {temperature}")
         self.temperature = temperature
+        self.state_half_life_s = state_half_life_s
         self._params = (_weights(DEFAULT_WEIGHTS if weights is None else weights), version)
         self._rng = np.random.default_rng(seed)
 
@@ -158,10 +162,11 @@ class StochasticReranker:
             return empty_slate(version)
         base = base_features(context, candidates)
         rng = self._rng
+        vectors = stack_vectors(candidates)
         walk = pl_walk(
             weights,
             base,
-            stack_vectors(candidates),
+            vectors,
             k,
             self.temperature,
             lambda step, probs: sample_index(probs, rng),
@@ -177,6 +182,8 @@ class StochasticReranker:
                 walk.order, walk.scores, walk.log_probs, walk.greedy, strict=True
             )
         ]
+        # the relevance-only slate of the same candidates: the diversity constraint's reference
+        top = np.argsort(-base[:, 0], kind="stable")[:k]
         return Slate(
             items=items,
             policy_version=version,
@@ -184,6 +191,11 @@ class StochasticReranker:
             expected_features=walk.expected,
             params=weights.copy(),
             temperature=self.temperature,
+            state=state_features(context, candidates, vectors, k, self.state_half_life_s),
+            diversity=np.array(
+                [intra_list_diversity(vectors[walk.order]), intra_list_diversity(vectors[top])]
+            ),
+            reference_items=[candidates[i].item_id for i in top],
         )
 
 

@@ -43,7 +43,9 @@ from streamrec.models.policy.slate import (
     Reranker,
     UserContext,
     base_features,
+    intra_list_diversity,
     stack_vectors,
+    unit_rows,
 )
 from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.models.sim.simulator import Simulator
@@ -117,10 +119,18 @@ def candidates_for(sim: Simulator, scores: FloatArray, user_id: str, n: int) -> 
     ]
 
 
-def _context(sim: Simulator, user_id: str, n: int) -> UserContext:
+def _context(
+    sim: Simulator, user_id: str, n: int, now: float, last_visit: float | None
+) -> UserContext:
     recent = sim.clicked(user_id)[-n:]
     vectors = sim.item_vectors[recent] if recent else np.zeros((0, sim.item_vectors.shape[1]))
-    return UserContext(user_id=user_id, history_vectors=vectors)
+    ages = now - np.array(sim.click_times(user_id)[-n:], dtype=np.float64)
+    return UserContext(
+        user_id=user_id,
+        history_vectors=vectors,
+        history_ages_s=ages if recent else None,
+        since_last_visit_s=None if last_visit is None else now - last_visit,
+    )
 
 
 def _write_ope_line(
@@ -152,12 +162,7 @@ def _row(sim: Simulator, item_id: str) -> int:
 
 
 def _intra_list_diversity(sim: Simulator, rows: list[int]) -> float:
-    if len(rows) < 2:
-        return 0.0
-    unit = sim.item_vectors[rows] / np.linalg.norm(sim.item_vectors[rows], axis=1, keepdims=True)
-    sims = unit @ unit.T
-    n = len(rows)
-    return float((n * n - sims.sum()) / (n * (n - 1)))
+    return intra_list_diversity(unit_rows(sim.item_vectors[rows]))
 
 
 def run_closed_loop(
@@ -190,11 +195,13 @@ def run_closed_loop(
     result = LoopResult(policy=policy)
     bucket = _Bucket()
     k = config.slate_size
+    last_visit: dict[str, float] = {}
     for step in range(config.steps):
         now = step * config.request_interval_s
         user_id = sim.user_ids[int(rng.integers(len(sim.user_ids)))]
         cands = candidates_for(sim, scores, user_id, config.n_candidates)
-        context = _context(sim, user_id, config.history_vectors)
+        context = _context(sim, user_id, config.history_vectors, now, last_visit.get(user_id))
+        last_visit[user_id] = now
         slate = reranker.rerank(context, cands, k)
         rec_id = f"{policy}-{config.seed}-{step}"
         impression = Impression.from_slate(rec_id, user_id, slate, now)

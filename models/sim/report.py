@@ -1,16 +1,20 @@
 """Policy comparison report: closed-loop runs of every policy over several seeds.
 
-Policies: relevance-only, MMR and DPP at a grid of fixed trade-offs, and the online-learned
-Plackett-Luce policy. Every policy of one seed faces the same simulated world (catalog and users
-fitted or generated once, ``world_seed``) and the same seeded request stream; seeds change the
+Policies: relevance-only, MMR and DPP at a grid of fixed trade-offs, the best fixed weight
+vectors of the Plackett-Luce policy from a grid search (models/sim/frontier.py), and the
+online learners: ``reinforce`` (per-slate credit), ``actor-critic`` (credit for the user's next
+visits) and ``constrained`` (actor-critic keeping diversity and coverage at relevance-only's).
+Every policy of one seed faces the same simulated world (catalog and users fitted or generated
+once, ``world_seed``) and the same seeded request stream; seeds change the
 run's randomness (request order, relevance-model error, responses, exploration). The best fixed
 MMR and DPP settings are picked *after* the runs, on the same seeds, which favours the
 baselines.
 
 Outputs under ``out``: ``summary.json`` (per policy: mean and 95% interval over seeds of every
 metric, the best fixed baselines, the paired learned-minus-baseline differences), ``summary.md``
-(the same as a table), ``series.json`` (time series per seed) and ``metrics.png`` (one panel per
-metric over time, mean over seeds with a min-max band).
+(the same as a table), ``series.json`` (time series per seed), ``metrics.png`` (one panel per
+metric over time, mean over seeds with a min-max band) and ``frontier.png`` (reward against
+diversity and coverage; ``summary.json["frontier"]`` names the policies on the frontier).
 
 Interval: Student-t over per-seed means, ``mean ± t_{0.975, n-1} · sd / sqrt(n)``.
 """
@@ -27,11 +31,18 @@ import numpy as np
 
 from streamrec.errors import ConfigError
 from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.actor_critic import ActorCriticLearner
 from streamrec.models.policy.learner import OnlineLearner
 from streamrec.models.policy.rerankers import DPPReranker, MMRReranker, RelevanceReranker
 from streamrec.models.policy.slate import Reranker
 from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.models.sim.closed_loop import METRICS, LoopConfig, LoopResult, run_closed_loop
+from streamrec.models.sim.frontier import (
+    frontier,
+    parse_weight_name,
+    plot_frontier,
+    weight_name,
+)
 from streamrec.models.sim.simulator import Simulator, SimulatorConfig
 
 # Two-sided 97.5% Student-t quantiles by degrees of freedom (no scipy dependency for 30 numbers).
@@ -39,7 +50,7 @@ _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042]  # fmt: skip
 
-LEARNED = "learned"
+LEARNERS: tuple[str, ...] = ("reinforce", "actor-critic", "constrained")
 
 
 @dataclass(frozen=True)
@@ -51,9 +62,11 @@ class ReportConfig:
     simulator: SimulatorConfig = field(
         default_factory=lambda: SimulatorConfig(n_users=400, n_items=2_000, world_seed=0)
     )
-    mmr_grid: tuple[float, ...] = (0.3, 0.6, 0.9, 0.95)
-    dpp_grid: tuple[float, ...] = (0.3, 0.6, 0.9, 0.95)
+    mmr_grid: tuple[float, ...] = (0.6, 0.9, 0.95)
+    dpp_grid: tuple[float, ...] = (0.6, 0.9, 0.95)
     last_fraction: float = 0.5
+    weight_vectors: tuple[tuple[float, ...], ...] = ()  # the grid search's best, run in full
+    learners: tuple[str, ...] = LEARNERS
 
 
 def interval(values: Sequence[float]) -> dict[str, float]:
@@ -73,7 +86,8 @@ def policy_names(config: ReportConfig) -> list[str]:
         ["relevance"]
         + [f"mmr-{d:g}" for d in config.mmr_grid]
         + [f"dpp-{d:g}" for d in config.dpp_grid]
-        + [LEARNED]
+        + [weight_name(w) for w in config.weight_vectors]
+        + list(config.learners)
     )
 
 
@@ -84,9 +98,28 @@ def _reranker(name: str, policy: PolicySettings, seed: int) -> Reranker:
         return MMRReranker(float(name[4:]))
     if name.startswith("dpp-"):
         return DPPReranker(float(name[4:]))
-    if name == LEARNED:
-        return StochasticReranker(temperature=policy.temperature, seed=seed, version="pl-0")
-    raise ConfigError(f"unknown policy {name!r}; expected one of relevance, mmr-X, dpp-X, learned")
+    if name.startswith("w-"):
+        weights = parse_weight_name(name)
+        return StochasticReranker(weights, temperature=policy.temperature, seed=seed, version=name)
+    if name in LEARNERS:
+        return StochasticReranker(
+            temperature=policy.temperature,
+            seed=seed,
+            version="pl-0",
+            state_half_life_s=policy.state_half_life_s,
+        )
+    raise ConfigError(
+        f"unknown policy {name!r}; expected relevance, mmr-X, dpp-X, w-..., or one of {LEARNERS}"
+    )
+
+
+def make_learner(name: str, policy: PolicySettings, learner: LearnerSettings) -> OnlineLearner:
+    """The online learner a report policy runs: ``reinforce``, ``actor-critic`` or
+    ``constrained`` (actor-critic with the diversity and coverage constraints)."""
+    if name == "reinforce":
+        return OnlineLearner(learner, policy)
+    constrained = learner.model_copy(update={"constrained": name == "constrained"})
+    return ActorCriticLearner(constrained, policy)
 
 
 def run_policies(
@@ -99,7 +132,7 @@ def run_policies(
 ) -> dict[str, list[LoopResult]]:
     """Closed-loop results per policy name, one per seed.
 
-    ``ope_log``: write the learned policy's slates of seed 0 there in the OPE log format.
+    ``ope_log``: write the actor-critic policy's slates of seed 0 there in the OPE log format.
     """
     if config.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1; got {config.seeds}")
@@ -110,9 +143,12 @@ def run_policies(
             if progress is not None:
                 progress(name, seed)
             sim = make_simulator(replace(config.simulator, seed=seed))
-            online = OnlineLearner(learner, policy) if name == LEARNED else None
+            online = make_learner(name, policy, learner) if name in LEARNERS else None
             reranker = _reranker(name, policy, seed)
-            if ope_log is not None and name == LEARNED and seed == 0:
+            if online is not None:
+                assert isinstance(reranker, StochasticReranker)
+                reranker.set_params(online.weights, online.version)
+            if ope_log is not None and name == "actor-critic" and seed == 0:
                 ope_log.parent.mkdir(parents=True, exist_ok=True)
                 with ope_log.open("w") as fh:
                     run = run_closed_loop(name, reranker, sim, loop, policy, online, ope_log=fh)
@@ -132,7 +168,7 @@ def summarize(results: dict[str, list[LoopResult]], last_fraction: float) -> dic
         }
         for metric in METRICS[1:]:
             row[metric] = interval([r.mean(metric, last_fraction) for r in runs])
-        if name == LEARNED:
+        if name in LEARNERS:
             row["weights"] = (
                 np.mean([r.weights for r in runs if r.weights], axis=0).round(3).tolist()
             )
@@ -148,24 +184,39 @@ def summarize(results: dict[str, list[LoopResult]], last_fraction: float) -> dic
         "relevance": "relevance",
         "best_mmr": best("mmr-"),
         "best_dpp": best("dpp-"),
+        "best_weight_vector": best("w-"),
+        "reinforce": "reinforce" if "reinforce" in table else None,
     }
     summary: dict[str, Any] = {"policies": table, "baselines": baselines, "paired": {}}
-    if LEARNED in results:
-        mine = [r.mean("reward_per_1k", last_fraction) for r in results[LEARNED]]
-        for label, base in baselines.items():
-            if base is None:
-                continue
-            theirs = [r.mean("reward_per_1k", last_fraction) for r in results[base]]
-            diff = interval([a - b for a, b in zip(mine, theirs, strict=True)])
-            separated = bool(
-                table[LEARNED]["reward_per_1k"]["low"] > table[base]["reward_per_1k"]["high"]
-            )
-            summary["paired"][label] = {
-                "policy": base,
-                "learned_minus": diff,
-                "intervals_separate": separated,
-            }
+    for mine_name in (n for n in LEARNERS if n in results):
+        summary["paired"][mine_name] = _paired(results, table, mine_name, baselines, last_fraction)
+    summary["frontier"] = frontier(table)
     return summary
+
+
+def _paired(
+    results: dict[str, list[LoopResult]],
+    table: dict[str, dict[str, Any]],
+    mine_name: str,
+    baselines: dict[str, str | None],
+    last_fraction: float,
+) -> dict[str, Any]:
+    """Paired per-seed reward differences of one learner against each baseline."""
+    out: dict[str, Any] = {}
+    mine = [r.mean("reward_per_1k", last_fraction) for r in results[mine_name]]
+    for label, base in baselines.items():
+        if base is None or base == mine_name:
+            continue
+        theirs = [r.mean("reward_per_1k", last_fraction) for r in results[base]]
+        separated = bool(
+            table[mine_name]["reward_per_1k"]["low"] > table[base]["reward_per_1k"]["high"]
+        )
+        out[label] = {
+            "policy": base,
+            "difference": interval([a - b for a, b in zip(mine, theirs, strict=True)]),
+            "intervals_separate": separated,
+        }
+    return out
 
 
 def markdown_table(summary: dict[str, Any], seeds: int) -> str:
@@ -206,10 +257,9 @@ def plot(results: dict[str, list[LoopResult]], path: Path, bucket: int) -> Path:
         for name, runs in results.items():
             series = np.array([r.series[metric] for r in runs])  # [seeds, buckets]
             x = (np.arange(series.shape[1]) + 1) * bucket
-            style = "-" if name == LEARNED else "--" if name == "relevance" else ":"
-            ax.plot(
-                x, series.mean(axis=0), style, label=name, linewidth=2 if name == LEARNED else 1
-            )
+            learned = name in LEARNERS
+            style = "-" if learned else "--" if name == "relevance" else ":"
+            ax.plot(x, series.mean(axis=0), style, label=name, linewidth=2 if learned else 1)
             ax.fill_between(x, series.min(axis=0), series.max(axis=0), alpha=0.12)
         ax.set_title(titles[metric])
         ax.set_xlabel("impressions")
@@ -222,22 +272,35 @@ def plot(results: dict[str, list[LoopResult]], path: Path, bucket: int) -> Path:
 
 
 def write_report(
-    results: dict[str, list[LoopResult]], config: ReportConfig, out: Path
+    results: dict[str, list[LoopResult]],
+    config: ReportConfig,
+    out: Path,
+    grid: list[dict[str, Any]] | None = None,
+    dataset: str = "synthetic",
 ) -> dict[str, Any]:
-    """Write summary.json, summary.md, series.json and metrics.png; return the summary."""
+    """Write summary.json, summary.md, series.json, metrics.png and frontier.png; return the
+    summary. ``grid``: the grid search's rows (weights, short-run reward), printed too."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(results, config.last_fraction)
+    summary["grid_search"] = grid or []
     summary["setup"] = {
         "seeds": config.seeds,
         "steps": config.loop.steps,
         "slate_candidates": config.loop.n_candidates,
         "headline_window": f"last {config.last_fraction:.0%} of each run",
+        "dataset": dataset,
         "simulator": config.simulator.__dict__,
         "loop": config.loop.__dict__,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(markdown_table(summary, config.seeds))
+    (out / "summary.md").write_text(
+        markdown_table(summary, config.seeds)
+        + "\non the frontier: "
+        + ", ".join(summary["frontier"])
+        + "\n"
+    )
     series = {name: [r.series for r in runs] for name, runs in results.items()}
     (out / "series.json").write_text(json.dumps(series))
     plot(results, out / "metrics.png", config.loop.bucket)
+    plot_frontier(summary["policies"], summary["frontier"], out / "frontier.png")
     return summary

@@ -212,6 +212,11 @@ class Simulator:
             raise ContractError("unknown_user", f"simulator has no user {user_id!r}")
         return row
 
+    def click_times(self, user_id: str) -> list[float]:
+        """Times (seconds) of the user's clicks, in the order of :meth:`clicked`."""
+        self.user_row(user_id)
+        return [t for _, t in self._users[user_id].history]
+
     def clicked(self, user_id: str) -> list[int]:
         """Catalog rows the user clicked, most recent last (what user_state would hold)."""
         self.user_row(user_id)

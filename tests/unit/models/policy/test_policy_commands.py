@@ -59,17 +59,23 @@ def test_ope_needs_exactly_one_target(tmp_path: Path) -> None:
 
 def test_report_writes_table_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "rep"
-    args = ["report", "--seeds", "2", "--steps", "120", "--out", str(out), "--ope-log", "--json"]
+    args = ["report", "--seeds", "2", "--steps", "120", "--out", str(out), "--ope-log", "--json",
+            "--grid-steps", "40", "--grid-top", "1"]  # fmt: skip
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary["policies"]) >= {"relevance", "learned", "mmr-0.6", "dpp-0.95"}
+    names = {"relevance", "reinforce", "actor-critic", "constrained", "mmr-0.6", "dpp-0.95"}
+    assert set(summary["policies"]) >= names
+    assert len(summary["grid_search"]) == 27
+    assert sum(n.startswith("w-") for n in summary["policies"]) == 1
+    assert set(summary["frontier"]) <= set(summary["policies"])
+    assert set(summary["paired"]["actor-critic"]) >= {"relevance", "reinforce", "best_mmr"}
     assert (out / "ope-log.jsonl").stat().st_size > 0
-    learned = summary["policies"]["learned"]["reward_per_1k"]
+    learned = summary["policies"]["actor-critic"]["reward_per_1k"]
     assert learned["low"] <= learned["mean"] <= learned["high"]
-    for name in ("summary.md", "summary.json", "metrics.png", "series.json"):
+    for name in ("summary.md", "summary.json", "metrics.png", "series.json", "frontier.png"):
         assert (out / name).stat().st_size > 0
-    assert "| learned |" in (out / "summary.md").read_text()
+    assert "| actor-critic |" in (out / "summary.md").read_text()
 
 
 def test_bench_rerank_reports_latency() -> None:

@@ -1,0 +1,166 @@
+"""Actor-critic learner: credits a slate with what it does to the user's next visits.
+
+The actor is the Plackett-Luce policy's weights, as for :class:`OnlineLearner` (same interface,
+guardrails, step-size schedule and persistence); the critic is
+:class:`~streamrec.models.policy.critic.LinearCritic` over the state features each slate logs.
+
+Trajectories. Impressions arrive per user in time order (the worker closes them in order per
+partition, and a user lives on one partition). A user's visit ``t`` is ready for learning once
+``horizon`` later visits of that user have closed, or once the user has not been back for
+``visit_timeout_s`` (then the return ends there, value 0).
+
+Credit. With ``r_t`` the slate's reward, ``δ_t = r_t + gamma V(s_{t+1}) - V(s_t)`` and the
+truncated GAE ``Â_t = Σ_{l<horizon} (gamma*lambda)^l δ_{t+l}``, the part of the advantage that
+comes from later visits is ``F_t = Â_t - (r_t - now(s_t))`` (``now``: the critic's estimate of
+the slate's own reward). Position ``k`` of the slate is credited with its within-slate
+reward-to-go, as in REINFORCE, plus ``F_t``: a slate that leaves the user less satiated earns
+through the critic's value of the next visit instead of the next visits' raw rewards, which
+were too noisy to learn from. ``λ = 0`` (default) uses only ``V(s_{t+1})``.
+
+Measured (closed loop, synthetic world, 4,000 requests, seed 0): with a per-visit discount of
+0.5-0.8 the future term pushed the popularity weight negative (clicks satiate and deplete the
+user's pool, and the linear critic's value of that exceeded the clicks' own reward) and lost
+300-800 reward per 1,000 impressions to REINFORCE; hence the default discount of 0.3.
+
+Off-policy correction: the per-decision clipped importance weights of :class:`OnlineLearner`.
+Constrained mode (``LearnerSettings.constrained``): each slate's return also gets
+``μ·g`` from :class:`~streamrec.models.policy.constraints.Lagrangian`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.constraints import Lagrangian
+from streamrec.models.policy.critic import LinearCritic, Transition, feature_index
+from streamrec.models.policy.learner import OnlineLearner, Sample, discounted_to_go
+from streamrec.models.policy.rewards import Impression, Reward, position_rewards
+from streamrec.models.policy.slate import FloatArray
+
+
+@dataclass
+class Visit:
+    """One closed impression in a user's trajectory."""
+
+    impression: Impression
+    sample: Sample
+    state: FloatArray  # [S]
+    reward: float  # slate total
+    terms: FloatArray  # [2] constraint terms
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A visit with its later visits (at most ``horizon``); ``ended``: the user did not return."""
+
+    visit: Visit
+    later: tuple[Visit, ...]
+    ended: bool
+
+
+class ActorCriticLearner(OnlineLearner):
+    """:class:`OnlineLearner` whose credit includes the critic's advantage of later visits."""
+
+    prefix = "ac"
+
+    def __init__(
+        self,
+        settings: LearnerSettings,
+        policy: PolicySettings,
+        weights: FloatArray | None = None,
+        version: str = "ac-0",
+    ) -> None:
+        super().__init__(settings, policy, weights, version)
+        self.critic = LinearCritic(
+            feature_index(settings.critic_features),
+            settings.discount,
+            settings.critic_window,
+            settings.critic_ridge,
+        )
+        self.constraints = (
+            Lagrangian(settings.constraint_lr, settings.coverage_window)
+            if settings.constrained
+            else None
+        )
+        self.trajectories: OrderedDict[str, deque[Visit]] = OrderedDict()
+        self.chains: list[Chain] = []
+
+    # ---------------------------------------------------------------- data in
+
+    def observe(self, impression: Impression, rewards: Sequence[Reward] | FloatArray) -> None:
+        per_pos = (
+            np.asarray(rewards, dtype=np.float64)
+            if isinstance(rewards, np.ndarray)
+            else position_rewards(impression, rewards)
+        )
+        self.count_reward(impression, per_pos)
+        sample = Sample.of(impression, per_pos)
+        if sample is None or impression.state is None:
+            return  # a deterministic slate: no gradient, and no logged state for the critic
+        terms = self.constraints.terms(impression) if self.constraints else np.zeros(2)
+        visit = Visit(impression, sample, impression.state, float(per_pos.sum()), terms)
+        self._expire(impression.created_at)
+        trajectory = self.trajectories.setdefault(impression.user_id, deque())
+        self.trajectories.move_to_end(impression.user_id)
+        trajectory.append(visit)
+        horizon = self.settings.horizon
+        while len(trajectory) > horizon:
+            first = trajectory.popleft()
+            self._ready(Chain(first, tuple(list(trajectory)[:horizon]), ended=False))
+
+    def _expire(self, now: float) -> None:
+        """Users silent for ``visit_timeout_s``: their visits' returns end (value 0 after)."""
+        timeout = self.settings.visit_timeout_s
+        while self.trajectories:
+            user, trajectory = next(iter(self.trajectories.items()))
+            if trajectory and trajectory[-1].impression.created_at + timeout >= now:
+                return
+            del self.trajectories[user]
+            visits = list(trajectory)
+            for i, visit in enumerate(visits):
+                self._ready(Chain(visit, tuple(visits[i + 1 :]), ended=True))
+
+    def _ready(self, chain: Chain) -> None:
+        nxt = chain.later[0].state if chain.later else None
+        self.critic.add(Transition(chain.visit.state, chain.visit.reward, nxt))
+        self.chains.append(chain)
+
+    def pending(self) -> int:
+        return len(self.chains)
+
+    def clear_batch(self) -> None:
+        self.chains = []
+
+    # ---------------------------------------------------------------- learning
+
+    def future_advantage(self, chain: Chain) -> float:
+        """``F_t = Â_t - (r_t - now(s_t))``: the later visits' share of the advantage."""
+        visits = (chain.visit, *chain.later)
+        states = np.stack([v.state for v in visits])  # [L+1, S]
+        values = self.critic.value(states)
+        nxt = np.append(values[1:], 0.0)  # after the last visit: 0 if ended, else unused
+        rewards = np.array([v.reward for v in visits])
+        deltas = rewards + self.settings.discount * nxt - values  # [L+1]
+        # not ended: the last visit only bootstraps, its own δ needs a state we do not have
+        n = len(visits) if chain.ended else len(visits) - 1
+        decay = (self.settings.discount * self.settings.gae_lambda) ** np.arange(n)
+        advantage = float(decay @ deltas[:n]) if n else 0.0
+        now = float(self.critic.now(chain.visit.state)[0])
+        return advantage - (chain.visit.reward - now)
+
+    def batch_gradient(self) -> FloatArray:
+        self.critic.fit()
+        discount = self.settings.credit_discount
+        returns = []
+        for chain in self.chains:
+            togo = discounted_to_go(chain.visit.sample.rewards, discount)
+            bonus = self.constraints.bonus(chain.visit.terms) if self.constraints else 0.0
+            returns.append(togo + self.future_advantage(chain) + bonus)
+        if self.constraints is not None:
+            self.constraints.step(np.mean([c.visit.terms for c in self.chains], axis=0))
+        return self.weighted_gradient([c.visit.sample for c in self.chains], returns)

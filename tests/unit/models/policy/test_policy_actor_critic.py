@@ -1,0 +1,119 @@
+"""Actor-critic learner, its critic, the Lagrangian constraints and the frontier."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.actor_critic import ActorCriticLearner
+from streamrec.models.policy.constraints import Lagrangian
+from streamrec.models.policy.critic import (
+    STATE_FEATURES,
+    LinearCritic,
+    Transition,
+    state_features,
+)
+from streamrec.models.policy.rewards import Impression
+from streamrec.models.policy.slate import Candidate, UserContext, unit_rows
+from streamrec.models.policy.stochastic import StochasticReranker
+from streamrec.models.sim.frontier import pareto
+
+POLICY = PolicySettings()
+
+
+def _candidates(rng: np.random.Generator, n: int = 8) -> list[Candidate]:
+    return [
+        Candidate(f"i{i}", float(rng.normal()), rng.normal(size=4), 10.0, 0.0) for i in range(n)
+    ]
+
+
+def test_satiation_feature_grows_with_recent_similar_clicks() -> None:
+    rng = np.random.default_rng(0)
+    cands = _candidates(rng)
+    vectors = unit_rows(np.stack([c.vector for c in cands]))
+    sat = STATE_FEATURES.index("satiation")
+    fresh = UserContext("u", vectors[:3], history_ages_s=np.zeros(3))
+    old = UserContext("u", vectors[:3], history_ages_s=np.full(3, 4 * 3_600.0))
+    none = UserContext("u")
+    f_fresh = state_features(fresh, cands, vectors, 4, 3_600.0)
+    f_old = state_features(old, cands, vectors, 4, 3_600.0)
+    assert f_fresh[sat] > f_old[sat] > 0.0 == state_features(none, cands, vectors, 4, 3_600.0)[sat]
+
+
+def test_critic_learns_discounted_value_of_a_two_state_chain() -> None:
+    # state a (reward 1) -> state b (reward 0) -> a ...: V(a) = 1 / (1 - g^2), V(b) = g V(a)
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    critic = LinearCritic([0, 1], discount=0.5, window=100, ridge=0.0)
+    for _ in range(50):
+        critic.add(Transition(a, 1.0, b))
+        critic.add(Transition(b, 0.0, a))
+    for _ in range(60):
+        critic.fit()
+    np.testing.assert_allclose(critic.value(np.stack([a, b])), [4 / 3, 2 / 3], rtol=1e-6)
+    np.testing.assert_allclose(critic.now(np.stack([a, b])), [1.0, 0.0], atol=1e-9)
+
+
+def _impression(
+    policy: StochasticReranker, user: str, t: float, rng: np.random.Generator
+) -> Impression:
+    slate = policy.rerank(UserContext(user), _candidates(rng), 3)
+    return Impression.from_slate(f"{user}-{t}", user, slate, t)
+
+
+def test_visits_wait_for_the_horizon_or_the_timeout() -> None:
+    rng = np.random.default_rng(1)
+    settings = LearnerSettings(algorithm="actor_critic", horizon=2, visit_timeout_s=100.0)
+    learner = ActorCriticLearner(settings, POLICY)
+    policy = StochasticReranker(seed=0)
+    for t in (0.0, 10.0):
+        learner.observe(_impression(policy, "u", t, rng), np.zeros(3))
+    assert learner.pending() == 0  # two later visits are needed
+    learner.observe(_impression(policy, "u", 20.0, rng), np.ones(3))
+    assert learner.pending() == 1 and not learner.chains[0].ended
+    learner.observe(_impression(policy, "v", 500.0, rng), np.zeros(3))  # u silent for 480 s
+    assert learner.pending() == 3 and all(c.ended for c in learner.chains[1:])
+
+
+def test_future_advantage_is_zero_without_discount() -> None:
+    rng = np.random.default_rng(2)
+    settings = LearnerSettings(algorithm="actor_critic", horizon=1, discount=0.0, batch_size=8)
+    learner = ActorCriticLearner(settings, POLICY)
+    policy = StochasticReranker(seed=0)
+    for t in range(40):
+        learner.observe(_impression(policy, f"u{t % 4}", float(t), rng), rng.uniform(size=3))
+    learner.critic.fit()
+    advantages = [learner.future_advantage(c) for c in learner.chains]
+    np.testing.assert_allclose(advantages, 0.0, atol=1e-9)
+    assert learner.update().applied and learner.version == "ac-1"
+
+
+def test_lagrangian_grows_while_violated_and_relaxes_when_met() -> None:
+    lag = Lagrangian(lr=1.0, window=10)
+    lag.step(np.array([-0.2, 0.1]))
+    np.testing.assert_allclose(lag.multipliers, [0.2, 0.0])
+    lag.step(np.array([0.5, 0.0]))
+    np.testing.assert_allclose(lag.multipliers, [0.0, 0.0])
+
+
+def test_lagrangian_terms_compare_with_the_relevance_slate() -> None:
+    lag = Lagrangian(lr=1.0, window=10)
+    imp = Impression(
+        "r", "u", ["a", "b"], [0.5, 0.5], "pl-0", 0.0,
+        diversity=np.array([0.6, 0.4]), reference_items=["a", "c"],
+    )  # fmt: skip
+    np.testing.assert_allclose(lag.terms(imp), [0.2, 0.0])
+    again = Impression(
+        "r2", "u", ["d", "e"], [0.5, 0.5], "pl-0", 1.0,
+        diversity=np.array([0.4, 0.4]), reference_items=["a", "c"],
+    )  # fmt: skip
+    np.testing.assert_allclose(lag.terms(again), [0.0, 1.0])  # new items vs repeated reference
+
+
+def test_pareto_keeps_only_undominated_points() -> None:
+    points = {
+        "a": (1.0, 1.0, 1.0),
+        "b": (2.0, 0.5, 1.0),
+        "c": (0.5, 0.5, 0.5),
+        "d": (1.0, 1.0, 1.0),
+    }
+    assert pareto(points) == ["a", "b", "d"]

@@ -184,6 +184,12 @@ class ServingSettings(BaseModel):
     mode: Literal["heuristic", "model"] = Field(
         "heuristic", description="heuristic: trending + co-visitation; model: encoder + FAISS."
     )
+    covisit_history: int = Field(
+        10,
+        ge=1,
+        description="The user's most recent items whose co-visitation neighbours are candidates "
+        "(each weighs 0.8 times the next newer one).",
+    )
     fusion: FusionSettings = Field(
         default_factory=FusionSettings, description="Learned weights of the candidate sources."
     )

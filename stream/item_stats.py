@@ -82,12 +82,12 @@ class ItemStats:
             )
         return True
 
-    def covisits(self, history: Sequence[str], partition: int = 0) -> dict[str, Neighbours]:
-        """Neighbours of the last ``covisit_window`` items of ``history``, strongest first
-        (``partition`` is not needed: the replica holds every partition's statistics)."""
+    def covisits(self, items: Sequence[str], partition: int = 0) -> dict[str, Neighbours]:
+        """Neighbours of each of ``items``, strongest first (``partition`` is not needed: the
+        replica holds every partition's statistics)."""
         s = self.settings
         found: dict[str, Neighbours] = {}
-        for item in history[-s.covisit_window :]:
+        for item in items:
             neighbours = self.covisit.get(item, {})
             found[item] = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[
                 : s.covisit_top_k

@@ -139,7 +139,7 @@ class HeuristicBuilder:
 class StatsSource(Protocol):
     """The item statistics a slate is built from (stream/item_stats.py)."""
 
-    def covisits(self, history: Sequence[str], partition: int) -> dict[str, Neighbours]: ...
+    def covisits(self, items: Sequence[str], partition: int) -> dict[str, Neighbours]: ...
 
     def trending(self, partition: int) -> Neighbours: ...
 
@@ -265,8 +265,8 @@ class Refresher:
             self.store(impression, entry.pending.partition)
 
     def _input(self, pending: Pending) -> RefreshInput:
-        history = pending.state.history()
-        covisits = self.stats.covisits(history, pending.partition)
+        recent = pending.state.history()[-self.serving.covisit_history :]
+        covisits = self.stats.covisits(recent, pending.partition)
         return RefreshInput(
             pending, pending.state, covisits, self.stats.trending(pending.partition)
         )

@@ -159,3 +159,15 @@ class LearnerSettings(BaseModel):
     coverage_window: int = Field(
         500, ge=10, description="Impressions over which the constrained mode measures coverage."
     )
+    mode: Literal["local", "shared"] = Field(
+        "local",
+        description="local: each worker learns from its own partitions' rewards; shared: workers "
+        "publish closed impressions to the experience topic and serve the policy the one "
+        "`streamrec learner` process announces on the control topic.",
+    )
+    ope_window: int = Field(
+        512,
+        ge=1,
+        description="Learner process: latest impressions on which each new version's doubly "
+        "robust estimate is computed before it is announced.",
+    )

@@ -43,6 +43,7 @@ from streamrec.stream.connection import faust_broker_url, faust_credentials
 from streamrec.stream.control import ControlListener
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.durability import drain, flush_before_commit
+from streamrec.stream.experience import ExperiencePublisher
 from streamrec.stream.feedback import Feedback
 from streamrec.stream.fusion import FusionLearner
 from streamrec.stream.ingest import Ingest
@@ -76,6 +77,7 @@ class StreamrecApp:
         recs_topic = self.app.topic(topics.name("recommendations"), **raw)
         deadletter_topic = self.app.topic(topics.name("deadletter"), **raw)
         updates_topic = self.app.topic(topics.name("item_updates"), **raw)
+        experience_topic = self.app.topic(topics.name("experience"), **raw)
         self.deltas = DeltaPublisher(lambda key, value: updates_topic.send(key=key, value=value))
         self.user_state = self._cached("user_state")
         self.write_behind = WriteBehind(
@@ -106,6 +108,14 @@ class StreamrecApp:
         impressions = self.app.Table(
             "impressions", default=None, partitions=topics.partitions, key_type=str
         )
+        # shared learner: closed impressions go out on the experience topic (in the closing
+        # event's context, so they are flushed before its offset commits), policies come back
+        # on control
+        self.experience = (
+            ExperiencePublisher(lambda key, value: experience_topic.send_soon(key=key, value=value))
+            if s.learner.mode == "shared"
+            else None
+        )
         self.feedback = Feedback(
             impressions,
             self.write_behind.context_of,
@@ -114,6 +124,7 @@ class StreamrecApp:
             s.state.data_dir / "learner.safetensors",
             self.model_server.set_policy if self.model_server else _no_policy,
             self.metrics,
+            self.experience,
         )
         self.refresher = Refresher(
             s.serving,
@@ -137,7 +148,12 @@ class StreamrecApp:
         )
         self.control = (
             ControlListener(
-                s.kafka, self.model_server, s.encoder.checkpoint, self.catalog.items, self.metrics
+                s.kafka,
+                self.model_server,
+                s.encoder.checkpoint,
+                self.catalog.items,
+                self.metrics,
+                self.model_server.set_policy if s.learner.mode == "shared" else None,
             )
             if self.model_server
             else None
@@ -258,6 +274,8 @@ class StreamrecApp:
             "item_stats": self.item_stats.figures(),
             "fusion": self.fusion.figures(),
             "feedback": self.feedback.stats(),
+            "policy_announced": control.policy_version if control else None,
+            "experience_published": self.experience.published if self.experience else 0,
             "cold_start": {
                 "items_added": control.cold_items if control else 0,
                 "last_seconds": control.cold_last_s if control else None,

@@ -1,20 +1,29 @@
-"""Model announcements on the ``control`` topic, and the worker side that acts on them.
+"""Model and policy announcements on the ``control`` topic, and the worker side that acts on them.
 
 ``announce_model`` publishes a ``ModelAnnouncement``; every worker reads the one-partition
 control topic from the beginning, so a worker that starts later still ends on the latest
 announced version, and all workers apply announcements in the same order. Loading happens in a
 worker thread; the swap itself is atomic between refresh batches (stream/serving.py).
+
+Policy announcements (``PolicyAnnouncement``, key ``policy``) come from the one learner process
+(stream/learner_process.py) and carry the policy's weights inline (a few numbers, so no shared
+file system is needed); every worker hands them to its serving reranker, so all of the
+consumer group serves the same version. A worker that sees none keeps its last policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamrec.errors import StreamrecError
 from streamrec.settings import KafkaSettings
@@ -25,6 +34,32 @@ from streamrec.stream.producer import kafka_producer
 from streamrec.stream.serving import ModelServer
 
 log = logging.getLogger(__name__)
+
+
+class PolicyAnnouncement(BaseModel):
+    """On the ``control`` topic: every worker serves these policy weights under this version."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    v: Literal[1] = 1
+    type: Literal["policy"] = "policy"
+    policy_version: str
+    weights: list[float] = Field(description="Stochastic policy weights, FEATURES order.")
+    announced_at: int = Field(description="Epoch milliseconds.")
+    estimate: dict[str, Any] | None = Field(
+        None, description="Off-policy estimate of the version before it served (IPS/SNIPS/DR)."
+    )
+
+
+def policy_record(version: str, weights: list[float], estimate: dict[str, Any] | None) -> bytes:
+    """The control record announcing a policy version."""
+    record = PolicyAnnouncement(
+        policy_version=version,
+        weights=weights,
+        announced_at=int(time.time() * 1000),
+        estimate=estimate,
+    )
+    return encode(record)
 
 
 async def announce_model(
@@ -51,8 +86,11 @@ class ControlListener:
         initial: Path | None,
         catalog: Mapping[str, Item],
         metrics: WorkerMetrics,
+        on_policy: Callable[[Any, str], None] | None = None,
     ) -> None:
         self.kafka = kafka
+        self.on_policy = on_policy  # (weights [F], version): announced policies go here
+        self.policy_version: str | None = None
         self.server = server
         self.initial = initial  # encoder.checkpoint: served before any announcement
         self.catalog = catalog  # the live catalog (item_id -> Item), read at each load
@@ -80,7 +118,11 @@ class ControlListener:
             await consumer.stop()
 
     async def on_record(self, raw: bytes) -> None:
-        """Act on one control record: load the announced model unless it is served already."""
+        """Act on one control record: load the announced model unless it is served already,
+        or serve an announced policy."""
+        if _record_type(raw) == "policy":
+            self._policy(raw)
+            return
         try:
             announcement = ModelAnnouncement.model_validate_json(raw)
         except ValueError as exc:
@@ -89,6 +131,22 @@ class ControlListener:
         if announcement.model_version == self.server.model_version:
             return
         await self._load(Path(announcement.checkpoint))
+
+    def _policy(self, raw: bytes) -> None:
+        try:
+            announcement = PolicyAnnouncement.model_validate_json(raw)
+        except ValueError as exc:
+            log.error("ignoring malformed policy announcement: %s", exc)
+            return
+        if self.on_policy is None or announcement.policy_version == self.policy_version:
+            return
+        try:
+            self.on_policy(np.asarray(announcement.weights), announcement.policy_version)
+        except StreamrecError as exc:
+            log.error("cannot serve policy %s: %s", announcement.policy_version, exc)
+            return
+        self.policy_version = announcement.policy_version
+        log.info("serving policy %s", announcement.policy_version)
 
     async def _load(self, checkpoint: Path) -> None:
         server = self.server
@@ -117,3 +175,11 @@ class ControlListener:
             self.cold_last_s = max(0.0, time.time() - record_ts_ms / 1000)
             self.metrics.index_items.set(server.holder.current().index.size)
             log.info("%d new items searchable %.3f s after their record", added, self.cold_last_s)
+
+
+def _record_type(raw: bytes) -> str | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return str(data.get("type")) if isinstance(data, dict) else None

@@ -18,6 +18,10 @@ guarded update (or a rollback), the new policy goes to the serving reranker, and
 is saved to ``<data_dir>/learner.safetensors`` so it survives a restart. The queues of open
 impressions live in memory; after a restart or rebalance ``reopen`` fills them again from the
 table, so no impression is left open for good.
+
+With ``learner.mode = "shared"`` the worker learns nothing itself: each closed impression goes,
+with its rewards, to the ``experience`` sink (stream/experience.py), and new policies arrive
+from the one learner process through the control topic (stream/control.py).
 """
 
 from __future__ import annotations
@@ -33,8 +37,15 @@ from faust.types import EventT
 
 from streamrec.errors import ModelError
 from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.actor_critic import load_learner, make_learner
 from streamrec.models.policy.learner import OnlineLearner
-from streamrec.models.policy.rewards import DropReason, Impression, Response, RewardJoiner
+from streamrec.models.policy.rewards import (
+    DropReason,
+    Impression,
+    Response,
+    Reward,
+    RewardJoiner,
+)
 from streamrec.models.policy.slate import FloatArray
 from streamrec.stream.compat import event_context
 from streamrec.stream.contract import Event, Recommendation
@@ -46,6 +57,8 @@ log = logging.getLogger(__name__)
 
 # (weights [F], version) -> None: hands each new policy to the serving reranker.
 PolicySink = Callable[[FloatArray, str], None]
+# (impression, its rewards) -> None: publishes a closed impression for the learner process.
+ExperienceSink = Callable[[Impression, list[Reward]], None]
 
 
 class Feedback:
@@ -60,6 +73,7 @@ class Feedback:
         path: Path,
         on_policy: PolicySink,
         metrics: WorkerMetrics,
+        experience: ExperienceSink | None = None,
     ) -> None:
         self.impressions = TableImpressions(table)
         self.joiner = RewardJoiner(
@@ -71,6 +85,7 @@ class Feedback:
         self.learner = _load_learner(path, learner, policy)
         self.on_policy = on_policy
         self.metrics = metrics
+        self.experience = experience  # shared mode: closed impressions go to the learner process
         self.expiry: dict[int, deque[tuple[float, str]]] = {}
         self.reward_value = 0.0
         on_policy(self.learner.weights, self.learner.version)
@@ -134,9 +149,12 @@ class Feedback:
             closed = self.impressions.close(rec_id)
             if closed is None:
                 continue
-            self.learner.observe(*closed)
+            if self.experience is not None:
+                self.experience(*closed)
+            else:
+                self.learner.observe(*closed)
             self.metrics.impressions_closed.inc()
-        if self.learner.ready():
+        if self.experience is None and self.learner.ready():
             self._update()
 
     def _update(self) -> None:
@@ -168,10 +186,10 @@ class Feedback:
 def _load_learner(path: Path, learner: LearnerSettings, policy: PolicySettings) -> OnlineLearner:
     if path.exists():
         try:
-            return OnlineLearner.load(path, learner, policy)
+            return load_learner(path, learner, policy)
         except ModelError as exc:
             log.error("learner state %s unusable, starting fresh: %s", path, exc)
-    return OnlineLearner(learner, policy)
+    return make_learner(learner, policy)
 
 
 def impression_of(rec: Recommendation) -> Impression:

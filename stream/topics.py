@@ -38,6 +38,8 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(t.name("control"), 1),
         # Every worker replays it from its last snapshot (stream/item_updates.py).
         TopicSpec(t.name("item_updates"), t.partitions, {"retention.ms": week_ms}, internal=True),
+        # Read by the learner process from its committed offset (stream/experience.py).
+        TopicSpec(t.name("experience"), t.partitions, {"retention.ms": week_ms}, internal=True),
     ]
 
 

@@ -54,6 +54,11 @@ class TopicSettings(BaseModel):
         "item-updates",
         description="Internal: each applied event's item-statistics delta, read by every worker.",
     )
+    experience: str = Field(
+        "experience",
+        description="Closed impressions with their rewards, keyed by user_id, for the one "
+        "learner process (learner.mode = shared).",
+    )
     partitions: int = Field(
         4, ge=1, description="Partitions per topic when streamrec creates them."
     )
@@ -62,7 +67,13 @@ class TopicSettings(BaseModel):
     def name(
         self,
         topic: Literal[
-            "events", "items", "recommendations", "deadletter", "control", "item_updates"
+            "events",
+            "items",
+            "recommendations",
+            "deadletter",
+            "control",
+            "item_updates",
+            "experience",
         ],
     ) -> str:
         """Full topic name, prefix included."""

@@ -29,9 +29,12 @@ Constrained mode (``LearnerSettings.constrained``): each slate's return also get
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -164,3 +167,82 @@ class ActorCriticLearner(OnlineLearner):
         if self.constraints is not None:
             self.constraints.step(np.mean([c.visit.terms for c in self.chains], axis=0))
         return self.weighted_gradient([c.visit.sample for c in self.chains], returns)
+
+    # ---------------------------------------------------------------- persistence
+
+    def state_tensors(self) -> dict[str, FloatArray]:
+        tensors = super().state_tensors()
+        tensors["critic_value"] = self.critic.value_w
+        tensors["critic_now"] = self.critic.now_w
+        if self.constraints is not None:
+            tensors["multipliers"] = self.constraints.multipliers
+        steps = list(self.critic.transitions)
+        if steps:
+            tensors["t_state"] = np.stack([t.state for t in steps])
+            tensors["t_reward"] = np.array([t.reward for t in steps])
+            tensors["t_next"] = np.stack([t.next_state if t.next_state is not None
+                                          else t.state for t in steps])  # fmt: skip
+            tensors["t_end"] = np.array([float(t.next_state is None) for t in steps])
+        return tensors
+
+    def state_meta(self) -> dict[str, str]:
+        held = {
+            "trajectories": [[_visit_json(v) for v in t] for t in self.trajectories.values()],
+            "chains": [
+                {"visit": _visit_json(c.visit), "later": [_visit_json(v) for v in c.later],
+                 "ended": c.ended}
+                for c in self.chains
+            ],
+        }  # fmt: skip
+        return {**super().state_meta(), "held": json.dumps(held)}
+
+    def restore(self, tensors: Mapping[str, FloatArray], meta: Mapping[str, str]) -> None:
+        super().restore(tensors, meta)
+        self.critic.value_w = tensors.get("critic_value", self.critic.value_w)
+        self.critic.now_w = tensors.get("critic_now", self.critic.now_w)
+        if self.constraints is not None and "multipliers" in tensors:
+            self.constraints.multipliers = tensors["multipliers"]
+        if "t_state" in tensors:
+            for s, r, n, e in zip(tensors["t_state"], tensors["t_reward"], tensors["t_next"],
+                                  tensors["t_end"], strict=True):  # fmt: skip
+                self.critic.add(Transition(s, float(r), None if e else n))
+        held = json.loads(meta.get("held", "{}"))
+        for trajectory in held.get("trajectories", []):
+            visits = [_visit_of(v) for v in trajectory]
+            if visits:
+                self.trajectories[visits[0].impression.user_id] = deque(visits)
+        self.chains = [
+            Chain(_visit_of(c["visit"]), tuple(_visit_of(v) for v in c["later"]), c["ended"])
+            for c in held.get("chains", [])
+        ]
+
+
+def _visit_json(visit: Visit) -> dict[str, Any]:
+    return {
+        "imp": visit.impression.to_dict(),
+        "rewards": visit.sample.rewards.tolist(),
+        "terms": visit.terms.tolist(),
+    }
+
+
+def _visit_of(data: Mapping[str, Any]) -> Visit:
+    impression = Impression.from_dict(data["imp"])
+    rewards = np.asarray(data["rewards"], dtype=np.float64)
+    sample = Sample.of(impression, rewards)
+    assert sample is not None and impression.state is not None, "only stochastic visits are held"
+    terms = np.asarray(data["terms"], dtype=np.float64)
+    return Visit(impression, sample, impression.state, float(rewards.sum()), terms)
+
+
+def make_learner(settings: LearnerSettings, policy: PolicySettings) -> OnlineLearner:
+    """A fresh learner of ``settings.algorithm``."""
+    if settings.algorithm == "actor_critic":
+        return ActorCriticLearner(settings, policy)
+    return OnlineLearner(settings, policy)
+
+
+def load_learner(path: Path, settings: LearnerSettings, policy: PolicySettings) -> OnlineLearner:
+    """The learner saved at ``path`` (``ModelError`` when unusable or of another algorithm)."""
+    if settings.algorithm == "actor_critic":
+        return ActorCriticLearner.load(path, settings, policy)
+    return OnlineLearner.load(path, settings, policy)

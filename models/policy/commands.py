@@ -186,8 +186,26 @@ def bench_rerank_command(
     report("rerank latency", figures, as_json)
 
 
+def learner_command(
+    ctx: typer.Context,
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Where the learner's state lives; default: STATE data dir/learner."
+    ),
+) -> None:
+    """The one learner of the worker group (learner.mode = shared): experience topic in,
+    policy versions out on the control topic. Restartable: resumes from its saved state."""
+    settings = get_settings(ctx)
+    from streamrec.stream.learner_process import main
+
+    try:
+        main(settings, data_dir or settings.state.data_dir / "learner")
+    except StreamrecError as exc:
+        raise _fail(exc) from exc
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
-    """Add ``ope`` and ``report`` to the root app and ``rerank`` to the ``bench`` group."""
+    """Add ``ope``, ``report`` and ``learner`` to the root app and ``rerank`` to ``bench``."""
     app.command("ope")(ope_command)
+    app.command("learner")(learner_command)
     app.command("report")(report_command)
     bench.command("rerank")(bench_rerank_command)

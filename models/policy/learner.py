@@ -43,9 +43,10 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -124,6 +125,7 @@ class OnlineLearner:
         self._buffer: list[Sample] = []
         self._current: list[float] = []  # reward per impression under self.version
         self._reference: deque[float] = deque(maxlen=settings.rollback_window)
+        self.loaded_meta: dict[str, str] = {}
 
     # ---------------------------------------------------------------- data in
 
@@ -225,6 +227,11 @@ class OnlineLearner:
         self.clear_batch()
         return UpdateResult(self.version, True, False, batch, current, float(np.linalg.norm(step)))
 
+    def withdraw(self) -> None:
+        """Undo the update just applied (its off-policy estimate failed): the previous weights
+        and version serve again, counted as a rollback."""
+        self._roll_back(0, float("nan"))
+
     def step_size(self) -> float:
         """Learning rate of the next update: ``lr / sqrt(1 + n_updates / lr_decay_updates)``.
 
@@ -261,25 +268,57 @@ class OnlineLearner:
 
     # ---------------------------------------------------------------- persistence
 
-    def save(self, path: Path) -> None:
-        """Write weights, previous weights, baseline and counters as safetensors (atomic)."""
+    def save(self, path: Path, extra: Mapping[str, str] | None = None) -> None:
+        """Write the learner's whole state as safetensors (atomic): weights, previous weights,
+        baseline, counters, rollback statistics and whatever a subclass holds. ``extra``:
+        caller's metadata stored alongside (the learner process's consumed offsets)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"weights": self.weights, "baseline": self.baseline}
-        if self.previous is not None:
-            tensors["previous_weights"] = self.previous[0]
         meta = {
             "format": FORMAT,
+            "algorithm": self.prefix,
             "version": self.version,
             "previous_version": "" if self.previous is None else self.previous[1],
             "counters": json.dumps({"updates": self.n_updates, "rollbacks": self.n_rollbacks}),
+            **self.state_meta(),
+            **(extra or {}),
         }
+        tensors = self.state_tensors()
         tmp = path.with_name(path.name + ".tmp")
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), meta)
         os.replace(tmp, path)  # a crash mid-write never leaves a torn file behind
 
+    def state_tensors(self) -> dict[str, FloatArray]:
+        """Arrays :meth:`save` writes (subclasses add theirs)."""
+        tensors = {
+            "weights": self.weights,
+            "baseline": self.baseline,
+            "current": np.asarray(self._current, dtype=np.float64),
+            "reference": np.asarray(self._reference, dtype=np.float64),
+        }
+        if self.previous is not None:
+            tensors["previous_weights"] = self.previous[0]
+        return tensors
+
+    def state_meta(self) -> dict[str, str]:
+        """String metadata :meth:`save` writes: the buffered batch, as JSON."""
+        return {"buffer": json.dumps([sample_to_json(s) for s in self._buffer])}
+
+    def restore(self, tensors: Mapping[str, FloatArray], meta: Mapping[str, str]) -> None:
+        """Inverse of :meth:`state_tensors` / :meth:`state_meta` (weights and version are set)."""
+        self.baseline = np.asarray(tensors.get("baseline", np.zeros(0)), dtype=np.float64)
+        if "previous_weights" in tensors:
+            self.previous = (tensors["previous_weights"], meta.get("previous_version", ""))
+        counters = json.loads(meta.get("counters", "{}"))
+        self.n_updates = int(counters.get("updates", 0))
+        self.n_rollbacks = int(counters.get("rollbacks", 0))
+        self._current = [float(v) for v in tensors.get("current", [])]
+        self._reference.extend(float(v) for v in tensors.get("reference", []))
+        self._buffer = [sample_from_json(d) for d in json.loads(meta.get("buffer", "[]"))]
+
     @classmethod
-    def load(cls, path: Path, settings: LearnerSettings, policy: PolicySettings) -> OnlineLearner:
-        """Restore a learner written by :meth:`save`; raises ``ModelError`` if unusable."""
+    def load(cls, path: Path, settings: LearnerSettings, policy: PolicySettings) -> Self:
+        """Restore a learner written by :meth:`save`; raises ``ModelError`` if unusable.
+        The file's metadata stays readable as ``loaded_meta``."""
         try:
             with safe_open(str(path), framework="numpy") as fh:
                 meta = fh.metadata() or {}
@@ -290,11 +329,33 @@ class OnlineLearner:
             ) from exc
         if meta.get("format") != FORMAT or tensors.get("weights") is None:
             raise ModelError(f"{path} is not a {FORMAT} file; it was written by something else")
+        if meta.get("algorithm", "pl") != cls.prefix:
+            raise ModelError(
+                f"{path} holds a {meta.get('algorithm')!r} learner, not {cls.prefix!r}; set "
+                "learner.algorithm to match or delete the file to start afresh"
+            )
         learner = cls(settings, policy, weights=tensors["weights"], version=meta["version"])
-        learner.baseline = tensors.get("baseline", np.zeros(0))
-        if "previous_weights" in tensors:
-            learner.previous = (tensors["previous_weights"], meta["previous_version"])
-        counters = json.loads(meta.get("counters", "{}"))
-        learner.n_updates = int(counters.get("updates", 0))
-        learner.n_rollbacks = int(counters.get("rollbacks", 0))
+        learner.restore(tensors, meta)
+        learner.loaded_meta = dict(meta)
         return learner
+
+
+def sample_to_json(sample: Sample) -> dict[str, Any]:
+    """A buffered sample as JSON (saved with the learner: restarts lose no experience)."""
+    return {
+        "features": sample.features.tolist(),
+        "expected": sample.expected.tolist(),
+        "params": sample.params.tolist(),
+        "temperature": sample.temperature,
+        "rewards": sample.rewards.tolist(),
+    }
+
+
+def sample_from_json(data: Mapping[str, Any]) -> Sample:
+    return Sample(
+        np.asarray(data["features"], dtype=np.float64),
+        np.asarray(data["expected"], dtype=np.float64),
+        np.asarray(data["params"], dtype=np.float64),
+        float(data["temperature"]),
+        np.asarray(data["rewards"], dtype=np.float64),
+    )

@@ -189,7 +189,7 @@ def _truncate(s: LoggedSlate, positions: int) -> LoggedSlate:
     )
 
 
-def _clt(x: FloatArray) -> Estimate:
+def clt(x: FloatArray) -> Estimate:
     mean = float(x.mean())
     half = Z95 * float(x.std(ddof=1)) / np.sqrt(len(x)) if len(x) > 1 else float("inf")
     return Estimate(mean, mean - half, mean + half)
@@ -234,9 +234,9 @@ def evaluate(
     whole = np.array([wi[-1] if len(wi) else 1.0 for wi in ws])
     snips = _snips_value(w, r)
     return OPEResult(
-        ips=_clt(per_slate),
+        ips=clt(per_slate),
         snips=Estimate(snips, float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))),
-        logged=_clt(r.sum(axis=1)),
+        logged=clt(r.sum(axis=1)),
         slates=len(logs),
         effective_sample_size=float(whole.sum() ** 2 / max(float((whole**2).sum()), 1e-300)),
     )

@@ -193,4 +193,6 @@ def make_reranker(
         return MMRReranker(settings.diversity)
     if settings.reranker == "dpp":
         return DPPReranker(min(settings.diversity, 0.99))
-    return StochasticReranker(weights, settings.temperature, version, seed)
+    return StochasticReranker(
+        weights, settings.temperature, version, seed, state_half_life_s=settings.state_half_life_s
+    )

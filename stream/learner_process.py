@@ -1,0 +1,235 @@
+"""`streamrec learner`: the one learner of a consumer group of workers (``learner.mode = shared``).
+
+It reads the experience topic (stream/experience.py) in a consumer group of its own
+(``<prefix>learner``), feeds every closed impression to the learner of ``learner.algorithm``
+(REINFORCE or actor-critic, with their guardrails), and after each update: estimates the new
+version off-policy on the latest ``ope_window`` impressions (IPS, SNIPS and doubly robust with
+the critic as reward model, models/policy/dr.py); withdraws it (a rollback) when the doubly
+robust interval lies wholly below the logged policies' observed value; saves its state; commits
+its offsets; and announces the version it now holds on ``control``, which every worker serves.
+
+Restart contract. The state file (safetensors) holds everything the learner has taken in: its
+weights, critic, buffered batch and open trajectories, the recent rec_ids it dedupes on, and
+the experience offsets it has read up to. It is written before the offsets are committed, and
+on start the learner seeks each partition to the later of the committed offset and the saved
+one, so a kill at any point loses no experience and learns from none twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrec.errors import ContractError, DataError, ModelError
+from streamrec.models.policy.actor_critic import ActorCriticLearner, load_learner, make_learner
+from streamrec.models.policy.dr import doubly_robust
+from streamrec.models.policy.learner import OnlineLearner, Sample
+from streamrec.models.policy.rewards import position_rewards
+from streamrec.models.policy.slate import FloatArray
+from streamrec.settings import Settings
+from streamrec.stream.compat import assign_all
+from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.control import policy_record
+from streamrec.stream.experience import decode_experience
+from streamrec.stream.producer import kafka_producer
+
+log = logging.getLogger(__name__)
+DEDUPE = 10_000  # recent rec_ids remembered: far more than a crash can re-publish
+
+
+@dataclass
+class LearnerService:
+    """The learning side without Kafka: records in, versions to announce out."""
+
+    learner: OnlineLearner
+    path: Path
+    ope_window: int
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
+    recent: deque[tuple[Sample, FloatArray]] = field(default_factory=deque)
+    seen: deque[str] = field(default_factory=deque)
+    counts: dict[str, int] = field(default_factory=lambda: {"observed": 0, "bad": 0, "dup": 0})
+    announcements: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        meta = self.learner.loaded_meta
+        self.positions = {int(p): int(o) for p, o in json.loads(meta.get("offsets", "{}")).items()}
+        self.seen.extend(json.loads(meta.get("seen", "[]")))
+        self._seen = set(self.seen)
+
+    def handle(self, partition: int, offset: int, raw: bytes) -> None:
+        """Take in one experience record; an update queues an announcement."""
+        self.positions[partition] = offset + 1
+        try:
+            impression, rewards = decode_experience(raw)
+        except ContractError as exc:
+            self.counts["bad"] += 1
+            log.error("experience partition %d offset %d skipped: %s", partition, offset, exc)
+            return
+        if impression.rec_id in self._seen:
+            self.counts["dup"] += 1  # re-published after a worker crash
+            return
+        self._remember(impression.rec_id)
+        self.learner.observe(impression, rewards)
+        self.counts["observed"] += 1
+        sample = Sample.of(impression, position_rewards(impression, rewards))
+        if sample is not None:
+            state = impression.state if impression.state is not None else np.ones(1)
+            self.recent.append((sample, state))
+            while len(self.recent) > self.ope_window:
+                self.recent.popleft()
+        if self.learner.ready():
+            self._update()
+
+    def _remember(self, rec_id: str) -> None:
+        self.seen.append(rec_id)
+        self._seen.add(rec_id)
+        if len(self.seen) > DEDUPE:
+            self._seen.discard(self.seen.popleft())
+
+    def _update(self) -> None:
+        result = self.learner.update()
+        estimate = self.estimate() if result.applied else None
+        if estimate is not None and estimate["dr"]["high"] < estimate["logged_policy"]["low"]:
+            log.warning("policy %s withdrawn before serving: %s", self.learner.version, estimate)
+            self.learner.withdraw()
+        self.announcements.append(
+            {"version": self.learner.version, "weights": self.learner.weights.tolist(),
+             "estimate": estimate, "rolled_back": result.rolled_back}
+        )  # fmt: skip
+
+    def estimate(self) -> dict[str, Any] | None:
+        """IPS / SNIPS / DR of the current weights on the latest impressions."""
+        if not self.recent:
+            return None
+        samples = [s for s, _ in self.recent]
+        states = [st for _, st in self.recent]
+        learner = self.learner
+        if isinstance(learner, ActorCriticLearner):
+            model: Callable[[FloatArray], FloatArray] = learner.critic.now
+        else:
+            mean = float(np.mean([s.rewards.sum() for s in samples]))
+            model = lambda st: np.full(len(st), mean)  # noqa: E731  (no critic: the mean)
+        try:
+            result = doubly_robust(
+                samples, states, learner.weights, model, learner.settings.weight_clip
+            )
+        except DataError:
+            return None
+        figures = result.as_dict()
+        log.info(
+            "policy %s doubly robust %.3f [%.3f, %.3f] reward/slate (logged %.3f) on %d slates",
+            learner.version, result.dr.value, result.dr.low, result.dr.high,
+            result.logged.value, result.slates,
+        )  # fmt: skip
+        return figures
+
+    def save(self) -> None:
+        extra = {"offsets": json.dumps(self.positions), "seen": json.dumps(list(self.seen))}
+        self.learner.save(self.path, extra)
+
+
+def open_service(settings: Settings, data_dir: Path) -> LearnerService:
+    """The service with the learner saved in ``data_dir`` (or a fresh one)."""
+    path = data_dir / "learner.safetensors"
+    learner: OnlineLearner
+    if path.exists():
+        try:
+            learner = load_learner(path, settings.learner, settings.policy)
+        except ModelError as exc:
+            raise ModelError(f"learner process: {exc}") from exc
+    else:
+        learner = make_learner(settings.learner, settings.policy)
+    return LearnerService(learner, path, settings.learner.ope_window)
+
+
+async def _seek(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], saved: dict[int, int]
+) -> None:
+    for tp in tps:
+        committed = await consumer.committed(tp)
+        start = max(saved.get(tp.partition, 0), committed or 0)
+        if start:
+            consumer.seek(tp, start)
+        else:
+            await consumer.seek_to_beginning(tp)
+
+
+async def run_learner(
+    settings: Settings, data_dir: Path, stop: Callable[[], bool] = lambda: False
+) -> LearnerService:
+    """Learn from the experience topic until ``stop()``; returns the service (for tests)."""
+    kafka = settings.kafka
+    service = open_service(settings, data_dir)
+    topic = kafka.topics.name("experience")
+    consumer = AIOKafkaConsumer(
+        **aiokafka_kwargs(kafka),
+        group_id=f"{kafka.topics.prefix}learner",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tps = await assign_all(consumer, topic)
+        await _seek(consumer, tps, service.positions)
+        async with kafka_producer(kafka) as producer:
+            control = kafka.topics.name("control")
+
+            async def announce(version: str, weights: list[float], estimate: Any) -> None:
+                record = policy_record(version, weights, estimate)
+                await producer.send_and_wait(control, record, key=b"policy")
+
+            # a restarted learner re-announces what it holds (workers skip a version they serve)
+            await announce(service.learner.version, service.learner.weights.tolist(), None)
+            await _loop(consumer, service, announce, stop)
+    finally:
+        await consumer.stop()
+    return service
+
+
+async def _loop(
+    consumer: AIOKafkaConsumer,
+    service: LearnerService,
+    announce: Callable[[str, list[float], Any], Awaitable[None]],
+    stop: Callable[[], bool],
+) -> None:
+    while not stop():
+        batch = await consumer.getmany(timeout_ms=500, max_records=500)
+        for tp, records in batch.items():
+            for record in records:
+                service.handle(tp.partition, record.offset, record.value or b"")
+        if not service.announcements:
+            continue
+        # state first, then offsets, then the news: a crash in between replays, never skips
+        await asyncio.to_thread(service.save)
+        await consumer.commit(
+            {TopicPartition(tp.topic, p): o for tp in consumer.assignment()
+             for p, o in service.positions.items() if p == tp.partition}
+        )  # fmt: skip
+        for a in service.announcements:
+            await announce(a["version"], a["weights"], a["estimate"])
+        service.announcements = []
+
+
+def main(settings: Settings, data_dir: Path) -> None:
+    """Run until SIGTERM or SIGINT, then stop after the current batch (state saved, offsets
+    committed at the last update)."""
+    import signal
+
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    asyncio.run(run_learner(settings, data_dir, lambda: stopping))

@@ -1,0 +1,103 @@
+"""The learner process without Kafka: experience records in, versions out, exact restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrec.errors import ContractError
+from streamrec.models.config import LearnerSettings
+from streamrec.models.policy.rewards import Impression, Reward
+from streamrec.models.policy.slate import Candidate, UserContext
+from streamrec.models.policy.stochastic import StochasticReranker
+from streamrec.settings import Settings
+from streamrec.stream.control import PolicyAnnouncement, policy_record
+from streamrec.stream.experience import decode_experience, encode_experience
+from streamrec.stream.learner_process import LearnerService, open_service
+
+
+def _records(n: int, seed: int = 0) -> list[bytes]:
+    """Closed impressions of 6 users; a click on the most popular item of each slate."""
+    rng = np.random.default_rng(seed)
+    policy = StochasticReranker(seed=seed)
+    out = []
+    for t in range(n):
+        cands = [
+            Candidate(f"i{i}", float(rng.normal()), rng.normal(size=4), float(rng.integers(1, 99)))
+            for i in range(12)
+        ]
+        user = f"u{t % 6}"
+        slate = policy.rerank(UserContext(user, rng.normal(size=(2, 4))), cands, 4)
+        imp = Impression.from_slate(f"r{t}", user, slate, float(t * 60))
+        pops = {c.item_id: c.popularity for c in cands}
+        best = max(range(4), key=lambda k: pops[imp.items[k]])
+        rewards = (
+            [Reward(imp.rec_id, imp.items[best], best, "click", 1.0)] if rng.random() < 0.7 else []
+        )
+        out.append(encode_experience(imp, rewards))
+    return out
+
+
+def _settings(algorithm: str) -> Settings:
+    learner = LearnerSettings(algorithm=algorithm, batch_size=16, horizon=2)  # type: ignore[arg-type]
+    return Settings(learner=learner)
+
+
+def test_experience_round_trips_and_rejects_bad_records() -> None:
+    raw = _records(1)[0]
+    imp, rewards = decode_experience(raw)
+    assert decode_experience(encode_experience(imp, rewards))[0].to_dict() == imp.to_dict()
+    with pytest.raises(ContractError) as bad_impression:
+        decode_experience(b'{"v": 1, "impression": {}, "rewards": []}')
+    assert bad_impression.value.code == "bad_impression"
+    for raw_bad in (b'{"v": 2}', b"[1]", raw.replace(b'"position": ', b'"position": 9')):
+        with pytest.raises(ContractError) as bad:
+            decode_experience(raw_bad)
+        assert bad.value.code == "bad_experience"
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "actor_critic"])
+def test_a_restart_at_a_save_learns_exactly_what_an_uninterrupted_learner_does(
+    tmp_path: Path, algorithm: str
+) -> None:
+    records = _records(200)
+    whole = open_service(_settings(algorithm), tmp_path / "whole")
+    for offset, raw in enumerate(records):
+        whole.handle(0, offset, raw)
+
+    first = open_service(_settings(algorithm), tmp_path / "split")
+    for offset, raw in enumerate(records[:90]):
+        first.handle(0, offset, raw)
+    first.save()  # the learner process saves after each batch that made an update
+    second = open_service(_settings(algorithm), tmp_path / "split")
+    start = second.positions[0]
+    assert start == 90
+    for offset, raw in enumerate(records[start:], start=start):
+        second.handle(0, offset, raw)
+    assert second.learner.n_updates == whole.learner.n_updates > 3
+    np.testing.assert_allclose(second.learner.weights, whole.learner.weights, rtol=1e-9)
+    assert second.learner.version == whole.learner.version
+
+
+def test_repeated_records_are_learned_once(tmp_path: Path) -> None:
+    service: LearnerService = open_service(_settings("reinforce"), tmp_path)
+    raw = _records(1)[0]
+    service.handle(0, 0, raw)
+    service.handle(0, 1, raw)
+    service.handle(0, 2, b"not json")
+    assert service.counts == {"observed": 1, "bad": 1, "dup": 1}
+    assert service.positions == {0: 3}
+
+
+def test_each_update_is_announced_with_its_doubly_robust_estimate(tmp_path: Path) -> None:
+    service = open_service(_settings("actor_critic"), tmp_path)
+    for offset, raw in enumerate(_records(120)):
+        service.handle(0, offset, raw)
+    assert service.announcements
+    estimate = service.announcements[-1]["estimate"]
+    assert estimate is not None and estimate["dr"]["low"] <= estimate["dr"]["value"]
+    record = policy_record(service.learner.version, service.learner.weights.tolist(), estimate)
+    parsed = PolicyAnnouncement.model_validate_json(record)
+    assert parsed.policy_version == service.learner.version and len(parsed.weights) == 5

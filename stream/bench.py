@@ -52,16 +52,26 @@ class PhaseResult:
     answered: int
     seconds: float
     latencies_ms: list[float]
+    stages_ms: dict[str, list[float]]  # per refresh stage, one value per answering slate
 
     def figures(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
-        return {
+        figures: dict[str, Any] = {
             "events": self.events,
             "answered": self.answered,
             "events_per_s": round(self.events / self.seconds, 1) if self.seconds > 0 else None,
             "p50_ms": round(float(np.percentile(lat, 50)), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 2),
         }
+        if self.stages_ms:
+            figures["stages_ms"] = {
+                stage: {
+                    "p50": round(float(np.percentile(values, 50)), 2),
+                    "p99": round(float(np.percentile(values, 99)), 2),
+                }
+                for stage, values in sorted(self.stages_ms.items())
+            }
+        return figures
 
 
 def _kafka(settings: Settings, bootstrap: str, label: str) -> KafkaSettings:
@@ -150,10 +160,14 @@ def _model_version(worker: WorkerProcess) -> str | None:
     return version
 
 
+Output = tuple[int, list[str], dict[str, float]]
+
+
 async def _collect(
     kafka: KafkaSettings, topic: str, wanted: set[str], kind: str, timeout_s: float
-) -> list[tuple[int, list[str], bytes]]:
-    """(timestamp_ms, answered ids of ``wanted``, key) per output record, until all answered."""
+) -> list[Output]:
+    """(timestamp_ms, answered ids of ``wanted``, the slate's stage timings in ms) per output
+    record, until all are answered."""
     consumer = AIOKafkaConsumer(
         topic,
         **aiokafka_kwargs(kafka),
@@ -162,7 +176,7 @@ async def _collect(
         enable_auto_commit=False,
     )
     await consumer.start()
-    out: list[tuple[int, list[str], bytes]] = []
+    out: list[Output] = []
     answered = 0
     try:
         deadline = time.monotonic() + timeout_s
@@ -173,7 +187,7 @@ async def _collect(
                     ids = body["trigger_event_ids"] if kind == "pipeline" else [body["event_id"]]
                     ids = [i for i in ids if i in wanted]
                     if ids:
-                        out.append((r.timestamp, ids, r.key or b""))
+                        out.append((r.timestamp, ids, body.get("timing_ms", {})))
                         answered += len(ids)
         return out
     finally:
@@ -249,7 +263,11 @@ def _phase(
     seconds = (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 else 0.0
     latencies = [t - sent[i] for t, ids, _ in outputs for i in ids if i in sent]
     answered = sum(len(ids) for _, ids, _ in outputs)
-    return PhaseResult(len(events), answered, seconds, [float(x) for x in latencies])
+    stages: dict[str, list[float]] = {}
+    for _, _, timing in outputs:
+        for stage, ms in timing.items():
+            stages.setdefault(stage.removesuffix("_ms"), []).append(float(ms))
+    return PhaseResult(len(events), answered, seconds, [float(x) for x in latencies], stages)
 
 
 def run_pipeline_bench(

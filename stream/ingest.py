@@ -105,7 +105,10 @@ class Ingest:
         applied = self.apply(parsed, message.partition, message.offset)
         if applied is not None:
             state, delta = applied
+            # The delta goes out before the state is cached: a flush that writes the state
+            # to RocksDB first waits for every delta sent so far (stream/item_updates.py).
             await self.publish(delta)
+            self.user_state.set(parsed.user_id, state.to_json(), message.partition)
             if parsed.rec_id is not None:
                 self.feedback.on_response(parsed, message.partition)
             self.mark(parsed, message.partition, message.timestamp, state)
@@ -115,8 +118,8 @@ class Ingest:
     def apply(
         self, event: Event, partition: int, offset: int
     ) -> tuple[UserState, ItemDelta] | None:
-        """The user's new state and what the event adds to the item statistics, or None when
-        the event changed nothing (a duplicate)."""
+        """The user's new state (not yet stored) and what the event adds to the item
+        statistics, or None when the event changed nothing (a duplicate)."""
         stored = self.user_state.get(event.user_id, partition)
         self.counts.users += stored is None  # a new user cannot be a duplicate
         state = UserState.from_json(stored)
@@ -130,7 +133,6 @@ class Ingest:
             # RocksDB. The events it re-reads are what brings the changelog up to date.
             self.user_state.set(event.user_id, state.to_json(), partition)
             return None
-        self.user_state.set(event.user_id, state.to_json(), partition)
         weight = self.settings.event_type_weights.get(event.type, 1.0)
         delta = ItemDelta(event.item_id, tuple(previous), event.ts, weight, (partition, offset))
         self.counts.accepted += 1

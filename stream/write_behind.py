@@ -160,10 +160,13 @@ class WriteBehind:
             return written
 
     async def _ebb(self) -> None:
-        """Give the event loop a turn, then wait until the producer has caught up."""
+        """Give the event loop a turn, then wait until the producer has caught up and, since
+        events applied meanwhile may be in the values still to write, ``before_write`` again."""
         await asyncio.sleep(0)
         while self.backlog() > MAX_BACKLOG:
             await asyncio.sleep(BACKLOG_POLL_S)
+        if self.before_write is not None:
+            await self.before_write()
 
     def _write(self, cached: CachedTable, partition: int, key: str) -> int:
         event = self.contexts.get(partition)

@@ -148,3 +148,20 @@ def test_release_forgets_other_partitions_and_their_writes() -> None:
     assert asyncio.run(behind.flush()) == 1
     assert log == [("stats", "0|x", 1, 0)]
     assert 1 not in stats.values and 1 not in behind.contexts
+
+
+def test_every_chunk_of_a_flush_first_waits_for_what_must_be_in_kafka_before_it() -> None:
+    log: list[Any] = []
+    users = FakeTable("users", log)
+
+    async def acked() -> None:
+        log.append("acked")
+
+    behind = WriteBehind([CachedTable(users, 100)], 0.5, lambda: 0, before_write=acked)
+    behind.remember(FakeEvent(0))  # type: ignore[arg-type]
+    for n in range(write_behind.FLUSH_CHUNK + 1):
+        behind.tables[0].set(f"u{n}", n, 0)
+    asyncio.run(behind.flush())
+    marks = [n for n, entry in enumerate(log) if entry == "acked"]
+    assert marks[0] == 0  # before the first write
+    assert log[write_behind.FLUSH_CHUNK + 1] == "acked"  # again before the next chunk

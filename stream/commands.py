@@ -14,6 +14,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command()(worker)
     app.command()(demo)
     app.command("publish-model")(publish_model)
+    app.command()(trainer)
     app.command()(simulate)
     bench.command("pipeline")(bench_pipeline)
     bench.command("quality")(bench_quality)
@@ -149,6 +150,16 @@ def bench_quality(
         epochs=epochs,
     )
     report_quality(run_quality_bench(settings, options), as_json)
+
+
+def trainer(ctx: typer.Context) -> None:
+    """Keep the encoder learning from the events topic; announce a candidate only when it does
+    not regress on the newest held-out events (settings: trainer.*)."""
+    import asyncio
+
+    from streamrec.stream.trainer_process import run_trainer
+
+    asyncio.run(run_trainer(get_settings(ctx)))
 
 
 def worker(

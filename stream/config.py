@@ -170,6 +170,40 @@ class FusionSettings(BaseModel):
     )
 
 
+class TrainerSettings(BaseModel):
+    """The continual trainer (``streamrec trainer``, stream/trainer.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_events: int = Field(
+        50_000, ge=100, description="Most recent events kept and trained on."
+    )
+    holdout_events: int = Field(
+        2_000, ge=10, description="Newest events of the window held out to judge a candidate."
+    )
+    every_events: int = Field(
+        10_000, ge=1, description="New events after which a training cycle runs."
+    )
+    every_s: float = Field(
+        300.0, gt=0, description="Seconds after which a cycle runs with fewer new events."
+    )
+    time_budget_s: float = Field(120.0, gt=0, description="Most seconds one training may take.")
+    epochs: int | None = Field(
+        None, ge=1, description="Most epochs per training (None: the training settings')."
+    )
+    tolerance: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="A candidate is announced when its held-out NDCG@10 is at least the served "
+        "model's times (1 - tolerance).",
+    )
+    keep_checkpoints: int = Field(3, ge=1, description="Newest candidate folders kept on disk.")
+    folder: Path | None = Field(
+        None, description="Where candidates are written (default <cache>/trainer)."
+    )
+
+
 class ServingSettings(BaseModel):
     """The recommendation path inside the worker."""
 

@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from streamrec.index.config import IndexSettings
 from streamrec.models.config import EncoderSettings, LearnerSettings, PolicySettings, TrainSettings
-from streamrec.stream.config import ServingSettings, StateSettings
+from streamrec.stream.config import ServingSettings, StateSettings, TrainerSettings
 
 CONFIG_ENV = "STREAMREC_CONFIG"
 # The YAML file of the settings being built by ``load_settings`` (read by the sources hook;
@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     )
     train: TrainSettings = Field(default_factory=TrainSettings, description="Offline training.")
     index: IndexSettings = Field(default_factory=IndexSettings, description="FAISS index.")
+    trainer: TrainerSettings = Field(
+        default_factory=TrainerSettings, description="Continual training on the stream."
+    )
     policy: PolicySettings = Field(default_factory=PolicySettings, description="Reranking policy.")
     learner: LearnerSettings = Field(default_factory=LearnerSettings, description="Online learner.")
 

@@ -1,0 +1,119 @@
+"""``streamrec trainer``: keeps the encoder learning from the stream; swaps only a better one in.
+
+A process of its own (consumer group ``<prefix>trainer`` on ``events``; it also reads the whole
+``items`` topic for the catalog). It keeps the last ``trainer.window_events`` events in memory
+(on start it rewinds each partition so the window fills from what Kafka still holds). Every
+``trainer.every_events`` new events, or ``trainer.every_s`` seconds when fewer came, one cycle:
+
+1. hold out the newest ``trainer.holdout_events`` events of the window;
+2. train a candidate on the rest (the encoder pipeline on RecBole files of the window,
+   ``trainer.time_budget_s`` at most), so items that appeared since the served model was
+   trained get learned vectors instead of their cold-start text vectors;
+3. score the candidate and the served model on the held-out events: for each whose user has an
+   earlier event in the window, NDCG@10 of its item given the user's items before it, seen
+   items excluded (the quality bench's protocol, offline);
+4. announce the candidate on ``control`` (every worker hot-swaps, stream/control.py) only when
+   it does not regress: its NDCG@10 at least the served one's times ``1 - trainer.tolerance``;
+5. keep the newest ``trainer.keep_checkpoints`` checkpoint folders, delete older ones.
+
+The model never sees a held-out event before it is scored, and every event a served model
+trained on came before the model was announced: nothing is scored by a model that saw it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamrec.stream.config import TrainerSettings
+from streamrec.stream.contract import Event, Item
+
+log = logging.getLogger(__name__)
+TrainFn = Callable[[Sequence[Event], Sequence[Item], Path], Path]  # window, catalog, out -> ckpt
+ScoreFn = Callable[[Path, Sequence[Event], Sequence[Event]], float]  # ckpt, history, held out
+AnnounceFn = Callable[[Path], Awaitable[str]]  # checkpoint -> the version announced
+
+
+@dataclass
+class CycleResult:
+    """What one training cycle did (also the trainer's log line and /stats of the process)."""
+
+    trained_on: int
+    held_out: int
+    candidate_ndcg: float
+    served_ndcg: float | None
+    announced: str | None
+    seconds: float
+
+
+@dataclass
+class ContinualTrainer:
+    """The cycle (module docstring); ``train``, ``score`` and ``announce`` are its parts."""
+
+    settings: TrainerSettings
+    train: TrainFn
+    score: ScoreFn
+    announce: AnnounceFn
+    folder: Path
+    window: deque[Event] = field(init=False)
+    catalog: dict[str, Item] = field(default_factory=dict)
+    served: Path | None = None
+    since_cycle: int = 0
+    history: list[CycleResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.window = deque(maxlen=self.settings.window_events)
+
+    def add(self, event: Event) -> None:
+        self.window.append(event)
+        self.since_cycle += 1
+
+    def due(self, seconds_since_cycle: float) -> bool:
+        """A cycle is due after enough new events, or after enough time with some."""
+        s = self.settings
+        enough = len(self.window) > s.holdout_events
+        timed = seconds_since_cycle >= s.every_s and self.since_cycle > 0
+        return enough and (self.since_cycle >= s.every_events or timed)
+
+    async def cycle(self) -> CycleResult:
+        """Train, score, maybe announce (module docstring); blocking parts in a thread."""
+        started = time.perf_counter()
+        events = list(self.window)
+        cut = len(events) - self.settings.holdout_events
+        train, held = events[:cut], events[cut:]
+        self.since_cycle = 0
+        out = self.folder / f"candidate-{int(time.time() * 1000)}"
+        candidate = await asyncio.to_thread(self.train, train, list(self.catalog.values()), out)
+        ours = await asyncio.to_thread(self.score, candidate, train, held)
+        theirs = (
+            await asyncio.to_thread(self.score, self.served, train, held)
+            if self.served is not None
+            else None
+        )
+        announced = None
+        if theirs is None or ours >= theirs * (1.0 - self.settings.tolerance):
+            announced = await self.announce(candidate)
+            self.served = candidate
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+        self._prune()
+        result = CycleResult(
+            len(train), len(held), ours, theirs, announced, time.perf_counter() - started
+        )
+        self.history.append(result)
+        log.info("training cycle: %s", result)
+        return result
+
+    def _prune(self) -> None:
+        """Keep the newest checkpoints (the served one always among them)."""
+        folders = sorted(self.folder.glob("candidate-*"), key=lambda p: p.name)
+        served = self.served.resolve() if self.served is not None else None
+        for old in folders[: -self.settings.keep_checkpoints]:
+            if served is None or (old.resolve() != served and old.resolve() not in served.parents):
+                shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,161 @@
+"""The trainer process around ``ContinualTrainer`` (stream/trainer.py): its Kafka side and the
+default parts it trains, scores and announces with."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+
+from streamrec.errors import ContractError
+from streamrec.settings import Settings
+from streamrec.stream.compat import assign_all
+from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.contract import Event, Item, parse_event, parse_item
+from streamrec.stream.control import announce_model
+from streamrec.stream.trainer import AnnounceFn, ContinualTrainer, TrainFn
+from streamrec.stream.training_data import write_atomic
+
+log = logging.getLogger(__name__)
+TOP_K = 10
+
+
+def train_on_window(settings: Settings) -> TrainFn:
+    """Train the configured encoder on a window of events (RecBole files, then the pipeline)."""
+
+    def train(events: Sequence[Event], catalog: Sequence[Item], out: Path) -> Path:
+        from streamrec.models.encoder.pipeline import run_training
+
+        inter = write_atomic(events, catalog, out / "data", "window")
+        trained = run_training(
+            settings,
+            dataset=inter,
+            out=out,
+            epochs=settings.trainer.epochs,
+            progress=False,
+            time_budget_s=settings.trainer.time_budget_s,
+        )
+        return Path(trained["checkpoint"])
+
+    return train
+
+
+def next_item_ndcg(checkpoint: Path, history: Sequence[Event], held: Sequence[Event]) -> float:
+    """NDCG@10 of each held-out event's item given its user's items before it (``history``
+    then the held-out events before it), seen items excluded; events of users with no earlier
+    event are not scored. 0.0 when nothing can be scored."""
+    from streamrec.models.encoder.checkpoint import InferenceEncoder
+
+    encoder = InferenceEncoder.load(checkpoint, device="cpu")
+    index = {item: row for row, item in enumerate(encoder.item_ids)}
+    past: dict[str, list[str]] = {}
+    for event in history:
+        past.setdefault(event.user_id, []).append(event.item_id)
+    queries: list[list[str]] = []
+    targets: list[str] = []
+    for event in held:
+        before = past.setdefault(event.user_id, [])
+        if before:
+            queries.append(list(before))
+            targets.append(event.item_id)
+        before.append(event.item_id)
+    if not queries:
+        return 0.0
+    scores = encoder.encode(queries) @ encoder.item_vectors().T  # [B, N]
+    gains = [
+        _gain(row, index, seen, target)
+        for row, seen, target in zip(scores, queries, targets, strict=True)
+    ]
+    return float(np.mean(gains))
+
+
+def _gain(scores: np.ndarray, index: dict[str, int], seen: list[str], target: str) -> float:
+    """1 / log2(2 + rank) of ``target`` among unseen items when in the top 10, else 0."""
+    row = index.get(target)
+    if row is None or target in seen:
+        return 0.0  # an item the model does not know (or a repeat) cannot be ranked
+    scores = scores.copy()
+    scores[[index[i] for i in set(seen) if i in index]] = -np.inf
+    rank = int((scores > scores[row]).sum())
+    return 1.0 / math.log2(rank + 2) if rank < TOP_K else 0.0
+
+
+def announcer(settings: Settings) -> AnnounceFn:
+    """Announce a checkpoint on ``control`` under the version its config names."""
+
+    async def announce(checkpoint: Path) -> str:
+        version = str(json.loads((checkpoint / "config.json").read_text())["model_version"])
+        await announce_model(settings.kafka, checkpoint, version)
+        return version
+
+    return announce
+
+
+async def run_trainer(settings: Settings) -> None:
+    """Follow events and the catalog; run a cycle whenever one is due. Runs until stopped."""
+    folder = settings.trainer.folder or settings.data.cache_dir / "trainer"
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = ContinualTrainer(
+        settings.trainer,
+        train_on_window(settings),
+        next_item_ndcg,
+        announcer(settings),
+        folder,
+        served=settings.encoder.checkpoint,
+    )
+    kafka, topics = settings.kafka, settings.kafka.topics
+    events = AIOKafkaConsumer(
+        **aiokafka_kwargs(kafka), group_id=f"{topics.prefix}trainer", enable_auto_commit=True
+    )
+    items = AIOKafkaConsumer(**aiokafka_kwargs(kafka), group_id=None, enable_auto_commit=False)
+    await events.start()
+    await items.start()
+    try:
+        await _rewind(events, topics.name("events"), settings.trainer.window_events)
+        for tp in await assign_all(items, topics.name("items")):
+            await items.seek_to_beginning(tp)
+        last = time.monotonic()
+        while True:
+            await _read(items, events, trainer)
+            if trainer.due(time.monotonic() - last):
+                await trainer.cycle()
+                last = time.monotonic()
+    finally:
+        await events.stop()
+        await items.stop()
+
+
+async def _rewind(consumer: AIOKafkaConsumer, topic: str, window: int) -> None:
+    """Start each partition far enough back that the window fills from what Kafka holds."""
+    partitions = await assign_all(consumer, topic)
+    ends = await consumer.end_offsets(partitions)
+    starts = await consumer.beginning_offsets(partitions)
+    share = math.ceil(window / max(1, len(partitions)))
+    for tp in partitions:
+        consumer.seek(tp, max(starts[tp], ends[tp] - share))
+
+
+async def _read(
+    items: AIOKafkaConsumer, events: AIOKafkaConsumer, trainer: ContinualTrainer
+) -> None:
+    for records in (await items.getmany(timeout_ms=50)).values():
+        for record in records:
+            try:
+                item = parse_item(record.value or b"")
+            except ContractError:
+                continue  # the worker dead-letters bad catalog records; the trainer skips them
+            trainer.catalog[item.item_id] = item
+    for records in (await events.getmany(timeout_ms=500, max_records=5000)).values():
+        for record in records:
+            try:
+                trainer.add(parse_event(record.value or b""))
+            except ContractError:
+                continue  # dead-lettered by the worker
+    await asyncio.sleep(0)

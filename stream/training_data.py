@@ -1,0 +1,37 @@
+"""Training data from the stream: events and catalog records written as RecBole atomic files,
+the input ``streamrec train`` and the encoder pipeline read (streamrec/dataset_files.py).
+
+Item rows carry the catalog's title and categories, so the text an item is embedded from in
+training (``models/encoder/item_text.py``) is the one serving embeds it from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from streamrec.stream.contract import Event, Item
+
+INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"
+
+
+def write_atomic(events: Iterable[Event], items: Iterable[Item], folder: Path, name: str) -> Path:
+    """``<folder>/<name>.inter`` and ``.item``; returns the .inter path. Timestamps are written
+    in seconds, as RecBole's files have them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    inter = folder / f"{name}.inter"
+    lines = [INTER_HEADER]
+    lines += [f"{e.user_id}\t{e.item_id}\t{e.value or 1.0}\t{e.ts // 1000}" for e in events]
+    inter.write_text("\n".join(lines) + "\n")
+    rows = [ITEM_HEADER]
+    rows += [  # a tab inside a title would shift the columns; categories are space-separated
+        f"{i.item_id}\t{_field(i.title)}\t\t" + " ".join(c.replace(" ", "_") for c in i.categories)
+        for i in items
+    ]
+    inter.with_suffix(".item").write_text("\n".join(rows) + "\n")
+    return inter
+
+
+def _field(text: str) -> str:
+    return " ".join(text.split())  # no tabs or newlines inside a column

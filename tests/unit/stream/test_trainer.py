@@ -1,0 +1,116 @@
+"""The continual trainer's cycle with stand-in parts: what is held out, what is announced,
+what is kept on disk; and the held-out scoring's gain."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrec.stream.config import TrainerSettings
+from streamrec.stream.contract import Event, Item
+from streamrec.stream.trainer import ContinualTrainer
+from streamrec.stream.trainer_process import _gain
+
+SETTINGS = TrainerSettings(
+    window_events=100, holdout_events=10, every_events=30, keep_checkpoints=2
+)
+
+
+def _event(n: int) -> Event:
+    return Event(event_id=f"e{n}", user_id=f"u{n % 7}", item_id=f"i{n % 13}", type="view",
+                 ts=1_700_000_000_000 + n)  # fmt: skip
+
+
+class Parts:
+    """Stand-in train/score/announce: candidate n scores ``scores[n]``; the served one 0.5."""
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = scores
+        self.trained: list[tuple[int, int]] = []  # (trained on, held out) sizes seen by score
+        self.announced: list[Path] = []
+
+    def train(self, events: Sequence[Event], catalog: Sequence[Item], out: Path) -> Path:
+        checkpoint = out / "model"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "n").write_text(str(len(self.trained)))
+        self.trained.append((len(events), -1))
+        return checkpoint
+
+    def score(self, checkpoint: Path, history: Sequence[Event], held: Sequence[Event]) -> float:
+        self.trained[-1] = (len(history), len(held))
+        marker = checkpoint / "n"
+        return self.scores[int(marker.read_text())] if marker.is_file() else 0.5
+
+    async def announce(self, checkpoint: Path) -> str:
+        self.announced.append(checkpoint)
+        return checkpoint.parent.name
+
+
+def _trainer(tmp_path: Path, scores: list[float]) -> tuple[ContinualTrainer, Parts]:
+    parts = Parts(scores)
+    served = tmp_path / "served"
+    served.mkdir()
+    trainer = ContinualTrainer(
+        SETTINGS, parts.train, parts.score, parts.announce, tmp_path / "t", served=served
+    )
+    trainer.folder.mkdir()
+    return trainer, parts
+
+
+def test_a_cycle_holds_out_the_newest_events_and_announces_a_candidate_that_does_not_regress(
+    tmp_path: Path,
+) -> None:
+    trainer, parts = _trainer(tmp_path, [0.6])
+    for n in range(150):  # the window keeps the newest 100
+        trainer.add(_event(n))
+    assert trainer.due(0.0)
+    result = asyncio.run(trainer.cycle())
+    assert parts.trained == [(90, 10)]
+    assert result.announced is not None and parts.announced == [trainer.served]
+    assert result.candidate_ndcg == 0.6 and result.served_ndcg == 0.5
+    assert not trainer.due(0.0)  # the counter restarted
+
+
+def test_a_regressing_candidate_is_not_announced_and_not_kept(tmp_path: Path) -> None:
+    trainer, parts = _trainer(tmp_path, [0.4])
+    served = trainer.served
+    for n in range(50):
+        trainer.add(_event(n))
+    result = asyncio.run(trainer.cycle())
+    assert result.announced is None and parts.announced == [] and trainer.served == served
+    assert list(trainer.folder.glob("candidate-*")) == []
+
+
+def test_old_candidates_are_pruned_but_the_served_one_stays(tmp_path: Path) -> None:
+    trainer, parts = _trainer(tmp_path, [0.6, 0.7, 0.1, 0.8])
+    for cycle in range(4):
+        for n in range(40):
+            trainer.add(_event(cycle * 40 + n))
+        asyncio.run(trainer.cycle())
+    kept = sorted(p.name for p in trainer.folder.glob("candidate-*"))
+    assert len(kept) == SETTINGS.keep_checkpoints
+    assert trainer.served is not None and trainer.served.is_dir()
+    assert len(parts.announced) == 3  # the third candidate (0.1) regressed
+
+
+def test_a_cycle_is_due_after_enough_events_or_time_with_some() -> None:
+    trainer = ContinualTrainer(SETTINGS, Parts([]).train, Parts([]).score, Parts([]).announce,
+                               Path("."))  # fmt: skip
+    for n in range(SETTINGS.holdout_events + 1):
+        trainer.add(_event(n))
+    assert not trainer.due(0.0)
+    assert trainer.due(SETTINGS.every_s)
+
+
+def test_gain_is_the_ndcg_of_the_target_among_unseen_items() -> None:
+    index = {f"i{n}": n for n in range(12)}
+    scores = np.arange(12, dtype=np.float64)[::-1].copy()  # i0 best, i11 worst
+    assert _gain(scores, index, ["i0"], "i1") == 1.0  # i0 seen, so i1 ranks first
+    assert _gain(scores, index, [], "i1") == pytest.approx(1 / math.log2(3))
+    assert _gain(scores, index, [], "i11") == 0.0  # rank 12: outside the top 10
+    assert _gain(scores, index, [], "unknown") == 0.0

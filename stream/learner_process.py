@@ -206,17 +206,25 @@ async def _loop(
         for tp, records in batch.items():
             for record in records:
                 service.handle(tp.partition, record.offset, record.value or b"")
-        if not service.announcements:
-            continue
-        # state first, then offsets, then the news: a crash in between replays, never skips
-        await asyncio.to_thread(service.save)
-        await consumer.commit(
-            {TopicPartition(tp.topic, p): o for tp in consumer.assignment()
-             for p, o in service.positions.items() if p == tp.partition}
-        )  # fmt: skip
-        for a in service.announcements:
-            await announce(a["version"], a["weights"], a["estimate"])
-        service.announcements = []
+        if service.announcements:
+            await _checkpoint(consumer, service)
+            for a in service.announcements:
+                await announce(a["version"], a["weights"], a["estimate"])
+            service.announcements = []
+    await _checkpoint(consumer, service)  # a graceful stop keeps what came after the last update
+
+
+async def _checkpoint(consumer: AIOKafkaConsumer, service: LearnerService) -> None:
+    """State first, then offsets (then the caller's news): a crash in between replays, never
+    skips, and the saved offsets stop a replay from counting a record twice."""
+    await asyncio.to_thread(service.save)
+    offsets = {
+        tp: service.positions[tp.partition]
+        for tp in consumer.assignment()
+        if tp.partition in service.positions
+    }
+    if offsets:
+        await consumer.commit(offsets)
 
 
 def main(settings: Settings, data_dir: Path) -> None:

@@ -111,6 +111,8 @@ def report_command(
     grid_top: int = typer.Option(
         2, "--grid-top", min=1, help="Best grid weight vectors run in full on every seed."
     ),
+    mmr_grid: str = typer.Option("0.6,0.9,0.95", "--mmr-grid", help="MMR trade-offs to run."),
+    dpp_grid: str = typer.Option("0.6,0.9,0.95", "--dpp-grid", help="DPP trade-offs to run."),
     as_json: bool = JsonOption,
 ) -> None:
     """Closed-loop comparison: relevance, fixed MMR/DPP, the grid search's best fixed weight
@@ -119,8 +121,10 @@ def report_command(
     loop = LoopConfig(
         steps=steps, bucket=max(steps // 40, 1), slate_size=settings.serving.slate_size
     )
-    config = ReportConfig(seeds=seeds, loop=loop)
     try:
+        config = ReportConfig(
+            seeds=seeds, loop=loop, mmr_grid=_floats(mmr_grid), dpp_grid=_floats(dpp_grid)
+        )
         make = _simulator_factory(dataset, settings.data.cache_dir)
         grid: list[dict[str, Any]] = []
         if grid_steps:
@@ -143,6 +147,13 @@ def report_command(
         str(out / f) for f in ("summary.md", "summary.json", "metrics.png", "frontier.png")
     ]
     report("policy comparison (mean [95% interval] over seeds)", summary, as_json)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise ConfigError(f"expected comma-separated numbers; got {text!r}") from exc
 
 
 def _simulator_factory(dataset: str, cache_dir: Path) -> Any:

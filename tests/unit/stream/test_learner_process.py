@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from streamrec.errors import ContractError
 from streamrec.models.config import LearnerSettings
@@ -13,9 +16,11 @@ from streamrec.models.policy.rewards import Impression, Reward
 from streamrec.models.policy.slate import Candidate, UserContext
 from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.settings import Settings
-from streamrec.stream.control import PolicyAnnouncement, policy_record
+from streamrec.stream.control import ControlListener, PolicyAnnouncement, policy_record
 from streamrec.stream.experience import decode_experience, encode_experience
 from streamrec.stream.learner_process import LearnerService, open_service
+from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.serving import ModelServer
 
 
 def _records(n: int, seed: int = 0) -> list[bytes]:
@@ -101,3 +106,17 @@ def test_each_update_is_announced_with_its_doubly_robust_estimate(tmp_path: Path
     record = policy_record(service.learner.version, service.learner.weights.tolist(), estimate)
     parsed = PolicyAnnouncement.model_validate_json(record)
     assert parsed.policy_version == service.learner.version and len(parsed.weights) == 5
+
+
+def test_workers_serve_announced_policies_once_and_skip_bad_ones() -> None:
+    settings = Settings()
+    server = cast(ModelServer, object())  # the policy path never touches the model server
+    served: list[str] = []
+    listener = ControlListener(
+        settings.kafka, server, None, {}, WorkerMetrics(CollectorRegistry(), "t"),
+        lambda weights, version: served.append(version),
+    )  # fmt: skip
+    good = policy_record("ac-3", [1.0, 0.5, 0.0, 1.0, 0.0], None)
+    for raw in (good, good, b'{"type": "policy", "weights": "x"}', b"{"):
+        asyncio.run(listener.on_record(raw))
+    assert served == ["ac-3"] and listener.policy_version == "ac-3"

@@ -45,6 +45,8 @@ from streamrec.stream.contract import Event
 from streamrec.stream.producer import dataset_events, dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, read_topic, wait_until
 from streamrec.stream.topics import create_topics
+from streamrec.stream.trainer_process import spawn_trainer
+from streamrec.stream.training_data import write_atomic
 
 Mode = Literal["heuristic", "model", "both"]
 MODES: tuple[str, ...] = ("heuristic", "model", "both")
@@ -57,6 +59,10 @@ READY_TIMEOUT_S = 300.0
 ANSWER_TIMEOUT_S = 600.0
 PLOT_WINDOWS = 25  # points per line: windows of equal numbers of scoreable events
 STATS_EVERY_S = 2.0  # how often the answer wait asks the worker what it has accepted
+# The replay's scored half lasts about a minute at 1,000 events/s: the trainer beside the worker
+# cycles every 10,000 events with 30 s of training, so candidates land while events are scored.
+TRAINER_EVERY_EVENTS = 10_000
+TRAINER_BUDGET_S = 30
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class QualityOptions:
     limit: int | None = None
     checkpoint: Path | None = None
     epochs: int | None = None
+    trainer: bool = True  # model mode: the continual trainer runs beside the worker
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -149,7 +156,9 @@ def _encoder(
         return {"checkpoint": str(options.checkpoint), "trained_on": "given (--checkpoint)"}
     from streamrec.models.encoder.pipeline import run_training
 
-    inter = _write_atomic(dataset, training, options.out / "train")
+    inter = write_atomic(
+        training, list(dataset_items(dataset)), options.out / "train", f"{dataset.name}-train"
+    )
     err_console.print(f"training the encoder on the {len(training)} events before the split")
     trained = run_training(
         settings, dataset=inter, out=options.out / "model", epochs=options.epochs
@@ -161,23 +170,6 @@ def _encoder(
         "epochs_run": trained["epochs_run"],
         "valid": trained["valid"],
     }
-
-
-def _write_atomic(dataset: Dataset, events: Sequence[Event], folder: Path) -> Path:
-    """``events`` and the whole catalog as RecBole atomic files; returns the .inter path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    inter = folder / f"{dataset.name}-train.inter"
-    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
-    lines += [f"{e.user_id}\t{e.item_id}\t{e.value or 1.0}\t{e.ts // 1000}" for e in events]
-    inter.write_text("\n".join(lines) + "\n")
-    rows = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
-    rows += [  # a tab inside a title would shift the columns; genres are space-separated
-        f"{i.item_id}\t{i.title.replace(chr(9), ' ')}\t{i.year or ''}\t"
-        + " ".join(g.replace(" ", "_") for g in i.genres)
-        for i in dataset.items.values()
-    ]
-    inter.with_suffix(".item").write_text("\n".join(rows) + "\n")
-    return inter
 
 
 def _fresh_kafka(settings: Settings, bootstrap: str, system: str) -> KafkaSettings:
@@ -203,6 +195,11 @@ def _run_system(
     ).accepted
     data_dir = options.out / f"worker-{name}"
     worker = WorkerProcess(kafka, data_dir, free_port(), env).start()
+    trainer = (
+        spawn_trainer(kafka, env, options.out / "trainer", TRAINER_EVERY_EVENTS, TRAINER_BUDGET_S)
+        if name == "model" and options.trainer
+        else None
+    )
     # What is alive now lives all run; the replay's own full collections (80 ms with the
     # dataset in memory) would otherwise release paced events as bursts.
     gc.collect()
@@ -217,6 +214,9 @@ def _run_system(
         slates, answered = asyncio.run(_read_slates(kafka, events, worker))
     finally:
         worker.stop()
+        if trainer is not None:
+            trainer.terminate()
+            trainer.wait(60)
         gc.unfreeze()
         shutil.rmtree(data_dir, ignore_errors=True)  # RocksDB; the log beside it stays
     seconds = time.perf_counter() - started

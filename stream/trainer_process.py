@@ -7,6 +7,8 @@ import asyncio
 import json
 import logging
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +17,12 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 
 from streamrec.errors import ContractError
-from streamrec.settings import Settings
+from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, Item, parse_event, parse_item
 from streamrec.stream.control import announce_model
+from streamrec.stream.testing import worker_env
 from streamrec.stream.trainer import AnnounceFn, ContinualTrainer, TrainFn
 from streamrec.stream.training_data import write_atomic
 
@@ -159,3 +162,25 @@ async def _read(
             except ContractError:
                 continue  # dead-lettered by the worker
     await asyncio.sleep(0)
+
+
+def spawn_trainer(
+    kafka: KafkaSettings, env: dict[str, str], folder: Path, every_events: int, budget_s: float
+) -> subprocess.Popen[bytes]:
+    """``streamrec trainer`` as a subprocess on ``kafka`` with ``env`` (its log, ``trainer.log``,
+    and its candidates in ``folder``), cycling every ``every_events`` events with ``budget_s``
+    of training: what the quality bench runs beside a model-mode worker."""
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer_env = {
+        **env,
+        "STREAMREC_TRAINER__FOLDER": str(folder),
+        "STREAMREC_TRAINER__EVERY_EVENTS": str(every_events),
+        "STREAMREC_TRAINER__TIME_BUDGET_S": str(budget_s),
+    }
+    with (folder / "trainer.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamrec", "trainer"],
+            env=worker_env(kafka, trainer_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )

@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog
-from streamrec.stream.compat import forget_acks
+from streamrec.stream.compat import forget_acks, on_agent_error
 from streamrec.stream.connection import faust_broker_url, faust_credentials
 from streamrec.stream.control import ControlListener
 from streamrec.stream.deadletter import DeadLetters
@@ -46,6 +46,7 @@ from streamrec.stream.durability import drain, flush_before_commit
 from streamrec.stream.experience import ExperiencePublisher
 from streamrec.stream.feedback import Feedback
 from streamrec.stream.fusion import FusionLearner
+from streamrec.stream.health import count_agent_crashes
 from streamrec.stream.ingest import Ingest
 from streamrec.stream.item_stats import ItemStats
 from streamrec.stream.item_updates import DeltaFollower, DeltaPublisher
@@ -180,6 +181,7 @@ class StreamrecApp:
         self.metrics.table_flush_seconds.observe(seconds)
 
     def _register(self) -> None:
+        on_agent_error(self.app, count_agent_crashes(self.metrics, ["ingest"]))
         self.app.agent(self.events_topic, name="ingest")(self.ingest.run)
         self.app.task(self.catalog.run)
         self.app.task(self.refresher.run)
@@ -213,7 +215,12 @@ class StreamrecApp:
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         consumer = self.app.consumer
-        flush_before_commit(consumer, self.app.producer, self.write_behind.flush)
+        flush_before_commit(
+            consumer,
+            self.app.producer,
+            self.write_behind.flush,
+            self.settings.kafka.outage_limit_s,
+        )
         forget_acks(consumer, assigned)
         events = self.events_topic.get_topic_name()
         self.owned = {tp.partition for tp in assigned if tp.topic == events}

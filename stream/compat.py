@@ -35,6 +35,7 @@ TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("faust producer", "_producer"),
     ("faust producer buffer.pending", "_queue"),
     ("aiokafka consumer", "_client"),
+    ("faust app", "_on_agent_error"),
 )
 
 
@@ -113,3 +114,20 @@ async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartit
     partitions = [TopicPartition(topic, p) for p in sorted(parts or ())]
     consumer.assign(partitions)
     return partitions
+
+
+AgentErrorHook = Callable[[Any, BaseException], Awaitable[None]]
+
+
+def on_agent_error(app: Any, hook: AgentErrorHook) -> None:
+    """Call ``hook(agent, exc)`` whenever an agent of ``app`` registered after this call raises,
+    then faust's own handling. ``app.agent`` hands every agent the app's private
+    ``_on_agent_error`` as its ``on_error`` (passing another one is a TypeError), so the hook
+    wraps that attribute on this app instance."""
+    original = app._on_agent_error
+
+    async def on_error(agent: Any, exc: BaseException) -> None:
+        await hook(agent, exc)
+        await original(agent, exc)
+
+    app._on_agent_error = on_error

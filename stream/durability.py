@@ -33,6 +33,9 @@ from faust.types import TP
 from streamrec.errors import BrokerError
 from streamrec.stream.compat import flush_client, pending_sends, wrap_commit
 
+# A revoked partition's writes must be acknowledged before the group's rebalance timeout (faust's
+# broker_rebalance_timeout, 60 s) passes and the next owner starts restoring; a commit, which
+# hands nothing over, waits as long as the worker waits for the broker (kafka.outage_limit_s).
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -41,7 +44,8 @@ async def drain(producer: Any, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
 
     Writes queued later may still be in flight: under steady load the buffer never empties, so
     waiting for "empty" could block a commit forever. Raises BrokerError after ``timeout_s``:
-    a worker that cannot make its writes durable must stop, not commit or hand over.
+    a worker that cannot make its writes durable must stop, not commit or hand over (during a
+    broker outage stream/health.py's watch usually stops it first, with a clearer message).
     """
     queued = pending_sends(producer)
     try:
@@ -57,17 +61,25 @@ CommitOffsets = Callable[..., Awaitable[bool]]
 
 
 def flush_before_commit(
-    consumer: Any, producer: Any, before: Callable[[], Awaitable[Any]] | None = None
+    consumer: Any,
+    producer: Any,
+    before: Callable[[], Awaitable[Any]] | None = None,
+    timeout_s: float = DRAIN_TIMEOUT_S,
 ) -> None:
     """Make ``consumer`` run ``before`` (writes still buffered in the worker: write_behind.py),
-    then drain ``producer``, before every offset commit (idempotent)."""
+    then drain ``producer`` for at most ``timeout_s``, before every offset commit (idempotent).
+
+    The worker passes ``kafka.outage_limit_s``: during a broker outage the commit waits with
+    its writes instead of ending the worker after 30 s (a commit that raises crashes faust's
+    consumer, and the worker with it).
+    """
 
     def durable(commit: CommitOffsets) -> CommitOffsets:
         async def commit_durably(offsets: Mapping[TP, int], *args: Any, **kwargs: Any) -> bool:
             generation = consumer.app.consumer_generation_id
             if before is not None:
                 await before()
-            await drain(producer)
+            await drain(producer, timeout_s)
             if consumer.app.consumer_generation_id != generation:
                 # A rebalance ran while the writes drained: these offsets were taken under the
                 # old assignment, and committing them now can move a partition back behind

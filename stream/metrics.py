@@ -154,6 +154,29 @@ class WorkerMetrics:
         self.index_items = Gauge(
             f"{ns}_index_items", "Items searchable in the index.", registry=registry
         )
+        self.agent_crashes = Counter(
+            f"{ns}_agent_crashes",
+            "faust agents that raised an exception (faust restarts the agent about 5 s later; "
+            "the record it held is neither applied nor dead-lettered). Should stay 0.",
+            ["agent"],
+            registry=registry,
+        )
+        self.broker_up = Gauge(
+            f"{ns}_broker_up",
+            "1 when the last broker probe (a metadata request every few seconds) answered.",
+            registry=registry,
+        )
+        self.broker_unreachable_seconds = Gauge(
+            f"{ns}_broker_unreachable_seconds",
+            "Length of the current broker outage (0 when reachable); the worker exits when it "
+            "passes kafka.outage_limit_s.",
+            registry=registry,
+        )
+        self.broker_outage_limit_seconds = Gauge(
+            f"{ns}_broker_outage_limit_seconds",
+            "kafka.outage_limit_s: the outage length at which the worker exits.",
+            registry=registry,
+        )
         self.model_version = Gauge(
             f"{ns}_model_info",
             "1 for the model version being served.",

@@ -9,10 +9,16 @@ from typing import Any, cast
 
 import faust
 
+from streamrec.errors import BrokerError
 from streamrec.settings import Settings
 from streamrec.stream import logs
 from streamrec.stream.app import create_app
+from streamrec.stream.health import BrokerWatch, MetadataProbe, hard_exit_after
 from streamrec.stream.topics import create_topics
+
+# How long a worker that gives up on the broker lets faust's shutdown try to flush and commit
+# (through the broker it gave up on) before it exits anyway.
+SHUTDOWN_GRACE_S = 30.0
 
 
 class _Worker(faust.Worker):
@@ -48,4 +54,16 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     cast(Any, worker_app.app.on_rebalance_complete.connect)(_freeze)
     logging.getLogger("faust").setLevel(loglevel.upper())
     worker = _Worker(worker_app.app, loglevel, settings.logs.repeat_interval_s)
+
+    async def give_up(exc: BrokerError) -> None:
+        hard_exit_after(SHUTDOWN_GRACE_S)
+        await worker.crash(exc)  # mode's worker re-raises the crash: exit code 1
+
+    watch = BrokerWatch(
+        MetadataProbe(settings.kafka),
+        worker_app.metrics,
+        settings.kafka.outage_limit_s,
+        give_up,
+    )
+    worker_app.app.task(watch.run)
     worker.execute_from_commandline()

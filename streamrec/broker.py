@@ -223,6 +223,18 @@ class EmbeddedKafka:
         (self.data_dir / STATE_FILE).unlink(missing_ok=True)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL the broker (a crash: no controlled shutdown, logs recovered at the next
+        start); returns False when none was running."""
+        info = self.info()
+        if info is None or not _alive(info.pid):
+            return False
+        _signal_group(info.pid, signal.SIGKILL)
+        while _alive(info.pid):
+            time.sleep(0.1)
+        (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        return True
+
     def info(self) -> BrokerInfo | None:
         """The broker recorded in the data dir, running or not."""
         path = self.data_dir / STATE_FILE

@@ -100,6 +100,14 @@ class KafkaSettings(BaseModel):
     ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
     topics: TopicSettings = Field(default_factory=TopicSettings, description="Topic names.")
+    outage_limit_s: float = Field(
+        600.0,
+        gt=0,
+        le=1_100,
+        description="How long the worker waits for an unreachable broker (holding offset "
+        "commits) before it exits with code 1 and a log line saying so; restarting it is safe. "
+        "At most 1,100 s: faust's producer fails its sends after 1,200 s, less clearly.",
+    )
 
 
 class BrokerSettings(BaseModel):

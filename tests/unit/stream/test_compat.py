@@ -20,6 +20,7 @@ async def _build() -> dict[str, Any]:
     app = faust.App("compat-check", broker="kafka://127.0.0.1:9", store="memory://")
     return {
         "faust.streams": importlib.import_module("faust.streams"),
+        "faust app": app,
         "faust consumer": app.consumer,
         "faust producer": app.producer,
         "faust producer buffer.pending": app.producer.buffer.pending,

@@ -215,14 +215,15 @@ class StreamrecApp:
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         consumer = self.app.consumer
+        events = self.events_topic.get_topic_name()
         flush_before_commit(
             consumer,
             self.app.producer,
             self.write_behind.flush,
             self.settings.kafka.outage_limit_s,
+            owned=lambda tp: tp.topic != events or tp.partition in self.owned,
         )
         forget_acks(consumer, assigned)
-        events = self.events_topic.get_topic_name()
         self.owned = {tp.partition for tp in assigned if tp.topic == events}
         # A partition owned before may have been changed by another worker since.
         await self.write_behind.release(self.owned)

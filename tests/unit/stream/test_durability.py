@@ -162,6 +162,21 @@ def test_a_commit_outlasted_by_a_rebalance_is_dropped() -> None:
     assert not committed and log == []
 
 
+def test_offsets_of_partitions_not_owned_now_are_not_committed() -> None:
+    async def scenario() -> tuple[list[bool], list[str]]:
+        log: list[str] = []
+        producer, consumer = FakeProducer(), FakeConsumer(log)
+        owned = {0}
+        flush_before_commit(consumer, producer, owned=lambda tp: tp.partition in owned)
+        mixed = await consumer._commit_offsets({TP("events", 0): 4, TP("events", 1): 9})
+        owned.clear()  # revoking: the records read now were skipped, not applied
+        none = await consumer._commit_offsets({TP("events", 0): 6})
+        return [mixed, none], log
+
+    results, log = asyncio.run(scenario())
+    assert results == [True, False] and log == ["commit [4]"]
+
+
 def test_forget_acks_drops_only_the_assigned_partitions() -> None:
     consumer = FakeConsumer([])
     mine, other = TP("events", 0), TP("events", 1)

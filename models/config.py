@@ -20,6 +20,30 @@ class EncoderSettings(BaseModel):
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout on embeddings and blocks.")
     attn_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on attention weights.")
     max_len: int = Field(50, ge=2, description="Longest input sequence (most recent items kept).")
+    event_types: bool = Field(
+        True, description="Each event token also embeds its event type (view, purchase, ...)."
+    )
+    time_gaps: bool = Field(
+        True,
+        description="Each event token also embeds its time gap to the previous event "
+        "(log2 seconds, 24 buckets).",
+    )
+    summary_tokens: int = Field(
+        8,
+        ge=0,
+        description="Long-term summary slices of the user state read as extra tokens before the "
+        "recent events (each: its items averaged by decayed weight, plus its age); 0: none.",
+    )
+    event_values: bool = Field(
+        False,
+        description="Each event token also embeds its bucketed value (rating, dwell). Off: the "
+        "worker's state does not keep event values, so serving could not supply them.",
+    )
+    context_fields: tuple[str, ...] = Field(
+        (),
+        description="Event context fields (e.g. device) hashed into each event token. Empty: "
+        "the worker's state does not keep event context, so serving could not supply them.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto picks CUDA when present, else the CPU."
     )

@@ -124,22 +124,23 @@ def _int8_tradeoff(
     fp32, q = encoders["cpu-fp32"], encoders["cpu-int8"]
     out: dict[str, Any] = {}
     if checkpoint is not None:
-        from streamrec.datasets import load_dataset
-        from streamrec.models.encoder.evaluation import leave_one_out
-        from streamrec.models.encoder.pipeline import test_metrics
+        from streamrec.models.encoder.event_log import load_event_log
+        from streamrec.models.encoder.pipeline import prepare_split, test_metrics
+        from streamrec.models.encoder.training import TrainConfig
 
         meta = json.loads((checkpoint / "metrics.json").read_text(encoding="utf-8"))
         path = meta.get("dataset_path")  # the data the checkpoint was trained on
-        dataset = load_dataset(Path(path) if path else None, settings.data.cache_dir)
-        split = leave_one_out(dataset, fp32.item_ids)
-        seqs = split.test_inputs
+        log = load_event_log(Path(path) if path else None, settings.data.cache_dir)
+        split = prepare_split(settings, log, fp32.model.config, TrainConfig(), fp32.item_ids)
         for name, enc in (("fp32", fp32), ("int8", q)):
             m = test_metrics(enc.model, split, enc.device, exclude_history=True)["model"]
             out[f"{name}_test_hr@10"] = m["hr@10"]
             out[f"{name}_test_ndcg@10"] = m["ndcg@10"]
+        vectors = (fp32.encode_windows(split.test_windows), q.encode_windows(split.test_windows))
     else:
         rng = np.random.default_rng(1)
         cfg = fp32.model.config
         seqs = rng.integers(1, cfg.n_items + 1, size=(512, cfg.max_len)).tolist()
-    out.update(agreement(fp32.encode_indices(seqs), q.encode_indices(seqs), fp32.item_vectors()))
+        vectors = (fp32.encode_indices(seqs), q.encode_indices(seqs))
+    out.update(agreement(*vectors, fp32.item_vectors()))
     return out

@@ -4,20 +4,24 @@ A checkpoint is a folder (written to a temporary sibling, then renamed, so reade
 half-written one)::
 
     <version>/
-      config.json        format + format_version, model_version, encoder and train configs
+      config.json        format + format_version, model_version, encoder config (with the
+                         inputs it reads, ``TokenInputs``) and train config
       model.safetensors  encoder weights, plus `fallback_user` [D] (mean training user vector)
       item_ids.json      list of item ids; index i = row i of item_vectors()
       metrics.json       training history, best validation and test metrics, timings
       projection.safetensors   optional: `weight` [T, D], `bias` [D] text -> item space
 
-Nothing is unpickled: weights load with safetensors, the rest is JSON.
+Nothing is unpickled: weights load with safetensors, the rest is JSON. Format version 2 added
+the encoder's ``inputs``; a version-1 checkpoint (written before) loads as the ids-only model it
+is, and a newer version fails with a message saying to upgrade.
 
 Inference::
 
     enc = InferenceEncoder.load(folder, device="auto")
     enc.model_version, enc.item_ids, enc.device
     enc.item_vectors()            # np.float32 [N, D]
-    enc.encode([["1", "50"], []]) # np.float32 [B, D]
+    enc.encode_states(states)     # np.float32 [B, D] from the worker's UserStates
+    enc.encode([["1", "50"], []]) # np.float32 [B, D] from item ids alone (ids-only reading)
     enc.text_vectors_to_item_space(text_vecs)  # np.float32 [M, D] for cold-start items
 """
 
@@ -38,17 +42,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from streamrec.errors import ModelError
+from streamrec.models.encoder.inputs import Featurizer, TokenFeatures, Window, collate
 from streamrec.models.encoder.network import (
     EncoderConfig,
     SequenceEncoder,
     left_pad,
     safe_batch_size,
 )
+from streamrec.stream.state import UserState
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "InferenceEncoder", "load_encoder", "save_checkpoint"]
 
 FORMAT = "streamrec.sequence-encoder"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # 1: before TokenInputs; its config has no "inputs" (ids only)
 _FALLBACK = "fallback_user"
 
 
@@ -137,10 +144,11 @@ def load_encoder(
     """Load (model in eval mode, config.json, item ids, fallback user vector [D])."""
     folder = Path(folder)
     config = _read_json(folder / "config.json")
-    if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
+    if config.get("format") != FORMAT or config.get("format_version") not in _READABLE_VERSIONS:
         raise ModelError(
             f"{folder}/config.json is format {config.get('format')!r} v"
-            f"{config.get('format_version')}, this streamrec reads {FORMAT} v{FORMAT_VERSION}"
+            f"{config.get('format_version')}, this streamrec reads {FORMAT} v1 to "
+            f"v{FORMAT_VERSION}; upgrade streamrec to load a newer checkpoint"
         )
     item_ids = _read_json(folder / "item_ids.json")
     model = SequenceEncoder(EncoderConfig.from_dict(config["encoder"]))
@@ -184,7 +192,9 @@ class InferenceEncoder:
         self._fallback = fallback_user.to(self.device)
         self._projection = projection
         cfg = model.config
-        self.batch_size = safe_batch_size(batch_size, cfg.heads, cfg.max_len)
+        self.featurizer = Featurizer(self._index, cfg.inputs, cfg.max_len)
+        length = cfg.max_len + cfg.inputs.summary_tokens
+        self.batch_size = safe_batch_size(batch_size, cfg.heads, length)
 
     @classmethod
     def load(cls, folder: Path, device: str = "auto", batch_size: int = 1024) -> InferenceEncoder:
@@ -210,8 +220,33 @@ class InferenceEncoder:
         """Known items of ``sequence`` as 1-based encoder indices (unknown ids skipped)."""
         return [self._index[i] for i in sequence if i in self._index]
 
+    def encode_states(self, states: Sequence[UserState]) -> np.ndarray:
+        """User vectors, float32 [B, D], for the worker's user states: the inputs the
+        checkpoint was trained with, read by the code that built its training windows."""
+        return self.encode_windows([self.featurizer.window(s) for s in states])
+
+    @torch.inference_mode()
+    def encode_windows(self, windows: Sequence[Window]) -> np.ndarray:
+        """As ``encode_states`` for featurized rows; float32 [B, D]."""
+        dim = self.model.config.hidden_size
+        out = np.empty((len(windows), dim), dtype=np.float32)
+        for start in range(0, len(windows), self.batch_size):
+            batch = list(windows[start : start + self.batch_size])
+            items, feats = collate(batch, self.model.config.inputs)  # [B, L]
+            users = self._users(items, feats.to(self.device), [len(w.items) for w in batch])
+            out[start : start + len(batch)] = users
+        return out
+
+    def _users(self, items: torch.Tensor, feats: TokenFeatures | None, sizes: list[int]) -> Any:
+        """User vectors [B, D] as numpy; rows with no known item get the fallback vector."""
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
+            users = self.model.user_vectors(items.to(self.device), feats).float()  # [B, D]
+        empty = torch.tensor([n == 0 for n in sizes], device=self.device)
+        return torch.where(empty.unsqueeze(1), self._fallback, users).cpu().numpy()  # [B, D]
+
     def encode(self, sequences: Sequence[Sequence[str]]) -> np.ndarray:
-        """User vectors, float32 [B, D], for item-id sequences in time order (oldest first)."""
+        """User vectors, float32 [B, D], for item-id sequences in time order (oldest first),
+        read as ids only (no side inputs, even when the checkpoint was trained with them)."""
         return self.encode_indices([self.indices(s) for s in sequences])
 
     @torch.inference_mode()
@@ -221,14 +256,8 @@ class InferenceEncoder:
         out = np.empty((len(sequences), dim), dtype=np.float32)
         for start in range(0, len(sequences), self.batch_size):
             batch = sequences[start : start + self.batch_size]
-            items = left_pad(batch, self.model.config.max_len).to(self.device)  # [B, L]
-            with torch.autocast(
-                self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"
-            ):
-                users = self.model.user_vectors(items).float()  # [B, D]
-            empty = torch.tensor([len(s) == 0 for s in batch], device=self.device)
-            users = torch.where(empty.unsqueeze(1), self._fallback, users)  # [B, D]
-            out[start : start + len(batch)] = users.cpu().numpy()
+            items = left_pad(batch, self.model.config.max_len)  # [B, L]
+            out[start : start + len(batch)] = self._users(items, None, [len(s) for s in batch])
         return out
 
     def text_vectors_to_item_space(self, text_vecs: np.ndarray) -> np.ndarray:

@@ -12,11 +12,12 @@ the input is the user's earlier warm items, the candidates the held-out items (e
 the user already had), the item vectors their projected text. Baselines: random order, and
 popularity of the held-out items counted over the whole log (an oracle a launch-day system
 cannot have, so the strongest fair-looking baseline); a full-catalog variant ranks them among
-all items too.
+all items too. Its cases are id sequences, so the encoder it trains reads item ids only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from streamrec.datasets import Dataset
-from streamrec.models.encoder.evaluation import leave_one_out, ranking_metrics, ranks_and_topk
+from streamrec.models.encoder.evaluation import catalog_order, ranking_metrics, ranks_and_topk
+from streamrec.models.encoder.event_log import dataset_as_events
+from streamrec.models.encoder.inputs import Featurizer, TokenInputs
 from streamrec.models.encoder.network import PAD, EncoderConfig, SequenceEncoder, left_pad
-from streamrec.models.encoder.training import TrainConfig, seed_everything, train, window_examples
+from streamrec.models.encoder.training import TrainConfig, batches, seed_everything, train
+from streamrec.models.encoder.windows import Example, build_split
+from streamrec.stream.config import StateSettings
 
 __all__ = ["ProjectionConfig", "evaluate_cold_start", "fit_projection", "hold_out_items"]
 
@@ -45,20 +50,15 @@ class ProjectionConfig:
 
 
 @torch.inference_mode()
-def _queries(
-    model: SequenceEncoder, train_seqs: list[list[int]]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _queries(model: SequenceEncoder, examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen hidden states at every training position [M, D] and their next items [M]."""
     model.eval()
     device = next(model.parameters()).device
     hs, ts = [], []
-    examples = window_examples(train_seqs, model.config.max_len)
-    for start in range(0, len(examples), 256):
-        chunk = examples[start : start + 256]
-        length = max(len(x) for x, _ in chunk)
-        inputs = left_pad([x for x, _ in chunk], length).to(device)  # [B, L]
-        targets = left_pad([y for _, y in chunk], length).to(device)  # [B, L]
-        hidden = model(inputs)  # [B, L, D]
+    rows = batches(examples, 256, random.Random(0), model.config.inputs)
+    for items, feats, targets in rows:
+        hidden = model(items.to(device), feats.to(device))[:, -targets.shape[1] :]  # [B, T, D]
+        targets = targets.to(device)  # [B, T]
         keep = targets != PAD
         hs.append(hidden[keep].float())
         ts.append(targets[keep])
@@ -67,18 +67,19 @@ def _queries(
 
 def fit_projection(
     model: SequenceEncoder,
-    train_seqs: list[list[int]],
+    examples: list[Example],
     text_vecs: np.ndarray,
     config: ProjectionConfig | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit (weight [T, D], bias [D]) so projected text vectors score like item embeddings.
 
-    ``text_vecs`` [N, T] row i = item index i + 1 of the encoder; ``train_seqs`` 1-based.
+    ``text_vecs`` [N, T] row i = item index i + 1 of the encoder; ``examples`` the training
+    rows of the encoder (``WindowSplit.examples``).
     """
     config = config or ProjectionConfig()
     seed_everything(config.seed)
     device = next(model.parameters()).device
-    queries, targets = _queries(model, train_seqs)  # [M, D], [M]
+    queries, targets = _queries(model, examples)  # [M, D], [M]
     text = torch.as_tensor(text_vecs, dtype=torch.float32, device=device)  # [N, T]
     # Start from the least-squares fit onto the learned embeddings: a good, cheap initialiser.
     emb = model.item_vectors().detach().float()  # [N, D]
@@ -129,12 +130,17 @@ def evaluate_cold_start(
         [i for i in dataset.interactions if i.item_id not in cold],
         {k: v for k, v in dataset.items.items() if k not in cold},
     )
-    split = leave_one_out(warm)
-    enc_cfg = EncoderConfig(**{**encoder.to_dict(), "n_items": split.n_items})
+    warm_ids = catalog_order(warm)
+    enc_cfg = dataclasses.replace(encoder, n_items=len(warm_ids), inputs=TokenInputs())
+    index = {item: i + 1 for i, item in enumerate(warm_ids)}
+    featurizer = Featurizer(index, TokenInputs(), enc_cfg.max_len)
+    split = build_split(
+        dataset_as_events(warm), warm_ids, featurizer, StateSettings(), train_config.scheme
+    )
     result = train(split, enc_cfg, train_config, device, progress)
     model = result.model
     warm_text = np.stack([text_for[i] for i in split.item_ids])
-    weight, bias = fit_projection(model, split.train, warm_text)
+    weight, bias = fit_projection(model, split.examples, warm_text)
 
     cold_ids = sorted(cold)
     cold_pos = {c: j for j, c in enumerate(cold_ids)}

@@ -2,6 +2,8 @@
 
     streamrec train [--dataset PATH] [--out DIR] [--epochs N] [--device D] [--preset demo|reference]
     streamrec evaluate --checkpoint DIR [--exclude-history/--include-history]
+    streamrec evaluate --ablations [--seeds 0,1,2,3,4] [--dataset PATH] [--no-reference]
+    streamrec behaviour-world --out DIR [--users N] [--seed S]
     streamrec coldstart [--dataset PATH] [--fraction 0.1]
     streamrec bench encoder [--checkpoint DIR] [--device D]
 
@@ -26,6 +28,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("coldstart")(coldstart_cmd)
+    app.command("behaviour-world")(behaviour_world_cmd)
     bench.command("encoder")(bench_encoder_cmd)
 
 
@@ -69,7 +72,9 @@ def train_cmd(
 
 def evaluate_cmd(
     ctx: typer.Context,
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint folder from `train`."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Checkpoint folder from `train` (not with --ablations)."
+    ),
     dataset: Path | None = _DATASET,
     exclude_history: bool = typer.Option(
         True,
@@ -77,14 +82,54 @@ def evaluate_cmd(
         help="Remove each user's input items from the ranking (RecBole's convention).",
     ),
     device: str | None = _DEVICE,
+    ablations: bool = typer.Option(
+        False,
+        "--ablations",
+        help="Train and test the input variants (ids, +types/values, +gaps, +summary, "
+        "+context) and the SASRec reference on the same split and seeds.",
+    ),
+    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Ablation seeds, comma-separated."),
+    reference: bool = typer.Option(
+        True, "--reference/--no-reference", help="Ablations: also train the reference preset."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Ablations: most epochs."),
+    time_budget: float | None = typer.Option(
+        None, "--time-budget", min=1, help="Ablations: seconds per model (default: settings)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Leave-one-out test metrics@10 (full ranking) of a checkpoint beside popularity."""
+    """Leave-one-out test metrics@10 (full ranking) of a checkpoint beside popularity, or the
+    input ablation table (mean ± sd over seeds)."""
+    settings = get_settings(ctx)
+    if ablations:
+        from streamrec.models.encoder.ablations import run_ablations
+
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        figures = run_ablations(
+            settings, dataset, seed_list, device, reference, epochs, time_budget
+        )
+        report("streamrec evaluate --ablations", figures, as_json)
+        return
+    if checkpoint is None:
+        raise typer.BadParameter("give --checkpoint DIR, or --ablations to train the variants")
     from streamrec.models.encoder.pipeline import run_evaluation
 
-    settings = get_settings(ctx)
     figures = run_evaluation(settings, checkpoint, dataset, exclude_history, device)
     report("streamrec evaluate", figures, as_json)
+
+
+def behaviour_world_cmd(
+    out: Path = typer.Option(..., "--out", help="Folder for behaviour.inter / behaviour.item."),
+    users: int = typer.Option(500, "--users", min=1, help="Users to generate."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the generated multi-behaviour dataset (types, gaps, tastes, device carry signal)."""
+    from streamrec.models.encoder.behaviour_world import WorldConfig, write_world
+
+    inter = write_world(out, WorldConfig(users=users, seed=seed))
+    lines = inter.read_text(encoding="utf-8").count("\n") - 1
+    report("streamrec behaviour-world", {"interactions": str(inter), "events": lines}, as_json)
 
 
 def coldstart_cmd(

@@ -6,88 +6,39 @@ everything before (every earlier item is a target of its prefix). The test input
 history before the test item (validation item included). Every item is ranked (no sampled
 negatives). With ``exclude_history`` the items of the input sequence are removed from the
 ranking (as RecBole does), except the target itself, so a repeat consumption stays rankable.
-Ties in score are broken by item index (lower first), the same order ``topk`` lists use.
+Ties in score are broken by item index (lower first), the same order ``topk`` lists use. The
+split itself is cut in ``windows.py``, over the states the worker would have held.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
 
 from streamrec.datasets import Dataset
-from streamrec.errors import DataError
 
 __all__ = [
-    "Split",
+    "catalog_order",
     "evaluate_scorer",
-    "leave_one_out",
     "popularity_scorer",
     "ranking_metrics",
     "ranks_and_topk",
 ]
 
-# Scores a batch: input sequences (1-based item indices) -> scores [B, N] over items 0..N-1.
-Scorer = Callable[[list[list[int]]], torch.Tensor]
+Row = TypeVar("Row")  # what a scorer reads per user: an item sequence or a featurized Window
 
 
-@dataclass(frozen=True)
-class Split:
-    """Leave-one-out split. Item ``i`` (0-based) of ``item_ids`` is index ``i + 1`` in sequences.
-
-    ``train[u]`` is user u's sequence without its last two items; ``valid_*`` and ``test_*``
-    hold one input sequence and one 0-based target per evaluated user (users with at least three
-    interactions; shorter users only train).
-    """
-
-    item_ids: list[str]
-    users: list[str]
-    train: list[list[int]]
-    valid_inputs: list[list[int]]
-    valid_targets: list[int]
-    test_inputs: list[list[int]]
-    test_targets: list[int]
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
+def catalog_order(dataset: Dataset) -> list[str]:
+    """The item map of a model trained on ``dataset``: every catalog item, numeric ids in
+    numeric order, others after them in text order (stable and readable)."""
+    return sorted(dataset.items, key=_sort_key)
 
 
 def _sort_key(item_id: str) -> tuple[int, int | str]:
-    # Numeric ids in numeric order, others after them in text order: a stable, readable map.
     return (0, int(item_id)) if item_id.isdigit() else (1, item_id)
-
-
-def leave_one_out(dataset: Dataset, item_ids: Sequence[str] | None = None) -> Split:
-    """Split ``dataset`` by the protocol above.
-
-    ``item_ids`` fixes the item map (e.g. a checkpoint's); interactions with items outside it
-    are dropped. Default: every item of the dataset's catalog, numeric ids in numeric order.
-    """
-    ids = list(item_ids) if item_ids is not None else sorted(dataset.items, key=_sort_key)
-    index = {item: i + 1 for i, item in enumerate(ids)}
-    users, train, vi, vt, ti, tt = [], [], [], [], [], []
-    for user, events in dataset.sequences().items():
-        seq = [index[e.item_id] for e in events if e.item_id in index]
-        if not seq:
-            continue
-        users.append(user)
-        if len(seq) < 3:
-            train.append(seq)
-            continue
-        train.append(seq[:-2])
-        vi.append(seq[:-2])
-        vt.append(seq[-2] - 1)
-        ti.append(seq[:-1])
-        tt.append(seq[-1] - 1)
-    if not vt:
-        raise DataError(
-            f"dataset {dataset.name!r} has no user with 3 or more interactions; leave-one-out "
-            "evaluation needs a training, a validation and a test item per user"
-        )
-    return Split(ids, users, train, vi, vt, ti, tt)
 
 
 def ranks_and_topk(
@@ -139,34 +90,43 @@ def ranking_metrics(
 
 
 def evaluate_scorer(
-    scorer: Scorer,
-    inputs: Sequence[list[int]],
+    scorer: Callable[[list[Row]], torch.Tensor],
+    inputs: Sequence[Row],
     targets: Sequence[int],
     n_items: int,
     exclude_history: bool,
     batch_size: int = 512,
     k: int = 10,
+    history: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, float]:
-    """Rank every target among all ``n_items`` items with ``scorer``; metrics at ``k``."""
+    """Rank every target among all ``n_items`` items with ``scorer``; metrics at ``k``.
+
+    ``inputs`` are what ``scorer`` reads (item sequences, or ``Window`` rows); ``history`` the
+    1-based items removed by ``exclude_history`` (default: the inputs, when they are sequences).
+    """
+    excluded = history if history is not None else cast(Sequence[Sequence[int]], inputs)
     all_ranks, all_topk = [], []
     for start in range(0, len(inputs), batch_size):
         batch = list(inputs[start : start + batch_size])
         scores = scorer(batch)  # [B, N]
         tgt = torch.tensor(targets[start : start + batch_size], device=scores.device)
-        ranks, topk = ranks_and_topk(scores, tgt, batch if exclude_history else None, k)
+        rows = excluded[start : start + batch_size] if exclude_history else None
+        ranks, topk = ranks_and_topk(scores, tgt, rows, k)
         all_ranks.append(ranks.cpu().numpy())
         all_topk.append(topk.cpu().numpy())
     return ranking_metrics(np.concatenate(all_ranks), np.concatenate(all_topk), n_items, k)
 
 
-def popularity_scorer(train: Sequence[Sequence[int]], n_items: int) -> Scorer:
+def popularity_scorer(
+    train: Sequence[Sequence[int]], n_items: int
+) -> Callable[[Sequence[object]], torch.Tensor]:
     """Most-interacted items first, counted on the training sequences only."""
     counts = np.zeros(n_items, dtype=np.float32)
     for seq in train:
         np.add.at(counts, np.asarray(seq, dtype=np.int64) - 1, 1.0)
     row = torch.from_numpy(counts)
 
-    def score(batch: list[list[int]]) -> torch.Tensor:
+    def score(batch: Sequence[object]) -> torch.Tensor:
         return row.unsqueeze(0).expand(len(batch), -1)  # [B, N]
 
     return score

@@ -1,4 +1,4 @@
-"""The SASRec-style sequence encoder: a causal transformer over item-ID embeddings.
+"""The SASRec-style sequence encoder: a causal transformer over the tokens of a user state.
 
 The backbone is ``transformers``' ``BertModel`` configured as a decoder (``is_decoder=True``
 gives a causal mask) and fed with ``inputs_embeds``. That reproduces SASRec as RecBole builds it:
@@ -9,12 +9,20 @@ Sequences are **left-padded** with index 0 so the last position always holds the
 item; its output is the user vector. Positions count from the first real item (item j of a
 sequence has position j, as in RecBole), so training windows and inference agree. Item ``i`` of
 the item-id map is embedding row ``i + 1``.
+
+Richer inputs (``TokenInputs``, off by default, recorded in the checkpoint; ``inputs.py`` builds
+them from the worker's state): each event token adds embeddings of its type, bucketed value,
+bucketed gap to the previous event and hashed context fields; summary tokens (one per long-term
+slice: its items' embeddings averaged with the slice's decayed weights, plus the slice's age and a
+learned marker) are prepended to the events, so every event attends to the long history at a
+cost of ``summary_tokens`` extra positions. Positions then count from the first summary token.
+An ids-only config builds exactly the original network (same parameter names).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -23,6 +31,14 @@ from transformers import BertConfig, BertModel
 
 from streamrec.errors import ModelError
 from streamrec.models.config import EncoderSettings
+from streamrec.models.encoder.inputs import (
+    CONTEXT_BUCKETS,
+    GAP_BUCKETS,
+    TYPE_BUCKETS,
+    VALUE_BUCKETS,
+    TokenFeatures,
+    TokenInputs,
+)
 
 _DEFAULTS = EncoderSettings.model_fields
 
@@ -47,6 +63,8 @@ class EncoderConfig:
     dropout: float = _DEFAULTS["dropout"].default
     attn_dropout: float = _DEFAULTS["attn_dropout"].default
     max_len: int = _DEFAULTS["max_len"].default
+    # Not the settings' defaults: a checkpoint whose config lacks this key is ids-only.
+    inputs: TokenInputs = field(default_factory=TokenInputs)
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
@@ -63,8 +81,16 @@ class EncoderConfig:
     @classmethod
     def from_settings(cls, settings: EncoderSettings, n_items: int) -> EncoderConfig:
         """The encoder ``settings`` describe, for a catalog of ``n_items``."""
-        shape = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name != "n_items"}
-        return cls(n_items=n_items, **shape)
+        skip = {"n_items", "inputs"}
+        shape = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name not in skip}
+        inputs = TokenInputs(
+            types=settings.event_types,
+            values=settings.event_values,
+            gaps=settings.time_gaps,
+            summary_tokens=settings.summary_tokens,
+            context_fields=tuple(settings.context_fields),
+        )
+        return cls(n_items=n_items, inputs=inputs, **shape)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> EncoderConfig:
@@ -76,16 +102,35 @@ class EncoderConfig:
                 f"encoder config has unknown keys {sorted(unknown)}; the checkpoint was written "
                 "by a newer streamrec, upgrade to load it"
             )
-        return cls(**raw)
+        raw = dict(raw)
+        inputs = dict(raw.pop("inputs", None) or {})
+        unknown_inputs = set(inputs) - {f.name for f in fields(TokenInputs)}
+        if unknown_inputs:
+            raise ModelError(
+                f"encoder inputs {sorted(unknown_inputs)} are unknown to this streamrec; the "
+                "checkpoint was written by a newer version, upgrade to load it"
+            )
+        inputs["context_fields"] = tuple(inputs.get("context_fields", ()))
+        return cls(**raw, inputs=TokenInputs(**inputs))
 
 
 class SequenceEncoder(nn.Module):
-    """Causal transformer: item sequences ``[B, L]`` -> hidden states ``[B, L, D]``."""
+    """Causal transformer: item sequences ``[B, L]`` (+ side inputs) -> hidden ``[B, L, D]``."""
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = config
-        self.item_emb = nn.Embedding(config.n_items + 1, config.hidden_size, padding_idx=PAD)
+        dim, inputs = config.hidden_size, config.inputs
+        self.item_emb = nn.Embedding(config.n_items + 1, dim, padding_idx=PAD)
+        # Side-input tables exist only when switched on, so ids-only weights keep their names.
+        self.type_emb = _table(TYPE_BUCKETS, dim) if inputs.types else None
+        self.value_emb = _table(VALUE_BUCKETS, dim) if inputs.values else None
+        self.gap_emb = _table(GAP_BUCKETS, dim) if inputs.gaps else None
+        self.context_emb = _table(CONTEXT_BUCKETS, dim) if inputs.context_fields else None
+        self.age_emb = _table(GAP_BUCKETS, dim) if inputs.summary_tokens else None
+        self.summary_marker = (
+            nn.Parameter(torch.randn(dim) * 0.02) if inputs.summary_tokens else None
+        )
         bert = BertConfig(
             vocab_size=1,  # unused: we always pass inputs_embeds
             hidden_size=config.hidden_size,
@@ -95,7 +140,7 @@ class SequenceEncoder(nn.Module):
             hidden_act="gelu",
             hidden_dropout_prob=config.dropout,
             attention_probs_dropout_prob=config.attn_dropout,
-            max_position_embeddings=config.max_len,
+            max_position_embeddings=config.max_len + inputs.summary_tokens,
             type_vocab_size=1,
             is_decoder=True,
             use_cache=False,
@@ -109,23 +154,68 @@ class SequenceEncoder(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """``items`` [B, L] left-padded item indices (L <= max_len) -> hidden [B, L, D]."""
+    def forward(self, items: torch.Tensor, features: TokenFeatures | None = None) -> torch.Tensor:
+        """``items`` [B, L] left-padded item indices (L <= max_len) and the side inputs the
+        config switches on (``inputs.collate``) -> hidden states of the events [B, L, D]."""
         length = items.shape[1]
         if length > self.config.max_len:
             raise ModelError(f"sequence length {length} exceeds max_len={self.config.max_len}")
-        mask = (items != PAD).long()  # [B, L]
-        # Positions count from each row's first real item (RecBole's convention under left
-        # padding): an item's position is the same in a training window and at inference.
-        pos = (mask.cumsum(dim=1) - 1).clamp(min=0)  # [B, L]
+        mask = items != PAD  # [B, L]
         emb = self.item_emb(items)  # [B, L, D]
-        out = self.backbone(inputs_embeds=emb, attention_mask=mask, position_ids=pos)
-        hidden: torch.Tensor = out.last_hidden_state  # [B, L, D]
+        if features is not None:
+            emb = emb + self._side_inputs(features, emb)  # [B, L, D]
+        slots = 0
+        if self.summary_marker is not None and features is not None:
+            summary, summary_mask = self._summary_tokens(features)  # [B, S, D], [B, S]
+            slots = summary.shape[1]
+            emb = torch.cat([summary, emb], dim=1)  # [B, S + L, D]
+            mask = torch.cat([summary_mask, mask], dim=1)  # [B, S + L]
+        # Positions count from each row's first real token (RecBole's convention under left
+        # padding): a token's position is the same in a training window and at inference.
+        pos = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, S + L]
+        out = self.backbone(inputs_embeds=emb, attention_mask=mask.long(), position_ids=pos)
+        hidden: torch.Tensor = out.last_hidden_state[:, slots:]  # [B, L, D]
         return hidden
 
-    def user_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """``items`` [B, L] left-padded -> user vectors [B, D] (output at the last position)."""
-        return self.forward(items)[:, -1]  # [B, D]
+    def _side_inputs(self, features: TokenFeatures, like: torch.Tensor) -> torch.Tensor:
+        """Sum of the switched-on per-event embeddings, [B, L, D] (zeros when none)."""
+        extra = torch.zeros_like(like)  # [B, L, D]
+        for table, index in (
+            (self.type_emb, features.types),
+            (self.value_emb, features.values),
+            (self.gap_emb, features.gaps),
+        ):
+            if table is not None and index is not None:
+                extra = extra + table(index)  # [B, L, D]
+        if self.context_emb is not None and features.context is not None:
+            extra = extra + self.context_emb(features.context).sum(dim=2)  # [B, L, F, D] -> sum
+        return extra
+
+    def _summary_tokens(self, features: TokenFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per long-term slice: weighted mean of its items + age + marker.
+
+        Returns tokens [B, S, D] and their mask [B, S] (False for empty slots).
+        """
+        assert self.age_emb is not None and self.summary_marker is not None
+        items, weights, ages = (
+            features.summary_items,
+            features.summary_weights,
+            features.summary_ages,
+        )
+        if items is None or weights is None or ages is None:
+            raise ModelError("this encoder reads summary tokens; pass them (inputs.collate)")
+        total = weights.sum(dim=2, keepdim=True)  # [B, S, 1]
+        share = weights / total.clamp(min=1e-9)  # [B, S, K]
+        pooled = (share.unsqueeze(-1) * self.item_emb(items)).sum(dim=2)  # [B, S, D]
+        mask = total.squeeze(2) > 0  # [B, S]
+        tokens = pooled + self.age_emb(ages) + self.summary_marker  # [B, S, D]
+        return tokens * mask.unsqueeze(-1), mask
+
+    def user_vectors(
+        self, items: torch.Tensor, features: TokenFeatures | None = None
+    ) -> torch.Tensor:
+        """``items`` [B, L] left-padded (+ side inputs) -> user vectors [B, D] (last position)."""
+        return self.forward(items, features)[:, -1]  # [B, D]
 
     def item_vectors(self) -> torch.Tensor:
         """Embeddings of the real items [N, D] (row i = item i of the id map)."""
@@ -134,6 +224,15 @@ class SequenceEncoder(nn.Module):
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states [..., D] -> scores over real items [..., N]."""
         return hidden @ self.item_vectors().T
+
+
+def _table(rows: int, dim: int) -> nn.Embedding:
+    """An embedding table whose row 0 ("unknown") adds nothing; BERT/RecBole initialiser."""
+    table = nn.Embedding(rows, dim, padding_idx=0)
+    nn.init.normal_(table.weight, std=0.02)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table
 
 
 def left_pad(sequences: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:

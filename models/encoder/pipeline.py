@@ -4,9 +4,13 @@ Presets:
 
 * ``demo`` (default): the encoder and train settings (``EncoderSettings``/``TrainSettings``),
   tuned to beat the reference on ML-100K and train in minutes on a 2-core CPU.
-* ``reference``: SASRec as RecBole 1.2.1 configures it (hidden 64, 2 layers, 2 heads, inner
-  256, dropout 0.5 on hidden and attention, max_len 50, full cross-entropy, Adam lr 1e-3,
-  batch 2048, every prefix an example, early stopping with patience 10), run under our split.
+* ``reference``: SASRec as RecBole 1.2.1 configures it (item ids only, hidden 64, 2 layers,
+  2 heads, inner 256, dropout 0.5 on hidden and attention, max_len 50, full cross-entropy, Adam
+  lr 1e-3, batch 2048, every prefix an example, early stopping with patience 10), run under our
+  split.
+
+Every command reads the dataset as the event log the worker would have read
+(``event_log.py``) and replays it into user states (``windows.py``).
 """
 
 from __future__ import annotations
@@ -22,23 +26,37 @@ from streamrec.datasets import Dataset, load_dataset
 from streamrec.models.config import EncoderSettings
 from streamrec.models.encoder.checkpoint import InferenceEncoder, save_checkpoint
 from streamrec.models.encoder.coldstart import evaluate_cold_start, fit_projection
-from streamrec.models.encoder.evaluation import (
-    Split,
-    evaluate_scorer,
-    leave_one_out,
-    popularity_scorer,
-)
+from streamrec.models.encoder.evaluation import catalog_order, evaluate_scorer, popularity_scorer
+from streamrec.models.encoder.event_log import EventLog, load_event_log
+from streamrec.models.encoder.inputs import Featurizer
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.training import TrainConfig, model_scorer, pick_device, train
+from streamrec.models.encoder.windows import WindowSplit, build_split
 from streamrec.settings import Settings
 
-__all__ = ["preset_configs", "run_cold_start", "run_evaluation", "run_training", "test_metrics"]
+__all__ = [
+    "prepare_split",
+    "preset_configs",
+    "run_cold_start",
+    "run_evaluation",
+    "run_training",
+    "test_metrics",
+]
 
 Preset = Literal["demo", "reference"]
 
 # RecBole's SASRec defaults (sasrec.yaml), which differ from ours in dropout.
 REFERENCE_ENCODER = EncoderSettings(
-    hidden_size=64, layers=2, heads=2, inner_size=256, dropout=0.5, attn_dropout=0.5, max_len=50
+    hidden_size=64,
+    layers=2,
+    heads=2,
+    inner_size=256,
+    dropout=0.5,
+    attn_dropout=0.5,
+    max_len=50,
+    event_types=False,
+    time_gaps=False,
+    summary_tokens=0,
 )
 # RecBole feeds every prefix as its own example (batch 2048 prefixes). With a causal encoder and
 # positions counted from the window start, a window of 50 items yields exactly the same
@@ -80,15 +98,36 @@ def preset_configs(
     return enc, tc
 
 
+def prepare_split(
+    settings: Settings,
+    log: EventLog,
+    encoder: EncoderConfig,
+    train_config: TrainConfig,
+    item_ids: list[str] | None = None,
+) -> WindowSplit:
+    """Replay ``log`` into the leave-one-out split, featurized for ``encoder.inputs``."""
+    ids = item_ids if item_ids is not None else catalog_order(log.dataset)
+    index = {item: i + 1 for i, item in enumerate(ids)}
+    featurizer = Featurizer(index, encoder.inputs, encoder.max_len)
+    return build_split(log.events, ids, featurizer, settings.state, train_config.scheme)
+
+
 def test_metrics(
-    model: SequenceEncoder, split: Split, device: torch.device, exclude_history: bool
+    model: SequenceEncoder, split: WindowSplit, device: torch.device, exclude_history: bool
 ) -> dict[str, dict[str, float]]:
     """Test metrics@10 of the model and of popularity under one history rule."""
-    args = (split.test_inputs, split.test_targets, split.n_items, exclude_history)
+    targets, n = split.test_targets, split.n_items
+    history = split.test_history
     return {
-        "model": evaluate_scorer(model_scorer(model, device), *args),
-        "popularity": evaluate_scorer(popularity_scorer(split.train, split.n_items), *args),
-    }
+        "model": evaluate_scorer(
+            model_scorer(model, device), split.test_windows, targets, n, exclude_history,
+            history=history,
+        ),
+        "popularity": evaluate_scorer(
+            popularity_scorer(split.train, n), split.test_windows, targets, n, exclude_history,
+            history=history,
+        ),
+    }  # fmt: skip
 
 
 def _load(settings: Settings, dataset: Path | None) -> Dataset:
@@ -108,9 +147,10 @@ def run_training(
 ) -> dict[str, Any]:
     """Train, evaluate on the test items (history excluded and included), save a checkpoint."""
     dev = pick_device(device or settings.encoder.device)
-    ds = _load(settings, dataset)
-    split = leave_one_out(ds)
-    enc, tc = preset_configs(settings, preset, split.n_items, epochs, time_budget_s)
+    log = load_event_log(dataset, settings.data.cache_dir)
+    ds = log.dataset
+    enc, tc = preset_configs(settings, preset, len(ds.items), epochs, time_budget_s)
+    split = prepare_split(settings, log, enc, tc)
     result = train(split, enc, tc, dev, progress)
     model = result.model
     test = {
@@ -125,13 +165,14 @@ def run_training(
         started = time.perf_counter()
         texts = [ds.items[i].text for i in split.item_ids]
         vecs = cached_text_vectors(texts, settings.data.cache_dir)
-        projection = fit_projection(model, split.train, vecs)
+        projection = fit_projection(model, split.examples, vecs)
         text_seconds = time.perf_counter() - started
-    fallback = _mean_user(model, split, dev)
+    fallback = _mean_user(model, split)
     metrics = {
         "dataset": ds.name,
         "dataset_path": str(Path(dataset).resolve()) if dataset else None,
         "preset": preset,
+        "inputs": enc.inputs.describe(),
         "device": str(dev),
         "train_seconds": round(result.seconds, 1),
         "text_projection_seconds": round(text_seconds, 1),
@@ -150,12 +191,12 @@ def run_training(
 
 
 @torch.inference_mode()
-def _mean_user(model: SequenceEncoder, split: Split, device: torch.device) -> torch.Tensor:
-    """Mean user vector over every user's full known history: the empty-history fallback."""
+def _mean_user(model: SequenceEncoder, split: WindowSplit) -> torch.Tensor:
+    """Mean user vector over every user's test-time state: the empty-history fallback."""
     scorer_free = InferenceEncoder(
         model, split.item_ids, "tmp", torch.zeros(model.config.hidden_size)
     )
-    vecs = scorer_free.encode_indices(split.test_inputs or split.train)
+    vecs = scorer_free.encode_windows(split.test_windows)
     return torch.from_numpy(vecs.mean(axis=0))
 
 
@@ -168,11 +209,13 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Test metrics of a checkpoint and of popularity, under the chosen history rule."""
     enc = InferenceEncoder.load(checkpoint, device or settings.encoder.device)
-    split = leave_one_out(_load(settings, dataset), enc.item_ids)
+    log = load_event_log(dataset, settings.data.cache_dir)
+    split = prepare_split(settings, log, enc.model.config, TrainConfig(), enc.item_ids)
     metrics = test_metrics(enc.model, split, enc.device, exclude_history)
     return {
         "checkpoint": str(checkpoint),
         "model_version": enc.model_version,
+        "inputs": enc.model.config.inputs.describe(),
         "protocol": "leave-one-out by time, full ranking over all items, @10",
         "history": "excluded" if exclude_history else "included",
         "users": len(split.test_targets),

@@ -1,13 +1,11 @@
 """Training the sequence encoder: batches, losses, AdamW, early stopping on validation NDCG@10.
 
-Two ways to turn training sequences into examples (``TrainConfig.scheme``):
+Rows come from ``windows.py``: states rebuilt from the event log as the worker held them, each
+featurized by the same code that serves a ``UserState``. ``TrainConfig.scheme`` picks the rows:
 
-* ``window`` (our default): each user's training sequence is cut from its end into chunks of at
-  most ``max_len`` (input, next-item) pairs and the loss is taken at *every* position. With a
-  causal encoder this predicts every item from its prefix in one pass, ~25x cheaper per epoch
-  than feeding each prefix separately.
-* ``prefix`` (RecBole's SASRec): every prefix is its own example, truncated to the last
-  ``max_len`` items, with the loss at its last position only.
+* ``window`` (our default): one state every W events with the loss at *every* event position;
+  with a causal encoder this trains W targets in one pass, ~25x cheaper per epoch than
+* ``prefix`` (RecBole's SASRec): the state after every event, loss at its last position only.
 
 Losses: full-softmax cross-entropy over all items (``ce``), or sampled softmax with logQ
 correction (``sampled_softmax``): negatives drawn from item popularity, each logit reduced by
@@ -20,8 +18,8 @@ import copy
 import math
 import random
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -31,7 +29,8 @@ from tqdm import tqdm
 
 from streamrec.errors import ModelError
 from streamrec.models.config import TrainSettings
-from streamrec.models.encoder.evaluation import Scorer, Split, evaluate_scorer
+from streamrec.models.encoder.evaluation import evaluate_scorer
+from streamrec.models.encoder.inputs import TokenFeatures, TokenInputs, Window, collate
 from streamrec.models.encoder.network import (
     PAD,
     EncoderConfig,
@@ -39,6 +38,7 @@ from streamrec.models.encoder.network import (
     left_pad,
     safe_batch_size,
 )
+from streamrec.models.encoder.windows import Example, WindowSplit
 
 _DEFAULTS = TrainSettings.model_fields
 
@@ -96,44 +96,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# --------------------------------------------------------------------------- examples
+# --------------------------------------------------------------------------- batches
+
+Batch = tuple[torch.Tensor, TokenFeatures, torch.Tensor]
 
 
-def window_examples(train: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
-    """(input, targets) chunks of <= max_len next-item pairs, cut from each sequence's end."""
-    out = []
-    for seq in train:
-        end = len(seq) - 1  # number of (input, next) pairs
-        while end > 0:
-            start = max(0, end - max_len)
-            out.append((seq[start:end], seq[start + 1 : end + 1]))
-            end = start
-    return out
-
-
-def prefix_examples(train: list[list[int]], max_len: int) -> list[tuple[list[int], list[int]]]:
-    """RecBole's augmentation: (last max_len items of each prefix, [next item])."""
-    return [(seq[max(0, t - max_len) : t], [seq[t]]) for seq in train for t in range(1, len(seq))]
-
-
-def _batches(
-    examples: list[tuple[list[int], list[int]]], batch_size: int, rng: random.Random
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    examples: list[Example], batch_size: int, rng: random.Random, inputs: TokenInputs
+) -> Iterator[Batch]:
     """Shuffled batches of similar length (padding costs as much as real items on the CPU).
 
     Examples are ordered by length with random tie-breaks, cut into batches, and the batches
-    shuffled. Yields inputs [B, L] and targets [B, T] (T = L for windows, 1 for prefixes).
+    shuffled. Yields items [B, L], their side inputs and targets [B, T] (T = L for windows, 1
+    for prefixes; the targets are right-aligned with the last T event positions).
     """
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i][0]), rng.random()))
+    order = sorted(
+        range(len(examples)), key=lambda i: (len(examples[i].window.items), rng.random())
+    )
     starts = list(range(0, len(order), batch_size))
     rng.shuffle(starts)
     for start in starts:
         chunk = [examples[i] for i in order[start : start + batch_size]]
-        length = max(len(x) for x, _ in chunk)
-        inputs = left_pad([x for x, _ in chunk], length)  # [B, L]
-        width = max(len(y) for _, y in chunk)
-        targets = left_pad([y for _, y in chunk], width)  # [B, T]
-        yield inputs, targets
+        items, feats = collate([e.window for e in chunk], inputs)  # [B, L]
+        width = max(len(e.targets) for e in chunk)
+        targets = left_pad([e.targets for e in chunk], width)  # [B, T]
+        yield items, feats, targets
 
 
 # --------------------------------------------------------------------------- losses
@@ -185,15 +172,17 @@ def popularity_log_q(train: list[list[int]], n_items: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- loop
 
 
-def model_scorer(model: SequenceEncoder, device: torch.device) -> Scorer:
-    """Scores over all items for batches of 1-based input sequences (inference mode)."""
-    max_len = model.config.max_len
+def model_scorer(
+    model: SequenceEncoder, device: torch.device
+) -> Callable[[list[Window]], torch.Tensor]:
+    """Scores over all items [B, N] for batches of windows (inference mode)."""
+    inputs = model.config.inputs
 
     @torch.inference_mode()
-    def score(batch: list[list[int]]) -> torch.Tensor:
-        items = left_pad(batch, max_len).to(device)  # [B, L]
+    def score(batch: list[Window]) -> torch.Tensor:
+        items, feats = collate(batch, inputs)  # [B, L]
         with _autocast(device):
-            users = model.user_vectors(items)  # [B, D]
+            users = model.user_vectors(items.to(device), feats.to(device))  # [B, D]
             scores: torch.Tensor = model.scores(users).float()  # [B, N]
             return scores
 
@@ -205,29 +194,32 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def validate(model: SequenceEncoder, split: Split, device: torch.device) -> dict[str, float]:
+def validate(model: SequenceEncoder, split: WindowSplit, device: torch.device) -> dict[str, float]:
     """Validation metrics (history excluded), the early-stopping signal."""
     model.eval()
-    batch = safe_batch_size(512, model.config.heads, model.config.max_len)
+    length = model.config.max_len + model.config.inputs.summary_tokens
+    batch = safe_batch_size(512, model.config.heads, length)
     metrics: dict[str, float] = evaluate_scorer(
         model_scorer(model, device),
-        split.valid_inputs,
+        split.valid_windows,
         split.valid_targets,
         split.n_items,
         exclude_history=True,
         batch_size=batch,
+        history=split.valid_history,
     )
     return metrics
 
 
 def train(
-    split: Split,
+    split: WindowSplit,
     encoder: EncoderConfig,
     config: TrainConfig,
     device: torch.device,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a fresh encoder on ``split.train``; keep the epoch with the best validation NDCG@10.
+    """Train a fresh encoder on ``split.examples``; keep the epoch with the best validation
+    NDCG@10 (the split must be featurized for ``encoder.inputs``).
 
     Stops after ``config.epochs``, after ``config.patience`` epochs without improvement, or once
     ``config.time_budget_s`` seconds are spent. Wall time is in ``TrainResult.seconds``.
@@ -238,10 +230,9 @@ def train(
     rng = random.Random(config.seed)
     model = SequenceEncoder(encoder).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    make = window_examples if config.scheme == "window" else prefix_examples
-    examples = make(split.train, encoder.max_len)
     log_q = popularity_log_q(split.train, split.n_items).to(device)
-    batch_size = safe_batch_size(config.batch_size, encoder.heads, encoder.max_len)
+    length = encoder.max_len + encoder.inputs.summary_tokens
+    batch_size = safe_batch_size(config.batch_size, encoder.heads, length)
 
     result = TrainResult(model=model, best_epoch=0, best_valid={"ndcg@10": -1.0})
     best_state = copy.deepcopy(model.state_dict())
@@ -250,10 +241,10 @@ def train(
     for epoch in bar:
         model.train()
         total, steps = 0.0, 0
-        for inputs, targets in _batches(examples, batch_size, rng):
-            inputs, targets = inputs.to(device), targets.to(device)
+        for items, feats, targets in batches(split.examples, batch_size, rng, encoder.inputs):
+            items, feats, targets = items.to(device), feats.to(device), targets.to(device)
             with _autocast(device):
-                hidden = model(inputs)[:, -targets.shape[1] :]  # [B, T, D]
+                hidden = model(items, feats)[:, -targets.shape[1] :]  # [B, T, D]
                 if config.loss == "ce":
                     loss = full_softmax_loss(model, hidden, targets, config.label_smoothing)
                 else:
@@ -288,7 +279,3 @@ def train(
     model.eval()
     result.seconds = time.perf_counter() - started
     return result
-
-
-def config_dict(config: TrainConfig) -> dict[str, object]:
-    return asdict(config)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from encoder_doubles import BASE, window_split
 
 from streamrec.datasets import Dataset, Interaction, Item
 from streamrec.models.encoder.coldstart import evaluate_cold_start, fit_projection, hold_out_items
-from streamrec.models.encoder.evaluation import leave_one_out
 from streamrec.models.encoder.network import EncoderConfig
 from streamrec.models.encoder.training import TrainConfig, train
 
@@ -22,7 +24,7 @@ def _two_genre_world() -> tuple[Dataset, dict[str, np.ndarray]]:
     for u in range(80):
         pool = [i for i in items if genre[i] == u % 2]
         for t, item in enumerate(rng.choice(pool, size=10, replace=False)):
-            rows.append(Interaction(f"u{u}", str(item), 1.0, t))
+            rows.append(Interaction(f"u{u}", str(item), 1.0, BASE + t))
     rows.sort(key=lambda r: r.ts)
     text = {i: np.r_[np.eye(2)[genre[i]], rng.normal(0, 0.1, 6)].astype(np.float32) for i in items}
     return Dataset("genres", rows, {i: Item(i, i, (), None) for i in items}), text
@@ -42,19 +44,20 @@ def test_hold_out_is_seeded_and_sized() -> None:
 
 def test_projection_scores_like_the_embeddings() -> None:
     ds, text = _two_genre_world()
-    split = leave_one_out(ds)
-    enc = EncoderConfig(**{**ENC.to_dict(), "n_items": split.n_items})
+    split = window_split(ds, ENC.max_len)
+    enc = dataclasses.replace(ENC, n_items=split.n_items)
     model = train(split, enc, TC, torch.device("cpu"), progress=False).model
     vecs = np.stack([text[i] for i in split.item_ids])
-    weight, bias = fit_projection(model, split.train, vecs)
+    weight, bias = fit_projection(model, split.examples, vecs)
     assert weight.shape == (8, 16) and bias.shape == (16,)
+    inputs = [w.items for w in split.valid_windows]
     with torch.no_grad():
-        users = model.user_vectors(torch.tensor([s[-5:] for s in split.valid_inputs]))
+        users = model.user_vectors(torch.tensor([s[-5:] for s in inputs]))
         projected = torch.from_numpy(vecs) @ weight + bias
     # Users of genre g must score their genre's projected items above the other genre's.
     scores = users @ projected.T  # [U, N]
     genre = torch.tensor([int(i) % 2 for i in split.item_ids])
-    user_genre = torch.tensor([int(split.item_ids[s[-1] - 1]) % 2 for s in split.valid_inputs])
+    user_genre = torch.tensor([int(split.item_ids[s[-1] - 1]) % 2 for s in inputs])
     own = (scores * (genre == user_genre[:, None])).sum(1) / 20
     other = (scores * (genre != user_genre[:, None])).sum(1) / 20
     assert (own > other).float().mean() > 0.9

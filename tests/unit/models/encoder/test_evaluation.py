@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from encoder_doubles import BASE, window_split
 
 from streamrec.datasets import Dataset, Interaction, Item
 from streamrec.errors import DataError
 from streamrec.models.encoder.evaluation import (
     evaluate_scorer,
-    leave_one_out,
     popularity_scorer,
     ranking_metrics,
     ranks_and_topk,
@@ -20,7 +20,7 @@ from streamrec.models.encoder.evaluation import (
 
 
 def _dataset(rows: list[tuple[str, str, int]]) -> Dataset:
-    inter = sorted((Interaction(u, i, 1.0, t) for u, i, t in rows), key=lambda x: x.ts)
+    inter = sorted((Interaction(u, i, 1.0, BASE + t) for u, i, t in rows), key=lambda x: x.ts)
     items = {i: Item(i, i, (), None) for _, i, _ in rows}
     return Dataset("toy", inter, items)
 
@@ -28,16 +28,17 @@ def _dataset(rows: list[tuple[str, str, int]]) -> Dataset:
 def test_leave_one_out_uses_stable_time_order() -> None:
     # u's items 3 and 1 tie at ts 5: file order makes 1 the test item and 3 the validation item.
     ds = _dataset([("u", "2", 1), ("u", "3", 5), ("u", "1", 5), ("v", "2", 1), ("v", "1", 2)])
-    split = leave_one_out(ds)
+    split = window_split(ds, max_len=5)
     assert split.item_ids == ["1", "2", "3"]
     assert split.train == [[2], [2, 1]]  # v (2 items) only trains
-    assert (split.valid_inputs, split.valid_targets) == ([[2]], [2])
-    assert (split.test_inputs, split.test_targets) == ([[2, 3]], [0])
+    assert ([w.items for w in split.valid_windows], split.valid_targets) == ([[2]], [2])
+    assert ([w.items for w in split.test_windows], split.test_targets) == ([[2, 3]], [0])
+    assert split.test_history == [[2, 3]]
 
 
 def test_leave_one_out_needs_three_interactions() -> None:
-    with pytest.raises(DataError, match="3 or more interactions"):
-        leave_one_out(_dataset([("u", "1", 1), ("u", "2", 2)]))
+    with pytest.raises(DataError, match="3 or more events"):
+        window_split(_dataset([("u", "1", 1), ("u", "2", 2)]), max_len=5)
 
 
 def test_ranking_metrics_hand_computed() -> None:

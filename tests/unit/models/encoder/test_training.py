@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from encoder_doubles import BASE, window_split
 
 from streamrec.datasets import Dataset, Interaction, Item
-from streamrec.models.encoder.evaluation import leave_one_out
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.training import (
     TrainConfig,
     popularity_log_q,
-    prefix_examples,
     sampled_softmax_loss,
     train,
-    window_examples,
 )
 
 
@@ -23,20 +23,30 @@ def synthetic(users: int = 40, items: int = 12, length: int = 10) -> Dataset:
     rows = []
     for u in range(users):
         start = int(torch.randint(0, items, (1,), generator=gen))
-        rows += [Interaction(f"u{u}", str((start + t) % items + 1), 1.0, t) for t in range(length)]
+        rows += [
+            Interaction(f"u{u}", str((start + t) % items + 1), 1.0, BASE + t) for t in range(length)
+        ]
     rows.sort(key=lambda r: r.ts)
     return Dataset(
         "walk", rows, {str(i): Item(str(i), f"m{i}", (), None) for i in range(1, items + 1)}
     )
 
 
+def _rows(scheme: Literal["window", "prefix"], max_len: int) -> list[tuple[list[int], list[int]]]:
+    # One user of 7 events: 5 train, then validation and test.
+    one = [Interaction("u", str(i), 1.0, BASE + i) for i in range(1, 8)]
+    ds = Dataset("one", one, {str(i): Item(str(i), "", (), None) for i in range(1, 8)})
+    return [(e.window.items, e.targets) for e in window_split(ds, max_len, scheme=scheme).examples]
+
+
 def test_window_and_prefix_examples() -> None:
-    assert window_examples([[1, 2, 3, 4, 5]], 2) == [([3, 4], [4, 5]), ([1, 2], [2, 3])]
-    assert prefix_examples([[1, 2, 3, 4]], 2) == [([1], [2]), ([1, 2], [3]), ([2, 3], [4])]
+    # Windows every max_len events from the end, a target per position; every pair once.
+    assert _rows("window", 2) == [([1, 2], [2, 3]), ([3, 4], [4, 5])]
+    assert _rows("prefix", 2) == [([1], [2]), ([1, 2], [3]), ([2, 3], [4]), ([3, 4], [5])]
 
 
 def test_training_learns_a_sequential_pattern() -> None:
-    split = leave_one_out(synthetic())
+    split = window_split(synthetic(), max_len=8)
     enc = EncoderConfig(
         n_items=split.n_items,
         hidden_size=16,
@@ -73,7 +83,7 @@ def test_sampled_softmax_with_logq_is_finite_and_ignores_padding() -> None:
 
 
 def test_sampled_softmax_training_also_learns() -> None:
-    split = leave_one_out(synthetic())
+    split = window_split(synthetic(), max_len=8)
     enc = EncoderConfig(
         n_items=split.n_items,
         hidden_size=16,

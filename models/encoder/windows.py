@@ -1,0 +1,156 @@
+"""Training and evaluation windows rebuilt from an event log as the worker held its states.
+
+Each user's events are replayed in log order through ``streamrec.stream.state.apply_event`` (the
+function the worker's ingest agent calls), so duplicates are dropped, late events land where the
+worker puts them, and recent events spill into the long-term summary exactly as they do live.
+Every window is ``Featurizer.window(state)`` of the state at some moment: the code that serves a
+``UserState`` (``InferenceEncoder.encode_states``) is the code that builds the training rows.
+
+Protocol (README): of each user's applied events ``a_0 .. a_{m-1}`` (m >= 3), the last is the
+test target (input: the state after ``a_{m-2}``), the second-last the validation target (input:
+the state after ``a_{m-3}``); training uses ``a_0 .. a_{m-3}`` (users with fewer than three
+events only train). Events whose item is outside the item map are dropped before the replay.
+
+Training rows (``scheme``):
+
+* ``window``: the state after training event ``i`` for ``i = n-2, n-2-W, n-2-2W, ...`` (W = the
+  window length), with a loss at every event position: position j predicts the next event of
+  the state's order, the last position the event after ``i``. Every (state, next event) pair of
+  the last position is one the worker held; earlier positions see that state's summary with
+  fewer recent events (never anything later), so one causal pass trains W targets.
+* ``prefix``: the state after every training event, loss at its last position only (every row
+  exact, W times more rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from streamrec.errors import DataError
+from streamrec.models.encoder.inputs import EventExtras, Featurizer, Window
+from streamrec.stream.config import StateSettings
+from streamrec.stream.contract import Event
+from streamrec.stream.state import UserState, apply_event
+
+__all__ = ["Example", "WindowSplit", "build_split", "user_extras"]
+
+
+@dataclass
+class Example:
+    """A training row: the window, its 1-based targets (one per event token, PAD-free), and
+    the id of the event after which the worker held that state."""
+
+    window: Window
+    targets: list[int]
+    after_event: str
+
+
+@dataclass
+class WindowSplit:
+    """Leave-one-out split over featurized states. Item ``i`` of ``item_ids`` is index ``i+1``.
+
+    ``train`` holds each user's training item sequence (popularity, sampled-softmax logQ);
+    ``valid_*``/``test_*`` one window, history (1-based items before the target, for the
+    exclusion rule) and 0-based target per evaluated user.
+    """
+
+    item_ids: list[str]
+    users: list[str]
+    train: list[list[int]]
+    examples: list[Example]
+    valid_windows: list[Window]
+    valid_history: list[list[int]]
+    valid_targets: list[int]
+    test_windows: list[Window]
+    test_history: list[list[int]]
+    test_targets: list[int]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+def user_extras(events: Iterable[Event]) -> dict[tuple[str, int, str], tuple[float | None, Any]]:
+    """Side table of one user's events: (item, ts, type) -> (value, context); dwell_ms (in
+    seconds) stands in for a missing value."""
+    out: dict[tuple[str, int, str], tuple[float | None, Any]] = {}
+    for e in events:
+        value = e.value if e.value is not None else (e.dwell_ms / 1000 if e.dwell_ms else None)
+        out[(e.item_id, e.ts, e.type)] = (value, e.context)
+    return out
+
+
+def build_split(
+    events: Iterable[Event],
+    item_ids: Sequence[str],
+    featurizer: Featurizer,
+    state: StateSettings,
+    scheme: Literal["window", "prefix"] = "window",
+) -> WindowSplit:
+    """Replay ``events`` (log order) per user and cut the split described in the module doc."""
+    index = {item: i + 1 for i, item in enumerate(item_ids)}
+    by_user: dict[str, list[Event]] = {}
+    for e in events:
+        if e.item_id in index:
+            by_user.setdefault(e.user_id, []).append(e)
+    split = WindowSplit(list(item_ids), [], [], [], [], [], [], [], [], [])
+    for user, log in by_user.items():
+        _add_user(split, user, log, index, featurizer, state, scheme)
+    if not split.test_targets:
+        raise DataError(
+            "no user has 3 or more events; leave-one-out evaluation needs a training, a "
+            "validation and a test event per user"
+        )
+    return split
+
+
+def _applied(log: Sequence[Event], state: StateSettings) -> list[bool]:
+    """Which events of the log the worker applies (False: a duplicate it drops)."""
+    replay = UserState()
+    return [apply_event(replay, e, state) for e in log]
+
+
+def _add_user(
+    split: WindowSplit,
+    user: str,
+    log: Sequence[Event],
+    index: Mapping[str, int],
+    featurizer: Featurizer,
+    state: StateSettings,
+    scheme: Literal["window", "prefix"],
+) -> None:
+    applied = [e for e, ok in zip(log, _applied(log, state), strict=True) if ok]
+    items = [index[e.item_id] for e in applied]
+    n = len(applied) if len(applied) < 3 else len(applied) - 2
+    split.users.append(user)
+    split.train.append(items[:n])
+    step = 1 if scheme == "prefix" else featurizer.length
+    cuts = set(range(n - 2, -1, -step))  # after these training events, a training row
+    evaluate = {n - 1: "valid", n: "test"} if len(applied) >= 3 else {}
+    extras: EventExtras | None = user_extras(applied) if featurizer.inputs.needs_extras else None
+    replay = UserState()
+    for i, event in enumerate(applied[: n + 1] if evaluate else applied[:n]):
+        apply_event(replay, event, state)
+        if i in cuts:
+            win = featurizer.window(replay, extras)
+            split.examples.append(Example(win, _targets(win, items[i + 1], scheme), event.event_id))
+        if i in evaluate:
+            windows, history, targets = _role(split, evaluate[i])
+            windows.append(featurizer.window(replay, extras))
+            history.append(items[: i + 1])
+            targets.append(items[i + 1] - 1)
+
+
+def _role(split: WindowSplit, role: str) -> tuple[list[Window], list[list[int]], list[int]]:
+    if role == "valid":
+        return split.valid_windows, split.valid_history, split.valid_targets
+    return split.test_windows, split.test_history, split.test_targets
+
+
+def _targets(win: Window, following: int, scheme: Literal["window", "prefix"]) -> list[int]:
+    """Next item of each event token: the state's next event, then the log's next event."""
+    if scheme == "prefix":
+        return [following]
+    return [*win.items[1:], following]

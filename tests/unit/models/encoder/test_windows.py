@@ -1,0 +1,98 @@
+"""Training windows are the worker's states: a property test over random event streams."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamrec.models.encoder.inputs import Featurizer, TokenInputs, Window
+from streamrec.models.encoder.windows import build_split, user_extras
+from streamrec.stream.config import StateSettings
+from streamrec.stream.contract import EVENT_TYPES, Event
+from streamrec.stream.state import UserState, apply_event
+
+BASE_MS = 1_700_000_000_000
+ITEMS = [str(i) for i in range(1, 9)]
+# Small bounds so that short streams already spill into the summary, merge slices and truncate.
+STATE = StateSettings(recent_length=4, summary_slices=2, summary_items=3, summary_slice_s=20)
+INPUTS = TokenInputs(
+    types=True, values=True, gaps=True, summary_tokens=2, context_fields=("device",)
+)
+
+_event = st.tuples(
+    st.sampled_from(["u1", "u2", "u3"]),
+    st.sampled_from(ITEMS),
+    st.sampled_from(EVENT_TYPES),
+    st.integers(0, 120),  # seconds: ties and late (out-of-order) events happen
+    st.integers(0, 40),  # event id number: repeats are producer duplicates
+    st.sampled_from([None, 1.0, 4.0, 30.0]),
+    st.sampled_from([None, "tv", "ios"]),
+)
+
+
+def _log(raw: list[tuple[str, str, str, int, int, float | None, str | None]]) -> list[Event]:
+    return [
+        Event(
+            event_id=f"{user}-e{n}",
+            user_id=user,
+            item_id=item,
+            type=kind,  # type: ignore[arg-type]  # drawn from EVENT_TYPES
+            ts=BASE_MS + s * 1000,
+            value=value,
+            context={"device": device} if device else None,
+        )
+        for user, item, kind, s, n, value, device in raw
+    ]
+
+
+def _worker(log: list[Event], featurizer: Featurizer) -> tuple[dict[str, Window], dict[str, list]]:
+    """What the worker holds: each record applied at its offset to the state it stored (JSON),
+    every record redelivered once after the next; the window after each applied event."""
+    table: dict[str, str] = {}
+    windows: dict[str, Window] = {}
+    applied: dict[str, list[Event]] = {}
+    for offset in range(len(log)):
+        deliveries = [offset] if offset == 0 else [offset, offset - 1]  # a redelivery too
+        for position in deliveries:
+            record = log[position]
+            state = UserState.from_json(json.loads(table.get(record.user_id, "null")))
+            if apply_event(state, record, STATE, (0, position)):
+                applied.setdefault(record.user_id, []).append(record)
+                extras = user_extras(applied[record.user_id])
+                windows[record.event_id] = featurizer.window(state, extras)
+            table[record.user_id] = json.dumps(state.to_json())
+    return windows, applied
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_event, min_size=1, max_size=60), st.sampled_from([3, 4]))
+def test_training_windows_equal_the_worker_states(raw: list, length: int) -> None:
+    log = _log(raw)
+    featurizer = Featurizer({item: i + 1 for i, item in enumerate(ITEMS)}, INPUTS, length)
+    worker, applied = _worker(log, featurizer)
+    if not any(len(events) >= 3 for events in applied.values()):
+        return  # no user to evaluate: build_split refuses such a log (tested elsewhere)
+    split = build_split(log, ITEMS, featurizer, STATE, "prefix")
+    # Every training row is the worker's window after the event it names.
+    for example in split.examples:
+        assert example.window == worker[example.after_event]
+    # Validation and test inputs are the states before each user's last two applied events.
+    evaluated = [u for u in split.users if len(applied[u]) >= 3]
+    for k, user in enumerate(evaluated):
+        events = applied[user]
+        assert split.valid_windows[k] == worker[events[-3].event_id]
+        assert split.test_windows[k] == worker[events[-2].event_id]
+        assert split.test_targets[k] == ITEMS.index(events[-1].item_id)
+
+
+def test_window_scheme_takes_one_state_every_length_events() -> None:
+    log = _log([("u1", ITEMS[n % 8], "view", n * 30, n, None, None) for n in range(12)])
+    featurizer = Featurizer({item: i + 1 for i, item in enumerate(ITEMS)}, INPUTS, 4)
+    split = build_split(log, ITEMS, featurizer, STATE, "window")
+    # 10 training events: states after events 8, 4 and 0, each predicting its next events.
+    assert [e.after_event for e in split.examples] == ["u1-e0", "u1-e4", "u1-e8"]
+    assert [len(e.targets) for e in split.examples] == [1, 4, 4]
+    assert split.examples[-1].targets == [7, 8, 1, 2]  # items of events 6..9 (1-based ids)
+    assert len(split.examples[-1].window.summary) == 2  # older events live in the summary

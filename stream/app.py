@@ -165,7 +165,13 @@ class StreamrecApp:
             self._recovering,
             self.metrics,
         )
-        self.pages = Pages(self.metrics.registry, self.observe, self.stats, self.refresher.latest)
+        self.pages = Pages(
+            self.metrics.registry,
+            self.observe,
+            self.stats,
+            self.refresher.latest,
+            s.serving.web_token,
+        )
         self._assigned_at = time.perf_counter()
         self._register()
 

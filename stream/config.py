@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from streamrec.stream.contract import EventType
 
@@ -232,4 +232,10 @@ class ServingSettings(BaseModel):
         "127.0.0.1",
         description="Address the worker web server listens on; 0.0.0.0 in containers so "
         "Prometheus and the published port can reach /metrics.",
+    )
+    web_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that /recommendations/{user_id} and /stats require "
+        "(header 'Authorization: Bearer <token>'); they expose users' slates and figures. "
+        "None: open, for a web server only the local machine reaches. /metrics stays open.",
     )

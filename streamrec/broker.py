@@ -33,6 +33,7 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from streamrec.broker_config import SaslSslListener, server_properties
 from streamrec.errors import BrokerError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +109,7 @@ class EmbeddedKafka:
         port: loopback port of the PLAINTEXT listener (0 picks a free one).
         start_timeout_s: how long start() waits for the broker to answer metadata requests.
         heap_mb: JVM heap; 512 MiB is plenty for tests and the demo on a 2-core machine.
+        secure: an extra SASL_SSL listener with SCRAM users (streamrec/broker_config.py).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class EmbeddedKafka:
         port: int = 9092,
         start_timeout_s: float = 60.0,
         heap_mb: int = 512,
+        secure: SaslSslListener | None = None,
     ) -> None:
         self.version = version or pinned_version()
         self.libs_dir = cache_dir / "kafka" / self.version / "libs"
@@ -125,6 +128,7 @@ class EmbeddedKafka:
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
         self.heap_mb = heap_mb
+        self.secure = secure
 
     @property
     def bootstrap_servers(self) -> str:
@@ -183,11 +187,12 @@ class EmbeddedKafka:
             )
         java = _require_tool("java", "install a Java 17+ runtime (Debian: openjdk-17-jre-headless)")
         libs = self.fetch()
-        if port_in_use(self.port):
-            raise BrokerError(
-                f"port {self.port} is already taken on 127.0.0.1; pick another with --port "
-                "or STREAMREC_BROKER__PORT"
-            )
+        for port in (self.port, *([self.secure.port] if self.secure else [])):
+            if port_in_use(port):
+                raise BrokerError(
+                    f"port {port} is already taken on 127.0.0.1; pick another with --port "
+                    "or STREAMREC_BROKER__PORT"
+                )
         controller_port = free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config(controller_port)
@@ -271,28 +276,7 @@ class EmbeddedKafka:
         ]
 
     def _write_config(self, controller_port: int) -> Path:
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(self.data_dir / "kraft-logs"),
-            "num.partitions": "4",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "8",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            # A lone broker has nobody to wait for; the default 3 s delay only slows every test.
-            "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "true",
-            "log.retention.hours": "-1",
-        }
+        props = server_properties(self.port, controller_port, self.data_dir, self.secure)
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
@@ -308,6 +292,7 @@ class EmbeddedKafka:
             "-c",
             str(config),
             "--ignore-formatted",
+            *(self.secure.format_args() if self.secure else []),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:

@@ -40,7 +40,6 @@ from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog
 from streamrec.stream.compat import forget_acks, on_agent_error
 from streamrec.stream.connection import faust_broker_url, faust_credentials
-from streamrec.stream.control import ControlListener
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.durability import drain, flush_before_commit
 from streamrec.stream.experience import ExperiencePublisher
@@ -54,7 +53,6 @@ from streamrec.stream.lag import LagWatch
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.pages import Pages
 from streamrec.stream.refresh import Refresher
-from streamrec.stream.serving import ModelServer
 from streamrec.stream.write_behind import CachedTable, WriteBehind
 
 log = logging.getLogger(__name__)
@@ -100,6 +98,11 @@ class StreamrecApp:
             lambda key, value: deadletter_topic.send(key=key, value=value), self.metrics
         )
         self.fusion = FusionLearner(s.serving.fusion)
+        if s.serving.mode == "model":
+            # torch, transformers and FAISS come with these two: 800 MB of RSS before the first
+            # event (measured) that a heuristic worker never uses.
+            from streamrec.stream.control import ControlListener
+            from streamrec.stream.serving import ModelServer
         self.model_server = (
             ModelServer(s.serving, s.policy, s.index, s.encoder.device, lambda: self.fusion.weights)
             if s.serving.mode == "model"
@@ -107,7 +110,11 @@ class StreamrecApp:
         )
         self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject)
         impressions = self.app.Table(
-            "impressions", default=None, partitions=topics.partitions, key_type=str
+            "impressions",
+            default=None,
+            partitions=topics.partitions,
+            key_type=str,
+            options=s.state.rocksdb_options(),
         )
         # shared learner: closed impressions go out on the experience topic (in the closing
         # event's context, so they are flushed before its offset commits), policies come back
@@ -178,7 +185,11 @@ class StreamrecApp:
     def _cached(self, name: str) -> CachedTable:
         s = self.settings
         table = self.app.Table(
-            name, default=None, partitions=s.kafka.topics.partitions, key_type=str
+            name,
+            default=None,
+            partitions=s.kafka.topics.partitions,
+            key_type=str,
+            options=s.state.rocksdb_options(),
         )
         return CachedTable(table, s.state.cache_entries)
 
@@ -286,6 +297,12 @@ class StreamrecApp:
             "model_version": self.model_server.model_version if self.model_server else None,
             "model_swaps": control.swaps if control else 0,
             "item_stats": self.item_stats.figures(),
+            # what the worker holds in memory per user, each bounded (bench soak reads these)
+            "held": {
+                "cached_states": self.user_state.size(),
+                "latest_slates": len(self.refresher.latest),
+                "fusion_users": len(self.fusion.pending),
+            },
             "fusion": self.fusion.figures(),
             "feedback": self.feedback.stats(),
             "policy_announced": control.policy_version if control else None,

@@ -18,6 +18,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command()(simulate)
     bench.command("pipeline")(bench_pipeline)
     bench.command("quality")(bench_quality)
+    bench.command("soak")(bench_soak)
 
 
 def simulate(
@@ -150,6 +151,43 @@ def bench_quality(
         epochs=epochs,
     )
     report_quality(run_quality_bench(settings, options), as_json)
+
+
+def bench_soak(
+    ctx: typer.Context,
+    events: int = typer.Option(1_000_000, "--events", min=1, help="Synthetic events to publish."),
+    users: int = typer.Option(200_000, "--users", min=1, help="Users, drawn uniformly."),
+    items: int = typer.Option(50_000, "--items", min=1, help="Items, drawn by Zipf popularity."),
+    zipf: float = typer.Option(1.1, "--zipf", min=0.0, help="Zipf exponent of item popularity."),
+    sample_s: float = typer.Option(5.0, "--sample-s", help="Seconds between RSS samples."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run folder (default <cache>/bench-soak/<time>): rss.csv, rss.png."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """One heuristic worker on a private broker under many synthetic users: its RSS over
+    events (PNG), to show that memory levels off under the configured bounds."""
+    import shutil
+    import tempfile
+    import time
+
+    from streamrec.broker import EmbeddedKafka
+    from streamrec.stream.soak import SoakOptions, run_soak
+
+    settings = get_settings(ctx)
+    run = out or settings.data.cache_dir / "bench-soak" / time.strftime("%Y%m%d-%H%M%S")
+    options = SoakOptions(events, users, items, zipf, sample_s=sample_s, out=run)
+    workdir = Path(tempfile.mkdtemp(prefix="streamrec-soak-"))
+    broker = EmbeddedKafka(
+        settings.broker.version, settings.data.cache_dir, workdir / "broker", port=0
+    )
+    info = broker.start()
+    try:
+        figures = run_soak(settings, info.bootstrap_servers, options)
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report("bench soak", figures, as_json)
 
 
 def trainer(ctx: typer.Context) -> None:

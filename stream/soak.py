@@ -152,10 +152,12 @@ def run_soak(settings: Settings, bootstrap: str, options: SoakOptions) -> dict[s
 
         sample()  # before any event
         consume_started = time.monotonic()
-        while sample().events < options.events:
+        while True:
+            time.sleep(options.sample_s)
+            if sample().events >= options.events:
+                break
             if not worker.alive():
                 raise StreamrecError(f"the soak worker died:\n{worker.log_tail()}")
-            time.sleep(options.sample_s)
         seconds = time.monotonic() - consume_started
         group, topic = f"{kafka.topics.prefix}worker", kafka.topics.name("events")
         wait_until(lambda: asyncio.run(group_caught_up(kafka, group, topic)), 300, "commits")

@@ -238,6 +238,9 @@ def main(settings: Settings, data_dir: Path) -> None:
         nonlocal stopping
         stopping = True
 
+    # each version's estimate is what an operator reads before trusting it: printed at INFO
+    # even when the CLI logs only warnings
+    log.setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     asyncio.run(run_learner(settings, data_dir, lambda: stopping))

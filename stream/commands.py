@@ -31,7 +31,7 @@ def simulate(
     """Simulated users answer published slates with clicks, dwell, carts and purchases."""
     import asyncio
 
-    from streamrec.stream.simulate import simulate as run
+    from streamrec.stream.tools.simulate import simulate as run
 
     settings = get_settings(ctx)
     result = asyncio.run(run(settings, settings.kafka, seed, duration, max_slates or None))
@@ -78,7 +78,7 @@ def bench_pipeline(
     import tempfile
 
     from streamrec.broker import EmbeddedKafka
-    from streamrec.stream.bench import run_pipeline_bench
+    from streamrec.stream.tools.bench import run_pipeline_bench
 
     settings = get_settings(ctx)
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
@@ -130,7 +130,7 @@ def bench_quality(
     import time
     from typing import cast
 
-    from streamrec.stream.quality_bench import (
+    from streamrec.stream.tools.quality_bench import (
         Mode,
         QualityOptions,
         report_quality,
@@ -228,7 +228,7 @@ def demo(
     as_json: bool = JsonOption,
 ) -> None:
     """Train (or reuse) the encoder, run the closed loop on an embedded broker, print a summary."""
-    from streamrec.stream.demo import run_demo
+    from streamrec.stream.tools.demo import run_demo
 
     figures = run_demo(get_settings(ctx), limit or None, rate or None, simulate_s, report_steps)
     report("streamrec demo", figures, as_json)

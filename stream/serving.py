@@ -99,7 +99,6 @@ class ModelBuilder:
 
         snap = self.holder.current()
         t0 = time.perf_counter()
-        histories = [entry.state.history() for entry in batch]
         users = snap.encoder.encoder.encode_states([entry.state for entry in batch])  # [B, D]
         t1 = time.perf_counter()
         seen = [entry.state.seen_items() for entry in batch]

@@ -236,7 +236,7 @@ def replay(
     as_json: bool = JsonOption,
 ) -> None:
     """Publish a dataset's interactions in timestamp order (and its catalog) through Kafka."""
-    from streamrec.stream.replay import replay_dataset
+    from streamrec.stream.tools.replay import replay_dataset
 
     s = get_settings(ctx)
     figures = asyncio.run(

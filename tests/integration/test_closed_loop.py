@@ -13,8 +13,8 @@ from streamrec.broker import free_port
 from streamrec.datasets import load_dataset
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.producer import dataset_events, dataset_items, publish
-from streamrec.stream.simulate import simulate
 from streamrec.stream.testing import WorkerProcess, wait_until
+from streamrec.stream.tools.simulate import simulate
 from streamrec.stream.topics import create_topics
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from streamrec.settings import KafkaSettings, Settings
-from streamrec.stream.quality_bench import QualityOptions, measure_quality
+from streamrec.stream.tools.quality_bench import QualityOptions, measure_quality
 
 EVENTS = 3000  # the first 3,000 MovieLens-100K events by time: a few seconds at 1,000/s
 

@@ -10,8 +10,8 @@
    ``rate`` events/s, wait until every event it accepted is listed in some slate's
    ``trigger_event_ids`` (at most ``ANSWER_TIMEOUT_S`` after the replay), read the slates and
    the events' record timestamps back, stop the worker.
-4. Score prequentially with ``stream/quality.py`` (protocol in its docstring) beside popularity
-   and last-item co-visitation on the same events; plot NDCG@10 over stream time.
+4. Score prequentially with ``stream/tools/quality.py`` (protocol in its docstring) beside
+   popularity and last-item co-visitation on the same events; plot NDCG@10 over stream time.
 
 Nothing here asserts a quality figure; it reports.
 """
@@ -39,11 +39,11 @@ from streamrec.console import err_console, print_rows, report
 from streamrec.datasets import Dataset, load_dataset
 from streamrec.errors import ConfigError, StreamrecError
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
-from streamrec.stream import quality
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event
 from streamrec.stream.producer import dataset_events, dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, read_topic, wait_until
+from streamrec.stream.tools import quality
 from streamrec.stream.topics import create_topics
 from streamrec.stream.trainer_process import spawn_trainer
 from streamrec.stream.training_data import write_atomic

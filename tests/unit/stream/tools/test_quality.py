@@ -1,4 +1,4 @@
-"""Prequential scoring against hand-computed cases (stream/quality.py)."""
+"""Prequential scoring against hand-computed cases (stream/tools/quality.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamrec.stream.contract import Event
-from streamrec.stream.quality import (
+from streamrec.stream.tools.quality import (
     Slate,
     baseline_ranks,
     comparison_rows,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from streamrec.stream.demo import bucket_quantile, duration, headline, plain
+from streamrec.stream.tools.demo import bucket_quantile, duration, headline, plain
 
 # Cumulative counts of 100 observations: 50 up to 10 ms, 40 in (10, 25] ms, 9 in (25, 50] ms,
 # one beyond the last finite bound.

@@ -17,9 +17,9 @@ from streamrec.datasets import Dataset, Interaction
 from streamrec.errors import DeliveryError
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream import producer as producer_module
-from streamrec.stream import replay as replay_module
 from streamrec.stream.contract import Event, encode
 from streamrec.stream.producer import produce_file, publish
+from streamrec.stream.tools import replay as replay_module
 
 
 class Producer:

@@ -4,7 +4,8 @@ It uses the same broker, topics, partition count, poll bound and at-least-once c
 real worker, and nothing else: no validation, no state, no model. The pipeline's throughput is
 reported as a ratio to this agent's, measured in the same run.
 
-Run as ``python -m streamrec.stream.passthrough BOOTSTRAP IN_TOPIC OUT_TOPIC APP_ID WEB_PORT``.
+Run as
+``python -m streamrec.stream.tools.passthrough BOOTSTRAP IN_TOPIC OUT_TOPIC APP_ID WEB_PORT``.
 """
 
 from __future__ import annotations

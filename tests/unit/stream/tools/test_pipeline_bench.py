@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamrec.stream.bench import PhaseResult
+from streamrec.stream.tools.bench import PhaseResult
 
 
 def test_stage_times_are_summarised_per_stage_and_absent_for_the_passthrough() -> None:

@@ -129,7 +129,7 @@ class _PassthroughProcess(WorkerProcess):
         cmd = [
             sys.executable,
             "-m",
-            "streamrec.stream.passthrough",
+            "streamrec.stream.tools.passthrough",
             k.bootstrap_servers,
             k.topics.name("events"),
             k.topics.name("recommendations"),

@@ -32,9 +32,9 @@ from streamrec.datasets import Dataset, load_dataset
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.contract import Event
 from streamrec.stream.producer import dataset_events, publish
-from streamrec.stream.replay import replay_dataset
-from streamrec.stream.simulate import simulate
 from streamrec.stream.testing import WorkerProcess, group_caught_up, wait_until
+from streamrec.stream.tools.replay import replay_dataset
+from streamrec.stream.tools.simulate import simulate
 from streamrec.stream.topics import create_topics
 
 EXAMPLE_SLATES = 3

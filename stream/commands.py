@@ -194,9 +194,13 @@ def trainer(ctx: typer.Context) -> None:
     """Keep the encoder learning from the events topic; announce a candidate only when it does
     not regress on the newest held-out events (settings: trainer.*)."""
     import asyncio
+    import logging
 
     from streamrec.stream.trainer_process import run_trainer
 
+    # A long-running process: each cycle's line (what was trained, scored, announced) is the
+    # trainer's log, so it is shown without --verbose.
+    logging.getLogger("streamrec.stream.trainer").setLevel(logging.INFO)
     asyncio.run(run_trainer(get_settings(ctx)))
 
 

@@ -81,7 +81,7 @@ def frontier(table: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def plot_frontier(table: dict[str, dict[str, Any]], on: list[str], path: Path) -> Path:
-    """Reward against diversity (colour: coverage); frontier policies ringed and named."""
+    """Reward against diversity (colour: coverage), every policy named, frontier ones ringed."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -95,9 +95,7 @@ def plot_frontier(table: dict[str, dict[str, Any]], on: list[str], path: Path) -
     dots = ax.scatter(x, y, c=c, cmap="viridis", s=40)
     fig.colorbar(dots, ax=ax, label="catalog coverage")
     for name, xi, yi in zip(names, x, y, strict=True):
-        learned = not name.startswith(("mmr-", "dpp-", "w-", "relevance"))
-        if name in on or learned:
-            ax.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
         if name in on:
             ax.scatter([xi], [yi], s=160, facecolors="none", edgecolors="red")
     ax.set_xlabel("intra-list diversity")

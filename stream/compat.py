@@ -26,6 +26,7 @@ from faust.types import TP, EventT
 TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("faust.streams", "_current_event"),
     ("faust consumer", "_commit_offsets"),
+    ("faust consumer", "_filter_committable_offsets"),
     ("faust consumer", "_acked"),
     ("faust consumer", "_acked_index"),
     ("faust consumer", "_gap"),
@@ -72,6 +73,23 @@ def wrap_commit(
     wrapped = wrapper(commit)
     wrapped.flushes_first = True  # type: ignore[attr-defined]  # marks an installed wrapper
     consumer._commit_offsets = wrapped
+
+
+def commit_only(consumer: Any, keep: Callable[[TP], bool]) -> None:
+    """Make faust leave out of every commit the partitions ``keep`` rejects, before it takes
+    their acked offsets (``_filter_committable_offsets``): ``_new_offset`` removes the offsets
+    it returns from its acked list, so dropping them later, in the commit itself, would leave
+    a gap at the head of that list that no later commit passes. Once."""
+    choose = consumer._filter_committable_offsets
+    if getattr(choose, "keeps", False):
+        return
+
+    def committable(tps: Iterable[TP]) -> dict[TP, int]:
+        chosen: dict[TP, int] = choose([tp for tp in tps if keep(tp)])
+        return chosen
+
+    committable.keeps = True  # type: ignore[attr-defined]  # marks an installed filter
+    consumer._filter_committable_offsets = committable
 
 
 def forget_acks(consumer: Any, assigned: Iterable[TP]) -> None:

@@ -12,6 +12,14 @@ fused score as relevance, its item vector, trending score as popularity and fres
 items added after the model was trained. Each slate item's reason is the history item most
 similar to it (cosine of item vectors), else the source that found it.
 
+A batch is computed in array form where it can be: one encoder call and one FAISS search for
+all users, each user's candidates gathered from the model's item matrix
+(stream/item_vectors.py) into a ``CandidateSet``, and one ``rerank_batch`` call for the batch
+(the Plackett-Luce walk runs as one set of array operations per step for all users with as many
+candidates). Only the fused ``Candidate`` objects of the items a slate keeps are built, for
+their reasons. The slates are those the one-user-at-a-time path gave
+(tests/unit/stream/test_model_builder.py compares them).
+
 Cold start: a catalog record for an item the index lacks is embedded with all-MiniLM-L6-v2 and
 projected into the item space by the model's learned projection, then added to the index
 (``SnapshotHolder.add_items``), typically within tens of milliseconds of the record arriving.
@@ -33,10 +41,11 @@ from streamrec.index.candidates import (
     COVISITATION,
     EMBEDDING,
     TRENDING,
+    Fused,
     Hits,
     covisitation_candidates,
     explain,
-    fuse,
+    fuse_ranked,
 )
 from streamrec.index.config import IndexSettings
 from streamrec.index.item_index import ItemIndex
@@ -45,11 +54,20 @@ from streamrec.models.config import PolicySettings
 from streamrec.models.encoder.checkpoint import InferenceEncoder
 from streamrec.models.encoder.item_text import item_text
 from streamrec.models.policy.rerankers import make_reranker
-from streamrec.models.policy.slate import Candidate, FloatArray, Reranker, Slate, UserContext
+from streamrec.models.policy.slate import (
+    CandidateSet,
+    FloatArray,
+    Request,
+    Reranker,
+    Slate,
+    UserContext,
+    unit_rows,
+)
 from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
 from streamrec.stream.fusion import Weights, source_lists
+from streamrec.stream.item_vectors import ItemVectors
 
 if TYPE_CHECKING:
     from streamrec.models.encoder.text import TextEncoder
@@ -60,10 +78,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServedModel:
-    """The model half of a snapshot: the encoder and item vectors by id (for reasons)."""
+    """The model half of a snapshot: the encoder and its item vectors by id."""
 
     encoder: InferenceEncoder
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    vectors: ItemVectors
     cold_items: set[str] = field(default_factory=set)
 
 
@@ -74,7 +92,7 @@ def load_snapshot(
     encoder = InferenceEncoder.load(checkpoint, device=device)
     vectors = encoder.item_vectors()
     item_index = ItemIndex.build(encoder.item_ids, vectors, index, encoder.model_version)
-    model = ServedModel(encoder, dict(zip(encoder.item_ids, vectors, strict=True)))
+    model = ServedModel(encoder, ItemVectors(encoder.item_ids, vectors))
     return ServingSnapshot(encoder.model_version, model, item_index)
 
 
@@ -101,22 +119,33 @@ class ModelBuilder:
         t0 = time.perf_counter()
         users = snap.encoder.encoder.encode_states([entry.state for entry in batch])  # [B, D]
         t1 = time.perf_counter()
-        seen = [entry.state.seen_items() for entry in batch]
-        hits = snap.index.search(users, self.serving.candidates, seen)
+        listed = [entry.state.seen_items() for entry in batch]
+        hits = snap.index.search(users, self.serving.candidates, listed)
         t2 = time.perf_counter()
         weights = self.weights()
-        slates, policy_slates, lists = [], [], []
+        table = snap.encoder.vectors.table()  # once: cold start may add items meanwhile
+        requests, fused, lists = [], [], []
         for entry, found in zip(batch, hits, strict=True):
             sources = self._sources(entry, found)
-            items, policy_slate = self._slate(entry, sources, weights, snap.encoder, slate_size)
-            slates.append(items)
-            policy_slates.append(policy_slate)
-            lists.append(source_lists(sources, entry.state.seen, self.serving.fusion.depth))
+            # FAISS left out the seen items the state can list; the seen set leaves out the rest.
+            seen = entry.state.seen
+            ranked = fuse_ranked(sources, self.serving.candidates, weights=weights, exclude=seen)
+            requests.append(_request(entry, ranked.ranked, table, snap.encoder.cold_items))
+            fused.append(ranked)
+            lists.append(source_lists(sources, seen, self.serving.fusion.depth))
         t3 = time.perf_counter()
+        policy_slates = self.reranker.rerank_batch(requests, slate_size)
+        t4 = time.perf_counter()
+        slates = [
+            _published(slate, chosen, entry.state.history(), snap.encoder.vectors)
+            for slate, chosen, entry in zip(policy_slates, fused, batch, strict=True)
+        ]
         timing = {
             "encode_ms": (t1 - t0) * 1e3,
             "search_ms": (t2 - t1) * 1e3,
-            "rerank_ms": (t3 - t2) * 1e3,
+            "fuse_ms": (t3 - t2) * 1e3,
+            "rerank_ms": (t4 - t3) * 1e3,
+            "explain_ms": (time.perf_counter() - t4) * 1e3,
         }
         version = self.reranker.version
         return BuiltBatch(slates, snap.model_version, version, timing, policy_slates, lists)
@@ -129,44 +158,46 @@ class ModelBuilder:
             TRENDING: entry.trending,
         }
 
-    def _slate(
-        self,
-        entry: RefreshInput,
-        sources: dict[str, Hits],
-        weights: Weights,
-        model: ServedModel,
-        slate_size: int,
-    ) -> tuple[list[SlateItem], Slate]:
-        history = entry.state.history()
-        # FAISS excluded the seen items the state can list; the seen set excludes the rest.
-        fused = fuse(sources, self.serving.candidates, weights=weights, exclude=entry.state.seen)
-        fused = [c for c in fused if c.item_id in model.vectors]
-        popularity = dict(entry.trending)
-        candidates = [
-            Candidate(
-                item_id=c.item_id,
-                relevance=c.score,
-                vector=model.vectors[c.item_id],
-                popularity=popularity.get(c.item_id, 0.0),
-                freshness=1.0 if c.item_id in model.cold_items else 0.0,
-            )
-            for c in fused
-        ]
-        known = [model.vectors[h] for h in history[-10:] if h in model.vectors]
-        context = UserContext(entry.pending.user_id, np.stack(known) if known else np.zeros((0, 0)))
-        slate = self.reranker.rerank(context, candidates, slate_size)
-        chosen = {c.item_id: c for c in fused}
-        reasons = explain([chosen[i.item_id] for i in slate.items], history, model.vectors)
-        items = [
-            SlateItem(
-                item_id=i.item_id,
-                score=round(float(i.score), 6),
-                propensity=float(i.propensity),
-                reason=reasons[i.item_id].label,
-            )
-            for i in slate.items
-        ]
-        return items, slate
+
+def _request(
+    entry: RefreshInput,
+    ranked: list[tuple[str, float]],
+    table: tuple[dict[str, int], np.ndarray],
+    cold_items: set[str],
+) -> Request:
+    """The policy's view of one user: the fused candidates the model has vectors for, as
+    arrays, and the vectors of the user's recent items."""
+    rows, matrix = table
+    ranked = [(item_id, score) for item_id, score in ranked if item_id in rows]
+    ids = [item_id for item_id, _ in ranked]
+    vectors = matrix[[rows[i] for i in ids]].astype(np.float64)
+    popularity = dict(entry.trending)
+    candidates = CandidateSet(
+        item_ids=ids,
+        relevance=np.array([score for _, score in ranked], dtype=np.float64),
+        units=unit_rows(vectors) if ids else np.zeros((0, 0)),
+        popularity=np.array([popularity.get(i, 0.0) for i in ids], dtype=np.float64),
+        freshness=np.array([1.0 if i in cold_items else 0.0 for i in ids], dtype=np.float64),
+    )
+    known = [rows[h] for h in entry.state.history()[-10:] if h in rows]
+    context = UserContext(entry.pending.user_id, matrix[known] if known else np.zeros((0, 0)))
+    return context, candidates
+
+
+def _published(
+    slate: Slate, fused: Fused, history: list[str], vectors: ItemVectors
+) -> list[SlateItem]:
+    """The slate as published: each item with its reason (models/policy gives scores only)."""
+    reasons = explain([fused.candidate(i.item_id) for i in slate.items], history, vectors)
+    return [
+        SlateItem(
+            item_id=i.item_id,
+            score=round(float(i.score), 6),
+            propensity=float(i.propensity),
+            reason=reasons[i.item_id].label,
+        )
+        for i in slate.items
+    ]
 
 
 class ColdStart:
@@ -195,9 +226,8 @@ class ColdStart:
         vectors = snap.encoder.encoder.text_vectors_to_item_space(self.text_encoder().embed(texts))
         ids = [i.item_id for i in fresh]
         self.holder.add_items(ids, vectors.astype(np.float32), snap.model_version)
-        for item_id, vector in zip(ids, vectors, strict=True):
-            snap.encoder.vectors[item_id] = vector
-            snap.encoder.cold_items.add(item_id)
+        snap.encoder.vectors.add(ids, vectors)
+        snap.encoder.cold_items.update(ids)
         log.info("cold start: %d catalog items added to index %s", len(ids), snap.model_version)
         return len(ids)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.errors import ConfigError
-from streamrec.models.policy.slate import Candidate, FloatArray, UserContext, unit_rows
+from streamrec.models.policy.slate import FloatArray, UserContext, unit_rows
 
 STATE_FEATURES: tuple[str, ...] = (
     "bias",
@@ -53,18 +53,18 @@ def _decay(context: UserContext, half_life_s: float) -> FloatArray:
 
 
 def state_features(
-    context: UserContext, candidates: Sequence[Candidate], vectors: FloatArray, k: int,
-    half_life_s: float,
-) -> FloatArray:  # fmt: skip
-    """All :data:`STATE_FEATURES` ``[S]`` of one request; ``vectors`` ``[N, D]`` unit rows."""
+    context: UserContext, relevance: FloatArray, vectors: FloatArray, k: int, half_life_s: float
+) -> FloatArray:
+    """All :data:`STATE_FEATURES` ``[S]`` of one request: its candidates' ``relevance`` ``[N]``
+    and ``vectors`` ``[N, D]`` unit rows."""
     out = np.zeros(N_STATE)
     out[0] = 1.0
-    relevance = np.sort([c.relevance for c in candidates])[::-1]
-    out[5] = float(np.mean(relevance[:k])) if len(relevance) else 0.0
+    ranked = np.sort(relevance)[::-1]
+    out[5] = float(np.mean(ranked[:k])) if len(ranked) else 0.0
     if context.since_last_visit_s is not None:
         out[4] = float(np.log1p(max(context.since_last_visit_s, 0.0) / 60.0))
     hist = context.history_vectors
-    if not hist.size or not len(candidates):
+    if not hist.size or not len(relevance):
         return out
     decay = _decay(context, half_life_s)  # [H]
     units = unit_rows(np.asarray(hist, dtype=np.float64))

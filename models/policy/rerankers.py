@@ -3,6 +3,10 @@
 Every reranker implements :class:`Reranker`::
 
     reranker.rerank(context: UserContext, candidates: Sequence[Candidate], k: int) -> Slate
+    reranker.rerank_batch(requests: Sequence[tuple[UserContext, CandidateSet]], k) -> list[Slate]
+
+The serving path calls ``rerank_batch`` once per batch with array-form candidates
+(``CandidateSet``); ``rerank`` is the same computation for one request.
 
 ``Slate.items`` is a list of :class:`SlateItem` ``(item_id, score, propensity, reason)`` in
 display order, and ``Slate.policy_version`` names the parameters that produced it.
@@ -36,23 +40,23 @@ from streamrec.errors import ConfigError
 from streamrec.models.config import PolicySettings
 from streamrec.models.policy.slate import (
     Candidate,
+    CandidateSet,
     FloatArray,
+    Request,
     Reranker,
     Slate,
     SlateItem,
     UserContext,
-    empty_slate,
     slate_length,
-    stack_vectors,
     zscore,
 )
 from streamrec.models.policy.stochastic import StochasticReranker
 
 
-class RelevanceReranker:
-    """Top-k by relevance; the baseline every diversity method is compared with."""
+class _Deterministic:
+    """What the fixed rerankers share: a slate per request from its candidates alone."""
 
-    def __init__(self, version: str = "relevance") -> None:
+    def __init__(self, version: str) -> None:
         self._version = version
 
     @property
@@ -60,11 +64,37 @@ class RelevanceReranker:
         return self._version
 
     def rerank(self, context: UserContext, candidates: Sequence[Candidate], k: int) -> Slate:
-        k = slate_length(candidates, k)
-        rel = np.array([c.relevance for c in candidates])
-        order = np.argsort(-rel, kind="stable")[:k]
-        items = [SlateItem(candidates[i].item_id, float(rel[i]), 1.0, "relevance") for i in order]
-        return Slate(items=items, policy_version=self._version)
+        return self.rerank_batch([(context, CandidateSet.of(candidates))], k)[0]
+
+    def rerank_batch(self, requests: Sequence[Request], k: int) -> list[Slate]:
+        slates = []
+        for _, cands in requests:
+            n = slate_length(cands, k)
+            order = self.order(cands, n) if n else []
+            items = [
+                SlateItem(cands.item_ids[i], float(cands.relevance[i]), 1.0, self.reason)
+                for i in order
+            ]
+            slates.append(Slate(items=items, policy_version=self._version))
+        return slates
+
+    reason = ""
+
+    def order(self, cands: CandidateSet, k: int) -> list[int]:
+        """The ``k`` >= 1 candidate indices of the slate, in display order."""
+        raise NotImplementedError
+
+
+class RelevanceReranker(_Deterministic):
+    """Top-k by relevance; the baseline every diversity method is compared with."""
+
+    reason = "relevance"
+
+    def __init__(self, version: str = "relevance") -> None:
+        super().__init__(version)
+
+    def order(self, cands: CandidateSet, k: int) -> list[int]:
+        return [int(i) for i in np.argsort(-cands.relevance, kind="stable")[:k]]
 
 
 def mmr_order(relevance: FloatArray, vectors: FloatArray, k: int, diversity: float) -> list[int]:
@@ -89,27 +119,19 @@ def mmr_order(relevance: FloatArray, vectors: FloatArray, k: int, diversity: flo
     return chosen
 
 
-class MMRReranker:
+class MMRReranker(_Deterministic):
     """Maximal marginal relevance with trade-off ``diversity`` (λ) in [0, 1]."""
+
+    reason = "mmr"
 
     def __init__(self, diversity: float, version: str | None = None) -> None:
         if not 0.0 <= diversity <= 1.0:
             raise ConfigError(f"MMR diversity must be in [0, 1]; got {diversity}")
         self.diversity = diversity
-        self._version = version or f"mmr-{diversity:g}"
+        super().__init__(version or f"mmr-{diversity:g}")
 
-    @property
-    def version(self) -> str:
-        return self._version
-
-    def rerank(self, context: UserContext, candidates: Sequence[Candidate], k: int) -> Slate:
-        k = slate_length(candidates, k)
-        if k == 0:
-            return empty_slate(self._version)
-        rel = np.array([c.relevance for c in candidates], dtype=np.float64)
-        order = mmr_order(rel, stack_vectors(candidates), k, self.diversity)
-        items = [SlateItem(candidates[i].item_id, float(rel[i]), 1.0, "mmr") for i in order]
-        return Slate(items=items, policy_version=self._version)
+    def order(self, cands: CandidateSet, k: int) -> list[int]:
+        return mmr_order(cands.relevance, cands.units, k, self.diversity)
 
 
 def dpp_kernel(relevance: FloatArray, vectors: FloatArray, diversity: float) -> FloatArray:
@@ -152,28 +174,19 @@ def dpp_greedy(kernel: FloatArray, k: int, eps: float = 1e-10) -> list[int]:
     return chosen
 
 
-class DPPReranker:
+class DPPReranker(_Deterministic):
     """DPP greedy MAP with relevance/diversity trade-off ``diversity`` in [0, 1)."""
+
+    reason = "dpp"
 
     def __init__(self, diversity: float, version: str | None = None) -> None:
         if not 0.0 <= diversity < 1.0:
             raise ConfigError(f"DPP diversity must be in [0, 1); got {diversity}")
         self.diversity = diversity
-        self._version = version or f"dpp-{diversity:g}"
+        super().__init__(version or f"dpp-{diversity:g}")
 
-    @property
-    def version(self) -> str:
-        return self._version
-
-    def rerank(self, context: UserContext, candidates: Sequence[Candidate], k: int) -> Slate:
-        k = slate_length(candidates, k)
-        if k == 0:
-            return empty_slate(self._version)
-        rel = np.array([c.relevance for c in candidates], dtype=np.float64)
-        kernel = dpp_kernel(rel, stack_vectors(candidates), self.diversity)
-        order = dpp_greedy(kernel, k)
-        items = [SlateItem(candidates[i].item_id, float(rel[i]), 1.0, "dpp") for i in order]
-        return Slate(items=items, policy_version=self._version)
+    def order(self, cands: CandidateSet, k: int) -> list[int]:
+        return dpp_greedy(dpp_kernel(cands.relevance, cands.units, self.diversity), k)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Candidate vectors need not be normalised; similarities are cosine.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -101,14 +101,50 @@ class Slate:
         return [it.propensity for it in self.items]
 
 
+@dataclass(frozen=True)
+class CandidateSet:
+    """One request's candidates as arrays: what the serving path builds for a whole batch
+    without a :class:`Candidate` object per item. ``units`` ``[N, D]`` are unit rows; the
+    other arrays are ``[N]`` (see :class:`Candidate` for their meaning)."""
+
+    item_ids: list[str]
+    relevance: FloatArray
+    units: FloatArray
+    popularity: FloatArray
+    freshness: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate]) -> CandidateSet:
+        return cls(
+            item_ids=[c.item_id for c in candidates],
+            relevance=np.array([c.relevance for c in candidates], dtype=np.float64),
+            units=stack_vectors(candidates) if candidates else np.zeros((0, 0)),
+            popularity=np.array([c.popularity for c in candidates], dtype=np.float64),
+            freshness=np.array([c.freshness for c in candidates], dtype=np.float64),
+        )
+
+
+#: One slate request: who asks, and the candidates to choose from.
+Request = tuple[UserContext, CandidateSet]
+
+
 @runtime_checkable
 class Reranker(Protocol):
-    """Turns candidates into a slate of at most ``k`` items."""
+    """Turns candidates into a slate of at most ``k`` items, one request or a batch.
+
+    ``rerank_batch`` returns one slate per request, in order, each the slate ``rerank`` would
+    return for it alone (a stochastic reranker draws its randomness request by request).
+    """
 
     @property
     def version(self) -> str: ...
 
     def rerank(self, context: UserContext, candidates: Sequence[Candidate], k: int) -> Slate: ...
+
+    def rerank_batch(self, requests: Sequence[Request], k: int) -> list[Slate]: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,11 +170,26 @@ def zscore(x: FloatArray) -> FloatArray:
     return d / sd if sd > 1e-12 else np.zeros_like(x)
 
 
+def zscore_rows(x: FloatArray) -> FloatArray:
+    """:func:`zscore` of every row of ``x`` ``[B, N]`` at once."""
+    d = x - x.sum(axis=1, keepdims=True) / x.shape[1]
+    sd = np.sqrt((d * d).sum(axis=1, keepdims=True) / x.shape[1])
+    return np.where(sd > 1e-12, d / np.where(sd > 1e-12, sd, 1.0), 0.0)
+
+
 def zscore_masked(x: FloatArray, mask: npt.NDArray[np.bool_]) -> FloatArray:
     out = np.zeros_like(x)
     if mask.any():
         out[mask] = zscore(x[mask])
     return out
+
+
+def zscore_masked_rows(x: FloatArray, mask: npt.NDArray[np.bool_]) -> FloatArray:
+    """:func:`zscore_masked` of every row of ``x`` ``[B, N]`` under ``mask`` ``[B, N]``."""
+    count = np.maximum(mask.sum(axis=1, keepdims=True), 1)
+    d = x - np.where(mask, x, 0.0).sum(axis=1, keepdims=True) / count
+    sd = np.sqrt(np.where(mask, d * d, 0.0).sum(axis=1, keepdims=True) / count)
+    return np.where(mask & (sd > 1e-12), d / np.where(sd > 1e-12, sd, 1.0), 0.0)
 
 
 def base_features(context: UserContext, candidates: Sequence[Candidate]) -> FloatArray:
@@ -152,16 +203,25 @@ def base_features(context: UserContext, candidates: Sequence[Candidate]) -> Floa
     it becomes the z-scored ``1 - max cos`` to the items already chosen); novelty:
     ``1 - max cos`` to the user's history; popularity: ``log1p(popularity)``; freshness.
     """
-    n = len(candidates)
-    feats = np.zeros((n, N_FEATURES))
-    feats[:, 0] = zscore(np.array([c.relevance for c in candidates], dtype=np.float64))
-    hist = context.history_vectors
-    if hist.size:
-        sims = stack_vectors(candidates) @ unit_rows(np.asarray(hist, dtype=np.float64)).T
-        feats[:, 2] = zscore(1.0 - sims.max(axis=1))  # sims [N, H]
-    pops = np.log1p(np.maximum([c.popularity for c in candidates], 0.0))
-    feats[:, 3] = zscore(np.asarray(pops, dtype=np.float64))
-    feats[:, 4] = zscore(np.array([c.freshness for c in candidates], dtype=np.float64))
+    features: FloatArray = batch_features([(context, CandidateSet.of(candidates))])[0]
+    return features
+
+
+def batch_features(requests: Sequence[Request]) -> FloatArray:
+    """:func:`base_features` ``[B, N, F]`` of requests that all have ``N`` candidates."""
+    sets = [s for _, s in requests]
+    feats = np.zeros((len(sets), len(sets[0]), N_FEATURES))
+    if not len(sets[0]):
+        return feats
+    feats[:, :, 0] = zscore_rows(np.stack([s.relevance for s in sets]))
+    for row, (context, s) in enumerate(requests):
+        hist = context.history_vectors
+        if hist.size:
+            sims = s.units @ unit_rows(np.asarray(hist, dtype=np.float64)).T  # [N, H]
+            feats[row, :, 2] = zscore(1.0 - sims.max(axis=1))
+    pops = np.log1p(np.maximum(np.stack([s.popularity for s in sets]), 0.0))
+    feats[:, :, 3] = zscore_rows(pops)
+    feats[:, :, 4] = zscore_rows(np.stack([s.freshness for s in sets]))
     return feats
 
 
@@ -173,7 +233,7 @@ def intra_list_diversity(units: FloatArray) -> float:
     return float((n * n - (units @ units.T).sum()) / (n * (n - 1)))
 
 
-def slate_length(candidates: Sequence[Candidate], k: int) -> int:
+def slate_length(candidates: Sized, k: int) -> int:
     if k < 1:
         raise ConfigError(f"slate size k must be >= 1; got {k}")
     return min(k, len(candidates))

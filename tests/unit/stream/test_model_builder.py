@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from streamrec.index.candidates import covisitation_candidates, fuse
 from streamrec.models.encoder.checkpoint import save_checkpoint
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
+from streamrec.models.policy.slate import Candidate, UserContext
 from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event
@@ -71,3 +74,40 @@ def test_the_learners_policy_reaches_a_model_loaded_after_it(tmp_path: Path) -> 
     assert reranker.weights.tolist() == weights.tolist()
     built = server.builder.build([_input("u1", ["i1", "i2"])], slate_size=3)
     assert built.policy_version == "pl-7"
+
+
+def test_batched_slates_equal_the_per_slate_path_they_replaced(tmp_path: Path) -> None:
+    """The builder fuses, gathers and reranks a batch with arrays; the slates must be those
+    of the path before it: ``fuse`` into ``Candidate`` objects and ``rerank`` one user at a
+    time with the same random stream."""
+    server = _server("stochastic")
+    server.load(_checkpoint(tmp_path), {})
+    assert server.builder is not None and server.holder is not None
+    server.builder.reranker = StochasticReranker(np.array([1.0, 0.6, 0.3, -0.2, 0.1]), seed=4)
+    batch = [
+        _input("u1", ["i1", "i3", "i5", "i7"]),
+        _input("u2", ["i2"]),
+        _input("u3", [f"i{n}" for n in range(2, 27)]),  # fewer candidates than the others
+    ]
+    built = server.builder.build(batch, slate_size=5)
+    model = server.holder.current().encoder
+    users = model.encoder.encode_states([entry.state for entry in batch])
+    reference = StochasticReranker(np.array([1.0, 0.6, 0.3, -0.2, 0.1]), seed=4)
+    for entry, user, slate in zip(batch, users, built.slates, strict=True):
+        history = entry.state.history()
+        found = server.holder.current().index.search(user[None, :], 100, [set(history)])[0]
+        sources = {
+            "embedding": found,
+            "covisitation": covisitation_candidates(entry.covisits, history, 100),
+            "trending": entry.trending,
+        }
+        fused = fuse(sources, 100, weights={}, exclude=entry.state.seen)
+        popularity = dict(entry.trending)
+        cands = [
+            Candidate(c.item_id, c.score, model.vectors[c.item_id], popularity.get(c.item_id, 0.0))
+            for c in fused
+        ]
+        known = np.stack([model.vectors[h] for h in history[-10:]])
+        expected = reference.rerank(UserContext(entry.pending.user_id, known), cands, 5)
+        assert [i.item_id for i in slate] == expected.item_ids
+        assert [i.propensity for i in slate] == pytest.approx(expected.propensities, rel=1e-9)

@@ -35,9 +35,11 @@ def test_satiation_feature_grows_with_recent_similar_clicks() -> None:
     fresh = UserContext("u", vectors[:3], history_ages_s=np.zeros(3))
     old = UserContext("u", vectors[:3], history_ages_s=np.full(3, 4 * 3_600.0))
     none = UserContext("u")
-    f_fresh = state_features(fresh, cands, vectors, 4, 3_600.0)
-    f_old = state_features(old, cands, vectors, 4, 3_600.0)
-    assert f_fresh[sat] > f_old[sat] > 0.0 == state_features(none, cands, vectors, 4, 3_600.0)[sat]
+    relevance = np.array([c.relevance for c in cands])
+    f_fresh = state_features(fresh, relevance, vectors, 4, 3_600.0)
+    f_old = state_features(old, relevance, vectors, 4, 3_600.0)
+    f_none = state_features(none, relevance, vectors, 4, 3_600.0)
+    assert f_fresh[sat] > f_old[sat] > 0.0 == f_none[sat]
 
 
 def test_critic_learns_discounted_value_of_a_two_state_chain() -> None:

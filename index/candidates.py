@@ -182,10 +182,10 @@ def explain(
     hist = _unit_rows(np.stack([np.asarray(vectors[h], np.float32) for h in known_history]))
     cand = _unit_rows(np.stack([np.asarray(vectors[c.item_id], np.float32) for c in explainable]))
     sims = cand @ hist.T  # [C, H] cosine similarities
+    column = {hist_id: col for col, hist_id in enumerate(known_history)}
     for row, candidate in enumerate(explainable):
-        for col, hist_id in enumerate(known_history):
-            if hist_id == candidate.item_id:
-                sims[row, col] = -np.inf
+        if candidate.item_id in column:
+            sims[row, column[candidate.item_id]] = -np.inf
         best = int(np.argmax(sims[row]))
         if np.isfinite(sims[row, best]):
             reasons[candidate.item_id] = Reason(

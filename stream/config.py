@@ -241,6 +241,13 @@ class ServingSettings(BaseModel):
     mode: Literal["heuristic", "model"] = Field(
         "heuristic", description="heuristic: trending + co-visitation; model: encoder + FAISS."
     )
+    model_threads: int = Field(
+        1,
+        ge=1,
+        description="Threads torch may use for the encoder in a worker. The event loop and "
+        "faust's consumer thread share the process, and torch's waiting threads spin: give "
+        "it more only on a host with cores to spare.",
+    )
     covisit_history: int = Field(
         10,
         ge=1,

@@ -45,6 +45,10 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     # source topic and its changelog disagree (which auto-creation would cause).
     asyncio.run(create_topics(settings.kafka))
     settings.state.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.serving.mode == "model":
+        import torch
+
+        torch.set_num_threads(settings.serving.model_threads)
     worker_app = create_app(settings)
     # Modules, models and the catalog live as long as the process: 520,000 objects that each
     # full collection would scan again, and faust collects four times per rebalance (200 ms

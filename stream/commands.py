@@ -71,16 +71,33 @@ def bench_pipeline(
     processes: int = typer.Option(
         1, "--processes", min=1, help="Processes per system, one consumer group (scale-out)."
     ),
+    users: int = typer.Option(
+        0, "--users", min=0, help="Synthetic workload of N users, drawn uniformly (0: ML-100K)."
+    ),
+    items: int = typer.Option(
+        0, "--items", min=0, help="Items of the synthetic workload (needed with --users)."
+    ),
+    zipf: float = typer.Option(
+        1.1, "--zipf", min=0.0, help="Zipf exponent of synthetic item popularity."
+    ),
+    seed: int = typer.Option(13, "--seed", help="Seed of the synthetic workload."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Worker vs a passthrough Faust agent on one private broker: events/s, p50/p99 latency."""
+    """Worker vs a passthrough Faust agent on one private broker: events/s, p50/p99 latency,
+    on MovieLens-100K or a synthetic workload (--users N --items M)."""
     import shutil
     import tempfile
 
     from streamrec.broker import EmbeddedKafka
-    from streamrec.stream.tools.bench import run_pipeline_bench
+    from streamrec.errors import ConfigError
+    from streamrec.stream.tools.bench import check_mode, run_pipeline_bench
+    from streamrec.stream.tools.synthetic import Workload
 
     settings = get_settings(ctx)
+    if bool(users) != bool(items):
+        raise ConfigError("bench pipeline: give --users and --items together (or neither)")
+    synthetic = Workload(users, items, events + latency_events, zipf, seed) if users else None
+    check_mode(synthetic, mode or settings.serving.mode)  # before a broker starts
     workdir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     broker = EmbeddedKafka(
         settings.broker.version, settings.data.cache_dir, workdir / "broker", port=0
@@ -89,7 +106,15 @@ def bench_pipeline(
     env = {"STREAMREC_SERVING__MODE": mode} if mode else {}
     try:
         figures = run_pipeline_bench(
-            settings, info.bootstrap_servers, events, latency_events, rate, workdir, env, processes
+            settings,
+            info.bootstrap_servers,
+            events,
+            latency_events,
+            rate,
+            workdir,
+            env,
+            processes,
+            synthetic,
         )
     finally:
         broker.stop()

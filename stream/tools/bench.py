@@ -13,6 +13,10 @@ Two phases per system, each on fresh topics so neither sees the other's records:
 
 Both timestamps are Kafka CreateTime stamped on this machine's one clock, so no clock skew enters.
 The figures are printed with the ratio pipeline / passthrough; nothing here asserts a timing.
+
+Workloads: MovieLens-100K replayed in time order (943 users: every user's state stays in the
+worker's write-behind cache), or a synthetic shop (stream/tools/synthetic.py: many users,
+most of them not recently active, Zipf-popular items, mixed event types) with its catalog.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ from aiokafka import AIOKafkaConsumer
 from streamrec.broker import free_port
 from streamrec.console import err_console
 from streamrec.datasets import load_dataset
+from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
 from streamrec.stream.connection import aiokafka_kwargs
-from streamrec.stream.contract import Event
+from streamrec.stream.contract import Event, Item
 from streamrec.stream.producer import dataset_events, dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, wait_until, worker_env
+from streamrec.stream.tools.synthetic import Workload, synthetic_events, synthetic_items
 from streamrec.stream.topics import create_topics
 
 WARMUP_EVENTS = 500
@@ -216,16 +222,16 @@ async def _input_times(kafka: KafkaSettings, n: int) -> dict[str, int]:
         await consumer.stop()
 
 
-async def _prepare(kafka: KafkaSettings, settings: Settings) -> None:
+async def _prepare(kafka: KafkaSettings, catalog: list[Item]) -> None:
     await create_topics(kafka)
-    dataset = load_dataset(None, settings.data.cache_dir)
-    await publish(kafka, dataset_items(dataset), kafka.topics.name("items"), progress=False)
+    await publish(kafka, catalog, kafka.topics.name("items"), progress=False)
 
 
 def _phase(
     kind: str,
     kafka: KafkaSettings,
     settings: Settings,
+    catalog: list[Item],
     events: list[Event],
     rate: float | None,
     workdir: Path,
@@ -233,7 +239,7 @@ def _phase(
     processes: int,
     warmup: list[Event],
 ) -> PhaseResult:
-    asyncio.run(_prepare(kafka, settings))
+    asyncio.run(_prepare(kafka, catalog))
     # The replay's own full collections (80 ms with the dataset in memory) would hold back the
     # paced publisher and release its events as a burst; what is alive now lives all run long.
     gc.collect()
@@ -270,6 +276,35 @@ def _phase(
     return PhaseResult(len(events), answered, seconds, [float(x) for x in latencies], stages)
 
 
+def _workload(
+    settings: Settings, synthetic: Workload | None, n: int
+) -> tuple[dict[str, Any], list[Item], list[Event]]:
+    """(what the report says about it, the catalog, the first ``n`` events) of the workload."""
+    if synthetic is not None:
+        events = list(itertools.islice(synthetic_events(synthetic), n))
+        return synthetic.describe(), list(synthetic_items(synthetic)), events
+    dataset = load_dataset(None, settings.data.cache_dir)
+    events = list(itertools.islice(dataset_events(dataset), n))
+    described = {
+        "workload": dataset.name,
+        "users": len({e.user_id for e in events}),
+        "items": len(dataset.items),
+        "events": len(events),
+    }
+    return described, list(dataset_items(dataset)), events
+
+
+def check_mode(synthetic: Workload | None, mode: str) -> None:
+    """ConfigError when a synthetic workload would meet the model path, which cannot serve it."""
+    if synthetic is not None and mode == "model":
+        raise ConfigError(
+            "bench pipeline --users/--items: a synthetic workload runs in heuristic mode only; "
+            "its ids (u1, i1) are unknown to every encoder, so the model path would answer "
+            "with cold-start fallbacks, not model work. Drop --mode model, or drop --users and "
+            "--items to replay MovieLens-100K"
+        )
+
+
 def run_pipeline_bench(
     settings: Settings,
     bootstrap: str,
@@ -279,21 +314,28 @@ def run_pipeline_bench(
     workdir: Path,
     extra_env: dict[str, str],
     processes: int = 1,
+    synthetic: Workload | None = None,
 ) -> dict[str, Any]:
-    """Both systems, both phases, each as ``processes`` processes of one consumer group."""
-    dataset = load_dataset(None, settings.data.cache_dir)
-    pool = list(itertools.islice(dataset_events(dataset), n_events + latency_events))
+    """Both systems, both phases, each as ``processes`` processes of one consumer group, on
+    MovieLens-100K or, given ``synthetic``, on that workload's first events."""
+    mode = extra_env.get("STREAMREC_SERVING__MODE", settings.serving.mode)
+    check_mode(synthetic, mode)
+    workload, catalog, pool = _workload(settings, synthetic, n_events + latency_events)
     backlog, paced = pool[:n_events], pool[n_events : n_events + latency_events]
     # The events just before the paced ones, in time: a cold burst, then the ramp at the rate.
     warmup = backlog[-(WARMUP_EVENTS + int(rate * RAMP_S)) :]
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"workload": {**workload, "events": len(pool)}}
     for kind in ("passthrough", "pipeline"):
         err_console.print(f"[bold]{kind}[/]: throughput on {len(backlog)} events")
         kafka = _kafka(settings, bootstrap, kind)
-        tput = _phase(kind, kafka, settings, backlog, None, workdir, extra_env, processes, [])
+        tput = _phase(
+            kind, kafka, settings, catalog, backlog, None, workdir, extra_env, processes, []
+        )
         err_console.print(f"[bold]{kind}[/]: latency at {rate:.0f} events/s on {len(paced)} events")
         kafka = _kafka(settings, bootstrap, kind)
-        lat = _phase(kind, kafka, settings, paced, rate, workdir, extra_env, processes, warmup)
+        lat = _phase(
+            kind, kafka, settings, catalog, paced, rate, workdir, extra_env, processes, warmup
+        )
         figures[kind] = {"throughput": tput.figures(), "latency": lat.figures()}
     p, r = figures["pipeline"], figures["passthrough"]
     figures["ratio_pipeline_to_passthrough_throughput"] = (

@@ -199,7 +199,12 @@ def base_features(context: UserContext, candidates: Sequence[Candidate]) -> Floa
     on one scale whatever the retrieval scores' units, and a feature that does not vary in a
     request (no history, nothing chosen yet) is 0 and cannot move the choice.
 
-    relevance: the score; diversity_gain: 0 here (nothing chosen yet; while the slate is built
+    relevance: ``-log(1 + rank)`` of the candidate by score (rank 0 for the best, ties in
+    candidate order). Not the score itself: fused reciprocal-rank scores are nearly flat at the
+    head (1/61 against 1/62), so z-scored they left the policy sampling almost uniformly among
+    the top twenty and the published order was mostly chance (offline on ML-100K, NDCG@10 of
+    the sampled slates fell from 1.35x to 1.22x co-visitation; with log ranks 1.32x, with
+    exploration kept). diversity_gain: 0 here (nothing chosen yet; while the slate is built
     it becomes the z-scored ``1 - max cos`` to the items already chosen); novelty:
     ``1 - max cos`` to the user's history; popularity: ``log1p(popularity)``; freshness.
     """
@@ -213,7 +218,7 @@ def batch_features(requests: Sequence[Request]) -> FloatArray:
     feats = np.zeros((len(sets), len(sets[0]), N_FEATURES))
     if not len(sets[0]):
         return feats
-    feats[:, :, 0] = zscore_rows(np.stack([s.relevance for s in sets]))
+    feats[:, :, 0] = zscore_rows(np.stack([_log_rank(s.relevance) for s in sets]))
     for row, (context, s) in enumerate(requests):
         hist = context.history_vectors
         if hist.size:
@@ -223,6 +228,12 @@ def batch_features(requests: Sequence[Request]) -> FloatArray:
     feats[:, :, 3] = zscore_rows(pops)
     feats[:, :, 4] = zscore_rows(np.stack([s.freshness for s in sets]))
     return feats
+
+
+def _log_rank(relevance: FloatArray) -> FloatArray:
+    ranks = np.empty(len(relevance))
+    ranks[np.argsort(-relevance, kind="stable")] = np.arange(len(relevance))
+    return np.asarray(-np.log1p(ranks), dtype=np.float64)
 
 
 def intra_list_diversity(units: FloatArray) -> float:

@@ -13,6 +13,9 @@ Two phases per system, each on fresh topics so neither sees the other's records:
 
 Both timestamps are Kafka CreateTime stamped on this machine's one clock, so no clock skew enters.
 The figures are printed with the ratio pipeline / passthrough; nothing here asserts a timing.
+Each phase also reports the system's processes' CPU time from its first answer to its last
+(Linux ``/proc``, user + system): on a machine other jobs load, events per CPU-second says
+what a process can do with one core where events/s says what it got.
 
 Workloads: MovieLens-100K replayed in time order (943 users: every user's state stays in the
 worker's write-behind cache), or a synthetic shop (stream/tools/synthetic.py: many users,
@@ -25,10 +28,12 @@ import asyncio
 import gc
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,7 @@ class PhaseResult:
     seconds: float
     latencies_ms: list[float]
     stages_ms: dict[str, list[float]]  # per refresh stage, one value per answering slate
+    cpu_s: float = 0.0  # the system's CPU seconds from its first answer to its last
 
     def figures(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
@@ -69,6 +75,9 @@ class PhaseResult:
             "p50_ms": round(float(np.percentile(lat, 50)), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 2),
         }
+        if self.cpu_s > 0:
+            figures["cpu_s"] = round(self.cpu_s, 1)
+            figures["events_per_cpu_s"] = round(self.events / self.cpu_s, 1)
         if self.stages_ms:
             figures["stages_ms"] = {
                 stage: {
@@ -125,6 +134,19 @@ class _System:
         for proc in self.procs:
             proc.stop()
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) its processes have used so far."""
+        return sum(cpu_seconds(proc.proc.pid) for proc in self.procs if proc.proc is not None)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc/<pid>/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name, which is in parentheses and may hold spaces: utime and
+    # stime are fields 14 and 15 of the whole line, in clock ticks.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 class _PassthroughProcess(WorkerProcess):
     def __init__(self, kafka: KafkaSettings, port: int, workdir: Path) -> None:
@@ -170,10 +192,15 @@ Output = tuple[int, list[str], dict[str, float]]
 
 
 async def _collect(
-    kafka: KafkaSettings, topic: str, wanted: set[str], kind: str, timeout_s: float
+    kafka: KafkaSettings,
+    topic: str,
+    wanted: set[str],
+    kind: str,
+    timeout_s: float,
+    on_first: Callable[[], object] = lambda: None,
 ) -> list[Output]:
     """(timestamp_ms, answered ids of ``wanted``, the slate's stage timings in ms) per output
-    record, until all are answered."""
+    record, until all are answered; ``on_first`` is called when the first one is."""
     consumer = AIOKafkaConsumer(
         topic,
         **aiokafka_kwargs(kafka),
@@ -193,6 +220,8 @@ async def _collect(
                     ids = body["trigger_event_ids"] if kind == "pipeline" else [body["event_id"]]
                     ids = [i for i in ids if i in wanted]
                     if ids:
+                        if not out:
+                            on_first()
                         out.append((r.timestamp, ids, body.get("timing_ms", {})))
                         answered += len(ids)
         return out
@@ -260,7 +289,13 @@ def _phase(
             asyncio.run(publish(kafka, cold, topic, progress=False))
             asyncio.run(_collect(kafka, system.output, {e.event_id for e in cold}, kind, 300))
             asyncio.run(publish(kafka, ramp + events, topic, rate=rate, progress=False))
-        outputs = asyncio.run(_collect(kafka, system.output, wanted, kind, 900))
+        first_cpu: list[float] = []
+        outputs = asyncio.run(
+            _collect(
+                kafka, system.output, wanted, kind, 900, lambda: first_cpu.append(system.cpu_s())
+            )
+        )
+        cpu = system.cpu_s() - first_cpu[0] if first_cpu else 0.0
     finally:
         system.stop()
     published = len(events) + (len(warmup) if rate is not None else 0)
@@ -273,7 +308,7 @@ def _phase(
     for _, _, timing in outputs:
         for stage, ms in timing.items():
             stages.setdefault(stage.removesuffix("_ms"), []).append(float(ms))
-    return PhaseResult(len(events), answered, seconds, [float(x) for x in latencies], stages)
+    return PhaseResult(len(events), answered, seconds, [float(x) for x in latencies], stages, cpu)
 
 
 def _workload(
@@ -337,6 +372,8 @@ def run_pipeline_bench(
             kind, kafka, settings, catalog, paced, rate, workdir, extra_env, processes, warmup
         )
         figures[kind] = {"throughput": tput.figures(), "latency": lat.figures()}
+    # Other jobs on the machine take CPU from both systems (see events_per_cpu_s).
+    figures["load_average_1_5_15"] = [round(v, 1) for v in os.getloadavg()]
     p, r = figures["pipeline"], figures["passthrough"]
     figures["ratio_pipeline_to_passthrough_throughput"] = (
         round(p["throughput"]["events_per_s"] / r["throughput"]["events_per_s"], 3)

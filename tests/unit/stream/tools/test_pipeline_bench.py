@@ -1,8 +1,11 @@
-"""bench pipeline's figures: latency quantiles and the per-stage breakdown of the slates."""
+"""bench pipeline's figures: latency quantiles, the per-stage breakdown of the slates, CPU time."""
 
 from __future__ import annotations
 
-from streamrec.stream.tools.bench import PhaseResult
+import os
+import time
+
+from streamrec.stream.tools.bench import PhaseResult, cpu_seconds
 
 
 def test_stage_times_are_summarised_per_stage_and_absent_for_the_passthrough() -> None:
@@ -12,3 +15,17 @@ def test_stage_times_are_summarised_per_stage_and_absent_for_the_passthrough() -
     assert figures["stages_ms"]["encode"] == {"p50": 50.5, "p99": 99.01}
     assert figures["stages_ms"]["queue"] == {"p50": 5.0, "p99": 5.0}
     assert "stages_ms" not in PhaseResult(10, 10, 1.0, [1.0], {}).figures()
+
+
+def test_cpu_time_is_reported_per_event_when_measured() -> None:
+    figures = PhaseResult(1_000, 1_000, 2.0, [1.0], {}, cpu_s=0.5).figures()
+    assert figures["cpu_s"] == 0.5 and figures["events_per_cpu_s"] == 2_000.0
+    assert "cpu_s" not in PhaseResult(10, 10, 1.0, [1.0], {}).figures()
+
+
+def test_cpu_seconds_of_this_process_grow_with_work() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    assert 0.1 < cpu_seconds(os.getpid()) - before < 5

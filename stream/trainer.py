@@ -7,7 +7,8 @@ A process of its own (consumer group ``<prefix>trainer`` on ``events``; it also 
 
 1. hold out the newest ``trainer.holdout_events`` events of the window;
 2. train a candidate on the rest (the encoder pipeline on RecBole files of the window,
-   ``trainer.time_budget_s`` at most), so items that appeared since the served model was
+   ``trainer.time_budget_s`` at most), starting from the served model's weights
+   (models/encoder/warm_start.py says why), so items that appeared since the served model was
    trained get learned vectors instead of their cold-start text vectors;
 3. score the candidate and the served model on the held-out events: for each whose user has an
    earlier event in the window, NDCG@10 of its item given the user's items before it, seen
@@ -35,7 +36,8 @@ from streamrec.stream.config import TrainerSettings
 from streamrec.stream.contract import Event, Item
 
 log = logging.getLogger(__name__)
-TrainFn = Callable[[Sequence[Event], Sequence[Item], Path], Path]  # window, catalog, out -> ckpt
+# window, catalog, out, the served checkpoint to start from (None: from scratch) -> checkpoint
+TrainFn = Callable[[Sequence[Event], Sequence[Item], Path, Path | None], Path]
 ScoreFn = Callable[[Path, Sequence[Event], Sequence[Event]], float]  # ckpt, history, held out
 AnnounceFn = Callable[[Path], Awaitable[str]]  # checkpoint -> the version announced
 
@@ -89,7 +91,8 @@ class ContinualTrainer:
         train, held = events[:cut], events[cut:]
         self.since_cycle = 0
         out = self.folder / f"candidate-{int(time.time() * 1000)}"
-        candidate = await asyncio.to_thread(self.train, train, list(self.catalog.values()), out)
+        catalog = list(self.catalog.values())
+        candidate = await asyncio.to_thread(self.train, train, catalog, out, self.served)
         ours = await asyncio.to_thread(self.score, candidate, train, held)
         theirs = (
             await asyncio.to_thread(self.score, self.served, train, held)

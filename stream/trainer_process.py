@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from aiokafka import AIOKafkaConsumer
 
-from streamrec.errors import ContractError
+from streamrec.errors import ContractError, ModelError
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
@@ -33,19 +33,32 @@ TOP_K = 10
 def train_on_window(settings: Settings) -> TrainFn:
     """Train the configured encoder on a window of events (RecBole files, then the pipeline)."""
 
-    def train(events: Sequence[Event], catalog: Sequence[Item], out: Path) -> Path:
+    def train(
+        events: Sequence[Event], catalog: Sequence[Item], out: Path, start: Path | None
+    ) -> Path:
         from streamrec.models.encoder.pipeline import run_training
 
         inter = write_atomic(events, catalog, out / "data", "window")
-        trained = run_training(
-            settings,
-            dataset=inter,
-            out=out,
-            epochs=settings.trainer.epochs,
-            progress=False,
-            time_budget_s=settings.trainer.time_budget_s,
-        )
-        return Path(trained["checkpoint"])
+
+        def run(init: Path | None) -> Path:
+            trained = run_training(
+                settings,
+                dataset=inter,
+                out=out,
+                epochs=settings.trainer.epochs,
+                progress=False,
+                time_budget_s=settings.trainer.time_budget_s,
+                init=init,
+            )
+            return Path(trained["checkpoint"])
+
+        try:
+            return run(start)
+        except ModelError as exc:  # e.g. the served model was trained with other settings
+            if start is None:
+                raise
+            log.warning("training from scratch: %s", exc)
+            return run(None)
 
     return train
 

@@ -16,6 +16,7 @@ Every command reads the dataset as the event log the worker would have read
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from streamrec.models.encoder.event_log import EventLog, load_event_log
 from streamrec.models.encoder.inputs import Featurizer
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.training import TrainConfig, model_scorer, pick_device, train
+from streamrec.models.encoder.warm_start import warm_state
 from streamrec.models.encoder.windows import WindowSplit, build_split
 from streamrec.settings import Settings
 
@@ -144,14 +146,17 @@ def run_training(
     fit_text: bool = True,
     progress: bool = True,
     time_budget_s: float | None = None,
+    init: Path | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate on the test items (history excluded and included), save a checkpoint."""
+    """Train (from the checkpoint ``init`` when given: models/encoder/warm_start.py), evaluate
+    on the test items (history excluded and included), save a checkpoint."""
     dev = pick_device(device or settings.encoder.device)
     log = load_event_log(dataset, settings.data.cache_dir)
     ds = log.dataset
     enc, tc = preset_configs(settings, preset, len(ds.items), epochs, time_budget_s)
     split = prepare_split(settings, log, enc, tc)
-    result = train(split, enc, tc, dev, progress)
+    start = partial(warm_state, init, item_ids=split.item_ids) if init is not None else None
+    result = train(split, enc, tc, dev, progress, start)
     model = result.model
     test = {
         "history_excluded": test_metrics(model, split, dev, exclude_history=True),

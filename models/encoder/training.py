@@ -217,9 +217,13 @@ def train(
     config: TrainConfig,
     device: torch.device,
     progress: bool = True,
+    start: Callable[[SequenceEncoder], dict[str, torch.Tensor]] | None = None,
 ) -> TrainResult:
-    """Train a fresh encoder on ``split.examples``; keep the epoch with the best validation
+    """Train an encoder on ``split.examples``; keep the epoch with the best validation
     NDCG@10 (the split must be featurized for ``encoder.inputs``).
+
+    ``start`` gives the weights to begin from (models/encoder/warm_start.py) instead of a
+    fresh initialisation; they are validated first and kept unless an epoch beats them.
 
     Stops after ``config.epochs``, after ``config.patience`` epochs without improvement, or once
     ``config.time_budget_s`` seconds are spent. Wall time is in ``TrainResult.seconds``.
@@ -235,6 +239,9 @@ def train(
     batch_size = safe_batch_size(config.batch_size, encoder.heads, length)
 
     result = TrainResult(model=model, best_epoch=0, best_valid={"ndcg@10": -1.0})
+    if start is not None:
+        model.load_state_dict(start(model))
+        result.best_valid = validate(model, split, device)
     best_state = copy.deepcopy(model.state_dict())
     started = time.perf_counter()
     bar = tqdm(range(1, config.epochs + 1), desc="train", disable=not progress, leave=False)

@@ -33,8 +33,12 @@ class Parts:
         self.scores = scores
         self.trained: list[tuple[int, int]] = []  # (trained on, held out) sizes seen by score
         self.announced: list[Path] = []
+        self.starts: list[Path | None] = []  # the checkpoint each candidate started from
 
-    def train(self, events: Sequence[Event], catalog: Sequence[Item], out: Path) -> Path:
+    def train(
+        self, events: Sequence[Event], catalog: Sequence[Item], out: Path, start: Path | None
+    ) -> Path:
+        self.starts.append(start)
         checkpoint = out / "model"
         checkpoint.mkdir(parents=True)
         (checkpoint / "n").write_text(str(len(self.trained)))
@@ -96,6 +100,9 @@ def test_old_candidates_are_pruned_but_the_served_one_stays(tmp_path: Path) -> N
     assert len(kept) == SETTINGS.keep_checkpoints
     assert trainer.served is not None and trainer.served.is_dir()
     assert len(parts.announced) == 3  # the third candidate (0.1) regressed
+    # each candidate is fine-tuned from the model served when its cycle began
+    first = tmp_path / "served"
+    assert parts.starts == [first, parts.announced[0], parts.announced[1], parts.announced[1]]
 
 
 def test_a_cycle_is_due_after_enough_events_or_time_with_some() -> None:

@@ -99,3 +99,25 @@ def test_sampled_softmax_training_also_learns() -> None:
     result = train(split, enc, cfg, torch.device("cpu"), progress=False)
     assert result.best_valid["hr@10"] == 1.0
     assert result.best_valid["ndcg@10"] > 0.5
+
+
+def test_a_warm_start_is_kept_unless_an_epoch_beats_it() -> None:
+    """Fine-tuning a trained model with a ruinous step size: the start wins, unchanged; with a
+    sane one, training from the start goes on from its validation score."""
+    split = window_split(synthetic(), max_len=8)
+    enc = EncoderConfig(n_items=split.n_items, hidden_size=16, heads=2, inner_size=32,
+                        dropout=0.0, attn_dropout=0.0, max_len=8)  # fmt: skip
+    cpu = torch.device("cpu")
+    trained = train(split, enc, TrainConfig(epochs=25, batch_size=16, lr=1e-2, seed=1), cpu, False)
+    start = {name: t.clone() for name, t in trained.model.state_dict().items()}
+    ruined = train(
+        split, enc, TrainConfig(epochs=2, batch_size=16, lr=50.0, seed=2), cpu, False,
+        start=lambda model: start,
+    )  # fmt: skip
+    assert ruined.best_epoch == 0 and ruined.best_valid == trained.best_valid
+    assert all(torch.equal(t, start[n]) for n, t in ruined.model.state_dict().items())
+    tuned = train(
+        split, enc, TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=2), cpu, False,
+        start=lambda model: start,
+    )  # fmt: skip
+    assert tuned.best_valid["ndcg@10"] >= trained.best_valid["ndcg@10"]

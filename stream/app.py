@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog
-from streamrec.stream.compat import forget_acks, on_agent_error
+from streamrec.stream.compat import fetch_only_active, forget_acks, on_agent_error
 from streamrec.stream.connection import faust_broker_url, faust_credentials
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.durability import drain, flush_before_commit
@@ -240,6 +240,8 @@ class StreamrecApp:
             self.settings.kafka.outage_limit_s,
             owned=lambda tp: tp.topic != events or tp.partition in self.owned,
         )
+        # No fetch may move a partition past records faust then drops (stream/durability.py).
+        fetch_only_active(consumer)
         forget_acks(consumer, assigned)
         self.owned = {tp.partition for tp in assigned if tp.topic == events}
         # A partition owned before may have been changed by another worker since.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Set
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,6 +30,7 @@ TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("faust consumer", "_acked"),
     ("faust consumer", "_acked_index"),
     ("faust consumer", "_gap"),
+    ("faust consumer", "_getmany"),
     ("faust consumer", "_read_offset"),
     ("faust consumer", "_get_active_partitions"),
     ("faust consumer", "_buffered_partitions"),
@@ -99,6 +100,47 @@ def forget_acks(consumer: Any, assigned: Iterable[TP]) -> None:
         consumer._acked.pop(tp, None)
         consumer._acked_index.pop(tp, None)
         consumer._gap.pop(tp, None)
+
+
+class _Fetching(Set[TP]):
+    """faust's live set of partitions to fetch, never falsy: aiokafka's
+    ``Fetcher.fetched_records(partitions)`` takes an empty set for "every partition"."""
+
+    def __init__(self, live: Set[TP]) -> None:
+        self.live = live
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.live
+
+    def __iter__(self) -> Iterator[TP]:
+        return iter(set(self.live))  # a copy: faust changes the set while aiokafka's thread reads
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def fetch_only_active(consumer: Any) -> None:
+    """Make every fetch take records only of the partitions faust fetches at that moment, also
+    when it fetches none (``_getmany``; stream/durability.py says why). Once.
+
+    faust hands aiokafka its live set of active partitions, and a fetch waits up to a second
+    for records. If the set empties meanwhile (recovery pausing the changelogs before it
+    resumes the events partitions), aiokafka returns every partition's buffered records and
+    moves past them; faust drops those of partitions it no longer fetches, unread.
+    """
+    getmany = consumer._getmany
+    if getattr(getmany, "active_only", False):
+        return
+
+    async def active_only(active_partitions: Set[TP] | None, timeout: float) -> Any:
+        active = None if active_partitions is None else _Fetching(active_partitions)
+        return await getmany(active_partitions=active, timeout=timeout)
+
+    active_only.active_only = True  # type: ignore[attr-defined]  # marks an installed wrapper
+    consumer._getmany = active_only
 
 
 def read_offset(consumer: Any, tp: TP) -> int | None:

@@ -20,6 +20,22 @@ stale offsets count as processed and a commit can jump over events nobody applie
 ``forget_acks`` clears them when partitions are assigned, before the first event is processed.
 Because the writes drain before a commit, a commit can outlast a rebalance; one whose offsets
 were taken under the previous assignment is dropped rather than sent.
+
+And one fetch fix: no record may be skipped on the way in. While the changelogs recover, faust
+pauses the events partitions by leaving them out of the set of partitions each fetch takes,
+and aiokafka reads that set live. When recovery ends, faust pauses the changelogs, then resumes
+the events partitions and seeks them to their committed offsets. For that moment the set is
+empty, and aiokafka reads an empty set as "every partition": a fetch then returns up to 500
+buffered records of an events partition and moves its position past them, and faust drops them
+because it did not ask for that partition. The restarted worker then read the next records
+before the seek took effect: it applied later offsets before earlier ones (state and item
+statistics take an event below a partition's last applied offset for a redelivery, so the
+earlier ones were lost), and when that batch was still being handed to the agent after the
+seek, it moved faust's read offset past the re-read records, which faust then dropped as
+already read. They were never acked, and since faust commits only up to the first gap in the
+acked offsets, that partition's commit stayed at its pre-kill offset for good (seen in CI after
+kill -9, about every other run). ``fetch_only_active`` gives aiokafka a view of the set that is
+never empty, so a fetch takes only records of partitions faust is fetching.
 """
 
 from __future__ import annotations

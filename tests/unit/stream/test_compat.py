@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from types import SimpleNamespace
 from typing import Any
 
 import faust
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.fetcher import Fetcher, FetchResult
+from faust.types import TP
 
-from streamrec.stream.compat import TOUCH_POINTS
+from streamrec.stream.compat import TOUCH_POINTS, fetch_only_active
 
 
 async def _build() -> dict[str, Any]:
@@ -40,3 +43,83 @@ def test_each_private_touch_point_exists(
     assert hasattr(holders[holder], attribute), (
         f"{holder} has no {attribute} any more: stream/compat.py must follow the upgrade"
     )
+
+
+class _PartitionRecords:
+    """aiokafka's PartitionRecords as its FetchResult reads them: records, next offset."""
+
+    def __init__(self, first: int, n: int) -> None:
+        self.next_fetch_offset = first
+        self._offsets = iter(range(first, first + n))
+
+    def __iter__(self) -> _PartitionRecords:
+        return self
+
+    def __next__(self) -> SimpleNamespace:
+        offset = next(self._offsets)
+        self.next_fetch_offset = offset + 1
+        return SimpleNamespace(offset=offset)
+
+
+class _Position:
+    def __init__(self, offset: int) -> None:
+        self.position, self.paused = offset, False
+
+    def consumed_to(self, offset: int) -> None:
+        self.position = offset
+
+
+class _FaustConsumer:
+    """faust's consumer as fetch_only_active sees it: ``_getmany`` runs aiokafka's own
+    ``Fetcher.fetched_records`` over buffered records of one events partition."""
+
+    def __init__(self, events: TP, position: _Position) -> None:
+        assignment = SimpleNamespace(active=True, state_value=lambda tp: position)
+        buffered = FetchResult(
+            events, assignment=assignment, partition_records=_PartitionRecords(5054, 500), backoff=0
+        )
+        self.waiters: list[asyncio.Future[None]] = []
+        self.fetcher = SimpleNamespace(
+            _subscriptions=SimpleNamespace(
+                reassignment_in_progress=False, is_assigned=lambda tp: True
+            ),
+            _records={events: buffered},
+            _notify=lambda fut: None,
+            _wait_consume_future=None,
+            _create_fetch_waiter=self._waiter,
+            _closed=False,
+        )
+
+    def _waiter(self) -> asyncio.Future[None]:
+        self.waiters.append(asyncio.get_running_loop().create_future())
+        return self.waiters[-1]
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> dict[TP, list[Any]]:
+        records: dict[TP, list[Any]] = await Fetcher.fetched_records(
+            self.fetcher, active_partitions, timeout=timeout, max_records=500
+        )
+        return records
+
+
+def test_a_fetch_whose_partition_set_empties_takes_no_records_faust_did_not_ask_for() -> None:
+    """The kill -9 wedge: the events partition is paused while the changelogs recover; the
+    recovery pauses those before it resumes the events partition. aiokafka took the emptied set
+    for "every partition" and moved the events partition past 500 records faust then dropped
+    unread; its acks started 500 offsets above the committed one, and no commit passed them."""
+    events, changelog = TP("events", 3), TP("user_state-changelog", 3)
+    position = _Position(5054)
+
+    async def scenario() -> dict[TP, list[Any]]:
+        consumer = _FaustConsumer(events, position)
+        fetch_only_active(consumer)
+        fetch_only_active(consumer)  # installed once however often it is called
+        active = {changelog}  # faust's live set: changelogs only, events paused
+        # faust passes both by keyword
+        fetch = asyncio.create_task(consumer._getmany(active_partitions=active, timeout=0.05))
+        await asyncio.sleep(0)  # the fetch waits for changelog records
+        active.clear()  # recovery done: changelogs paused, events not resumed yet
+        consumer.waiters[0].set_result(None)  # more records arrive
+        return await fetch
+
+    assert asyncio.run(scenario()) == {}
+    assert position.position == 5054, "the events partition moved past records nobody read"

@@ -13,9 +13,10 @@ Two phases per system, each on fresh topics so neither sees the other's records:
 
 Both timestamps are Kafka CreateTime stamped on this machine's one clock, so no clock skew enters.
 The figures are printed with the ratio pipeline / passthrough; nothing here asserts a timing.
-Each phase also reports the system's processes' CPU time from its first answer to its last
-(Linux ``/proc``, user + system): on a machine other jobs load, events per CPU-second says
-what a process can do with one core where events/s says what it got.
+The throughput phase also reports the system's processes' CPU time from its first answer to
+its last (Linux ``/proc``, user + system): on a machine other jobs load, events per CPU-second
+says what a process can do with one core where events/s says what it got. (The latency phase
+reads its answers only after the paced publishing ends, too late to time CPU by them.)
 
 Workloads: MovieLens-100K replayed in time order (943 users: every user's state stays in the
 worker's write-behind cache), or a synthetic shop (stream/tools/synthetic.py: many users,
@@ -290,11 +291,12 @@ def _phase(
             asyncio.run(_collect(kafka, system.output, {e.event_id for e in cold}, kind, 300))
             asyncio.run(publish(kafka, ramp + events, topic, rate=rate, progress=False))
         first_cpu: list[float] = []
-        outputs = asyncio.run(
-            _collect(
-                kafka, system.output, wanted, kind, 900, lambda: first_cpu.append(system.cpu_s())
-            )
-        )
+
+        def on_first() -> None:
+            if rate is None:  # read while the system drains (see the module docstring)
+                first_cpu.append(system.cpu_s())
+
+        outputs = asyncio.run(_collect(kafka, system.output, wanted, kind, 900, on_first))
         cpu = system.cpu_s() - first_cpu[0] if first_cpu else 0.0
     finally:
         system.stop()

@@ -30,6 +30,19 @@ from streamrec.errors import ModelError
 from streamrec.index.retriever import Retriever
 
 Hits = Sequence[tuple[str, float]]
+
+
+class Ranked(list[tuple[str, float]]):
+    """Hits already unique and in fusion order (score descending, ties by item id): fusion
+    takes them as they are instead of deduplicating and sorting them again for every slate
+    (the trending list is the same 200 items for every user; see ``ranked``)."""
+
+
+def ranked(hits: Hits) -> Ranked:
+    """``hits`` deduplicated (each item at its best score) and in fusion order."""
+    return Ranked(_ranked(_dedupe(hits)))
+
+
 EMBEDDING, COVISITATION, TRENDING = "embedding", "covisitation", "trending"
 
 
@@ -86,8 +99,7 @@ def covisitation_candidates(
             totals[neighbour] += weight * score
         weight *= recency_decay
     recent_set = set(recent)
-    ranked = [(i, s) for i, s in totals.items() if i not in recent_set]
-    return _top(ranked, n)
+    return Ranked(_top([(i, s) for i, s in totals.items() if i not in recent_set], n))
 
 
 def trending_candidates(trending: Sequence[tuple[str, float]], n: int) -> list[tuple[str, float]]:
@@ -198,7 +210,7 @@ def _rrf(hits: Hits, excluded: Container[str], rrf_k: float) -> dict[str, float]
     """``1 / (rrf_k + rank)`` per eligible item, rank 1 for the best (each item at its best)."""
     scores: dict[str, float] = {}
     rank = 0
-    for item_id, _ in _ranked(_dedupe(hits)):
+    for item_id, _ in hits if isinstance(hits, Ranked) else ranked(hits):
         if item_id not in excluded:
             rank += 1
             scores[item_id] = 1.0 / (rrf_k + rank)

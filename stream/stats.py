@@ -11,6 +11,8 @@ import heapq
 import math
 from collections.abc import Iterable
 
+from streamrec.index.candidates import Ranked, ranked
+
 
 def decay(score: float, from_ms: int, to_ms: int, half_life_s: float) -> float:
     """``score`` observed at ``from_ms`` seen from ``to_ms`` (no growth when going back)."""
@@ -62,7 +64,7 @@ class TrendingBoard:
         self.refresh_every = refresh_every
         self.scores: dict[str, tuple[float, int]] = {}
         self.newest_ts = 0
-        self._top: list[tuple[str, float]] = []
+        self._top: Ranked = Ranked()
         self._stale = 0
 
     def load(self, entries: Iterable[tuple[str, list[float]]]) -> None:
@@ -75,14 +77,16 @@ class TrendingBoard:
         self.newest_ts = max(self.newest_ts, int(value[1]))
         self._stale += 1
 
-    def top(self) -> list[tuple[str, float]]:
-        """``(item_id, score at the newest event time)``, best first, at most ``size``."""
+    def top(self) -> Ranked:
+        """``(item_id, score at the newest event time)``, best first (ties by item id), at
+        most ``size``."""
         if self._stale >= self.refresh_every or (self._stale and not self._top):
             now = self.newest_ts
-            ranked = (
+            scored = (
                 (item, decay(score, last, now, self.half_life_s))
                 for item, (score, last) in self.scores.items()
             )
-            self._top = heapq.nlargest(self.size, ranked, key=lambda kv: (kv[1], kv[0]))
+            # In fusion's order, once per refresh: fusion then takes the list as it is.
+            self._top = ranked(heapq.nlargest(self.size, scored, key=lambda kv: (kv[1], kv[0])))
             self._stale = 0
         return self._top

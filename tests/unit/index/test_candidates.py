@@ -10,10 +10,12 @@ import pytest
 from streamrec.errors import ModelError
 from streamrec.index.candidates import (
     Candidate,
+    Ranked,
     covisitation_candidates,
     embedding_candidates,
     explain,
     fuse,
+    ranked,
     trending_candidates,
 )
 from streamrec.index.retriever import ExactRetriever
@@ -128,3 +130,17 @@ def test_rrf_fusion_matches_its_definition_with_ties_duplicates_and_exclusions(s
     expected = _naive_rrf(sources, 10, exclude)
     assert [c.item_id for c in fused] == [item for item, _ in expected]
     assert [c.score for c in fused] == pytest.approx([score for _, score in expected])
+
+
+def test_a_pre_ranked_source_fuses_as_its_raw_hits_do() -> None:
+    """``ranked`` lists (the trending board's, co-visitation's) skip fusion's dedupe and sort:
+    the result must be what the raw hits give, ties and duplicates included."""
+    raw = [("c", 2.0), ("a", 2.0), ("b", 5.0), ("a", 1.0), ("d", 0.5), ("e", 2.0)]
+    other = [("d", 9.0), ("a", 1.0)]
+    pre = ranked(raw)
+    assert isinstance(pre, Ranked) and [i for i, _ in pre] == ["b", "a", "c", "e", "d"]
+    as_raw = fuse({"t": raw, "o": other}, 5, exclude={"e"})
+    as_ranked = fuse({"t": pre, "o": other}, 5, exclude={"e"})
+    assert [(c.item_id, c.score, c.sources) for c in as_ranked] == [
+        (c.item_id, c.score, c.sources) for c in as_raw
+    ]

@@ -9,7 +9,8 @@ A process of its own (consumer group ``<prefix>trainer`` on ``events``; it also 
 2. train a candidate on the rest (the encoder pipeline on RecBole files of the window,
    ``trainer.time_budget_s`` at most), starting from the served model's weights
    (models/encoder/warm_start.py says why), so items that appeared since the served model was
-   trained get learned vectors instead of their cold-start text vectors;
+   trained get learned vectors instead of their cold-start text vectors; when no epoch beats
+   the served weights on the window's validation there is no candidate, and the cycle ends;
 3. score the candidate and the served model on the held-out events: for each whose user has an
    earlier event in the window, NDCG@10 of its item given the user's items before it, seen
    items excluded (the quality bench's protocol, offline);
@@ -36,8 +37,9 @@ from streamrec.stream.config import TrainerSettings
 from streamrec.stream.contract import Event, Item
 
 log = logging.getLogger(__name__)
-# window, catalog, out, the served checkpoint to start from (None: from scratch) -> checkpoint
-TrainFn = Callable[[Sequence[Event], Sequence[Item], Path, Path | None], Path]
+# window, catalog, out, the served checkpoint to start from (None: from scratch) -> the
+# candidate's checkpoint, or None when training found nothing better than the start
+TrainFn = Callable[[Sequence[Event], Sequence[Item], Path, Path | None], Path | None]
 ScoreFn = Callable[[Path, Sequence[Event], Sequence[Event]], float]  # ckpt, history, held out
 AnnounceFn = Callable[[Path], Awaitable[str]]  # checkpoint -> the version announced
 
@@ -48,7 +50,7 @@ class CycleResult:
 
     trained_on: int
     held_out: int
-    candidate_ndcg: float
+    candidate_ndcg: float | None  # None: no candidate (nothing beat the served weights)
     served_ndcg: float | None
     announced: str | None
     seconds: float
@@ -93,6 +95,12 @@ class ContinualTrainer:
         out = self.folder / f"candidate-{int(time.time() * 1000)}"
         catalog = list(self.catalog.values())
         candidate = await asyncio.to_thread(self.train, train, catalog, out, self.served)
+        if candidate is None:
+            # Announcing the served weights again would only churn the workers; and items the
+            # served model lacks would lose their cold-start text vectors to untrained rows.
+            shutil.rmtree(out, ignore_errors=True)
+            seconds = time.perf_counter() - started
+            return self._record(CycleResult(len(train), len(held), None, None, None, seconds))
         ours = await asyncio.to_thread(self.score, candidate, train, held)
         theirs = (
             await asyncio.to_thread(self.score, self.served, train, held)
@@ -106,9 +114,10 @@ class ContinualTrainer:
         else:
             shutil.rmtree(out, ignore_errors=True)
         self._prune()
-        result = CycleResult(
-            len(train), len(held), ours, theirs, announced, time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - started
+        return self._record(CycleResult(len(train), len(held), ours, theirs, announced, seconds))
+
+    def _record(self, result: CycleResult) -> CycleResult:
         self.history.append(result)
         log.info("training cycle: %s", result)
         return result

@@ -35,12 +35,12 @@ def train_on_window(settings: Settings) -> TrainFn:
 
     def train(
         events: Sequence[Event], catalog: Sequence[Item], out: Path, start: Path | None
-    ) -> Path:
+    ) -> Path | None:
         from streamrec.models.encoder.pipeline import run_training
 
         inter = write_atomic(events, catalog, out / "data", "window")
 
-        def run(init: Path | None) -> Path:
+        def run(init: Path | None) -> Path | None:
             trained = run_training(
                 settings,
                 dataset=inter,
@@ -50,6 +50,8 @@ def train_on_window(settings: Settings) -> TrainFn:
                 time_budget_s=settings.trainer.time_budget_s,
                 init=init,
             )
+            if init is not None and trained["best_epoch"] == 0:
+                return None  # no epoch beat the served weights: nothing new to offer
             return Path(trained["checkpoint"])
 
         try:

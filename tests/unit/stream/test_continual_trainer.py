@@ -29,7 +29,7 @@ def _event(n: int) -> Event:
 class Parts:
     """Stand-in train/score/announce: candidate n scores ``scores[n]``; the served one 0.5."""
 
-    def __init__(self, scores: list[float]) -> None:
+    def __init__(self, scores: list[float | None]) -> None:
         self.scores = scores
         self.trained: list[tuple[int, int]] = []  # (trained on, held out) sizes seen by score
         self.announced: list[Path] = []
@@ -37,8 +37,11 @@ class Parts:
 
     def train(
         self, events: Sequence[Event], catalog: Sequence[Item], out: Path, start: Path | None
-    ) -> Path:
+    ) -> Path | None:
         self.starts.append(start)
+        if self.scores[len(self.trained)] is None:  # nothing beat the start: no candidate
+            self.trained.append((len(events), -1))
+            return None
         checkpoint = out / "model"
         checkpoint.mkdir(parents=True)
         (checkpoint / "n").write_text(str(len(self.trained)))
@@ -55,7 +58,7 @@ class Parts:
         return checkpoint.parent.name
 
 
-def _trainer(tmp_path: Path, scores: list[float]) -> tuple[ContinualTrainer, Parts]:
+def _trainer(tmp_path: Path, scores: list[float | None]) -> tuple[ContinualTrainer, Parts]:
     parts = Parts(scores)
     served = tmp_path / "served"
     served.mkdir()
@@ -88,6 +91,18 @@ def test_a_regressing_candidate_is_not_announced_and_not_kept(tmp_path: Path) ->
     result = asyncio.run(trainer.cycle())
     assert result.announced is None and parts.announced == [] and trainer.served == served
     assert list(trainer.folder.glob("candidate-*")) == []
+
+
+def test_no_candidate_when_training_found_nothing_better_than_the_served_model(
+    tmp_path: Path,
+) -> None:
+    trainer, parts = _trainer(tmp_path, [None])
+    served = trainer.served
+    for n in range(50):
+        trainer.add(_event(n))
+    result = asyncio.run(trainer.cycle())
+    assert result.announced is None and result.candidate_ndcg is None and parts.announced == []
+    assert trainer.served == served and list(trainer.folder.glob("candidate-*")) == []
 
 
 def test_old_candidates_are_pruned_but_the_served_one_stays(tmp_path: Path) -> None:

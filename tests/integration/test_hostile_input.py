@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,112 @@ def test_deeply_nested_records_are_dead_lettered_and_the_agent_never_restarts(
     }
     assert {code_of.get(raw) for raw in deep} == {"too_deep"}
     assert {code_of.get(raw) for raw in non_finite} == {"invalid_json"}
+
+
+def _corpus() -> list[tuple[str, bytes, str]]:
+    """(kind, record, the code it must be dead-lettered with): 48 kinds of hostile or broken
+    events, from bytes that are not text to well-formed JSON with one field out of contract."""
+    now = int(time.time() * 1000)
+    good = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": now - 1000}
+    fields = json.dumps(good)[1:-1]
+
+    def with_(**changes: object) -> bytes:
+        return json.dumps({**good, **changes}).encode()
+
+    def without(name: str) -> bytes:
+        return json.dumps({k: v for k, v in good.items() if k != name}).encode()
+
+    def spliced(extra: str) -> bytes:  # a field only a lenient parser would take
+        return ("{" + fields + ", " + extra + "}").encode()
+
+    whole = json.dumps(good).encode()
+    return [
+        ("not utf-8", b"\xff\xfe\x00", "not_utf8"),
+        ("truncated", b'{"event_id": ', "invalid_json"),
+        ("empty", b"", "invalid_json"),
+        ("blank", b"   ", "invalid_json"),
+        ("trailing garbage", whole + b" xyz", "invalid_json"),
+        ("single quotes", b"{'event_id': 'e1'}", "invalid_json"),
+        ("byte order mark", b"\xef\xbb\xbf" + whole, "invalid_json"),
+        ("NUL between tokens", whole[:-1] + b"\x00}", "invalid_json"),
+        (
+            "lone surrogate",
+            ("{" + fields.replace('"u1"', '"\\ud800"') + "}").encode(),
+            "invalid_json",
+        ),
+        ("NaN", spliced('"value": NaN'), "invalid_json"),
+        ("Infinity", spliced('"value": Infinity'), "invalid_json"),
+        ("-Infinity", spliced('"value": -Infinity'), "invalid_json"),
+        ("a string", b'"just a string"', "not_an_object"),
+        ("an array", b"[1, 2]", "not_an_object"),
+        ("a number", b"42", "not_an_object"),
+        ("null", b"null", "not_an_object"),
+        ("true", b"true", "not_an_object"),
+        ("nested arrays", b"[" * 1_500 + b"]" * 1_500, "too_deep"),
+        ("nested objects", ('{"a":' * 1_500 + "1" + "}" * 1_500).encode(), "too_deep"),
+        ("over the size limit", with_(item_id="x" * (MAX_EVENT_BYTES + 1)), "too_large"),
+        *((f"no {name}", without(name), "missing_field") for name in good),
+        ("unknown type", with_(type="teleport"), "unknown_event_type"),
+        ("type a number", with_(type=3), "unknown_event_type"),
+        ("ts in words", with_(ts="yesterday"), "bad_timestamp"),
+        ("ts without zone", with_(ts="2023-11-14T22:13:20"), "bad_timestamp"),
+        ("ts in seconds", with_(ts=881_250_949), "bad_timestamp"),
+        ("ts days ahead", with_(ts=now + 3 * 86_400_000), "bad_timestamp"),
+        ("ts a boolean", with_(ts=True), "bad_timestamp"),
+        ("ts negative", with_(ts=-5), "bad_timestamp"),
+        ("ts of 31 digits", with_(ts=10**30), "bad_timestamp"),
+        ("ts with a fraction", with_(ts=now - 999.5), "bad_timestamp"),
+        ("user id a number", with_(user_id=7), "wrong_type"),
+        ("event id a list", with_(event_id=["a"]), "wrong_type"),
+        ("item id an object", with_(item_id={"a": 1}), "wrong_type"),
+        ("position a string", with_(position="3"), "wrong_type"),
+        ("value a string", with_(value="5"), "wrong_type"),
+        ("context nested", with_(context={"a": {"b": 1}}), "wrong_type"),
+        ("user id empty", with_(user_id=""), "bad_value"),
+        ("user id 300 chars", with_(user_id="u" * 300), "bad_value"),
+        ("dwell negative", with_(dwell_ms=-1), "bad_value"),
+        ("dwell over a day", with_(dwell_ms=86_400_001), "bad_value"),
+        ("position over 1000", with_(position=1_001), "bad_value"),
+        ("40 context keys", with_(context={f"k{i}": i for i in range(40)}), "bad_value"),
+        ("schema version 2", with_(v=2), "unsupported_version"),
+    ]
+
+
+def test_a_corpus_of_48_hostile_kinds_is_dead_lettered_by_code_and_nothing_good_is_lost(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    corpus = _corpus()
+    assert len(corpus) == 48 and len({kind for kind, _, _ in corpus}) == 48
+    good = [_good(n) for n in range(200)]
+    stream: list[tuple[bytes, bytes]] = [(e.user_id.encode(), encode(e)) for e in good]
+    for n, (_, raw, _) in enumerate(corpus):
+        stream.insert(3 + n * 4, (b"u1", raw))
+    events = kafka_settings.topics.name("events")
+    asyncio.run(create_topics(kafka_settings))
+
+    async def send() -> None:
+        async with kafka_producer(kafka_settings) as producer:
+            for key, value in stream:
+                await producer.send(events, value, key=key)
+
+    worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port()).start()
+    try:
+        wait_until(lambda: worker.stats() is not None, 90, "the worker web server")
+        asyncio.run(send())
+        group = f"{kafka_settings.topics.prefix}worker"
+        wait_until(lambda: asyncio.run(group_caught_up(kafka_settings, group, events)), 180,
+                   "the worker to commit every record", interval_s=2.0)  # fmt: skip
+        stats = worker.stats() or {}
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    assert not [line for line in log.splitlines() if any(s in line for s in CRASH_SIGNS)]
+    assert stats["events_accepted"] == len(good) and stats["dead_lettered"] == len(corpus), stats
+    letters = asyncio.run(read_topic(kafka_settings, kafka_settings.topics.name("deadletter"),
+                                     len(corpus), timeout_s=30))  # fmt: skip
+    code_of = {
+        base64.b64decode(body["original_b64"]): body["error_code"]
+        for body in (json.loads(r.value) for r in letters)
+    }
+    wrong = {kind: code_of.get(raw) for kind, raw, code in corpus if code_of.get(raw) != code}
+    assert wrong == {}, wrong

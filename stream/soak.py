@@ -27,21 +27,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from aiokafka import AIOKafkaProducer
 
 from streamrec.errors import StreamrecError
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
 from streamrec.stream.connection import aiokafka_kwargs
-from streamrec.stream.contract import Event, EventType, encode
+from streamrec.stream.contract import Event, encode
 from streamrec.stream.delivery import OrderedPublisher, Record
 from streamrec.stream.testing import WorkerProcess, group_caught_up, wait_until
+from streamrec.stream.tools.synthetic import Workload
+from streamrec.stream.tools.synthetic import synthetic_events as shop_events
 from streamrec.stream.topics import create_topics
-
-TYPES: tuple[EventType, ...] = ("view", "click", "dwell", "add_to_cart", "purchase")
-TYPE_SHARES = (0.6, 0.25, 0.1, 0.04, 0.01)
-START_MS = 1_700_000_000_000
-STEP_MS = 50  # event time advances 50 ms per event: 1,000,000 events span about 14 hours
 
 
 @dataclass(frozen=True)
@@ -67,25 +63,9 @@ class Sample:
 
 
 def synthetic_events(options: SoakOptions, chunk: int = 10_000) -> Iterator[Event]:
-    """The soak's events, in time order: uniform users, Zipf-popular items, weighted types."""
-    rng = np.random.default_rng(options.seed)
-    ranks = np.arange(1, options.items + 1, dtype=np.float64)
-    popularity = ranks**-options.zipf
-    popularity /= popularity.sum()
-    for start in range(0, options.events, chunk):
-        n = min(chunk, options.events - start)
-        users = rng.integers(0, options.users, n)
-        items = rng.choice(options.items, n, p=popularity)
-        types = rng.choice(len(TYPES), n, p=TYPE_SHARES)
-        for k in range(n):
-            index = start + k
-            yield Event(
-                event_id=f"s{index}",
-                user_id=f"u{users[k]}",
-                item_id=f"i{items[k]}",
-                type=TYPES[types[k]],
-                ts=START_MS + index * STEP_MS,
-            )
+    """The soak's events: the synthetic shop of stream/tools/synthetic.py, in time order."""
+    workload = Workload(options.users, options.items, options.events, options.zipf, options.seed)
+    return shop_events(workload, chunk)
 
 
 def rss_mib(pid: int) -> float:

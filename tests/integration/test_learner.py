@@ -134,17 +134,22 @@ def test_two_workers_one_learner(
         figures = asyncio.run(loop())
         group = f"{kafka_settings.topics.prefix}learner"
         experience = kafka_settings.topics.name("experience")
-        wait_until(
-            lambda: asyncio.run(group_caught_up(kafka_settings, group, experience)),
-            120,
-            f"the learner to read all experience; simulator: {figures}",
-        )
+
+        def caught_up() -> bool:
+            return asyncio.run(group_caught_up(kafka_settings, group, experience))
+
+        wait_until(caught_up, 120, f"the learner to read all experience; simulator: {figures}")
         latest = _policies(kafka_settings)[-1]["policy_version"]
         wait_until(
             lambda: all(_served(w) == latest for w in workers),
             60,
             f"both workers on {latest}: {[_served(w) for w in workers]}",
         )
+        # Workers keep closing impressions as their windows expire: stop them first, so the
+        # experience topic is final before the learner is asked to have read all of it.
+        for w in workers:
+            w.stop()
+        wait_until(caught_up, 120, "the learner to read the workers' last experience")
         learner.signal(signal.SIGTERM)  # a graceful stop saves what came after the last update
     finally:
         for w in workers:

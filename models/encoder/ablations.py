@@ -83,8 +83,11 @@ def run_ablations(
             runs.append(
                 {"variant": label, "seed": seed, "seconds": round(result.seconds, 1)}
                 | {m: round(metrics[m], 4) for m in _METRICS}
-                | {"epochs": len(result.history), "stopped": result.stopped}
+                | {"epochs": len(result.history), "best_epoch": result.best_epoch}
+                | {"stopped": result.stopped}
             )
+            # Each run as it ends: a long table is not lost when the command is interrupted.
+            err_console.print(runs[-1])
     return {
         "dataset": log.dataset.name,
         "protocol": "leave-one-out by time, full ranking, history excluded, @10",

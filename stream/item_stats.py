@@ -11,8 +11,8 @@ one events partition's deltas all go to one item-updates partition (keyed by the
 partition), in offset order. A delta at or below the newest offset applied for its events
 partition is a redelivery (a restarted or new owner re-reading events after the last commit)
 and changes nothing. What a worker reads at slate time is every delta that reached it: the
-replica trails the events by one produce and one fetch (milliseconds under load, at most
-``ITEM_UPDATES_WAIT_MS`` plus the producer's linger when idle).
+replica trails the events by a publisher's linger, one produce and one fetch (at most
+``DELTA_LINGER_S`` + ``ITEM_UPDATES_WAIT_MS``, 25 ms, plus the broker round trips).
 
 How each value is computed lives in stream/stats.py; covisit lists keep at most ``2 *
 covisit_top_k`` neighbours (readers take the heaviest ``covisit_top_k``).

@@ -12,6 +12,7 @@ import base64
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,31 +68,7 @@ def test_deeply_nested_records_are_dead_lettered_and_the_agent_never_restarts(
         stream.insert(20 + n * 21, (f"u{n % 20}".encode(), raw))
     for n, raw in enumerate(non_finite):  # keyed as they should be, so only the value is wrong
         stream.insert(30 + n * 50, (b"u1", raw))
-    events = kafka_settings.topics.name("events")
-    asyncio.run(create_topics(kafka_settings))
-
-    async def send() -> None:
-        async with kafka_producer(kafka_settings) as producer:
-            for key, value in stream:
-                await producer.send(events, value, key=key)
-
-    worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port()).start()
-    try:
-        wait_until(lambda: worker.stats() is not None, 90, "the worker web server")
-        asyncio.run(send())
-
-        def caught_up() -> bool:
-            assert worker.alive(), f"worker died:\n{worker.log_tail()}"
-            group = f"{kafka_settings.topics.prefix}worker"
-            return bool(asyncio.run(group_caught_up(kafka_settings, group, events)))
-
-        wait_until(caught_up, 180, "the worker to commit every event", interval_s=2.0)
-        stats = worker.stats() or {}
-    finally:
-        worker.stop()
-    log = worker.log_path.read_text(errors="replace")
-    crashes = [line for line in log.splitlines() if any(s in line for s in CRASH_SIGNS)]
-    assert crashes == [], "the ingest agent crashed:\n" + "\n".join(crashes[:5])
+    stats = _through_a_worker(kafka_settings, tmp_path, stream)
     assert stats["events_accepted"] == len(good), stats
     assert stats["dead_lettered"] == len(deep) + len(non_finite), stats
 
@@ -184,6 +161,23 @@ def test_a_corpus_of_48_hostile_kinds_is_dead_lettered_by_code_and_nothing_good_
     stream: list[tuple[bytes, bytes]] = [(e.user_id.encode(), encode(e)) for e in good]
     for n, (_, raw, _) in enumerate(corpus):
         stream.insert(3 + n * 4, (b"u1", raw))
+    stats = _through_a_worker(kafka_settings, tmp_path, stream)
+    assert stats["events_accepted"] == len(good) and stats["dead_lettered"] == len(corpus), stats
+    letters = asyncio.run(read_topic(kafka_settings, kafka_settings.topics.name("deadletter"),
+                                     len(corpus), timeout_s=30))  # fmt: skip
+    code_of = {
+        base64.b64decode(body["original_b64"]): body["error_code"]
+        for body in (json.loads(r.value) for r in letters)
+    }
+    wrong = {kind: code_of.get(raw) for kind, raw, code in corpus if code_of.get(raw) != code}
+    assert wrong == {}, wrong
+
+
+def _through_a_worker(
+    kafka_settings: KafkaSettings, tmp_path: Path, stream: list[tuple[bytes, bytes]]
+) -> dict[str, Any]:
+    """Send ``stream`` (key, value) to a fresh worker, wait until it has committed every record,
+    stop it and return its /stats; fails if faust's supervisor ever restarted an agent."""
     events = kafka_settings.topics.name("events")
     asyncio.run(create_topics(kafka_settings))
 
@@ -196,20 +190,17 @@ def test_a_corpus_of_48_hostile_kinds_is_dead_lettered_by_code_and_nothing_good_
     try:
         wait_until(lambda: worker.stats() is not None, 90, "the worker web server")
         asyncio.run(send())
-        group = f"{kafka_settings.topics.prefix}worker"
-        wait_until(lambda: asyncio.run(group_caught_up(kafka_settings, group, events)), 180,
-                   "the worker to commit every record", interval_s=2.0)  # fmt: skip
+
+        def caught_up() -> bool:
+            assert worker.alive(), f"worker died:\n{worker.log_tail()}"
+            group = f"{kafka_settings.topics.prefix}worker"
+            return bool(asyncio.run(group_caught_up(kafka_settings, group, events)))
+
+        wait_until(caught_up, 180, "the worker to commit every record", interval_s=2.0)
         stats = worker.stats() or {}
     finally:
         worker.stop()
     log = worker.log_path.read_text(errors="replace")
-    assert not [line for line in log.splitlines() if any(s in line for s in CRASH_SIGNS)]
-    assert stats["events_accepted"] == len(good) and stats["dead_lettered"] == len(corpus), stats
-    letters = asyncio.run(read_topic(kafka_settings, kafka_settings.topics.name("deadletter"),
-                                     len(corpus), timeout_s=30))  # fmt: skip
-    code_of = {
-        base64.b64decode(body["original_b64"]): body["error_code"]
-        for body in (json.loads(r.value) for r in letters)
-    }
-    wrong = {kind: code_of.get(raw) for kind, raw, code in corpus if code_of.get(raw) != code}
-    assert wrong == {}, wrong
+    crashes = [line for line in log.splitlines() if any(s in line for s in CRASH_SIGNS)]
+    assert crashes == [], "the ingest agent crashed:\n" + "\n".join(crashes[:5])
+    return stats

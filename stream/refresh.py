@@ -253,8 +253,14 @@ class Refresher:
             metrics.stage_seconds.labels(stage.removesuffix("_ms")).observe(ms / 1e3)
         for entry, lists in zip(inputs, built.sources or [], strict=False):
             self.fusion.remember(entry.pending.user_id, lists)
+        done = time.perf_counter()
         for n, (entry, items) in enumerate(zip(inputs, built.slates, strict=True)):
-            rec = await self._publish(entry.pending, items, built, timing)
+            stages = {
+                "wait_ms": (started - entry.pending.marked_at) * 1e3,  # before its batch began
+                **timing,
+                "publish_ms": (time.perf_counter() - done) * 1e3,  # slates published before it
+            }
+            rec = await self._publish(entry.pending, items, built, stages)
             impression = (
                 Impression.from_slate(
                     rec.rec_id, rec.user_id, built.policy_slates[n], rec.created_at / 1000
@@ -263,6 +269,7 @@ class Refresher:
                 else impression_of(rec)
             )
             self.store(impression, entry.pending.partition)
+        metrics.stage_seconds.labels("publish").observe(time.perf_counter() - done)
 
     def _input(self, pending: Pending) -> RefreshInput:
         recent = pending.state.history()[-self.serving.covisit_history :]

@@ -123,3 +123,16 @@ def test_the_next_event_of_a_user_credits_the_sources_of_their_last_slate() -> N
     assert set(shown) == {"covisitation", "trending"} and "a" not in shown["trending"]
     _mark(refresher, "v0", 2, next(iter(shown["trending"])))
     assert refresher.fusion.observations == 1 and "v0" not in refresher.fusion.pending
+
+
+def test_each_slate_tells_how_long_it_waited_before_and_after_its_batch_was_built() -> None:
+    refresher, sent, _ = _refresher(FixedBuilder(["x"]))
+    for n in range(5):
+        _mark(refresher, f"w{n}", 1, "a")
+    time.sleep(0.02)  # marked well before the batch starts: the wait is at least this
+    _answer(refresher, 5)
+    timings = [json.loads(v)["timing_ms"] for _, v in sent.records]
+    assert all(t["wait_ms"] >= 20 for t in timings)
+    published = [t["publish_ms"] for t in timings]
+    assert published == sorted(published) and published[0] < published[-1]
+    assert all(t["queue_ms"] >= t["wait_ms"] + t["publish_ms"] for t in timings)

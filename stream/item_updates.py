@@ -76,9 +76,18 @@ class DeltaPublisher:
                 self._timer.cancel()
                 self._timer = None
             gathered, self.gathered = self.gathered, {}
-            for partition, rows in gathered.items():
-                body = json.dumps(rows).encode()
-                self.pending.append(await self.send(str(partition).encode(), body))
+            unsent = list(gathered)
+            for partition in list(unsent):
+                body = json.dumps(gathered[partition]).encode()
+                try:
+                    self.pending.append(await self.send(str(partition).encode(), body))
+                except BaseException:
+                    # Put back what did not leave, ahead of what was gathered meanwhile: the
+                    # next flush (acked() before any commit) sends it, in order.
+                    for p in unsent:
+                        self.gathered[p] = gathered[p] + self.gathered.get(p, [])
+                    raise
+                unsent.remove(partition)
 
     async def acked(self) -> None:
         """Send what is gathered, then wait until every delta so far is in Kafka."""
@@ -91,7 +100,12 @@ class DeltaPublisher:
         self._timer = None
         task = asyncio.ensure_future(self.flush())
         self._flushing.add(task)  # a reference, so the task is not collected mid-send
-        task.add_done_callback(self._flushing.discard)
+        task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("item deltas not sent yet, kept for the next flush: %s", task.exception())
 
 
 class DeltaFollower:

@@ -105,3 +105,36 @@ def test_the_follower_applies_batched_and_single_delta_records_once(tmp_path: Pa
         reference.apply(delta)
     assert stats.deltas == 4
     assert stats.covisit == reference.covisit and stats.applied == reference.applied
+
+
+def test_a_failed_send_keeps_its_deltas_for_the_next_flush_in_order() -> None:
+    class Flaky(Topic):
+        def __init__(self) -> None:
+            super().__init__()
+            self.failures = 1
+
+        async def send(self, key: bytes, value: bytes) -> asyncio.Future[None]:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("broker unreachable")
+            return await super().send(key, value)
+
+    async def run() -> Flaky:
+        topic = Flaky()
+        publisher = DeltaPublisher(topic.send, linger_s=0.001, batch=100)
+        for offset in range(3):
+            await publisher.publish(_delta(0, offset))
+        await asyncio.sleep(0.01)  # the lingering flush fails: nothing may be lost
+        for offset in range(3, 5):
+            await publisher.publish(_delta(0, offset))
+        waiting = asyncio.ensure_future(publisher.acked())
+        while not waiting.done():
+            for ack in topic.acks:
+                if not ack.done():
+                    ack.set_result(None)
+            await asyncio.sleep(0.001)
+        await waiting
+        return topic
+
+    topic = asyncio.run(run())
+    assert topic.offsets(0) == [0, 1, 2, 3, 4]

@@ -121,7 +121,7 @@ class HeuristicBuilder:
             COVISITATION: covisitation_candidates(entry.covisits, history, self.depth),
             TRENDING: entry.trending,
         }
-        seen = entry.state.seen
+        seen = entry.state.seen.probe()
         fused = fuse(sources, slate_size, weights=weights, exclude=seen)
         reasons = explain(fused, history, None)
         items = [

@@ -128,7 +128,7 @@ class ModelBuilder:
         for entry, found in zip(batch, hits, strict=True):
             sources = self._sources(entry, found)
             # FAISS left out the seen items the state can list; the seen set leaves out the rest.
-            seen = entry.state.seen
+            seen = entry.state.seen.probe()
             ranked = fuse_ranked(sources, self.serving.candidates, weights=weights, exclude=seen)
             requests.append(_request(entry, ranked.ranked, table, snap.encoder.cold_items))
             fused.append(ranked)

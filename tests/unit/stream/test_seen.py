@@ -169,3 +169,16 @@ def test_sized_filter_is_the_textbook_size_grown_until_its_design_rate_fits() ->
 def test_exact_limit_must_stay_below_capacity() -> None:
     with pytest.raises(ValueError, match="exact_limit"):
         SeenSetSettings(exact_limit=10, capacity=10, fp_rate=0.01)
+
+
+def test_the_probe_answers_as_the_set_does_in_both_phases() -> None:
+    seen = SeenSet()
+    for value in ("a", "b"):
+        seen.add(value, STRICT)
+    probe = seen.probe()
+    assert probe is seen.exact  # exact: the dict itself, for C-speed membership
+    assert ["a" in probe, "b" in probe, "z" in probe] == [True, True, False]
+    for value in ("c", "d", "e"):
+        seen.add(value, STRICT)  # past the exact limit: a filter
+    assert seen.probe() is seen
+    assert all(v in seen.probe() for v in "abcde") and "z" not in seen.probe()

@@ -18,7 +18,6 @@ Each fused ``Candidate`` keeps which sources contributed, strongest first (prove
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
 from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -92,14 +91,16 @@ def covisitation_candidates(
     """
     if not 0.0 < recency_decay <= 1.0:
         raise ModelError(f"recency_decay must be in (0, 1]; got {recency_decay}")
-    totals: dict[str, float] = defaultdict(float)
+    totals: dict[str, float] = {}
+    total = totals.get  # the loop runs once per neighbour: hundreds per slate
     weight = 1.0
     for item in reversed(recent):
         for neighbour, score in covisits.get(item, ()):
-            totals[neighbour] += weight * score
+            totals[neighbour] = total(neighbour, 0.0) + weight * score
         weight *= recency_decay
-    recent_set = set(recent)
-    return Ranked(_top([(i, s) for i, s in totals.items() if i not in recent_set], n))
+    for item in recent:
+        totals.pop(item, None)
+    return Ranked(_top(totals.items(), n))
 
 
 def trending_candidates(trending: Sequence[tuple[str, float]], n: int) -> list[tuple[str, float]]:

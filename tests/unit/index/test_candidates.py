@@ -144,3 +144,24 @@ def test_a_pre_ranked_source_fuses_as_its_raw_hits_do() -> None:
     assert [(c.item_id, c.score, c.sources) for c in as_ranked] == [
         (c.item_id, c.score, c.sources) for c in as_raw
     ]
+
+
+def test_co_visitation_scores_equal_a_plain_weighted_sum_ties_by_item_id() -> None:
+    rng = random.Random(7)
+    catalog = [f"i{k}" for k in range(40)]
+    for _ in range(50):
+        recent = rng.sample(catalog, rng.randint(1, 6))
+        covisits = {  # small integer scores: many ties; neighbours may be recent items too
+            item: [(rng.choice(catalog), float(rng.randint(1, 4))) for _ in range(12)]
+            for item in recent
+        }
+        expected: dict[str, float] = {}
+        for age, item in enumerate(reversed(recent)):
+            for neighbour, score in covisits[item]:
+                expected[neighbour] = expected.get(neighbour, 0.0) + 0.8**age * score
+        want = sorted(
+            ((i, s) for i, s in expected.items() if i not in recent), key=lambda p: (-p[1], p[0])
+        )[:7]
+        got = covisitation_candidates(covisits, recent, 7)
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want])

@@ -41,6 +41,10 @@ from streamrec.stream.item_stats import ItemDelta, ItemStats
 
 log = logging.getLogger(__name__)
 ITEM_UPDATES_WAIT_MS = 20  # longest a fetch waits for new deltas: the replica's staleness bound
+# A fetch returns once this much is waiting (or after the wait above). With the default of one
+# byte the follower fetched again as soon as anything was new, hundreds of requests a second
+# on the event loop under load; the replica tolerates 20 ms, the event path does not.
+ITEM_UPDATES_MIN_BYTES = 64 * 1024
 DELTA_LINGER_S = 0.005  # longest a delta waits for others of its partition before it is sent
 DELTA_BATCH = 500  # most deltas in one record
 SendFn = Callable[[bytes, bytes], Awaitable[Any]]
@@ -160,6 +164,7 @@ class DeltaFollower:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=ITEM_UPDATES_WAIT_MS,
+            fetch_min_bytes=ITEM_UPDATES_MIN_BYTES,
         )
         await consumer.start()
         try:

@@ -168,6 +168,17 @@ class LearnerSettings(BaseModel):
         4_096, ge=16, description="Actor-critic: recent visits the critic is refitted on."
     )
     critic_ridge: float = Field(1.0, ge=0.0, description="Ridge penalty of the critic's fit.")
+    future_weight_clip: float = Field(
+        2.0,
+        gt=0.0,
+        description="Actor-critic: importance-weight clip of the later-visit credit, whose "
+        "slates were logged several policy versions ago (weight_clip is for fresh slates).",
+    )
+    state_baseline: bool = Field(
+        True,
+        description="Actor-critic: subtract the critic's expected reward-to-go of each slate "
+        "position in the request's state (a baseline that lowers the gradient's variance).",
+    )
     visit_timeout_s: float = Field(
         4 * 3_600.0,
         gt=0.0,

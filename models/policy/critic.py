@@ -14,12 +14,13 @@ served, logged with the impression, and chosen by ``LearnerSettings.critic_featu
 - ``since_last_visit``: ``log1p(minutes since the user's previous slate)`` (0 when unknown).
 - ``pool``: mean raw relevance of the top ``k`` candidates (how good the request's pool is).
 
-:class:`LinearCritic` holds two ridge regressions over the chosen features, refitted on a
+:class:`LinearCritic` holds ridge regressions over the chosen features, refitted on a
 window of recent transitions at every learner update: ``value(s)`` predicts the discounted
-return ``r_t + gamma V(s_{t+1})`` (fitted value iteration: the targets use the previous fit) and
-``now(s)`` the slate's own reward ``r_t``; ``value - now`` is the part of the return that comes
-from the user's later visits. Linear in a handful of features because it must learn from a few
-thousand transitions and its weights should be readable.
+return ``r_t + gamma V(s_{t+1})`` (fitted value iteration: the targets use the previous fit),
+``now(s)`` the slate's own reward ``r_t`` (``value - now`` is the part of the return that comes
+from the user's later visits) and ``togo(s, k)`` each position's within-slate reward-to-go
+(the actor's state-dependent baseline). Linear in a handful of features because it must
+learn from a few thousand transitions and its weights should be readable.
 """
 
 from __future__ import annotations
@@ -90,11 +91,13 @@ def feature_index(names: Sequence[str]) -> list[int]:
 @dataclass(frozen=True)
 class Transition:
     """One visit for the critic: state ``[S]``, the slate's reward, the next visit's state
-    (``None`` when the user did not come back within the timeout: the return ends there)."""
+    (``None`` when the user did not come back within the timeout: the return ends there) and
+    each position's within-slate reward-to-go ``[K]`` (``None``: not known, no baseline row)."""
 
     state: FloatArray
     reward: float
     next_state: FloatArray | None
+    togo: FloatArray | None = None
 
 
 class LinearCritic:
@@ -106,6 +109,7 @@ class LinearCritic:
         self.ridge = ridge
         self.value_w: FloatArray = np.zeros(len(self.columns))
         self.now_w: FloatArray = np.zeros(len(self.columns))
+        self.togo_w: FloatArray = np.zeros((len(self.columns), 0))  # [S', K]
         self.transitions: deque[Transition] = deque(maxlen=window)
         self.fits = 0
 
@@ -119,6 +123,14 @@ class LinearCritic:
     def now(self, states: FloatArray) -> FloatArray:
         """Predicted reward of the slate served in state ``s`` ``[B]``."""
         return self._x(states) @ self.now_w
+
+    def togo(self, state: FloatArray, k: int) -> FloatArray:
+        """Expected within-slate reward-to-go ``[k]`` of each position in state ``s`` ``[S]``
+        (0 for positions the fit has not seen): the actor's state-dependent baseline."""
+        out = np.zeros(k)
+        fitted = self._x(state)[0] @ self.togo_w[:, :k]
+        out[: len(fitted)] = fitted
+        return out
 
     def add(self, transition: Transition) -> None:
         self.transitions.append(transition)
@@ -136,4 +148,15 @@ class LinearCritic:
         gram = x.T @ x + self.ridge * np.eye(x.shape[1])
         self.value_w = np.asarray(np.linalg.solve(gram, x.T @ target), dtype=np.float64)
         self.now_w = np.asarray(np.linalg.solve(gram, x.T @ reward), dtype=np.float64)
+        rows = [i for i, t in enumerate(steps) if t.togo is not None]
+        if rows:
+            k = max(len(t.togo) for t in steps if t.togo is not None)
+            togo = np.zeros((len(rows), k))  # [T', K]; a shorter slate's missing positions: 0
+            for j, i in enumerate(rows):
+                t_togo = steps[i].togo
+                assert t_togo is not None
+                togo[j, : len(t_togo)] = t_togo
+            xt = x[rows]
+            gram_t = xt.T @ xt + self.ridge * np.eye(xt.shape[1])
+            self.togo_w = np.asarray(np.linalg.solve(gram_t, xt.T @ togo), dtype=np.float64)
         self.fits += 1

@@ -167,11 +167,20 @@ class OnlineLearner:
         )
 
     def weighted_gradient(
-        self, samples: Sequence[Sample], returns: Sequence[FloatArray]
+        self,
+        samples: Sequence[Sample],
+        returns: Sequence[FloatArray],
+        baseline: bool = True,
+        clip: float | None = None,
     ) -> FloatArray:
         """``mean_i Σ_k rho_ik (returns_ik - b_k) ∇ log π(a_ik | ·)`` ``[F]``; ``returns[i]``
-        ``[K_i]`` is what each choice is credited with. Updates the per-position baseline."""
+        ``[K_i]`` is what each choice is credited with. Updates the per-position baseline;
+        ``baseline=False``: returns already centred, ``b_k`` neither used nor updated.
+        ``clip``: where ``rho`` is clipped (default ``weight_clip``)."""
         grad = np.zeros(N_FEATURES)
+        clip = self.settings.weight_clip if clip is None else clip
+        if not samples:
+            return grad
         k_max = max(len(s.rewards) for s in samples)
         if self.baseline.shape[0] < k_max:
             self.baseline = np.concatenate([self.baseline, np.zeros(k_max - len(self.baseline))])
@@ -181,11 +190,12 @@ class OnlineLearner:
             k = len(s.rewards)
             score = (s.features - s.expected) / s.temperature  # [K, F] ∇ log π per step
             log_ratio = np.cumsum(score @ (self.weights - s.params))  # [K] per-decision
-            rho = np.minimum(np.exp(np.minimum(log_ratio, 50.0)), self.settings.weight_clip)
-            grad += ((rho * (togo - self.baseline[:k]))[:, None] * score).sum(axis=0)
+            rho = np.minimum(np.exp(np.minimum(log_ratio, 50.0)), clip)
+            centred = togo - self.baseline[:k] if baseline else togo
+            grad += ((rho * centred)[:, None] * score).sum(axis=0)
             togo_sum[:k] += togo
             togo_n[:k] += 1
-        seen = togo_n > 0
+        seen = (togo_n > 0) & baseline
         # Slow-moving baseline: subtracting it leaves the gradient unbiased, cuts its variance.
         self.baseline[seen] = 0.9 * self.baseline[seen] + 0.1 * togo_sum[seen] / togo_n[seen]
         return grad / len(samples)

@@ -13,6 +13,7 @@ from streamrec.models.policy.critic import (
     Transition,
     state_features,
 )
+from streamrec.models.policy.learner import Sample
 from streamrec.models.policy.rewards import Impression
 from streamrec.models.policy.slate import Candidate, UserContext, unit_rows
 from streamrec.models.policy.stochastic import StochasticReranker
@@ -64,16 +65,53 @@ def _impression(
 
 def test_visits_wait_for_the_horizon_or_the_timeout() -> None:
     rng = np.random.default_rng(1)
-    settings = LearnerSettings(algorithm="actor_critic", horizon=2, visit_timeout_s=100.0)
+    settings = LearnerSettings(
+        algorithm="actor_critic", horizon=2, gae_lambda=0.5, visit_timeout_s=100.0
+    )
     learner = ActorCriticLearner(settings, POLICY)
     policy = StochasticReranker(seed=0)
     for t in (0.0, 10.0):
         learner.observe(_impression(policy, "u", t, rng), np.zeros(3))
-    assert learner.pending() == 0  # two later visits are needed
+    assert learner.chains == [] and learner.pending() == 2  # own-slate credit needs no wait
     learner.observe(_impression(policy, "u", 20.0, rng), np.ones(3))
-    assert learner.pending() == 1 and not learner.chains[0].ended
+    assert len(learner.chains) == 1 and not learner.chains[0].ended
+    assert len(learner.chains[0].later) == 2
     learner.observe(_impression(policy, "v", 500.0, rng), np.zeros(3))  # u silent for 480 s
-    assert learner.pending() == 3 and all(c.ended for c in learner.chains[1:])
+    assert len(learner.chains) == 3 and all(c.ended for c in learner.chains[1:])
+
+
+def test_without_gae_lambda_a_visit_waits_for_the_next_visit_only() -> None:
+    rng = np.random.default_rng(1)
+    learner = ActorCriticLearner(LearnerSettings(algorithm="actor_critic", horizon=3), POLICY)
+    policy = StochasticReranker(seed=0)
+    for t in (0.0, 10.0):
+        learner.observe(_impression(policy, "u", t, rng), np.zeros(3))
+    assert len(learner.chains) == 1 and len(learner.chains[0].later) == 1
+
+
+def test_critic_baseline_predicts_each_positions_reward_to_go() -> None:
+    # two kinds of state: in a the slate earns (2, 1) down its positions, in b nothing
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    critic = LinearCritic([0, 1], discount=0.0, window=100, ridge=0.0)
+    for _ in range(20):
+        critic.add(Transition(a, 3.0, b, np.array([2.0, 1.0])))
+        critic.add(Transition(b, 0.0, a, np.array([0.0, 0.0])))
+    np.testing.assert_allclose(critic.togo(a, 3), 0.0)  # not fitted yet: no baseline
+    critic.fit()
+    np.testing.assert_allclose(critic.togo(a, 3), [2.0, 1.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(critic.togo(b, 2), [0.0, 0.0], atol=1e-9)
+
+
+def test_a_stale_slates_importance_weight_is_clipped_where_asked() -> None:
+    settings = LearnerSettings(algorithm="actor_critic", weight_clip=10.0)
+    learner = ActorCriticLearner(settings, POLICY)
+    choice = np.array([[1.0, 0.0, 0.0, 0.0, 0.0]])  # [K=1, F]
+    sample = Sample(choice, np.zeros((1, 5)), np.zeros(5), 1.0, np.array([1.0]))
+    learner.weights = np.array([5.0, 0.0, 0.0, 0.0, 0.0])  # rho = e^5 against the logging w
+    fresh = learner.weighted_gradient([sample], [np.ones(1)], baseline=False)
+    stale = learner.weighted_gradient([sample], [np.ones(1)], baseline=False, clip=1.5)
+    np.testing.assert_allclose(fresh, 10.0 * choice[0])
+    np.testing.assert_allclose(stale, 1.5 * choice[0])
 
 
 def test_future_advantage_is_zero_without_discount() -> None:

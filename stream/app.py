@@ -53,6 +53,7 @@ from streamrec.stream.lag import LagWatch
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.pages import Pages
 from streamrec.stream.refresh import Refresher
+from streamrec.stream.topics import IMPRESSIONS, USER_STATE, worker_app_id
 from streamrec.stream.write_behind import CachedTable, WriteBehind
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class StreamrecApp:
         updates_topic = self.app.topic(topics.name("item_updates"), **raw)
         experience_topic = self.app.topic(topics.name("experience"), **raw)
         self.deltas = DeltaPublisher(lambda key, value: updates_topic.send(key=key, value=value))
-        self.user_state = self._cached("user_state")
+        self.user_state = self._cached(USER_STATE)
         self.write_behind = WriteBehind(
             [self.user_state],
             s.state.flush_interval_ms / 1000.0,
@@ -110,7 +111,7 @@ class StreamrecApp:
         )
         self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject)
         impressions = self.app.Table(
-            "impressions",
+            IMPRESSIONS,
             default=None,
             partitions=topics.partitions,
             key_type=str,
@@ -322,9 +323,7 @@ def _no_policy(weights: Any, version: str) -> None:
 
 def _faust_app(s: Settings) -> faust.App:
     return faust.App(
-        # The app id names the consumer group and the changelog topics; deriving it from the
-        # topic prefix keeps deployments (and tests) that share a cluster apart.
-        f"{s.kafka.topics.prefix}worker",
+        worker_app_id(s.kafka),
         broker=faust_broker_url(s.kafka),
         broker_credentials=faust_credentials(s.kafka),
         store=s.state.store_url,

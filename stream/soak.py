@@ -37,7 +37,7 @@ from streamrec.stream.delivery import OrderedPublisher, Record
 from streamrec.stream.testing import WorkerProcess, group_caught_up, wait_until
 from streamrec.stream.tools.synthetic import Workload
 from streamrec.stream.tools.synthetic import synthetic_events as shop_events
-from streamrec.stream.topics import create_topics
+from streamrec.stream.topics import create_topics, worker_app_id
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def run_soak(settings: Settings, bootstrap: str, options: SoakOptions) -> dict[s
             if not worker.alive():
                 raise StreamrecError(f"the soak worker died:\n{worker.log_tail()}")
         seconds = time.monotonic() - consume_started
-        group, topic = f"{kafka.topics.prefix}worker", kafka.topics.name("events")
+        group, topic = worker_app_id(kafka), kafka.topics.name("events")
         wait_until(lambda: asyncio.run(group_caught_up(kafka, group, topic)), 300, "commits")
         final_stats = worker.stats() or {}
         sample()

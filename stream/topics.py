@@ -24,11 +24,35 @@ class TopicSpec:
     internal: bool = False  # written and read by workers only: no published schema
 
 
+# The worker's faust tables; each has a changelog topic (stream/app.py).
+USER_STATE, IMPRESSIONS = "user_state", "impressions"
+WORKER_TABLES = (USER_STATE, IMPRESSIONS)
+
+
+def worker_app_id(kafka: KafkaSettings) -> str:
+    """The worker's faust app id: its consumer group and the prefix of its changelog topics.
+    Derived from the topic prefix, so deployments (and tests) sharing a cluster stay apart."""
+    return f"{kafka.topics.prefix}worker"
+
+
+def changelog_topic(kafka: KafkaSettings, table: str) -> str:
+    """The name faust gives ``table``'s changelog topic."""
+    return f"{worker_app_id(kafka)}-{table}-changelog"
+
+
 def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
     """Every topic streamrec needs, named with the configured prefix."""
     t = kafka.topics
     week_ms = str(7 * 24 * 3600 * 1000)
+    # Created here rather than by faust at start-up: a changelog topic faust created after its
+    # consumer had fetched metadata was unknown to it until the next refresh (5 minutes), and
+    # every write to that table failed with PartitionsMismatch meanwhile (seen in CI).
+    changelogs = [
+        TopicSpec(changelog_topic(kafka, table), t.partitions, {"cleanup.policy": "compact"}, True)
+        for table in WORKER_TABLES
+    ]
     return [
+        *changelogs,
         TopicSpec(t.name("events"), t.partitions),
         # The catalog is a table keyed by item_id: compaction keeps the latest record per item.
         TopicSpec(t.name("items"), t.partitions, {"cleanup.policy": "compact"}),

@@ -19,6 +19,7 @@ the table gives mean ± sample sd over seeds and the NDCG@10 ratio to the refere
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,8 @@ def run_ablations(
                 | {m: round(metrics[m], 4) for m in _METRICS}
                 | {"epochs": len(result.history), "best_epoch": result.best_epoch}
                 | {"stopped": result.stopped}
+                # The CPU is shared: the load says whether a time-budget stop was contention.
+                | {"load_1min": round(os.getloadavg()[0], 1)}
             )
             # Each run as it ends: a long table is not lost when the command is interrupted.
             err_console.print(runs[-1])

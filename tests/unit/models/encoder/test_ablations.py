@@ -73,3 +73,4 @@ def test_ablations_command_trains_every_variant_and_seed(
     assert [row["variant"] for row in figures["table"]] == labels
     assert len(figures["runs"]) == 2 * len(labels)
     assert all(run["epochs"] == 1 and run["stopped"] == "epochs" for run in figures["runs"])
+    assert all(run["load_1min"] >= 0 for run in figures["runs"])

@@ -79,19 +79,17 @@ class DeltaPublisher:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            gathered, self.gathered = self.gathered, {}
-            unsent = list(gathered)
-            for partition in list(unsent):
-                body = json.dumps(gathered[partition]).encode()
+            batches, self.gathered = list(self.gathered.items()), {}
+            for n, (partition, rows) in enumerate(batches):
                 try:
+                    body = json.dumps(rows).encode()
                     self.pending.append(await self.send(str(partition).encode(), body))
                 except BaseException:
                     # Put back what did not leave, ahead of what was gathered meanwhile: the
                     # next flush (acked() before any commit) sends it, in order.
-                    for p in unsent:
-                        self.gathered[p] = gathered[p] + self.gathered.get(p, [])
+                    for p, unsent in batches[n:]:
+                        self.gathered[p] = unsent + self.gathered.get(p, [])
                     raise
-                unsent.remove(partition)
 
     async def acked(self) -> None:
         """Send what is gathered, then wait until every delta so far is in Kafka."""

@@ -19,7 +19,7 @@ from streamrec.settings import KafkaSettings
 from streamrec.stream.contract import Event
 from streamrec.stream.producer import dataset_events, dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, group_caught_up, read_topic, wait_until
-from streamrec.stream.topics import create_topics
+from streamrec.stream.topics import create_topics, worker_app_id
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def test_rewards_of_slates_published_before_a_kill_reach_the_learner_after_it(
                    "every slate's impression stored")  # fmt: skip
         # Committed offsets mean the impressions' table writes are in Kafka (the worker flushes
         # them before every commit); an uncommitted slate is answered again after a restart.
-        group = f"{kafka_settings.topics.prefix}worker"
+        group = worker_app_id(kafka_settings)
         wait_until(lambda: asyncio.run(group_caught_up(kafka_settings, group, topic)), 60,
                    "the seed events committed")  # fmt: skip
         worker.kill()

@@ -21,7 +21,7 @@ from streamrec.settings import KafkaSettings
 from streamrec.stream.contract import MAX_EVENT_BYTES, Event, encode
 from streamrec.stream.producer import kafka_producer
 from streamrec.stream.testing import WorkerProcess, group_caught_up, read_topic, wait_until
-from streamrec.stream.topics import create_topics
+from streamrec.stream.topics import create_topics, worker_app_id
 
 pytestmark = pytest.mark.slow
 
@@ -193,7 +193,7 @@ def _through_a_worker(
 
         def caught_up() -> bool:
             assert worker.alive(), f"worker died:\n{worker.log_tail()}"
-            group = f"{kafka_settings.topics.prefix}worker"
+            group = worker_app_id(kafka_settings)
             return bool(asyncio.run(group_caught_up(kafka_settings, group, events)))
 
         wait_until(caught_up, 180, "the worker to commit every record", interval_s=2.0)

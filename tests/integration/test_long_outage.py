@@ -31,7 +31,7 @@ from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, encode
 from streamrec.stream.delivery import DeliveryReport, OrderedPublisher, Record
 from streamrec.stream.testing import WorkerProcess, group_caught_up, wait_until
-from streamrec.stream.topics import create_topics
+from streamrec.stream.topics import create_topics, worker_app_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -206,7 +206,7 @@ def test_an_outage_past_the_limit_ends_the_worker_and_a_restart_loses_nothing(
         publisher.join(240)
         # What a supervisor does: start it again, same data dir.
         worker.start()
-        group = f"{kafka.topics.prefix}worker"
+        group = worker_app_id(kafka)
         topic = kafka.topics.name("events")
         wait_until(lambda: asyncio.run(group_caught_up(kafka, group, topic)), 240, "catch-up", 2.0)
         wait_until(lambda: worker.stats() is not None, 60, "the restarted worker's /stats")

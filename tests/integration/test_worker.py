@@ -32,13 +32,13 @@ from streamrec.stream.testing import (
     saved_item_stats,
     wait_until,
 )
-from streamrec.stream.topics import create_topics
+from streamrec.stream.topics import create_topics, worker_app_id
 
 pytestmark = pytest.mark.slow
 
 
 def _group(kafka: KafkaSettings) -> str:
-    return f"{kafka.topics.prefix}worker"
+    return worker_app_id(kafka)
 
 
 def _wait_caught_up(kafka: KafkaSettings, workers: list[WorkerProcess], timeout_s: float) -> None:

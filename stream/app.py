@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from faust.types import TP
@@ -44,7 +45,7 @@ from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.durability import drain, flush_before_commit
 from streamrec.stream.experience import ExperiencePublisher
 from streamrec.stream.feedback import Feedback
-from streamrec.stream.fusion import FusionLearner
+from streamrec.stream.fusion import FusionLearner, Weights
 from streamrec.stream.health import count_agent_crashes
 from streamrec.stream.ingest import Ingest
 from streamrec.stream.item_stats import ItemStats
@@ -55,6 +56,9 @@ from streamrec.stream.pages import Pages
 from streamrec.stream.refresh import Refresher
 from streamrec.stream.topics import IMPRESSIONS, USER_STATE, worker_app_id
 from streamrec.stream.write_behind import CachedTable, WriteBehind
+
+if TYPE_CHECKING:
+    from streamrec.stream.serving import ModelService
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -103,12 +107,7 @@ class StreamrecApp:
             # torch, transformers and FAISS come with these two: 800 MB of RSS before the first
             # event (measured) that a heuristic worker never uses.
             from streamrec.stream.control import ControlListener
-            from streamrec.stream.serving import ModelServer
-        self.model_server = (
-            ModelServer(s.serving, s.policy, s.index, s.encoder.device, lambda: self.fusion.weights)
-            if s.serving.mode == "model"
-            else None
-        )
+        self.model_server = _model_service(s, lambda: self.fusion.weights)
         self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject)
         impressions = self.app.Table(
             IMPRESSIONS,
@@ -315,6 +314,17 @@ class StreamrecApp:
                 "last_seconds": control.cold_last_s if control else None,
             },
         }
+
+
+def _model_service(s: Settings, weights: Callable[[], Weights]) -> ModelService | None:
+    """The model path's server, in a child process or in this one (``serving.model_process``)."""
+    if s.serving.mode != "model":
+        return None
+    from streamrec.stream.model_process import ModelProcess
+    from streamrec.stream.serving import ModelServer
+
+    kind = ModelProcess if s.serving.model_process else ModelServer
+    return kind(s.serving, s.policy, s.index, s.encoder.device, weights)
 
 
 def _no_policy(weights: Any, version: str) -> None:

@@ -248,6 +248,12 @@ class ServingSettings(BaseModel):
         "faust's consumer thread share the process, and torch's waiting threads spin: give "
         "it more only on a host with cores to spare.",
     )
+    model_process: bool = Field(
+        True,
+        description="Run the model path (encoder, FAISS, fusion, policy) in a child process, so "
+        "it does not share the event loop's interpreter lock; false keeps it in a thread of "
+        "the worker (one process fewer, for hosts with one core).",
+    )
     covisit_history: int = Field(
         10,
         ge=1,

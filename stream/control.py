@@ -31,7 +31,7 @@ from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, ModelAnnouncement, encode
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.producer import kafka_producer
-from streamrec.stream.serving import ModelServer
+from streamrec.stream.serving import ModelService
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ControlListener:
     def __init__(
         self,
         kafka: KafkaSettings,
-        server: ModelServer,
+        server: ModelService,
         initial: Path | None,
         catalog: Mapping[str, Item],
         metrics: WorkerMetrics,
@@ -167,13 +167,13 @@ class ControlListener:
         """Catalog listener: cold-start items the serving index lacks; records how long from
         the oldest record's timestamp until the items were searchable."""
         server = self.server
-        if server.cold is None:
+        if server.model_version is None:
             return
-        added = await asyncio.to_thread(server.cold.add, items)
-        if added and server.holder is not None:
+        added = await asyncio.to_thread(server.add_items, items)
+        if added:
             self.cold_items += added
             self.cold_last_s = max(0.0, time.time() - record_ts_ms / 1000)
-            self.metrics.index_items.set(server.holder.current().index.size)
+            self.metrics.index_items.set(server.index_size or 0)
             log.info("%d new items searchable %.3f s after their record", added, self.cold_last_s)
 
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -71,7 +71,7 @@ from streamrec.stream.item_vectors import ItemVectors
 
 if TYPE_CHECKING:
     from streamrec.models.encoder.text import TextEncoder
-    from streamrec.stream.refresh import BuiltBatch, RefreshInput
+    from streamrec.stream.refresh import BuiltBatch, RefreshInput, SlateBuilder
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,26 @@ class ColdStart:
         return len(ids)
 
 
+class ModelService(Protocol):
+    """What the worker asks of its model, in this process (``ModelServer``) or in a child
+    process (stream/model_process.py)."""
+
+    @property
+    def builder(self) -> SlateBuilder | None: ...
+
+    @property
+    def model_version(self) -> str | None: ...
+
+    @property
+    def index_size(self) -> int | None: ...
+
+    def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str: ...
+
+    def add_items(self, items: list[Item]) -> int: ...
+
+    def set_policy(self, weights: FloatArray, version: str) -> None: ...
+
+
 class ModelServer:
     """Owns the serving snapshot: initial load, hot swap to announced versions, cold start."""
 
@@ -264,6 +284,14 @@ class ModelServer:
     @property
     def model_version(self) -> str | None:
         return self.holder.current().model_version if self.holder else None
+
+    @property
+    def index_size(self) -> int | None:
+        return self.holder.current().index.size if self.holder else None
+
+    def add_items(self, items: list[Item]) -> int:
+        """Cold-start the items the index lacks (none before a model is loaded)."""
+        return self.cold.add(items) if self.cold is not None else 0
 
     def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:
         """Serve ``checkpoint``: the first load, or an atomic swap from the current model.

@@ -20,7 +20,14 @@ class FakeServer:
     def __init__(self) -> None:
         self.model_version: str | None = None
         self.loads: list[tuple[Path, list[str]]] = []
-        self.cold = None
+        self.index_size: int | None = None
+        self.cold: list[str] = []
+
+    def add_items(self, items: list[Item]) -> int:
+        fresh = [item.item_id for item in items if item.item_id not in self.cold]
+        self.cold += fresh
+        self.index_size = 10 + len(self.cold)
+        return len(fresh)
 
     def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:
         if checkpoint.name == "broken":
@@ -67,3 +74,15 @@ def test_a_malformed_control_record_is_ignored() -> None:
     listener, server, _ = _listener()
     asyncio.run(listener.on_record(b"{not an announcement"))
     assert server.loads == [] and listener.swaps == 0
+
+
+def test_catalog_items_are_cold_started_only_once_a_model_serves() -> None:
+    listener, server, _ = _listener()
+    items = [Item(item_id="i9", title="Nine")]
+    asyncio.run(listener.on_items(items, record_ts_ms=0))
+    assert server.cold == [] and listener.cold_items == 0  # no model yet: nothing to add to
+    _announce(listener, "v1")
+    asyncio.run(listener.on_items(items, record_ts_ms=0))
+    asyncio.run(listener.on_items(items, record_ts_ms=0))  # already indexed: not counted again
+    assert server.cold == ["i9"] and listener.cold_items == 1
+    assert value_of(listener.metrics.index_items) == 11

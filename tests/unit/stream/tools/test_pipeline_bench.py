@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 from streamrec.stream.tools.bench import PhaseResult, cpu_seconds
@@ -29,3 +31,15 @@ def test_cpu_seconds_of_this_process_grow_with_work() -> None:
     while time.process_time() < deadline:
         pass
     assert 0.1 < cpu_seconds(os.getpid()) - before < 5
+
+
+def test_cpu_seconds_count_a_live_child_process() -> None:
+    """The model path runs in a child of the worker; its CPU is the worker's too."""
+    burn = "import time\nt = time.process_time() + 0.3\nwhile time.process_time() < t: pass\n"
+    child = subprocess.Popen([sys.executable, "-c", burn + "input()"], stdin=subprocess.PIPE)
+    try:
+        while cpu_seconds(child.pid) < 0.3:  # then it waits on its stdin, alive
+            assert child.poll() is None
+        assert cpu_seconds(os.getpid()) - time.process_time() >= 0.25
+    finally:
+        child.communicate(b"\n")

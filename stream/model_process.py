@@ -1,0 +1,261 @@
+"""The model path in a child process, so it never competes with the event loop for the GIL.
+
+In one process the model thread (encoder, FAISS, fusion, policy, reasons: about 1 ms of Python
+and numpy per user) and the event loop (ingest, table writes, publishing) take turns on one
+interpreter lock: at 1,000 events/s the worker process was measured at 90-100% of a core, so
+every batch waited for ingest and every event for the batch. ``ModelProcess`` runs a
+``ModelServer`` (stream/serving.py) in a child process started with ``spawn`` (a fork of a
+process with faust's threads and sockets is unsafe), so the two run on two cores; this is the
+same boundary a GPU model service shared by several workers would have.
+
+The worker sends each batch as (user id, state, co-visitation lists, trending list) per user
+with the fusion weights in use, and receives the ``BuiltBatch``; slates are those the
+in-process path gives (tests/unit/stream/test_model_process.py). Loads and cold starts run on
+a thread of the child, so a hot swap does not stop the batches, as in one process. The pipe
+carries pickles, which is safe here only because both ends are this worker and the child it
+spawned: nothing from the network is unpickled.
+
+If the child dies, the calls waiting on it fail (the refresher re-queues its batch and retries)
+and the next call starts a new child, which loads the last checkpoint with the catalog and the
+last policy before it answers. The child exits when the worker's end of the pipe closes, so a
+killed worker leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamrec.errors import StreamrecError
+from streamrec.index.config import IndexSettings
+from streamrec.models.config import PolicySettings
+from streamrec.models.policy.slate import FloatArray
+from streamrec.stream.config import ServingSettings
+from streamrec.stream.contract import Item
+from streamrec.stream.fusion import Weights
+
+if TYPE_CHECKING:
+    from streamrec.stream.refresh import BuiltBatch, RefreshInput
+
+log = logging.getLogger(__name__)
+# One user of a batch as it crosses the pipe: what ModelBuilder reads of a RefreshInput.
+Wire = tuple[str, Any, Any, Any]
+
+
+class ModelProcessError(StreamrecError):
+    """The model's child process stopped; the next call starts a new one."""
+
+
+class ModelProcess:
+    """A ``ModelService`` whose model runs in a child process (see module docstring)."""
+
+    def __init__(
+        self,
+        serving: ServingSettings,
+        policy: PolicySettings,
+        index: IndexSettings,
+        device: str,
+        weights: Callable[[], Weights],
+    ) -> None:
+        self.settings = (serving, policy, index, device)
+        self.weights = weights
+        self._lock = threading.Lock()  # guards the pipe's sending end, the waiters, restarts
+        self._conn: Connection | None = None
+        self._child: multiprocessing.process.BaseProcess | None = None
+        self._waiting: dict[int, Future[Any]] = {}
+        self._ids = itertools.count()
+        self._version: str | None = None
+        self._index_size: int | None = None
+        # What a new child must be given to serve as the last one did.
+        self._checkpoint: Path | None = None
+        self._catalog: dict[str, Item] = {}
+        self._policy: tuple[FloatArray, str] | None = None
+
+    @property
+    def builder(self) -> ModelProcess | None:
+        return self if self._version is not None else None
+
+    @property
+    def model_version(self) -> str | None:
+        return self._version
+
+    @property
+    def index_size(self) -> int | None:
+        return self._index_size
+
+    def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
+        started = time.perf_counter()
+        wire = [(e.pending.user_id, e.state, e.covisits, e.trending) for e in batch]
+        built: BuiltBatch = self._call("build", (dict(self.weights()), wire, slate_size))
+        # the round trip beyond the child's own stages: pickling, the pipe, waiting for threads
+        total_ms = (time.perf_counter() - started) * 1e3
+        built.timing_ms["ipc_ms"] = max(0.0, total_ms - sum(built.timing_ms.values()))
+        return built
+
+    def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:
+        version, size = self._call("load", (checkpoint, catalog))
+        self._checkpoint, self._catalog = checkpoint, dict(catalog)
+        self._version, self._index_size = version, size
+        return str(version)
+
+    def add_items(self, items: list[Item]) -> int:
+        added, size = self._call("add_items", (items,))
+        self._catalog.update((item.item_id, item) for item in items)
+        self._index_size = size
+        return int(added)
+
+    def set_policy(self, weights: FloatArray, version: str) -> None:
+        """Hand the learner's policy to the child without waiting (called on the event loop)."""
+        self._policy = (weights, version)
+        with self._lock:
+            if self._conn is not None:
+                self._conn.send((-1, "policy", self._policy))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+        if self._child is not None:
+            self._child.join(timeout=5)
+
+    def _call(self, op: str, args: tuple[Any, ...]) -> Any:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._conn is None:
+                self._start()
+            request_id = next(self._ids)
+            self._waiting[request_id] = future
+            assert self._conn is not None  # _start set it or raised
+            try:
+                self._conn.send((request_id, op, args))
+            except OSError as exc:  # the child is gone: the next call starts another
+                self._waiting.pop(request_id, None)
+                self._conn = None
+                raise ModelProcessError(f"model process unreachable: {exc}") from exc
+        return future.result()
+
+    def _start(self) -> None:
+        """Start a child and bring it to the state the last one served (lock held)."""
+        ours, theirs = multiprocessing.Pipe()
+        child = multiprocessing.get_context("spawn").Process(
+            target=serve, args=(theirs, *self.settings), name="streamrec-model", daemon=True
+        )
+        child.start()
+        theirs.close()
+        self._conn, self._child, self._waiting = ours, child, {}
+        reader = threading.Thread(target=self._read, args=(ours, child, self._waiting))
+        reader.daemon = True
+        reader.start()
+        if self._policy is not None:
+            ours.send((-1, "policy", self._policy))
+        if self._checkpoint is not None:
+            log.warning("model process restarted: loading %s again", self._checkpoint)
+            request_id = next(self._ids)
+            self._waiting[request_id] = Future()  # answered before any later call's request
+            ours.send((request_id, "load", (self._checkpoint, self._catalog)))
+
+    def _read(
+        self,
+        conn: Connection,
+        child: multiprocessing.process.BaseProcess,
+        waiting: dict[int, Future[Any]],
+    ) -> None:
+        """Hand each answer of this child to its caller; when it is gone, fail the rest."""
+        while True:
+            try:
+                request_id, ok, value = conn.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                future = waiting.pop(request_id, None)
+            if future is not None:
+                (future.set_result if ok else future.set_exception)(value)
+        child.join(timeout=5)
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
+            left = list(waiting.values())
+            waiting.clear()
+        if left:
+            log.error("model process exited (code %s); restarting at the next call", child.exitcode)
+        for future in left:
+            future.set_exception(ModelProcessError(f"model process exited ({child.exitcode})"))
+
+
+def serve(
+    conn: Connection,
+    serving: ServingSettings,
+    policy: PolicySettings,
+    index: IndexSettings,
+    device: str,
+) -> None:
+    """The child's main loop: builds on this thread, loads and cold starts on another."""
+    import torch
+
+    from streamrec.stream.refresh import Pending, RefreshInput
+    from streamrec.stream.serving import ModelServer
+
+    torch.set_num_threads(serving.model_threads)
+    weights: list[Weights] = [{}]
+    server = ModelServer(serving, policy, index, device, lambda: weights[0])
+    send_lock = threading.Lock()
+    slow = ThreadPoolExecutor(1, thread_name_prefix="model-load")
+    loads: list[Future[None]] = []  # a batch sent right after a (re)start waits for its model
+
+    def answer(request_id: int, work: Callable[..., Any], *args: Any) -> None:
+        try:
+            reply: tuple[int, bool, Any] = (request_id, True, work(*args))
+        except Exception as exc:  # the worker decides; the child keeps serving
+            reply = (request_id, False, _sendable(exc))
+        with send_lock:
+            conn.send(reply)
+
+    def build(wire: list[Wire], slate_size: int) -> BuiltBatch:
+        batch = [RefreshInput(Pending(u, 0, st), st, cov, tr) for u, st, cov, tr in wire]
+        if server.builder is None:
+            wait(loads)
+        builder = server.builder
+        if builder is None:
+            raise ModelProcessError("no model loaded in the model process")
+        return builder.build(batch, slate_size)
+
+    def load(checkpoint: Path, catalog: dict[str, Item]) -> tuple[str, int | None]:
+        return server.load(checkpoint, catalog), server.index_size
+
+    def add_items(items: list[Item]) -> tuple[int, int | None]:
+        return server.add_items(items), server.index_size
+
+    while True:
+        try:
+            request_id, op, args = conn.recv()
+        except (EOFError, OSError):
+            return  # the worker closed its end or died: nothing left to serve
+        if op == "policy":
+            server.set_policy(*args)
+        elif op == "build":
+            weights[0] = args[0]
+            answer(request_id, build, *args[1:])
+        elif op == "load":
+            loads.append(slow.submit(answer, request_id, load, *args))
+        elif op == "add_items":
+            slow.submit(answer, request_id, add_items, *args)
+
+
+def _sendable(exc: Exception) -> Exception:
+    """The exception itself when it survives the pipe, else one that says what it was."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return ModelProcessError(f"{type(exc).__name__}: {exc}")
+    return exc

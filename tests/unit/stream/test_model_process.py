@@ -1,0 +1,115 @@
+"""The model path in a child process: the same slates as in the worker's own process, the
+learner's policy and failed loads carried across the pipe, and a new child after one dies."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamrec.errors import StreamrecError
+from streamrec.models.encoder.checkpoint import save_checkpoint
+from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
+from streamrec.settings import Settings
+from streamrec.stream.contract import Event, Item
+from streamrec.stream.model_process import ModelProcess, ModelProcessError
+from streamrec.stream.refresh import BuiltBatch, Pending, RefreshInput
+from streamrec.stream.serving import ModelServer
+from streamrec.stream.state import UserState, apply_event
+
+IDS = [f"i{n}" for n in range(1, 31)]
+WEIGHTS = {"embedding": 1.0, "covisitation": 0.5, "trending": 0.2}
+
+
+def _checkpoint(root: Path) -> Path:
+    torch.manual_seed(0)
+    model = SequenceEncoder(
+        EncoderConfig(n_items=len(IDS), hidden_size=16, heads=2, inner_size=32, max_len=8)
+    ).eval()
+    projection = (torch.randn(384, 16) * 0.05, torch.zeros(16))  # MiniLM's 384 -> items
+    return save_checkpoint(root / "ck", model, IDS, torch.zeros(16), {}, {}, projection, root)
+
+
+def _input(user: str, items: list[str]) -> RefreshInput:
+    state = UserState()
+    for n, item in enumerate(items):
+        event = Event(event_id=f"{user}-{n}", user_id=user, item_id=item, type="view",
+                      ts=1_700_000_000_000 + n)  # fmt: skip
+        apply_event(state, event, Settings().state)
+    covisits = {items[-1]: [("i2", 5.0), ("i9", 3.0)]}
+    return RefreshInput(Pending(user, 0, state), state, covisits, [("i3", 9.0), ("i4", 8.0)])
+
+
+BATCH = [
+    _input("u1", ["i1", "i3", "i5", "i7"]),
+    _input("u2", ["i2"]),
+    _input("u3", [f"i{n}" for n in range(2, 27)]),
+]
+
+
+def _server(kind: type[ModelProcess] | type[ModelServer], reranker: str) -> ModelServer:
+    s = Settings(policy={"reranker": reranker})  # type: ignore[arg-type]
+    return kind(s.serving, s.policy, s.index, "cpu", lambda: WEIGHTS)  # type: ignore[return-value]
+
+
+def _picked(built: BuiltBatch) -> list[list[tuple[str, float, str]]]:
+    return [[(i.item_id, i.propensity, i.reason) for i in slate] for slate in built.slates]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp("model"))
+
+
+@contextlib.contextmanager
+def _child(reranker: str) -> Iterator[ModelProcess]:
+    process = _server(ModelProcess, reranker)
+    assert isinstance(process, ModelProcess)
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+def test_the_child_publishes_the_in_process_slates_and_is_replaced_when_it_dies(
+    checkpoint: Path,
+) -> None:
+    here = _server(ModelServer, "relevance")
+    here.load(checkpoint, {})
+    assert here.builder is not None
+    expected = here.builder.build(BATCH, 5)
+    with _child("relevance") as child:
+        assert child.load(checkpoint, {}) == here.model_version
+        built = child.build(BATCH, 5)
+        assert _picked(built) == _picked(expected) and built.sources == expected.sources
+        assert built.model_version == expected.model_version
+        assert child._child is not None
+        child._child.kill()
+        child._child.join()
+        with contextlib.suppress(ModelProcessError):  # a call racing the death may fail
+            child.build(BATCH, 5)
+        again = child.build(BATCH, 5)  # a new child, with the model the dead one served
+        assert _picked(again) == _picked(expected)
+
+
+def test_policy_cold_start_and_a_failed_load_cross_the_pipe(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    with _child("stochastic") as child:
+        child.set_policy(np.array([1.0, 0.6, 0.3, -0.2, 0.1]), "pl-3")  # kept for the model
+        version = child.load(checkpoint, {"new": Item(item_id="new", title="A new film")})
+        assert child.index_size == len(IDS) + 1  # the catalog item got a text vector
+        built = child.build(BATCH, 5)
+        assert built.policy_version == "pl-3" and built.policy_slates is not None
+        assert all(0 < i.propensity <= 1 for slate in built.slates for i in slate)
+        (tmp_path / "broken").mkdir()
+        with pytest.raises(StreamrecError):
+            child.load(tmp_path / "broken", {})
+        assert child.model_version == version and child.build(BATCH, 5).model_version == version
+        assert child.add_items([Item(item_id="newer", title="Another")]) == 1
+        assert child.add_items([Item(item_id="new", title="A new film")]) == 0
+        assert child.index_size == len(IDS) + 2

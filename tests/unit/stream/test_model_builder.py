@@ -7,40 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from model_doubles import refresh_input, small_checkpoint
 
 from streamrec.index.candidates import covisitation_candidates, fuse
-from streamrec.models.encoder.checkpoint import save_checkpoint
-from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.policy.slate import Candidate, UserContext
 from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.settings import Settings
-from streamrec.stream.contract import Event
-from streamrec.stream.refresh import Pending, RefreshInput
 from streamrec.stream.serving import ModelServer
-from streamrec.stream.state import UserState, apply_event
-
-IDS = [f"i{n}" for n in range(1, 31)]
-
-
-def _checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    model = SequenceEncoder(
-        EncoderConfig(n_items=len(IDS), hidden_size=16, heads=2, inner_size=32, max_len=8)
-    ).eval()
-    return save_checkpoint(
-        tmp_path / "ck", model, IDS, torch.zeros(16), {}, {}, None, root=tmp_path
-    )
-
-
-def _input(user: str, items: list[str]) -> RefreshInput:
-    state = UserState()
-    for n, item in enumerate(items):
-        event = Event(event_id=f"{user}-{n}", user_id=user, item_id=item, type="view",
-                      ts=1_700_000_000_000 + n)  # fmt: skip
-        apply_event(state, event, Settings().state)
-    pending = Pending(user, 0, state)
-    return RefreshInput(pending, state, {"i1": [("i2", 5.0)]}, [("i3", 9.0), ("i4", 8.0)])
 
 
 def _server(policy: str = "relevance") -> ModelServer:
@@ -50,10 +23,11 @@ def _server(policy: str = "relevance") -> ModelServer:
 
 def test_model_slates_never_hold_seen_items_and_carry_the_model_version(tmp_path: Path) -> None:
     server = _server()
-    version = server.load(_checkpoint(tmp_path), {})
+    version = server.load(small_checkpoint(tmp_path), {})
     assert server.builder is not None and server.model_version == version
     seen = ["i1", "i3", "i5", "i7"]
-    built = server.builder.build([_input("u1", seen), _input("u2", ["i2"])], slate_size=5)
+    batch = [refresh_input("u1", seen), refresh_input("u2", ["i2"])]
+    built = server.builder.build(batch, slate_size=5)
     assert built.model_version == version and len(built.slates) == 2
     first = [item.item_id for item in built.slates[0]]
     assert len(first) == 5 and not set(first) & set(seen)
@@ -67,12 +41,12 @@ def test_the_learners_policy_reaches_a_model_loaded_after_it(tmp_path: Path) -> 
     server = _server("stochastic")
     weights = np.array([1.0, 0.5, 0.0, 0.0, 0.0])
     server.set_policy(weights, "pl-7")  # the learner's state, loaded before any model
-    server.load(_checkpoint(tmp_path), {})
+    server.load(small_checkpoint(tmp_path), {})
     assert server.builder is not None
     reranker = server.builder.reranker
     assert isinstance(reranker, StochasticReranker) and reranker.version == "pl-7"
     assert reranker.weights.tolist() == weights.tolist()
-    built = server.builder.build([_input("u1", ["i1", "i2"])], slate_size=3)
+    built = server.builder.build([refresh_input("u1", ["i1", "i2"])], slate_size=3)
     assert built.policy_version == "pl-7"
 
 
@@ -81,13 +55,13 @@ def test_batched_slates_equal_the_per_slate_path_they_replaced(tmp_path: Path) -
     of the path before it: ``fuse`` into ``Candidate`` objects and ``rerank`` one user at a
     time with the same random stream."""
     server = _server("stochastic")
-    server.load(_checkpoint(tmp_path), {})
+    server.load(small_checkpoint(tmp_path), {})
     assert server.builder is not None and server.holder is not None
     server.builder.reranker = StochasticReranker(np.array([1.0, 0.6, 0.3, -0.2, 0.1]), seed=4)
     batch = [
-        _input("u1", ["i1", "i3", "i5", "i7"]),
-        _input("u2", ["i2"]),
-        _input("u3", [f"i{n}" for n in range(2, 27)]),  # fewer candidates than the others
+        refresh_input("u1", ["i1", "i3", "i5", "i7"]),
+        refresh_input("u2", ["i2"]),
+        refresh_input("u3", [f"i{n}" for n in range(2, 27)]),  # fewer candidates than the others
     ]
     built = server.builder.build(batch, slate_size=5)
     model = server.holder.current().encoder

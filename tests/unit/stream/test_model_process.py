@@ -9,45 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from model_doubles import IDS, refresh_input, small_checkpoint
 
 from streamrec.errors import StreamrecError
-from streamrec.models.encoder.checkpoint import save_checkpoint
-from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.settings import Settings
-from streamrec.stream.contract import Event, Item
+from streamrec.stream.contract import Item
 from streamrec.stream.model_process import ModelProcess, ModelProcessError
-from streamrec.stream.refresh import BuiltBatch, Pending, RefreshInput
+from streamrec.stream.refresh import BuiltBatch
 from streamrec.stream.serving import ModelServer
-from streamrec.stream.state import UserState, apply_event
 
-IDS = [f"i{n}" for n in range(1, 31)]
 WEIGHTS = {"embedding": 1.0, "covisitation": 0.5, "trending": 0.2}
 
 
-def _checkpoint(root: Path) -> Path:
-    torch.manual_seed(0)
-    model = SequenceEncoder(
-        EncoderConfig(n_items=len(IDS), hidden_size=16, heads=2, inner_size=32, max_len=8)
-    ).eval()
-    projection = (torch.randn(384, 16) * 0.05, torch.zeros(16))  # MiniLM's 384 -> items
-    return save_checkpoint(root / "ck", model, IDS, torch.zeros(16), {}, {}, projection, root)
-
-
-def _input(user: str, items: list[str]) -> RefreshInput:
-    state = UserState()
-    for n, item in enumerate(items):
-        event = Event(event_id=f"{user}-{n}", user_id=user, item_id=item, type="view",
-                      ts=1_700_000_000_000 + n)  # fmt: skip
-        apply_event(state, event, Settings().state)
-    covisits = {items[-1]: [("i2", 5.0), ("i9", 3.0)]}
-    return RefreshInput(Pending(user, 0, state), state, covisits, [("i3", 9.0), ("i4", 8.0)])
-
-
 BATCH = [
-    _input("u1", ["i1", "i3", "i5", "i7"]),
-    _input("u2", ["i2"]),
-    _input("u3", [f"i{n}" for n in range(2, 27)]),
+    refresh_input("u1", ["i1", "i3", "i5", "i7"]),
+    refresh_input("u2", ["i2"]),
+    refresh_input("u3", [f"i{n}" for n in range(2, 27)]),
 ]
 
 
@@ -62,7 +39,7 @@ def _picked(built: BuiltBatch) -> list[list[tuple[str, float, str]]]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _checkpoint(tmp_path_factory.mktemp("model"))
+    return small_checkpoint(tmp_path_factory.mktemp("model"), text=True)
 
 
 @contextlib.contextmanager

@@ -45,25 +45,31 @@ class LagWatch:
                 continue
             read = read_offset(consumer, tp)
             highwater = consumer.highwater(tp)
-            if highwater is not None:
-                lag = highwater - ((read or -1) + 1)
+            lag = None if highwater is None else highwater - ((read or -1) + 1)
+            if lag is not None:
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(lag, 0))
-                self._unstick(consumer, tp, read, lag)
+            self._unstick(consumer, tp, read, lag)
 
-    def _unstick(self, consumer: Any, tp: TP, read: int | None, lag: int) -> None:
-        """Resume a partition that has lag but made no progress since the last look.
+    def _unstick(self, consumer: Any, tp: TP, read: int | None, lag: int | None) -> None:
+        """Resume a partition that is not fetched and made no progress since the last look,
+        with lag or never fetched at all (``lag`` None: its high watermark is still unknown).
 
         faust's flow control drops a partition from the fetch set when its stream buffer fills
         and re-adds it when the buffer drains; across a rebalance the re-add can be lost, and
         the partition then stalls with lag forever (seen in the three-worker test: 26 events
-        left unread, commits stuck). Never during table recovery, which pauses event partitions
-        on purpose; after it, re-fetching is idempotent here, so resuming is safe.
+        left unread, commits stuck). A partition assigned by a rebalance can also end recovery
+        outside the fetch set before its first fetch: with no partition to fetch, faust stops
+        polling altogether, so no high watermark ever arrives, and the group expels the worker
+        at its max poll interval (a joining third worker idle for 5 minutes in CI). Never
+        during table recovery, which pauses event partitions on purpose; after it, re-fetching
+        is idempotent here, so resuming is safe.
         """
         previous = self._last_read.get(tp, -2)
         self._last_read[tp] = read
         if self.recovering():
             return
-        if lag > 0 and previous == read and not is_fetching(consumer, tp):
-            log.warning("partition %s stalled at offset %s with lag %d; resuming it", tp, read, lag)
+        stalled = lag is None or lag > 0
+        if stalled and previous == read and not is_fetching(consumer, tp):
+            log.warning("partition %s stalled at offset %s (lag %s); resuming it", tp, read, lag)
             resume(consumer, tp)
             self.metrics.partition_resumes.inc()

@@ -41,6 +41,7 @@ from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog
 from streamrec.stream.compat import fetch_only_active, forget_acks, on_agent_error
 from streamrec.stream.connection import faust_broker_url, faust_credentials
+from streamrec.stream.control import ControlListener
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.durability import drain, flush_before_commit
 from streamrec.stream.experience import ExperiencePublisher
@@ -103,10 +104,6 @@ class StreamrecApp:
             lambda key, value: deadletter_topic.send(key=key, value=value), self.metrics
         )
         self.fusion = FusionLearner(s.serving.fusion)
-        if s.serving.mode == "model":
-            # torch, transformers and FAISS come with these two: 800 MB of RSS before the first
-            # event (measured) that a heuristic worker never uses.
-            from streamrec.stream.control import ControlListener
         self.model_server = _model_service(s, lambda: self.fusion.weights)
         self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject)
         impressions = self.app.Table(
@@ -317,14 +314,20 @@ class StreamrecApp:
 
 
 def _model_service(s: Settings, weights: Callable[[], Weights]) -> ModelService | None:
-    """The model path's server, in a child process or in this one (``serving.model_process``)."""
+    """The model path's server, in a child process or in this one (``serving.model_process``).
+
+    torch, transformers and FAISS come with the server: 800 MB of RSS (measured) that a
+    heuristic worker never loads, and a worker with a model process loads only in the child.
+    """
     if s.serving.mode != "model":
         return None
-    from streamrec.stream.model_process import ModelProcess
+    if s.serving.model_process:  # torch, transformers and FAISS load in the child only
+        from streamrec.stream.model_process import ModelProcess
+
+        return ModelProcess(s.serving, s.policy, s.index, s.encoder.device, weights)
     from streamrec.stream.serving import ModelServer
 
-    kind = ModelProcess if s.serving.model_process else ModelServer
-    return kind(s.serving, s.policy, s.index, s.encoder.device, weights)
+    return ModelServer(s.serving, s.policy, s.index, s.encoder.device, weights)
 
 
 def _no_policy(weights: Any, version: str) -> None:

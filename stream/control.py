@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,7 +31,9 @@ from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, ModelAnnouncement, encode
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.producer import kafka_producer
-from streamrec.stream.serving import ModelService
+
+if TYPE_CHECKING:  # the service may live in a child process: no torch in this one
+    from streamrec.stream.serving import ModelService
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,12 @@ In one process the model thread (encoder, FAISS, fusion, policy, reasons: about 
 and numpy per user) and the event loop (ingest, table writes, publishing) take turns on one
 interpreter lock: at 1,000 events/s the worker process was measured at 90-100% of a core, so
 every batch waited for ingest and every event for the batch. ``ModelProcess`` runs a
-``ModelServer`` (stream/serving.py) in a child process started with ``spawn`` (a fork of a
-process with faust's threads and sockets is unsafe), so the two run on two cores; this is the
-same boundary a GPU model service shared by several workers would have.
+``ModelServer`` (stream/serving.py) in a child process, so the two run on two cores; this is
+the same boundary a GPU model service shared by several workers would have. The child is a
+fresh interpreter (``python -m streamrec.stream.model_process FD``) joined by a socket pair: a
+fork of a process with faust's threads and sockets is unsafe, and multiprocessing's ``spawn``
+would import the worker's main script again, which a script without a ``__main__`` guard
+cannot survive.
 
 The worker sends each batch as (user id, state, co-visitation lists, trending list) per user
 with the fusion weights in use, and receives the ``BuiltBatch``; slates are those the
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -69,7 +74,7 @@ class ModelProcess:
         self.weights = weights
         self._lock = threading.Lock()  # guards the pipe's sending end, the waiters, restarts
         self._conn: Connection | None = None
-        self._child: multiprocessing.process.BaseProcess | None = None
+        self._child: subprocess.Popen[bytes] | None = None
         self._waiting: dict[int, Future[Any]] = {}
         self._ids = itertools.count()
         self._version: str | None = None
@@ -125,7 +130,7 @@ class ModelProcess:
                 self._conn.close()
             self._conn = None
         if self._child is not None:
-            self._child.join(timeout=5)
+            _reap(self._child)
 
     def _call(self, op: str, args: tuple[Any, ...]) -> Any:
         future: Future[Any] = Future()
@@ -145,28 +150,31 @@ class ModelProcess:
 
     def _start(self) -> None:
         """Start a child and bring it to the state the last one served (lock held)."""
-        ours, theirs = multiprocessing.Pipe()
-        child = multiprocessing.get_context("spawn").Process(
-            target=serve, args=(theirs, *self.settings), name="streamrec-model", daemon=True
+        ours, theirs = socket.socketpair()
+        child = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
         )
-        child.start()
         theirs.close()
-        self._conn, self._child, self._waiting = ours, child, {}
-        reader = threading.Thread(target=self._read, args=(ours, child, self._waiting))
+        conn = Connection(ours.detach())
+        conn.send(self.settings)
+        self._conn, self._child, self._waiting = conn, child, {}
+        reader = threading.Thread(target=self._read, args=(conn, child, self._waiting))
         reader.daemon = True
         reader.start()
         if self._policy is not None:
-            ours.send((-1, "policy", self._policy))
+            conn.send((-1, "policy", self._policy))
         if self._checkpoint is not None:
             log.warning("model process restarted: loading %s again", self._checkpoint)
             request_id = next(self._ids)
             self._waiting[request_id] = Future()  # answered before any later call's request
-            ours.send((request_id, "load", (self._checkpoint, self._catalog)))
+            conn.send((request_id, "load", (self._checkpoint, self._catalog)))
 
     def _read(
         self,
         conn: Connection,
-        child: multiprocessing.process.BaseProcess,
+        child: subprocess.Popen[bytes],
         waiting: dict[int, Future[Any]],
     ) -> None:
         """Hand each answer of this child to its caller; when it is gone, fail the rest."""
@@ -179,16 +187,16 @@ class ModelProcess:
                 future = waiting.pop(request_id, None)
             if future is not None:
                 (future.set_result if ok else future.set_exception)(value)
-        child.join(timeout=5)
+        _reap(child)
         with self._lock:
             if self._conn is conn:
                 self._conn = None
             left = list(waiting.values())
             waiting.clear()
         if left:
-            log.error("model process exited (code %s); restarting at the next call", child.exitcode)
+            log.error("model process exited (%s); restarting at the next call", child.returncode)
         for future in left:
-            future.set_exception(ModelProcessError(f"model process exited ({child.exitcode})"))
+            future.set_exception(ModelProcessError(f"model process exited ({child.returncode})"))
 
 
 def serve(
@@ -250,6 +258,15 @@ def serve(
             slow.submit(answer, request_id, add_items, *args)
 
 
+def _reap(child: subprocess.Popen[bytes]) -> None:
+    """Wait briefly for a child whose pipe closed; one that lingers is killed."""
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def _sendable(exc: Exception) -> Exception:
     """The exception itself when it survives the pipe, else one that says what it was."""
     import pickle
@@ -259,3 +276,11 @@ def _sendable(exc: Exception) -> Exception:
     except Exception:
         return ModelProcessError(f"{type(exc).__name__}: {exc}")
     return exc
+
+
+if __name__ == "__main__":  # the child: python -m streamrec.stream.model_process FD
+    # The package module's names, not this __main__ copy's, so its exceptions unpickle there.
+    from streamrec.stream.model_process import serve as serve_in_child
+
+    pipe = Connection(int(sys.argv[1]))
+    serve_in_child(pipe, *pipe.recv())

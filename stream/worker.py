@@ -45,7 +45,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     # source topic and its changelog disagree (which auto-creation would cause).
     asyncio.run(create_topics(settings.kafka))
     settings.state.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.serving.mode == "model":
+    if settings.serving.mode == "model" and not settings.serving.model_process:
         import torch
 
         torch.set_num_threads(settings.serving.model_threads)

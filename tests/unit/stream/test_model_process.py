@@ -66,7 +66,7 @@ def test_the_child_publishes_the_in_process_slates_and_is_replaced_when_it_dies(
         assert built.model_version == expected.model_version
         assert child._child is not None
         child._child.kill()
-        child._child.join()
+        child._child.wait()
         with contextlib.suppress(ModelProcessError):  # a call racing the death may fail
             child.build(BATCH, 5)
         again = child.build(BATCH, 5)  # a new child, with the model the dead one served

@@ -6,9 +6,11 @@ then answers the whole batch in one call of the slate builder. Several events of
 arrive before their batch leaves are coalesced: one slate answers them all and lists their ids
 in ``trigger_event_ids``; every applied event is answered by exactly one slate.
 
-The model builder's heavy part (encoder, FAISS, reranking) runs in a worker thread, so the event
-loop keeps polling Kafka and heartbeating while a batch is computed; table reads happen on the
-loop before the thread starts, because faust tables are not thread-safe. The heuristic builder
+The model builder's heavy part (encoder, FAISS, reranking) runs in the model process
+(stream/model_process.py), waited for by a worker thread, or in that thread itself with
+``serving.model_process=false``; either way the event loop keeps polling Kafka and heartbeating
+while a batch is computed. Table reads happen on the loop before the thread starts, because
+faust tables are not thread-safe. The heuristic builder
 is cheap pure Python and runs on the loop.
 """
 

@@ -72,7 +72,9 @@ class ModelProcess:
     ) -> None:
         self.settings = (serving, policy, index, device)
         self.weights = weights
-        self._lock = threading.Lock()  # guards the pipe's sending end, the waiters, restarts
+        # Never held while blocked on the socket, so the reader can always hand answers over.
+        self._lock = threading.Lock()  # guards the connection, its child and their waiters
+        self._sending = threading.Lock()  # one writer on the socket at a time; one start
         self._conn: Connection | None = None
         self._child: subprocess.Popen[bytes] | None = None
         self._waiting: dict[int, Future[Any]] = {}
@@ -83,6 +85,7 @@ class ModelProcess:
         self._checkpoint: Path | None = None
         self._catalog: dict[str, Item] = {}
         self._policy: tuple[FloatArray, str] | None = None
+        self._policy_sent: tuple[FloatArray, str] | None = None  # what the child serves
 
     @property
     def builder(self) -> ModelProcess | None:
@@ -118,38 +121,40 @@ class ModelProcess:
         return int(added)
 
     def set_policy(self, weights: FloatArray, version: str) -> None:
-        """Hand the learner's policy to the child without waiting (called on the event loop)."""
+        """Serve the learner's policy from the next batch on. Called on the event loop, so it
+        only records it: the next request carries it to the child."""
         self._policy = (weights, version)
-        with self._lock:
-            if self._conn is not None:
-                self._conn.send((-1, "policy", self._policy))
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
         if self._child is not None:
             _reap(self._child)
 
     def _call(self, op: str, args: tuple[Any, ...]) -> Any:
         future: Future[Any] = Future()
-        with self._lock:
-            if self._conn is None:
-                self._start()
-            request_id = next(self._ids)
-            self._waiting[request_id] = future
-            assert self._conn is not None  # _start set it or raised
+        with self._sending:
+            conn = self._conn or self._start()
+            with self._lock:
+                request_id = next(self._ids)
+                self._waiting[request_id] = future
             try:
-                self._conn.send((request_id, op, args))
+                if self._policy is not self._policy_sent:
+                    conn.send((-1, "policy", self._policy))
+                    self._policy_sent = self._policy
+                conn.send((request_id, op, args))
             except OSError as exc:  # the child is gone: the next call starts another
-                self._waiting.pop(request_id, None)
-                self._conn = None
+                with self._lock:
+                    self._waiting.pop(request_id, None)
+                    if self._conn is conn:
+                        self._conn = None
                 raise ModelProcessError(f"model process unreachable: {exc}") from exc
         return future.result()
 
-    def _start(self) -> None:
-        """Start a child and bring it to the state the last one served (lock held)."""
+    def _start(self) -> Connection:
+        """Start a child and bring it to the state the last one served (sending lock held)."""
         ours, theirs = socket.socketpair()
         child = subprocess.Popen(
             [sys.executable, "-m", __name__, str(theirs.fileno())],
@@ -158,18 +163,19 @@ class ModelProcess:
         )
         theirs.close()
         conn = Connection(ours.detach())
+        waiting: dict[int, Future[Any]] = {}
+        with self._lock:
+            self._conn, self._child, self._waiting = conn, child, waiting
+        self._policy_sent = None
+        threading.Thread(target=self._read, args=(conn, child, waiting), daemon=True).start()
         conn.send(self.settings)
-        self._conn, self._child, self._waiting = conn, child, {}
-        reader = threading.Thread(target=self._read, args=(conn, child, self._waiting))
-        reader.daemon = True
-        reader.start()
-        if self._policy is not None:
-            conn.send((-1, "policy", self._policy))
         if self._checkpoint is not None:
             log.warning("model process restarted: loading %s again", self._checkpoint)
-            request_id = next(self._ids)
-            self._waiting[request_id] = Future()  # answered before any later call's request
+            with self._lock:
+                request_id = next(self._ids)
+                waiting[request_id] = Future()  # answered before any later call's request
             conn.send((request_id, "load", (self._checkpoint, self._catalog)))
+        return conn
 
     def _read(
         self,

@@ -148,6 +148,15 @@ def bench_quality(
     plot: Path | None = typer.Option(
         None, "--plot", help="PNG of NDCG@10 over stream time (default <run folder>/ndcg.png)."
     ),
+    offline: bool = typer.Option(
+        False,
+        "--offline",
+        help="Replay in this process through the worker's own state, statistics and slate "
+        "builders, no broker (seconds to minutes instead of minutes per system).",
+    ),
+    lag: int = typer.Option(
+        0, "--lag", min=0, help="Offline: events a slate trails its trigger by (0 = default)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Replay a dataset through a worker; score its slates on each user's next event against
@@ -155,12 +164,8 @@ def bench_quality(
     import time
     from typing import cast
 
-    from streamrec.stream.tools.quality_bench import (
-        Mode,
-        QualityOptions,
-        report_quality,
-        run_quality_bench,
-    )
+    from streamrec.stream.tools.quality_bench import Mode, QualityOptions, run_quality_bench
+    from streamrec.stream.tools.quality_report import report_quality
 
     settings = get_settings(ctx)
     run = out or settings.data.cache_dir / "bench-quality" / time.strftime("%Y%m%d-%H%M%S")
@@ -174,8 +179,14 @@ def bench_quality(
         limit=limit or None,
         checkpoint=checkpoint,
         epochs=epochs,
+        lag=lag or None,
     )
-    report_quality(run_quality_bench(settings, options), as_json)
+    if offline:
+        from streamrec.stream.tools.offline import run_offline
+
+        report_quality(run_offline(settings, options), as_json)
+    else:
+        report_quality(run_quality_bench(settings, options), as_json)
 
 
 def bench_soak(

@@ -193,6 +193,29 @@ class FusionSettings(BaseModel):
     )
 
 
+class RankerSettings(BaseModel):
+    """The model path's candidate ranking (stream/ranker.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["rrf", "learned"] = Field(
+        "rrf",
+        description="rrf: the sources fused by weighted reciprocal rank (stream/fusion.py); "
+        "learned: a linear model over the encoder's dot product, co-visitation and trending "
+        "scores and each source's rank, fitted on users' next events.",
+    )
+    learned: bool = Field(True, description="Fit the weights on the stream; false: keep START.")
+    learning_rate: float = Field(
+        0.05, gt=0, description="Step of one next event's gradient on the ranker's weights."
+    )
+    users: int = Field(
+        20_000,
+        ge=1,
+        description="Users whose last candidates' features are kept for their next event (LRU; "
+        "about 3 KB each).",
+    )
+
+
 class TrainerSettings(BaseModel):
     """The continual trainer (``streamrec trainer``, stream/trainer.py)."""
 
@@ -262,6 +285,9 @@ class ServingSettings(BaseModel):
     )
     fusion: FusionSettings = Field(
         default_factory=FusionSettings, description="Learned weights of the candidate sources."
+    )
+    ranker: RankerSettings = Field(
+        default_factory=RankerSettings, description="How the model path ranks its candidates."
     )
     web_port: int = Field(6066, ge=1, le=65535, description="Worker web server (/metrics, pull).")
     web_bind: str = Field(

@@ -92,6 +92,9 @@ class SlateBuilder(Protocol):
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch: ...
 
+    def observe(self, user_id: str, item_id: str) -> None:
+        """The user's next event, for a builder that learns from it (on the event loop)."""
+
 
 class HeuristicBuilder:
     """Co-visitation and trending fused by weighted reciprocal rank (index/candidates.py, the
@@ -114,6 +117,9 @@ class HeuristicBuilder:
             lists.append(sources)
         timing = {"fuse_ms": (time.perf_counter() - started) * 1e3}
         return BuiltBatch(slates, "none", "heuristic-1", timing, sources=lists)
+
+    def observe(self, user_id: str, item_id: str) -> None:
+        """Nothing to learn here: the fusion weights learn in ``Refresher.mark``."""
 
     def _one(
         self, entry: RefreshInput, slate_size: int, weights: Weights
@@ -144,6 +150,14 @@ class StatsSource(Protocol):
     def covisits(self, items: Sequence[str], partition: int) -> dict[str, Neighbours]: ...
 
     def trending(self, partition: int) -> Neighbours: ...
+
+
+def refresh_input(pending: Pending, stats: StatsSource, serving: ServingSettings) -> RefreshInput:
+    """What a builder gets for ``pending``: its state, the co-visitation neighbours of its last
+    ``serving.covisit_history`` items and the trending items (also the offline replay's)."""
+    recent = pending.state.history()[-serving.covisit_history :]
+    covisits = stats.covisits(recent, pending.partition)
+    return RefreshInput(pending, pending.state, covisits, stats.trending(pending.partition))
 
 
 # (key, value) -> sent: the recommendations topic's send.
@@ -184,6 +198,9 @@ class Refresher:
     def mark(self, event: Event, partition: int, broker_ts: float | None, state: UserState) -> None:
         """Record that ``event`` changed its user's ``state`` and needs an answer."""
         self.fusion.observe(event.user_id, event.item_id)
+        model = self.model()
+        if model is not None:
+            model.observe(event.user_id, event.item_id)
         pending = self.dirty.get(event.user_id)
         if pending is None:
             pending = self.dirty[event.user_id] = Pending(event.user_id, partition, state)
@@ -274,11 +291,7 @@ class Refresher:
         metrics.stage_seconds.labels("publish").observe(time.perf_counter() - done)
 
     def _input(self, pending: Pending) -> RefreshInput:
-        recent = pending.state.history()[-self.serving.covisit_history :]
-        covisits = self.stats.covisits(recent, pending.partition)
-        return RefreshInput(
-            pending, pending.state, covisits, self.stats.trending(pending.partition)
-        )
+        return refresh_input(pending, self.stats, self.serving)
 
     async def _publish(
         self, pending: Pending, items: list[SlateItem], built: BuiltBatch, timing: dict[str, float]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -68,6 +68,7 @@ from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
 from streamrec.stream.fusion import Weights, source_lists
 from streamrec.stream.item_vectors import ItemVectors
+from streamrec.stream.ranker import LearnedRanker, candidate_features, make_ranker
 
 if TYPE_CHECKING:
     from streamrec.models.encoder.text import TextEncoder
@@ -106,11 +107,13 @@ class ModelBuilder:
         policy: PolicySettings,
         weights: Callable[[], Weights],
         reranker: Reranker | None = None,
+        ranker: LearnedRanker | None = None,
     ) -> None:
         self.holder = holder
         self.serving = serving
         self.weights = weights  # the fusion weights in use (stream/fusion.py)
         self.reranker = reranker or make_reranker(policy)
+        self.ranker = ranker  # None: weighted reciprocal rank fusion
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
         from streamrec.stream.refresh import BuiltBatch
@@ -125,11 +128,16 @@ class ModelBuilder:
         weights = self.weights()
         table = snap.encoder.vectors.table()  # once: cold start may add items meanwhile
         requests, fused, lists = [], [], []
-        for entry, found in zip(batch, hits, strict=True):
+        for row, (entry, found) in enumerate(zip(batch, hits, strict=True)):
             sources = self._sources(entry, found)
             # FAISS left out the seen items the state can list; the seen set leaves out the rest.
             seen = entry.state.seen.probe()
-            ranked = fuse_ranked(sources, self.serving.candidates, weights=weights, exclude=seen)
+            if self.ranker is None:
+                ranked = fuse_ranked(
+                    sources, self.serving.candidates, weights=weights, exclude=seen
+                )
+            else:
+                ranked = self._learned(entry, sources, seen, users[row], table)
             requests.append(_request(entry, ranked.ranked, table, snap.encoder.cold_items))
             fused.append(ranked)
             lists.append(source_lists(sources, seen, self.serving.fusion.depth))
@@ -149,6 +157,37 @@ class ModelBuilder:
         }
         version = self.reranker.version
         return BuiltBatch(slates, snap.model_version, version, timing, policy_slates, lists)
+
+    def observe(self, user_id: str, item_id: str) -> None:
+        """The user's next event, for the learned ranker (on the event loop)."""
+        if self.ranker is not None:
+            self.ranker.observe(user_id, item_id)
+
+    def _learned(
+        self,
+        entry: RefreshInput,
+        sources: dict[str, Hits],
+        seen: Container[str],
+        user: np.ndarray,
+        table: tuple[dict[str, int], np.ndarray],
+    ) -> Fused:
+        """The candidates ranked by the learned ranker, whose features are remembered for the
+        user's next event."""
+        assert self.ranker is not None
+        rows, matrix = table
+
+        def dots(items: list[str]) -> np.ndarray:
+            known = [rows.get(i, -1) for i in items]
+            values = matrix[[max(r, 0) for r in known]] @ user
+            return np.where(np.array(known) >= 0, values, 0.0)
+
+        history = entry.state.history()
+        last = dict(entry.covisits.get(history[-1], ())) if history else {}
+        items, features = candidate_features(sources, last, dots, seen)
+        # Remembered here, in the model thread: the event loop only pops entries (observe), and
+        # each OrderedDict operation is atomic under the GIL.
+        self.ranker.remember(entry.pending.user_id, items, features)
+        return self.ranker.rank(items, features, self.serving.candidates)
 
     def _sources(self, entry: RefreshInput, found: Hits) -> dict[str, Hits]:
         history = entry.state.history()
@@ -303,7 +342,9 @@ class ModelServer:
             snapshot = load_snapshot(checkpoint, self.index, self.device)
             holder = SnapshotHolder(snapshot)
             self.cold = ColdStart(holder)
-            self.builder = ModelBuilder(holder, self.serving, self.policy, self.weights)
+            self.builder = ModelBuilder(
+                holder, self.serving, self.policy, self.weights, ranker=make_ranker(self.serving)
+            )
             if self._policy is not None:
                 self.set_policy(*self._policy)
             self.holder = holder  # last: model_version reports the model once it can serve

@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from aiokafka import AIOKafkaConsumer
 from tqdm import tqdm
 
 from streamrec.broker import EmbeddedKafka, free_port
-from streamrec.console import err_console, print_rows, report
+from streamrec.console import err_console
 from streamrec.datasets import Dataset, load_dataset
 from streamrec.errors import ConfigError, StreamrecError
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
@@ -44,20 +43,19 @@ from streamrec.stream.contract import Event
 from streamrec.stream.producer import dataset_events, dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, read_topic, wait_until
 from streamrec.stream.tools import quality
+from streamrec.stream.tools.quality_report import SystemRun, score_runs
 from streamrec.stream.topics import create_topics
 from streamrec.stream.trainer_process import spawn_trainer
 from streamrec.stream.training_data import write_atomic
 
 Mode = Literal["heuristic", "model", "both"]
 MODES: tuple[str, ...] = ("heuristic", "model", "both")
-K = 10  # slates are cut to 10 items, the metrics' depth
 # A worker starts in seconds; loading a model and its index, or a slow shared machine, takes
 # longer. Past this it is not going to start.
 READY_TIMEOUT_S = 300.0
 # At 1,000 events/s the worker keeps up, so its backlog after the replay is seconds of work; a
 # model-mode worker on a busy CPU may trail by minutes. Past this it is stuck: score what came.
 ANSWER_TIMEOUT_S = 600.0
-PLOT_WINDOWS = 25  # points per line: windows of equal numbers of scoreable events
 STATS_EVERY_S = 2.0  # how often the answer wait asks the worker what it has accepted
 # The replay's scored half lasts about a minute at 1,000 events/s: the trainer beside the worker
 # cycles every 10,000 events with 30 s of training, so candidates land while events are scored.
@@ -79,6 +77,7 @@ class QualityOptions:
     checkpoint: Path | None = None
     epochs: int | None = None
     trainer: bool = True  # model mode: the continual trainer runs beside the worker
+    lag: int | None = None  # offline (stream/tools/offline.py): the events a slate trails by
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -87,16 +86,6 @@ class QualityOptions:
             raise ConfigError(f"--split {self.split}: give the training share, between 0 and 1")
         if self.rate <= 0:
             raise ConfigError(f"--rate {self.rate}: events per second must be positive")
-
-
-@dataclass(frozen=True)
-class SystemRun:
-    """What came back from one system: its slates and every event's record timestamp (ms)."""
-
-    slates: list[quality.Slate]
-    event_ms: dict[str, int]
-    answered: int
-    seconds: float
 
 
 def run_quality_bench(settings: Settings, options: QualityOptions) -> dict[str, Any]:
@@ -133,7 +122,7 @@ def measure_quality(settings: Settings, options: QualityOptions, bootstrap: str)
     options.out.mkdir(parents=True, exist_ok=True)
     encoder: dict[str, Any] = {}
     if options.mode != "heuristic":
-        encoder = _encoder(settings, dataset, events[:first_scored], options)
+        encoder = encoder_for(settings, dataset, events[:first_scored], options)
     systems = ["heuristic", "model"] if options.mode == "both" else [options.mode]
     runs: dict[str, SystemRun] = {}
     for name in systems:
@@ -142,12 +131,14 @@ def measure_quality(settings: Settings, options: QualityOptions, bootstrap: str)
             env["STREAMREC_ENCODER__CHECKPOINT"] = str(encoder["checkpoint"])
         kafka = _fresh_kafka(settings, bootstrap, name)
         runs[name] = _run_system(name, kafka, dataset, events, env, options)
-    figures = {"encoder": encoder or None, **_score(dataset, events, first_scored, runs, options)}
+    scored = score_runs(dataset, events, first_scored, runs, options.split, options.plot)
+    figures = {"encoder": encoder or None, **scored}
+    figures.update(rate_events_per_s=options.rate, run_folder=str(options.out))
     figures["seconds"] = round(time.perf_counter() - started, 1)
     return figures
 
 
-def _encoder(
+def encoder_for(
     settings: Settings, dataset: Dataset, training: Sequence[Event], options: QualityOptions
 ) -> dict[str, Any]:
     """The checkpoint to serve: ``options.checkpoint`` as given, or one trained on
@@ -298,100 +289,3 @@ def _slate(value: bytes, timestamp: int) -> quality.Slate:
         trigger_event_ids=tuple(body["trigger_event_ids"]),
         published_ms=int(timestamp),
     )
-
-
-def _score(
-    dataset: Dataset,
-    events: list[Event],
-    first_scored: int,
-    runs: dict[str, SystemRun],
-    options: QualityOptions,
-) -> dict[str, Any]:
-    """The figures of every system and baseline on the scoreable events; writes the plot."""
-    scoreable = quality.scoreable_events(events, first_scored)
-    catalog = len(dataset.items)
-    baselines = quality.baseline_ranks(events, scoreable, dataset.items, K)
-    figures: dict[str, Any] = {
-        "dataset": dataset.name,
-        "events": len(events),
-        "split": options.split,
-        "first_scored_event": first_scored,
-        "rate_events_per_s": options.rate,
-        "catalog_items": catalog,
-        "scoreable": len(scoreable),
-        "baselines_on_all_scoreable": {
-            name: quality.metric_means(ranks, K) for name, ranks in baselines.items()
-        },
-    }
-    systems: dict[str, quality.SystemRanks] = {}
-    for name, run in runs.items():
-        systems[name], scored = quality.score_system(
-            events, scoreable, baselines, run.slates, run.event_ms, K, catalog
-        )
-        figures[name] = {
-            "slates": len(run.slates),
-            "answered_events": run.answered,
-            "run_seconds": round(run.seconds, 1),
-            **scored,
-        }
-    if len(systems) == 2:
-        pair = (("model", systems["model"]), ("heuristic", systems["heuristic"]))
-        figures["model_vs_heuristic"] = quality.head_to_head(*pair, K)
-    figures["plot"] = _plot(options.plot, events, scoreable, systems, baselines)
-    figures["run_folder"] = str(options.out)
-    return figures
-
-
-def _plot(
-    path: Path,
-    events: list[Event],
-    scoreable: quality.Scoreable,
-    systems: dict[str, quality.SystemRanks],
-    baselines: dict[str, quality.Ranks],
-) -> str | None:
-    """NDCG@10 per window of scoreable events over event time, the two ways the figures are
-    reported: on all scoreable events (a missing slate is a miss), and on each system's covered
-    events beside co-visitation on the same events. None when nothing was scoreable."""
-    if len(scoreable) == 0:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    bounds = quality.windows(len(scoreable), PLOT_WINDOWS)
-    # Dataset event time of each window's last event, as datetimes for the axis.
-    ends = [events[int(scoreable.events[stop - 1])].ts for _, stop in bounds]
-    times = np.asarray(ends, dtype="datetime64[ms]")
-    covisit = quality.ndcg(baselines["covisit"])
-    fig, (every, covered) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
-    for name, system in systems.items():
-        gains = quality.ndcg(system.ranks)
-        every.plot(times, quality.windowed_means(gains, bounds), "-", marker=".", label=name)
-        mine = quality.windowed_means(gains, bounds, system.covered)
-        (line,) = covered.plot(times, mine, "-", marker=".", label=name)
-        on_same = quality.windowed_means(covisit, bounds, system.covered)
-        covered.plot(times, on_same, "--", color=line.get_color(), label=f"covisit on {name}'s")
-    for name, ranks in baselines.items():
-        values = quality.windowed_means(quality.ndcg(ranks), bounds)
-        every.plot(times, values, ":", marker=".", label=f"{name} (baseline)")
-    every.set_title(f"NDCG@{K} on all scoreable events (a missing slate is a miss)")
-    covered.set_title(f"NDCG@{K} on each system's covered events")
-    for ax in (every, covered):
-        ax.set_ylabel(f"NDCG@{K}")
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize="small")
-    covered.set_xlabel(f"event time (end of each of {len(bounds)} windows of scoreable events)")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
-
-
-def report_quality(figures: dict[str, Any], as_json: bool) -> None:
-    """The figures as JSON, or a comparison table followed by every figure."""
-    if not as_json:
-        print_rows(f"bench quality @{K}", quality.comparison_rows(figures))
-    report("bench quality", figures, as_json)

@@ -23,6 +23,7 @@ class FixedBuilder:
 
     def __init__(self, items: list[str], failures: int = 0) -> None:
         self.items, self.failures, self.calls = items, failures, 0
+        self.observed: list[tuple[str, str]] = []
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
         self.calls += 1
@@ -30,6 +31,9 @@ class FixedBuilder:
             raise RuntimeError("model failed")
         slate = [SlateItem(item_id=i, score=1.0, propensity=0.5, reason="m") for i in self.items]
         return BuiltBatch([slate[:slate_size] for _ in batch], "m-1", "p-1", {"encode_ms": 1.0})
+
+    def observe(self, user_id: str, item_id: str) -> None:
+        self.observed.append((user_id, item_id))
 
 
 def _refresher(model: SlateBuilder | None = None) -> tuple[Refresher, Sent, list[Impression]]:
@@ -97,12 +101,14 @@ def test_the_heuristic_path_never_recommends_what_the_user_has_seen() -> None:
 
 
 def test_the_model_path_is_used_once_a_model_is_loaded() -> None:
-    refresher, sent, stored = _refresher(FixedBuilder(["x", "y"]))
+    builder = FixedBuilder(["x", "y"])
+    refresher, sent, stored = _refresher(builder)
     _mark(refresher, "u1", 1, "a")
     _answer(refresher, 1)
     slate = json.loads(sent.records[0][1])
     assert [i["item_id"] for i in slate["items"]] == ["x", "y"]
     assert slate["model_version"] == "m-1" and stored[0].propensities == [0.5, 0.5]
+    assert builder.observed == [("u1", "a")]  # every event reaches a builder that learns
 
 
 def test_a_failed_batch_is_answered_later_with_every_event_it_held() -> None:

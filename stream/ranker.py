@@ -1,0 +1,143 @@
+"""The model path's learned ranker: candidates scored by a linear model fitted on next events.
+
+Weighted reciprocal rank fusion (index/candidates.py) sees only each source's ranks. The ranker
+sees what the sources know about each candidate of the union of the sources (seen items left
+out), as ``FEATURES``:
+
+    dot            the encoder's user vector . the item's vector, z-scored over the candidates
+                   (computed for every candidate, also those only co-visitation or trending found)
+    covisit        log(1 + the co-visitation score from the user's recent items, decayed by age)
+    covisit_last   log(1 + the co-visitation count with the user's newest item alone)
+    trending       the trending score over the best trending score
+    rank_*         10 / (10 + rank) in each source's list (0 when the source lacks the item)
+
+A candidate scores ``w . x``. The weights are fitted prequentially with one step of stochastic
+gradient descent on the softmax (listwise) cross-entropy per next event: when a slate is built
+the candidates' features are remembered for the user; when the user's next event arrives and
+its item was a candidate, ``w += lr * (x_item - sum_i p_i x_i)`` with ``p = softmax(w . x)``.
+That loss rewards putting the next item first among the candidates, the quantity NDCG@10
+rewards most, and no event ever trains the ranker before the slate it is scored on was built.
+The start weights (``START``) give the rank features most of the say, so the first slates are
+close to reciprocal rank fusion.
+
+Read from the model thread, written on the event loop: ``weights`` is one array replaced in one
+assignment, so a batch scores with one consistent set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Container, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamrec.index.candidates import COVISITATION, EMBEDDING, TRENDING, Fused, Hits
+from streamrec.stream.config import RankerSettings, ServingSettings
+
+Matrix = npt.NDArray[np.float32]
+SOURCES = (EMBEDDING, COVISITATION, TRENDING)
+FEATURES = ("dot", "covisit", "covisit_last", "trending", *(f"rank_{s}" for s in SOURCES))
+START = np.array([0.5, 0.5, 0.5, 0.0, 2.0, 2.0, 1.0], dtype=np.float64)
+RANK_SCALE = 10.0  # a rank feature halves from rank 1 to rank 11
+
+
+def candidate_features(
+    sources: Mapping[str, Hits],
+    last_item: Mapping[str, float],
+    dots: Callable[[list[str]], npt.NDArray[np.floating[Any]]],
+    exclude: Container[str],
+) -> tuple[list[str], Matrix]:
+    """The union of ``sources`` minus ``exclude`` and its feature rows (``FEATURES`` order).
+
+    ``last_item`` maps an item to its co-visitation count with the user's newest item; ``dots``
+    gives the candidates' dot products with the user's vector (0 for items the model lacks).
+    """
+    rows: dict[str, list[float]] = {}
+    width = len(FEATURES)
+    for column, name in enumerate(SOURCES, start=4):
+        rank = 0
+        for item, score in sources.get(name, ()):
+            if item in exclude:
+                continue
+            row = rows.get(item)
+            if row is None:
+                row = rows[item] = [0.0] * width
+            elif row[column]:
+                continue  # listed twice: keep the better rank
+            rank += 1
+            row[column] = RANK_SCALE / (RANK_SCALE + rank)
+            if name == COVISITATION:
+                row[1] = math.log1p(score)
+            elif name == TRENDING:
+                row[3] = score
+    items = list(rows)
+    matrix = np.array([rows[i] for i in items], dtype=np.float32).reshape(len(items), width)
+    if items:
+        best = float(matrix[:, 3].max())
+        if best > 0:
+            matrix[:, 3] /= best
+        dot = np.asarray(dots(items), dtype=np.float32)
+        matrix[:, 0] = (dot - dot.mean()) / (dot.std() + 1e-6)
+        matrix[:, 2] = [math.log1p(last_item.get(i, 0.0)) for i in items]
+    return items, matrix
+
+
+def make_ranker(serving: ServingSettings) -> LearnedRanker | None:
+    """The ranker ``serving.ranker.method`` asks for; None for reciprocal rank fusion."""
+    return LearnedRanker(serving.ranker) if serving.ranker.method == "learned" else None
+
+
+class LearnedRanker:
+    """Scores candidates and learns from next events (see module docstring)."""
+
+    def __init__(self, settings: RankerSettings) -> None:
+        self.settings = settings
+        self.weights = START.copy()
+        self.pending: OrderedDict[str, tuple[dict[str, int], Matrix]] = OrderedDict()
+        self.updates = 0
+
+    def rank(self, items: list[str], matrix: Matrix, n: int) -> Fused:
+        """The best ``n`` of ``items`` by ``w . x``, as fusion gives them (ties by item id)."""
+        scores = matrix.astype(np.float64) @ self.weights if items else np.zeros(0)
+        order = sorted(range(len(items)), key=lambda i: (-scores[i], items[i]))[:n]
+        ranked = [(items[i], float(scores[i])) for i in order]
+        by_item = dict(ranked)
+        parts = {
+            name: {items[i]: float(matrix[i, col]) for i in order if matrix[i, col] > 0}
+            for col, name in enumerate(SOURCES, start=4)
+        }
+        return Fused(ranked, by_item, parts)
+
+    def remember(self, user_id: str, items: Sequence[str], matrix: Matrix) -> None:
+        """The candidates behind the slate just built for ``user_id``."""
+        self.pending[user_id] = ({item: n for n, item in enumerate(items)}, matrix)
+        self.pending.move_to_end(user_id)
+        while len(self.pending) > self.settings.users:
+            self.pending.popitem(last=False)
+
+    def observe(self, user_id: str, item_id: str) -> None:
+        """The user's next event: one gradient step when its item was a candidate."""
+        remembered = self.pending.pop(user_id, None)
+        if remembered is None or not self.settings.learned:
+            return
+        rows, matrix = remembered
+        target = rows.get(item_id)
+        if target is None:
+            return
+        x = matrix.astype(np.float64)
+        logits = x @ self.weights
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        gradient = x[target] - p @ x
+        self.weights = self.weights + self.settings.learning_rate * gradient
+        self.updates += 1
+
+    def figures(self) -> dict[str, object]:
+        """For /stats: the weights in use and how many next events fitted them."""
+        return {
+            "weights": dict(zip(FEATURES, map(float, self.weights), strict=True)),
+            "updates": self.updates,
+        }

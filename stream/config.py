@@ -199,12 +199,15 @@ class RankerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     method: Literal["rrf", "learned"] = Field(
-        "rrf",
+        "learned",
         description="rrf: the sources fused by weighted reciprocal rank (stream/fusion.py); "
         "learned: a linear model over the encoder's dot product, co-visitation and trending "
         "scores and each source's rank, fitted on users' next events.",
     )
     learned: bool = Field(True, description="Fit the weights on the stream; false: keep START.")
+    recent_items: int = Field(
+        10, ge=1, description="The user's newest items the similarity features compare with."
+    )
     learning_rate: float = Field(
         0.05, gt=0, description="Step of one next event's gradient on the ranker's weights."
     )

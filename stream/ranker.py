@@ -6,6 +6,9 @@ out), as ``FEATURES``:
 
     dot            the encoder's user vector . the item's vector, z-scored over the candidates
                    (computed for every candidate, also those only co-visitation or trending found)
+    sim_last       cosine of the item's vector with the user's newest item's (encoder vectors)
+    sim_recent     mean cosine of the item's vector with the user's last ``recent_items``'
+    sim_max        the largest of those cosines
     covisit        log(1 + the co-visitation score from the user's recent items, decayed by age)
     covisit_last   log(1 + the co-visitation count with the user's newest item alone)
     trending       the trending score over the best trending score
@@ -39,21 +42,33 @@ from streamrec.stream.config import RankerSettings, ServingSettings
 
 Matrix = npt.NDArray[np.float32]
 SOURCES = (EMBEDDING, COVISITATION, TRENDING)
-FEATURES = ("dot", "covisit", "covisit_last", "trending", *(f"rank_{s}" for s in SOURCES))
-START = np.array([0.5, 0.5, 0.5, 0.0, 2.0, 2.0, 1.0], dtype=np.float64)
+FEATURES = (
+    "dot",
+    "covisit",
+    "covisit_last",
+    "trending",
+    *(f"rank_{s}" for s in SOURCES),
+    "sim_last",
+    "sim_recent",
+    "sim_max",
+)
+START = np.array([0.5, 0.5, 0.5, 0.0, 2.0, 2.0, 1.0, 0.5, 0.5, 0.5], dtype=np.float64)
+MODEL_COLUMNS = (0, 7, 8, 9)  # what the model side computes: dot and the three similarities
 RANK_SCALE = 10.0  # a rank feature halves from rank 1 to rank 11
 
 
 def candidate_features(
     sources: Mapping[str, Hits],
     last_item: Mapping[str, float],
-    dots: Callable[[list[str]], npt.NDArray[np.floating[Any]]],
+    model: Callable[[list[str]], npt.NDArray[np.floating[Any]]],
     exclude: Container[str],
 ) -> tuple[list[str], Matrix]:
     """The union of ``sources`` minus ``exclude`` and its feature rows (``FEATURES`` order).
 
-    ``last_item`` maps an item to its co-visitation count with the user's newest item; ``dots``
-    gives the candidates' dot products with the user's vector (0 for items the model lacks).
+    ``last_item`` maps an item to its co-visitation count with the user's newest item; ``model``
+    gives the candidates' [n, 4] model columns (``MODEL_COLUMNS``: the dot product with the
+    user's vector, the cosine with the newest item's vector, the mean and the largest cosine
+    with the recent items' vectors; 0 for items the model lacks).
     """
     rows: dict[str, list[float]] = {}
     width = len(FEATURES)
@@ -79,7 +94,8 @@ def candidate_features(
         best = float(matrix[:, 3].max())
         if best > 0:
             matrix[:, 3] /= best
-        dot = np.asarray(dots(items), dtype=np.float32)
+        matrix[:, MODEL_COLUMNS] = np.asarray(model(items), dtype=np.float32)
+        dot = matrix[:, 0]
         matrix[:, 0] = (dot - dot.mean()) / (dot.std() + 1e-6)
         matrix[:, 2] = [math.log1p(last_item.get(i, 0.0)) for i in items]
     return items, matrix

@@ -175,15 +175,24 @@ class ModelBuilder:
         user's next event."""
         assert self.ranker is not None
         rows, matrix = table
-
-        def dots(items: list[str]) -> np.ndarray:
-            known = [rows.get(i, -1) for i in items]
-            values = matrix[[max(r, 0) for r in known]] @ user
-            return np.where(np.array(known) >= 0, values, 0.0)
-
         history = entry.state.history()
+        known = [rows[h] for h in history[-self.serving.ranker.recent_items :] if h in rows]
+        recent = unit_rows(matrix[known].astype(np.float64)) if known else None
+
+        def model(items: list[str]) -> np.ndarray:
+            found = [rows.get(i, -1) for i in items]
+            vectors = matrix[[max(r, 0) for r in found]].astype(np.float64)
+            columns = np.zeros((len(items), 4))
+            columns[:, 0] = vectors @ user
+            if recent is not None:
+                cosines = unit_rows(vectors) @ recent.T  # [n, recent]
+                columns[:, 1], columns[:, 2] = cosines[:, -1], cosines.mean(axis=1)
+                columns[:, 3] = cosines.max(axis=1)
+            columns[np.array(found) < 0] = 0.0
+            return columns
+
         last = dict(entry.covisits.get(history[-1], ())) if history else {}
-        items, features = candidate_features(sources, last, dots, seen)
+        items, features = candidate_features(sources, last, model, seen)
         # Remembered here, in the model thread: the event loop only pops entries (observe), and
         # each OrderedDict operation is atomic under the GIL.
         self.ranker.remember(entry.pending.user_id, items, features)

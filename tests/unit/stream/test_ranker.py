@@ -22,7 +22,7 @@ def test_features_of_the_union_of_the_sources_without_seen_items() -> None:
     }
     dots = {"x": 3.0, "y": 1.0, "z": 2.0}
     items, matrix = candidate_features(
-        sources, {"y": 1.0}, lambda ids: np.array([dots[i] for i in ids]), {"seen"}
+        sources, {"y": 1.0}, lambda ids: np.array([[dots[i], 0.1, 0.2, 0.3] for i in ids]), {"seen"}
     )
     assert items == ["x", "y", "z"]
     row = dict(zip(items, matrix.tolist(), strict=True))
@@ -34,6 +34,9 @@ def test_features_of_the_union_of_the_sources_without_seen_items() -> None:
     assert row["y"][column("covisit_last")] == pytest.approx(np.log1p(1.0))
     assert row["x"][column("trending")] == pytest.approx(0.5)  # over the best trending score
     assert row["x"][column("rank_trending")] == pytest.approx(10 / 12)
+    assert row["z"][column("sim_last")] == pytest.approx(0.1)
+    assert row["z"][column("sim_recent")] == pytest.approx(0.2)
+    assert row["z"][column("sim_max")] == pytest.approx(0.3)
     # Dot products z-scored over the candidates: 3, 1, 2 -> +1.22, -1.22, 0.
     assert [row[i][column("dot")] for i in items] == pytest.approx([1.2247, -1.2247, 0.0], abs=1e-3)
 

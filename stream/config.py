@@ -205,11 +205,6 @@ class RankerSettings(BaseModel):
         "scores and each source's rank, fitted on users' next events.",
     )
     learned: bool = Field(True, description="Fit the weights on the stream; false: keep START.")
-    similar_candidates: bool = Field(
-        False,
-        description="Add a fourth source: the items nearest the mean of the user's recent "
-        "items' vectors (one more FAISS search per batch).",
-    )
     recent_items: int = Field(
         10, ge=1, description="The user's newest items the similarity features compare with."
     )

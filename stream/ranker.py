@@ -41,8 +41,7 @@ from streamrec.index.candidates import COVISITATION, EMBEDDING, TRENDING, Fused,
 from streamrec.stream.config import RankerSettings, ServingSettings
 
 Matrix = npt.NDArray[np.float32]
-SIMILAR = "similar"  # nearest the user's recent items (``serving.ranker.similar_candidates``)
-SOURCES = (EMBEDDING, COVISITATION, TRENDING, SIMILAR)
+SOURCES = (EMBEDDING, COVISITATION, TRENDING)
 FEATURES = (
     "dot",
     "covisit",
@@ -53,8 +52,8 @@ FEATURES = (
     "sim_recent",
     "sim_max",
 )
-START = np.array([0.5, 0.5, 0.5, 0.0, 2.0, 2.0, 1.0, 1.0, 0.5, 0.5, 0.5], dtype=np.float64)
-MODEL_COLUMNS = (0, 8, 9, 10)  # what the model side computes: dot and the three similarities
+START = np.array([0.5, 0.5, 0.5, 0.0, 2.0, 2.0, 1.0, 0.5, 0.5, 0.5], dtype=np.float64)
+MODEL_COLUMNS = (0, 7, 8, 9)  # what the model side computes: dot and the three similarities
 RANK_SCALE = 10.0  # a rank feature halves from rank 1 to rank 11
 
 

@@ -68,7 +68,7 @@ from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
 from streamrec.stream.fusion import Weights, source_lists
 from streamrec.stream.item_vectors import ItemVectors
-from streamrec.stream.ranker import SIMILAR, LearnedRanker, candidate_features, make_ranker
+from streamrec.stream.ranker import LearnedRanker, candidate_features, make_ranker
 
 if TYPE_CHECKING:
     from streamrec.models.encoder.text import TextEncoder
@@ -124,15 +124,12 @@ class ModelBuilder:
         t1 = time.perf_counter()
         listed = [entry.state.seen_items() for entry in batch]
         hits = snap.index.search(users, self.serving.candidates, listed)
-        table = snap.encoder.vectors.table()  # once: cold start may add items meanwhile
-        similar = self._similar(batch, table, snap.index, listed)
         t2 = time.perf_counter()
         weights = self.weights()
+        table = snap.encoder.vectors.table()  # once: cold start may add items meanwhile
         requests, fused, lists = [], [], []
         for row, (entry, found) in enumerate(zip(batch, hits, strict=True)):
             sources = self._sources(entry, found)
-            if similar is not None:
-                sources[SIMILAR] = similar[row]
             # FAISS left out the seen items the state can list; the seen set leaves out the rest.
             seen = entry.state.seen.probe()
             if self.ranker is None:
@@ -160,26 +157,6 @@ class ModelBuilder:
         }
         version = self.reranker.version
         return BuiltBatch(slates, snap.model_version, version, timing, policy_slates, lists)
-
-    def _similar(
-        self,
-        batch: list[RefreshInput],
-        table: tuple[dict[str, int], np.ndarray],
-        index: ItemIndex,
-        listed: list[set[str]],
-    ) -> Sequence[Hits] | None:
-        """With ``ranker.similar_candidates``: per user, the items nearest the mean of their
-        recent items' unit vectors (one FAISS search for the batch), else None."""
-        if self.ranker is None or not self.serving.ranker.similar_candidates:
-            return None
-        rows, matrix = table
-        recent = self.serving.ranker.recent_items
-        queries = np.zeros((len(batch), matrix.shape[1]), dtype=np.float32)
-        for n, entry in enumerate(batch):
-            known = [rows[h] for h in entry.state.history()[-recent:] if h in rows]
-            if known:
-                queries[n] = unit_rows(matrix[known].astype(np.float64)).mean(axis=0)
-        return index.search(queries, self.serving.candidates, listed)
 
     def observe(self, user_id: str, item_id: str) -> None:
         """The user's next event, for the learned ranker (on the event loop)."""

@@ -90,4 +90,3 @@ def test_remembered_users_are_bounded() -> None:
 def test_only_the_learned_method_has_a_ranker() -> None:
     assert make_ranker(ServingSettings(ranker=RankerSettings(method="rrf"))) is None
     assert make_ranker(ServingSettings(ranker=RankerSettings(method="learned"))) is not None
-

@@ -16,8 +16,11 @@ from streamrec.settings import Settings
 from streamrec.stream.serving import ModelServer
 
 
-def _server(policy: str = "relevance") -> ModelServer:
-    s = Settings(policy={"reranker": policy})  # type: ignore[arg-type]
+def _server(policy: str = "relevance", ranker: str = "learned") -> ModelServer:
+    s = Settings(
+        policy={"reranker": policy},  # type: ignore[arg-type]
+        serving={"ranker": {"method": ranker}},  # type: ignore[arg-type]
+    )
     return ModelServer(s.serving, s.policy, s.index, "cpu", lambda: {})
 
 
@@ -53,8 +56,8 @@ def test_the_learners_policy_reaches_a_model_loaded_after_it(tmp_path: Path) -> 
 def test_batched_slates_equal_the_per_slate_path_they_replaced(tmp_path: Path) -> None:
     """The builder fuses, gathers and reranks a batch with arrays; the slates must be those
     of the path before it: ``fuse`` into ``Candidate`` objects and ``rerank`` one user at a
-    time with the same random stream."""
-    server = _server("stochastic")
+    time with the same random stream (reciprocal rank fusion, which that path had)."""
+    server = _server("stochastic", ranker="rrf")
     server.load(small_checkpoint(tmp_path), {})
     assert server.builder is not None and server.holder is not None
     server.builder.reranker = StochasticReranker(np.array([1.0, 0.6, 0.3, -0.2, 0.1]), seed=4)
@@ -85,3 +88,16 @@ def test_batched_slates_equal_the_per_slate_path_they_replaced(tmp_path: Path) -
         expected = reference.rerank(UserContext(entry.pending.user_id, known), cands, 5)
         assert [i.item_id for i in slate] == expected.item_ids
         assert [i.propensity for i in slate] == pytest.approx(expected.propensities, rel=1e-9)
+
+
+def test_the_learned_ranker_learns_from_the_next_event_of_a_slate_it_built(
+    tmp_path: Path,
+) -> None:
+    server = _server()  # learned ranker, the default
+    server.load(small_checkpoint(tmp_path), {})
+    assert server.builder is not None and server.builder.ranker is not None
+    ranker = server.builder.ranker
+    built = server.builder.build([refresh_input("u1", ["i1", "i3"])], slate_size=5)
+    assert "u1" in ranker.pending and all(i.item_id not in {"i1", "i3"} for i in built.slates[0])
+    server.builder.observe("u1", built.slates[0][0].item_id)
+    assert ranker.updates == 1 and "u1" not in ranker.pending

@@ -275,12 +275,6 @@ class StreamrecApp:
         self.metrics.table_entries.labels("catalog").set(len(self.catalog.items))
         self.lag.check()
 
-    def _ranker(self) -> dict[str, object] | None:
-        """The learned ranker's figures once the model path serves with one."""
-        builder = self.model_server.builder if self.model_server else None
-        ranker = builder.ranker if builder is not None else None
-        return ranker.figures() if ranker is not None else None
-
     def stats(self) -> dict[str, Any]:
         """Figures for /stats and the demo summary."""
         counts = self.ingest.counts
@@ -309,7 +303,7 @@ class StreamrecApp:
                 "fusion_users": len(self.fusion.pending),
             },
             "fusion": self.fusion.figures(),
-            "ranker": self._ranker(),
+            "ranker": self.model_server.ranker_figures() if self.model_server else None,
             "feedback": self.feedback.stats(),
             "policy_announced": control.policy_version if control else None,
             "experience_published": self.experience.published if self.experience else 0,

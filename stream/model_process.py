@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from multiprocessing.connection import Connection
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # One user of a batch as it crosses the pipe: what ModelBuilder reads of a RefreshInput.
 Wire = tuple[str, Any, Any, Any]
+# Next events waiting for the next batch; more than a restart's worth are not worth keeping.
+OBSERVED_KEPT = 100_000
 
 
 class ModelProcessError(StreamrecError):
@@ -86,6 +89,8 @@ class ModelProcess:
         self._catalog: dict[str, Item] = {}
         self._policy: tuple[FloatArray, str] | None = None
         self._policy_sent: tuple[FloatArray, str] | None = None  # what the child serves
+        self._observed: deque[tuple[str, str]] = deque(maxlen=OBSERVED_KEPT)
+        self._ranker_figures: dict[str, object] | None = None
 
     @property
     def builder(self) -> ModelProcess | None:
@@ -102,7 +107,10 @@ class ModelProcess:
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
         started = time.perf_counter()
         wire = [(e.pending.user_id, e.state, e.covisits, e.trending) for e in batch]
-        built: BuiltBatch = self._call("build", (dict(self.weights()), wire, slate_size))
+        observed = [self._observed.popleft() for _ in range(len(self._observed))]
+        request = (dict(self.weights()), observed, wire, slate_size)
+        built: BuiltBatch
+        built, self._ranker_figures = self._call("build", request)
         # the round trip beyond the child's own stages: pickling, the pipe, waiting for threads
         total_ms = (time.perf_counter() - started) * 1e3
         built.timing_ms["ipc_ms"] = max(0.0, total_ms - sum(built.timing_ms.values()))
@@ -119,6 +127,15 @@ class ModelProcess:
         self._catalog.update((item.item_id, item) for item in items)
         self._index_size = size
         return int(added)
+
+    def observe(self, user_id: str, item_id: str) -> None:
+        """A user's next event, for the child's learned ranker: kept here (on the event loop)
+        and sent with the next batch, so the child learns from it before it builds that batch."""
+        self._observed.append((user_id, item_id))
+
+    def ranker_figures(self) -> dict[str, object] | None:
+        """The child's learned-ranker figures as of its last batch."""
+        return self._ranker_figures
 
     def set_policy(self, weights: FloatArray, version: str) -> None:
         """Serve the learner's policy from the next batch on. Called on the event loop, so it
@@ -233,14 +250,18 @@ def serve(
         with send_lock:
             conn.send(reply)
 
-    def build(wire: list[Wire], slate_size: int) -> BuiltBatch:
+    def build(
+        observed: list[tuple[str, str]], wire: list[Wire], slate_size: int
+    ) -> tuple[BuiltBatch, dict[str, object] | None]:
         batch = [RefreshInput(Pending(u, 0, st), st, cov, tr) for u, st, cov, tr in wire]
         if server.builder is None:
             wait(loads)
         builder = server.builder
         if builder is None:
             raise ModelProcessError("no model loaded in the model process")
-        return builder.build(batch, slate_size)
+        for user_id, item_id in observed:
+            builder.observe(user_id, item_id)
+        return builder.build(batch, slate_size), server.ranker_figures()
 
     def load(checkpoint: Path, catalog: dict[str, Item]) -> tuple[str, int | None]:
         return server.load(checkpoint, catalog), server.index_size

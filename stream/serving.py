@@ -299,6 +299,8 @@ class ModelService(Protocol):
 
     def set_policy(self, weights: FloatArray, version: str) -> None: ...
 
+    def ranker_figures(self) -> dict[str, object] | None: ...
+
 
 class ModelServer:
     """Owns the serving snapshot: initial load, hot swap to announced versions, cold start."""
@@ -340,6 +342,11 @@ class ModelServer:
     def add_items(self, items: list[Item]) -> int:
         """Cold-start the items the index lacks (none before a model is loaded)."""
         return self.cold.add(items) if self.cold is not None else 0
+
+    def ranker_figures(self) -> dict[str, object] | None:
+        """The learned ranker's figures once the model path serves with one."""
+        ranker = self.builder.ranker if self.builder is not None else None
+        return ranker.figures() if ranker is not None else None
 
     def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:
         """Serve ``checkpoint``: the first load, or an atomic swap from the current model.

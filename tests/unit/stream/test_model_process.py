@@ -73,6 +73,16 @@ def test_the_child_publishes_the_in_process_slates_and_is_replaced_when_it_dies(
         assert _picked(again) == _picked(expected)
 
 
+def test_next_events_reach_the_childs_ranker_with_the_next_batch(checkpoint: Path) -> None:
+    with _child("relevance") as child:  # the learned ranker is the model path's default
+        child.load(checkpoint, {})
+        first = child.build(BATCH[:1], 5)
+        child.observe("u1", first.slates[0][0].item_id)  # u1's next event, on the loop
+        assert child.ranker_figures() == {**(child.ranker_figures() or {}), "updates": 0}
+        child.build(BATCH[1:2], 5)  # carries the event; the child learns before it builds
+        assert (child.ranker_figures() or {}).get("updates") == 1
+
+
 def test_policy_cold_start_and_a_failed_load_cross_the_pipe(
     checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -44,6 +44,12 @@ from typing import Any
 import numpy as np
 
 from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.action_value import (
+    ActionValueCritic,
+    LaterVisits,
+    choice_credit,
+    slate_features,
+)
 from streamrec.models.policy.constraints import Lagrangian
 from streamrec.models.policy.critic import LinearCritic, Transition, feature_index
 from streamrec.models.policy.learner import OnlineLearner, Sample, discounted_to_go
@@ -87,6 +93,13 @@ class ActorCriticLearner(OnlineLearner):
         self.critic = LinearCritic(
             feature_index(settings.critic_features),
             settings.discount,
+            settings.critic_window,
+            settings.critic_ridge,
+        )
+        self.action_value = ActionValueCritic(
+            feature_index(settings.critic_features),
+            settings.discount,
+            settings.gae_lambda,
             settings.critic_window,
             settings.critic_ridge,
         )
@@ -145,7 +158,20 @@ class ActorCriticLearner(OnlineLearner):
         nxt = chain.later[0].state if chain.later else None
         togo = discounted_to_go(chain.visit.sample.rewards, self.settings.credit_discount)
         self.critic.add(Transition(chain.visit.state, chain.visit.reward, nxt, togo))
-        self.chains.append(chain)
+        if self.settings.later_credit == "action_value":
+            self.action_value.add(
+                LaterVisits(
+                    chain.visit.state,
+                    slate_features(chain.visit.sample.features, chain.visit.sample.expected),
+                    np.stack([v.state for v in chain.later])
+                    if chain.later
+                    else np.zeros((0, len(chain.visit.state))),
+                    np.array([v.reward for v in chain.later]),
+                    chain.ended,
+                )
+            )
+        else:
+            self.chains.append(chain)
 
     def pending(self) -> int:
         return len(self.fresh)
@@ -185,6 +211,15 @@ class ActorCriticLearner(OnlineLearner):
         if self.constraints is not None and self.fresh:
             self.constraints.step(np.mean([v.terms for v in self.fresh], axis=0))
         now = self.weighted_gradient([v.sample for v in self.fresh], returns)
+        if self.settings.later_credit == "action_value":
+            self.action_value.fit(self.critic.value_w)
+            credit = [
+                choice_credit(self.action_value.action_w, v.sample.features, v.sample.expected)
+                for v in self.fresh
+            ]
+            return now + self.weighted_gradient(
+                [v.sample for v in self.fresh], credit, baseline=False
+            )
         future = np.array([self.future_advantage(c) for c in self.chains])
         # The batch mean is a constant baseline: while the critic's fit still lags, F_t is not
         # centred (mean 0.19, sd 0.48 on the synthetic world), and its offset was pure noise.
@@ -207,6 +242,7 @@ class ActorCriticLearner(OnlineLearner):
         tensors["critic_togo"] = self.critic.togo_w
         if self.constraints is not None:
             tensors["multipliers"] = self.constraints.multipliers
+        tensors.update(self.action_value.tensors())
         steps = list(self.critic.transitions)
         if steps:
             tensors["t_state"] = np.stack([t.state for t in steps])
@@ -240,6 +276,7 @@ class ActorCriticLearner(OnlineLearner):
         self.critic.togo_w = tensors.get("critic_togo", self.critic.togo_w)
         if self.constraints is not None and "multipliers" in tensors:
             self.constraints.multipliers = tensors["multipliers"]
+        self.action_value.restore(tensors)
         if "t_state" in tensors:
             n_steps = len(tensors["t_state"])
             togos = tensors.get("t_togo", np.full((n_steps, 0), np.nan))

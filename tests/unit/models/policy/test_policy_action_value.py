@@ -59,3 +59,25 @@ def test_choice_credit_alone_moves_the_weights_towards_what_q_prices() -> None:
         credit.append(choice_credit(action_w, feats, expected))
     grad = learner.weighted_gradient(samples, credit, baseline=False)
     assert grad[DIVERSITY] > 0.5 * np.abs(np.delete(grad, DIVERSITY)).max()
+
+
+def test_saved_window_restores_the_same_fit() -> None:
+    rng = np.random.default_rng(2)
+    critic = ActionValueCritic([0, 1], discount=0.9, lam=0.5, window=50, ridge=1.0)
+    for i in range(30):
+        n_later = i % 3  # 0 to 2 later visits, so the saved rows are padded
+        critic.add(
+            LaterVisits(
+                rng.normal(size=2),
+                rng.normal(size=N_FEATURES),
+                rng.normal(size=(n_later, 2)),
+                rng.normal(size=n_later),
+                ended=i % 2 == 0,
+            )
+        )
+    value_w = np.array([0.5, -1.0])
+    critic.fit(value_w)
+    copy = ActionValueCritic([0, 1], discount=0.9, lam=0.5, window=50, ridge=1.0)
+    copy.restore(critic.tensors())
+    np.testing.assert_allclose(copy.action_w, critic.action_w)
+    np.testing.assert_allclose(copy.targets(value_w), critic.targets(value_w))

@@ -146,11 +146,7 @@ class LearnerSettings(BaseModel):
         "the critic's advantage of the user's next visits (models/policy/actor_critic.py).",
     )
     discount: float = Field(
-        0.9,
-        ge=0.0,
-        le=1.0,
-        description="Actor-critic: discount per later visit of the user (near 1: the report "
-        "scores average reward, and a slate's later effect is about its own size).",
+        0.3, ge=0.0, le=1.0, description="Actor-critic: discount per later visit of the user."
     )
     horizon: int = Field(
         3, ge=1, description="Actor-critic: later visits in a slate's advantage (GAE truncation)."
@@ -177,13 +173,6 @@ class LearnerSettings(BaseModel):
         gt=0.0,
         description="Actor-critic: importance-weight clip of the later-visit credit, whose "
         "slates were logged several policy versions ago (weight_clip is for fresh slates).",
-    )
-    later_credit: Literal["state_value", "action_value"] = Field(
-        "action_value",
-        description="Actor-critic: how a slate is credited with the user's later visits. "
-        "state_value: the state critic's advantage once the next visits closed; action_value: "
-        "at once, each choice priced by the action-value critic "
-        "(models/policy/action_value.py).",
     )
     state_baseline: bool = Field(
         True,

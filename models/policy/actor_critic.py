@@ -14,28 +14,18 @@ Credit, in two parts of one gradient. (1) Own slate, at the first update after t
 closes: position ``k`` is credited with its within-slate reward-to-go, as in REINFORCE, less
 the critic's expected reward-to-go of position ``k`` in the visit's state (a state-dependent
 baseline; the state explains about 30% of a slate's reward variance on the synthetic world).
-(2) Later visits, by ``later_credit``:
+(2) Later visits, when the trajectory allows: with ``r_t`` the slate's reward,
+``δ_t = r_t + gamma V(s_{t+1}) - V(s_t)`` and the truncated GAE
+``Â_t = Σ_{l<horizon} (gamma*lambda)^l δ_{t+l}``, the later visits' share of the advantage is
+``F_t = Â_t - (r_t - now(s_t))`` (``now``: the critic's estimate of the slate's own reward),
+centred on its batch mean and credited to every position.
 
-- ``action_value`` (default): in the same update, on the same fresh slate, each choice is
-  credited with its price under the action-value critic
-  (:class:`~streamrec.models.policy.action_value.ActionValueCritic`), which learns from the
-  closed trajectories what a slate's chosen features do to the user's later visits. Measured
-  in the simulator by forking a user's state (150 states x 20 paired replications, REINFORCE-
-  like policy): a DPP slate in place of the policy's earns 0.95 less now and 1.08 more over the
-  user's next five visits, 0.67 of it on the very next one, so the later effect is as large as
-  the immediate one; the report scores average reward, hence ``discount`` 0.9.
-- ``state_value``: once the trajectory allows, with ``r_t`` the slate's reward,
-  ``δ_t = r_t + gamma V(s_{t+1}) - V(s_t)`` and the truncated GAE
-  ``Â_t = Σ_{l<horizon} (gamma*lambda)^l δ_{t+l}``, the later visits' share of the advantage
-  ``F_t = Â_t - (r_t - now(s_t))`` (``now``: the critic's estimate of the slate's own reward),
-  centred on its batch mean, credited to every position of the slate logged visits ago, with
-  importance weights clipped at ``future_weight_clip``. A scalar per slate, learned from slates
-  several policy versions old: on the synthetic world it tied REINFORCE.
-
-Why the own slate is credited at once (measured, synthetic world, seed 0): crediting it with
-its later visits made every visit wait ``horizon`` later visits, about 1,200 requests or 19
-policy versions; the importance weights of such stale slates averaged 2.75 with 17% at the
-clip of 10, the gradient's norm was five times REINFORCE's, and every step hit ``max_step``.
+Why two parts (measured, synthetic world, seed 0): crediting both at once made every visit wait
+``horizon`` later visits, about 1,200 requests or 19 policy versions; the importance weights
+of such stale slates averaged 2.75 with 17% at the clip of 10, the gradient's norm was five
+times REINFORCE's, and every step hit ``max_step``. Now the own-slate part learns from fresh
+slates (weights near 1) and only the small later-visit part carries stale slates, clipped at
+``future_weight_clip``.
 
 Off-policy correction: the per-decision clipped importance weights of :class:`OnlineLearner`.
 Constrained mode (``LearnerSettings.constrained``): each slate's return also gets
@@ -54,12 +44,6 @@ from typing import Any
 import numpy as np
 
 from streamrec.models.config import LearnerSettings, PolicySettings
-from streamrec.models.policy.action_value import (
-    ActionValueCritic,
-    LaterVisits,
-    choice_credit,
-    slate_features,
-)
 from streamrec.models.policy.constraints import Lagrangian
 from streamrec.models.policy.critic import LinearCritic, Transition, feature_index
 from streamrec.models.policy.learner import OnlineLearner, Sample, discounted_to_go
@@ -103,13 +87,6 @@ class ActorCriticLearner(OnlineLearner):
         self.critic = LinearCritic(
             feature_index(settings.critic_features),
             settings.discount,
-            settings.critic_window,
-            settings.critic_ridge,
-        )
-        self.action_value = ActionValueCritic(
-            feature_index(settings.critic_features),
-            settings.discount,
-            settings.gae_lambda,
             settings.critic_window,
             settings.critic_ridge,
         )
@@ -168,20 +145,7 @@ class ActorCriticLearner(OnlineLearner):
         nxt = chain.later[0].state if chain.later else None
         togo = discounted_to_go(chain.visit.sample.rewards, self.settings.credit_discount)
         self.critic.add(Transition(chain.visit.state, chain.visit.reward, nxt, togo))
-        if self.settings.later_credit == "action_value":
-            self.action_value.add(
-                LaterVisits(
-                    chain.visit.state,
-                    slate_features(chain.visit.sample.features, chain.visit.sample.expected),
-                    np.stack([v.state for v in chain.later])
-                    if chain.later
-                    else np.zeros((0, len(chain.visit.state))),
-                    np.array([v.reward for v in chain.later]),
-                    chain.ended,
-                )
-            )
-        else:
-            self.chains.append(chain)
+        self.chains.append(chain)
 
     def pending(self) -> int:
         return len(self.fresh)
@@ -208,8 +172,7 @@ class ActorCriticLearner(OnlineLearner):
         return advantage - (chain.visit.reward - now)
 
     def batch_gradient(self) -> FloatArray:
-        """Own-slate credit of the fresh visits plus their later-visit credit (action_value)
-        or that of the ready chains (state_value)."""
+        """Own-slate credit of the fresh visits plus later-visit credit of the ready chains."""
         self.critic.fit()
         discount = self.settings.credit_discount
         returns = []
@@ -222,15 +185,6 @@ class ActorCriticLearner(OnlineLearner):
         if self.constraints is not None and self.fresh:
             self.constraints.step(np.mean([v.terms for v in self.fresh], axis=0))
         now = self.weighted_gradient([v.sample for v in self.fresh], returns)
-        if self.settings.later_credit == "action_value":
-            self.action_value.fit(self.critic.value_w)
-            credit = [
-                choice_credit(self.action_value.action_w, v.sample.features, v.sample.expected)
-                for v in self.fresh
-            ]
-            return now + self.weighted_gradient(
-                [v.sample for v in self.fresh], credit, baseline=False
-            )
         future = np.array([self.future_advantage(c) for c in self.chains])
         # The batch mean is a constant baseline: while the critic's fit still lags, F_t is not
         # centred (mean 0.19, sd 0.48 on the synthetic world), and its offset was pure noise.
@@ -253,7 +207,6 @@ class ActorCriticLearner(OnlineLearner):
         tensors["critic_togo"] = self.critic.togo_w
         if self.constraints is not None:
             tensors["multipliers"] = self.constraints.multipliers
-        tensors.update(self.action_value.tensors())
         steps = list(self.critic.transitions)
         if steps:
             tensors["t_state"] = np.stack([t.state for t in steps])
@@ -287,7 +240,6 @@ class ActorCriticLearner(OnlineLearner):
         self.critic.togo_w = tensors.get("critic_togo", self.critic.togo_w)
         if self.constraints is not None and "multipliers" in tensors:
             self.constraints.multipliers = tensors["multipliers"]
-        self.action_value.restore(tensors)
         if "t_state" in tensors:
             n_steps = len(tensors["t_state"])
             togos = tensors.get("t_togo", np.full((n_steps, 0), np.nan))

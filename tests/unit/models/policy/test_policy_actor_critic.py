@@ -66,11 +66,7 @@ def _impression(
 def test_visits_wait_for_the_horizon_or_the_timeout() -> None:
     rng = np.random.default_rng(1)
     settings = LearnerSettings(
-        algorithm="actor_critic",
-        horizon=2,
-        gae_lambda=0.5,
-        visit_timeout_s=100.0,
-        later_credit="state_value",
+        algorithm="actor_critic", horizon=2, gae_lambda=0.5, visit_timeout_s=100.0
     )
     learner = ActorCriticLearner(settings, POLICY)
     policy = StochasticReranker(seed=0)
@@ -86,8 +82,7 @@ def test_visits_wait_for_the_horizon_or_the_timeout() -> None:
 
 def test_without_gae_lambda_a_visit_waits_for_the_next_visit_only() -> None:
     rng = np.random.default_rng(1)
-    settings = LearnerSettings(algorithm="actor_critic", horizon=3, later_credit="state_value")
-    learner = ActorCriticLearner(settings, POLICY)
+    learner = ActorCriticLearner(LearnerSettings(algorithm="actor_critic", horizon=3), POLICY)
     policy = StochasticReranker(seed=0)
     for t in (0.0, 10.0):
         learner.observe(_impression(policy, "u", t, rng), np.zeros(3))
@@ -121,9 +116,7 @@ def test_a_stale_slates_importance_weight_is_clipped_where_asked() -> None:
 
 def test_future_advantage_is_zero_without_discount() -> None:
     rng = np.random.default_rng(2)
-    settings = LearnerSettings(
-        algorithm="actor_critic", horizon=1, discount=0.0, batch_size=8, later_credit="state_value"
-    )
+    settings = LearnerSettings(algorithm="actor_critic", horizon=1, discount=0.0, batch_size=8)
     learner = ActorCriticLearner(settings, POLICY)
     policy = StochasticReranker(seed=0)
     for t in range(40):

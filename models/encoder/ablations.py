@@ -59,8 +59,10 @@ def run_ablations(
     epochs: int | None = None,
     time_budget_s: float | None = None,
     progress: bool = False,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Train and test every variant (and the reference) on every seed; the table and runs."""
+    """Train and test every variant (and the reference) on every seed; the table and runs.
+    ``only`` keeps the variants of those labels (e.g. ``["ids", "+context"]``)."""
     dev = pick_device(device or settings.encoder.device)
     log = load_event_log(dataset, settings.data.cache_dir)
     n_items = len(log.dataset.items)
@@ -73,6 +75,11 @@ def run_ablations(
     if reference:
         ref_enc, ref_tc = preset_configs(settings, "reference", n_items, epochs, time_budget_s)
         plans.append(("SASRec reference", ref_enc, ref_tc))
+    if only is not None:
+        unknown = set(only) - {p[0] for p in plans}
+        if unknown:
+            raise ValueError(f"unknown variants {sorted(unknown)}; known: {[p[0] for p in plans]}")
+        plans = [p for p in plans if p[0] in only]
     runs: list[dict[str, Any]] = []
     for label, encoder, train_config in plans:
         split = prepare_split(settings, log, encoder, train_config)

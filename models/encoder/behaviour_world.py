@@ -1,25 +1,36 @@
-"""A generated multi-behaviour log where each encoder input carries signal the item ids lack.
+"""A generated multi-behaviour log where each encoder input decides the next *new* item.
 
-The world (seeded, written as a RecBole atomic file with the extra columns ``event_log.py``
-reads: ``type``, ``value``, ``context_device``):
+The evaluation protocol ranks only items the user has not had (history excluded), so a signal
+that points at a repeat is invisible to it. In this world nobody meets an item twice, and each
+input resolves a choice the item ids leave open (seeded; a RecBole atomic file with the extra
+columns ``event_log.py`` reads: ``type``, ``context_device``):
 
-* Catalog: ``topics`` topics of ``items_per_topic`` items each, the items of a topic on a ring
-  (neighbours are similar). Item ids are ``1 .. topics * items_per_topic``.
-* Users have ``tastes`` favourite topics for life. They come back in sessions, days apart
-  (``session_gap_days`` mean); a session's topic is one of their tastes with probability
-  ``taste_share``, else any topic. So which topics a user returns to is visible in the long
-  history (the state's summary), often not in the last 50 events.
-* Within a session each item is liked with probability ``like_rate``; a liked item holds the
-  user for 1-5 minutes, another for 2-10 s (the **time gap** to the next event), and the next
-  item is a ring neighbour of the last *liked* item of the session (random in the topic before
-  the first like). Ids alone do not say which items were liked; the gaps do.
-* **Types**: most events are ``view`` (some ``click``); with probability ``cart_rate`` an item
-  goes to the cart, and the next event is then its ``purchase`` with probability 0.8 (the
-  purchase intent ids cannot see), which ends the session. A purchase's **value** is a rating
-  (4-5 for a liked item, else 1-3); after a rating of 4 or more the next session stays in the
-  same topic with probability 0.8.
-* **Context**: a session is on ``tv`` (mean ``tv_session`` events) or ``mobile`` (mean
-  ``mobile_session``); the device says how soon the session, and its topic, ends.
+* **Catalog**: ``topics`` topics of ``families`` families of ``family_size`` items. Item ids
+  are ``1 ..``, a family's items consecutive. The families of a topic sit on a ring.
+* **Sessions**, ``session_gap_days`` apart on average (exponential, at least an hour), open with
+  a *landing*: an item from anywhere in the catalog (the home page). Inside a session events
+  are 5-120 s apart, and with probability ``detour_rate`` an event is followed by a *detour*:
+  another item from anywhere, after which the user goes on from where they were.
+* **Time gaps** tell a landing (days since the previous event) from a detour (seconds): the
+  item ids cannot, both being random items. After a landing the next item comes from one of
+  the user's ``tastes`` lifelong families with probability ``taste_strength`` (else from any
+  family); after a detour it continues the session.
+* **Long-term tastes** recur only once per session, so a 50-event window holds a few of them
+  among the walk's other families; the state's summary slices hold many more sessions.
+* **Types**: an in-session event is an ``add_to_cart`` with probability ``cart_rate`` (else a
+  ``view``, a quarter of them ``click``). After a cart the next item is, with probability
+  ``intent_strength``, in the carted item's accessory family (the same family of the topic
+  ``topics // 2`` away): purchase intent. Otherwise the walk goes on.
+* **Context**: every event's device is ``tv`` (probability ``tv_share``) or ``mobile``, drawn
+  per event (users switch screens, so earlier events do not give it away). After a view the
+  walk moves to the next family of the topic's ring on a tv and to the previous one on mobile,
+  with probability ``context_strength`` (else either, evenly).
+
+So item ids alone can learn each item's topic neighbourhood (the two families either side, and
+after a random item, tastes or the session), types add which of those two an accessory beats,
+gaps whether a random item opened a session, the summary which families are tastes, and the
+device which way the walk turns. Every strength at 0 leaves only what ids can see.
+``tests/unit/models/encoder/test_behaviour_world.py`` checks each signal in the generated data.
 """
 
 from __future__ import annotations
@@ -31,29 +42,52 @@ from pathlib import Path
 __all__ = ["WorldConfig", "generate", "write_world"]
 
 _START_S = 1_672_531_200  # 2023-01-01
+_HOUR_S = 3_600
+_DAY_S = 86_400
 
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Size and behaviour of the generated world (see the module doc)."""
+    """Size, behaviour and the strength of each signal of the generated world (module doc)."""
 
     users: int = 500
-    topics: int = 12
-    items_per_topic: int = 50
-    tastes: int = 4
-    taste_share: float = 0.5
-    min_events: int = 40
-    max_events: int = 200
+    topics: int = 10
+    families: int = 6
+    family_size: int = 16
+    tastes: int = 2
+    min_events: int = 30
+    max_events: int = 150
+    session_events: float = 7.0
     session_gap_days: float = 2.0
-    like_rate: float = 0.4
-    cart_rate: float = 0.1
-    tv_share: float = 0.4
-    tv_session: float = 15.0
-    mobile_session: float = 5.0
+    detour_rate: float = 0.15
+    cart_rate: float = 0.2
+    tv_share: float = 0.5
+    taste_strength: float = 0.8
+    intent_strength: float = 1.0
+    context_strength: float = 1.0
     seed: int = 0
 
+    @property
+    def items(self) -> int:
+        """Catalog size."""
+        return self.topics * self.families * self.family_size
 
-Row = tuple[str, str, int, str, str, str]  # user, item, ts (s), type, value, device
+    def family_of(self, item: int) -> int:
+        """Family index (``topic * families + f``) of a 1-based item id."""
+        return (item - 1) // self.family_size
+
+    def accessory(self, family: int) -> int:
+        """The family whose items follow a cart of an item of ``family``."""
+        topic, f = divmod(family, self.families)
+        return ((topic + self.topics // 2) % self.topics) * self.families + f
+
+    def turn(self, family: int, step: int) -> int:
+        """The family ``step`` places along ``family``'s topic ring."""
+        topic, f = divmod(family, self.families)
+        return topic * self.families + (f + step) % self.families
+
+
+Row = tuple[str, str, int, str, str]  # user, item, ts (s), type, device
 
 
 def generate(config: WorldConfig) -> list[Row]:
@@ -61,7 +95,7 @@ def generate(config: WorldConfig) -> list[Row]:
     rng = random.Random(config.seed)
     rows: list[Row] = []
     for u in range(config.users):
-        rows += _user(rng, f"u{u + 1}", config)
+        rows += _User(rng, f"u{u + 1}", config).events()
     return rows
 
 
@@ -70,59 +104,82 @@ def write_world(folder: Path, config: WorldConfig, name: str = "behaviour") -> P
     folder.mkdir(parents=True, exist_ok=True)
     rows = sorted(generate(config), key=lambda r: r[2])  # stable: a user's ties keep their order
     inter = folder / f"{name}.inter"
-    header = "user_id:token\titem_id:token\ttimestamp:float\ttype:token\tvalue:float\t"
-    lines = [header + "context_device:token"]
-    lines += ["\t".join((u, i, str(ts), t, v, d)) for u, i, ts, t, v, d in rows]
+    lines = ["user_id:token\titem_id:token\ttimestamp:float\ttype:token\tcontext_device:token"]
+    lines += ["\t".join((u, i, str(ts), t, d)) for u, i, ts, t, d in rows]
     inter.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    n_items = config.topics * config.items_per_topic
     items = ["item_id:token\ttitle:token_seq\tgenres:token_seq"]
-    items += [f"{i + 1}\titem {i + 1}\ttopic{i // config.items_per_topic}" for i in range(n_items)]
+    items += [
+        f"{i}\titem {i}\ttopic{config.family_of(i) // config.families}"
+        for i in range(1, config.items + 1)
+    ]
     (folder / f"{name}.item").write_text("\n".join(items) + "\n", encoding="utf-8")
     return inter
 
 
-def _user(rng: random.Random, user: str, c: WorldConfig) -> list[Row]:
-    tastes = rng.sample(range(c.topics), c.tastes)
-    length = rng.randint(c.min_events, c.max_events)
-    ts = _START_S + rng.randint(0, 30 * 86_400)
-    rows: list[Row] = []
-    topic, stay = rng.choice(tastes), False
-    while len(rows) < length:
-        if not stay:
-            topic = rng.choice(tastes) if rng.random() < c.taste_share else rng.randrange(c.topics)
-        rating, ts = _session(rng, user, topic, ts, c, rows)
-        stay = rating >= 4 and rng.random() < 0.8
-        ts += int(rng.expovariate(1.0 / (c.session_gap_days * 86_400))) + 3_600
-    return rows[:length]
+class _User:
+    """One user's life: sessions of a walk over families, each item met at most once."""
 
+    def __init__(self, rng: random.Random, user: str, config: WorldConfig) -> None:
+        self.rng, self.user, self.c = rng, user, config
+        n_families = config.topics * config.families
+        self.tastes = rng.sample(range(n_families), config.tastes)
+        self.seen: set[int] = set()
+        self.rows: list[Row] = []
+        self.ts = _START_S + rng.randint(0, 30 * _DAY_S)
 
-def _session(
-    rng: random.Random, user: str, topic: int, ts: int, c: WorldConfig, rows: list[Row]
-) -> tuple[int, int]:
-    """Append one session's events; returns (purchase rating or 0, time after it)."""
-    device = "tv" if rng.random() < c.tv_share else "mobile"
-    mean = c.tv_session if device == "tv" else c.mobile_session
-    anchor: int | None = None
-    for _ in range(1 + int(rng.expovariate(1.0 / max(mean - 1, 1e-9)))):
-        k = _next_item(rng, anchor, c.items_per_topic)
-        item = str(topic * c.items_per_topic + k + 1)
-        liked = rng.random() < c.like_rate
-        anchor = k if liked else anchor
-        if rng.random() < c.cart_rate:
-            rows.append((user, item, ts, "add_to_cart", "", device))
-            ts += rng.randint(30, 120)
-            if rng.random() < 0.8:
-                rating = rng.randint(4, 5) if liked else rng.randint(1, 3)
-                rows.append((user, item, ts, "purchase", str(rating), device))
-                return rating, ts
-            continue
-        kind = "click" if rng.random() < 0.25 else "view"
-        rows.append((user, item, ts, kind, "", device))
-        ts += rng.randint(60, 300) if liked else rng.randint(2, 10)
-    return 0, ts
+    def events(self) -> list[Row]:
+        c, rng = self.c, self.rng
+        length = rng.randint(c.min_events, c.max_events)
+        while len(self.rows) < length:
+            self._session()
+            self.ts += _HOUR_S + int(rng.expovariate(1.0 / (c.session_gap_days * _DAY_S)))
+        return self.rows[:length]
 
+    def _session(self) -> None:
+        c, rng = self.c, self.rng
+        self._emit(self._anywhere(), "view")  # the landing
+        taste = rng.random() < c.taste_strength
+        family = rng.choice(self.tastes) if taste else rng.randrange(c.topics * c.families)
+        for _ in range(1 + int(rng.expovariate(1.0 / max(c.session_events - 1.0, 1e-9)))):
+            self.ts += rng.randint(5, 120)
+            item = self._pick(family)
+            kind = "add_to_cart" if rng.random() < c.cart_rate else self._browse()
+            device = self._emit(item, kind)
+            family = self._next_family(c.family_of(item), kind, device)
+            if rng.random() < c.detour_rate:
+                self.ts += rng.randint(5, 120)
+                self._emit(self._anywhere(), self._browse())
 
-def _next_item(rng: random.Random, anchor: int | None, size: int) -> int:
-    if anchor is None:
-        return rng.randrange(size)
-    return (anchor + rng.choice((-2, -1, 1, 2))) % size
+    def _next_family(self, family: int, kind: str, device: str) -> int:
+        c, rng = self.c, self.rng
+        if kind == "add_to_cart" and rng.random() < c.intent_strength:
+            return c.accessory(family)
+        if rng.random() < c.context_strength:
+            return c.turn(family, 1 if device == "tv" else -1)
+        return c.turn(family, rng.choice((1, -1)))
+
+    def _browse(self) -> str:
+        return "click" if self.rng.random() < 0.25 else "view"
+
+    def _emit(self, item: int, kind: str) -> str:
+        device = "tv" if self.rng.random() < self.c.tv_share else "mobile"
+        self.seen.add(item)
+        self.rows.append((self.user, str(item), self.ts, kind, device))
+        return device
+
+    def _pick(self, family: int) -> int:
+        """An unseen item of ``family``; of its topic when the family is used up."""
+        size, fams = self.c.family_size, self.c.families
+        start = family * size + 1
+        fresh = [i for i in range(start, start + size) if i not in self.seen]
+        if not fresh:
+            first = (family // fams) * fams * size + 1
+            fresh = [i for i in range(first, first + fams * size) if i not in self.seen]
+        return self.rng.choice(fresh) if fresh else self._anywhere()
+
+    def _anywhere(self) -> int:
+        """An unseen item of the whole catalog (users never exhaust it: max_events < items)."""
+        while True:
+            item = self.rng.randint(1, self.c.items)
+            if item not in self.seen:
+                return item

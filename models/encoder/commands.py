@@ -3,7 +3,9 @@
     streamrec train [--dataset PATH] [--out DIR] [--epochs N] [--device D] [--preset demo|reference]
     streamrec evaluate --checkpoint DIR [--exclude-history/--include-history]
     streamrec evaluate --ablations [--seeds 0,1,2,3,4] [--dataset PATH] [--no-reference]
-    streamrec behaviour-world --out DIR [--users N] [--seed S]
+                                   [--variants ids,+gaps]
+    streamrec behaviour-world --out DIR [--users N] [--seed S] [--intent P] [--tastes P]
+                              [--context P]
     streamrec coldstart [--dataset PATH] [--fraction 0.1]
     streamrec bench encoder [--checkpoint DIR] [--device D]
 
@@ -18,6 +20,7 @@ from typing import Literal
 import typer
 
 from streamrec.console import JsonOption, err_console, get_settings, report
+from streamrec.models.encoder.behaviour_world import WorldConfig
 
 _DATASET = typer.Option(None, "--dataset", help="Dataset folder or file (default MovieLens-100K).")
 _DEVICE = typer.Option(None, "--device", help="auto, cpu or cuda (default: encoder settings).")
@@ -92,6 +95,9 @@ def evaluate_cmd(
     reference: bool = typer.Option(
         True, "--reference/--no-reference", help="Ablations: also train the reference preset."
     ),
+    variants: str | None = typer.Option(
+        None, "--variants", help="Ablations: only these rows, comma-separated (e.g. ids,+context)."
+    ),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Ablations: most epochs."),
     time_budget: float | None = typer.Option(
         None, "--time-budget", min=1, help="Ablations: seconds per model (default: settings)."
@@ -105,9 +111,13 @@ def evaluate_cmd(
         from streamrec.models.encoder.ablations import run_ablations
 
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        figures = run_ablations(
-            settings, dataset, seed_list, device, reference, epochs, time_budget
-        )
+        only = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+        try:
+            figures = run_ablations(
+                settings, dataset, seed_list, device, reference, epochs, time_budget, only=only
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--variants") from None
         report("streamrec evaluate --ablations", figures, as_json)
         return
     if checkpoint is None:
@@ -120,14 +130,38 @@ def evaluate_cmd(
 
 def behaviour_world_cmd(
     out: Path = typer.Option(..., "--out", help="Folder for behaviour.inter / behaviour.item."),
-    users: int = typer.Option(500, "--users", min=1, help="Users to generate."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    users: int = typer.Option(WorldConfig.users, "--users", min=1, help="Users to generate."),
+    seed: int = typer.Option(WorldConfig.seed, "--seed", help="Random seed."),
+    intent: float = typer.Option(
+        WorldConfig.intent_strength, "--intent", min=0, max=1, help="P(accessory after a cart)."
+    ),
+    tastes: float = typer.Option(
+        WorldConfig.taste_strength,
+        "--tastes",
+        min=0,
+        max=1,
+        help="P(a lifelong taste after a landing).",
+    ),
+    context: float = typer.Option(
+        WorldConfig.context_strength,
+        "--context",
+        min=0,
+        max=1,
+        help="P(the device decides the walk's turn).",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Write the generated multi-behaviour dataset (types, gaps, tastes, device carry signal)."""
-    from streamrec.models.encoder.behaviour_world import WorldConfig, write_world
+    from streamrec.models.encoder.behaviour_world import write_world
 
-    inter = write_world(out, WorldConfig(users=users, seed=seed))
+    config = WorldConfig(
+        users=users,
+        seed=seed,
+        intent_strength=intent,
+        taste_strength=tastes,
+        context_strength=context,
+    )
+    inter = write_world(out, config)
     lines = inter.read_text(encoding="utf-8").count("\n") - 1
     report("streamrec behaviour-world", {"interactions": str(inter), "events": lines}, as_json)
 

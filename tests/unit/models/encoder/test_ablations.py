@@ -10,12 +10,10 @@ import typer
 from typer.testing import CliRunner
 
 from streamrec.models.encoder.ablations import _table, ablation_variants
-from streamrec.models.encoder.behaviour_world import WorldConfig, generate, write_world
+from streamrec.models.encoder.behaviour_world import WorldConfig, write_world
 from streamrec.models.encoder.commands import register
-from streamrec.models.encoder.event_log import load_event_log
-from streamrec.stream.contract import EVENT_TYPES
 
-SMALL = WorldConfig(users=20, topics=3, items_per_topic=10, tastes=2, min_events=6, max_events=12)
+SMALL = WorldConfig(users=20, topics=2, families=2, family_size=8, min_events=6, max_events=12)
 
 
 def test_variants_are_cumulative_and_context_only_when_the_log_has_it() -> None:
@@ -36,19 +34,6 @@ def test_table_gives_mean_sd_and_the_ratio_to_the_reference() -> None:
     assert rows["ids"]["ndcg@10"] == "0.1200 ± 0.0283"
     assert rows["ids"]["ndcg@10 / reference"] == 1.2
     assert rows["SASRec reference"]["ndcg@10 / reference"] == 1.0
-
-
-def test_world_is_seeded_and_written_with_the_extra_columns(tmp_path: Path) -> None:
-    assert generate(SMALL) == generate(SMALL)
-    rows = generate(SMALL)
-    assert {r[3] for r in rows} <= set(EVENT_TYPES)
-    assert all(r[4] == "" or 1 <= float(r[4]) <= 5 for r in rows)  # ratings on purchases only
-    inter = write_world(tmp_path, SMALL)
-    log = load_event_log(inter)
-    assert log.context_fields == ("device",)
-    assert len(log.events) == len(rows)
-    assert {e.context["device"] for e in log.events if e.context} == {"tv", "mobile"}
-    assert any(e.type == "purchase" and e.value is not None for e in log.events)
 
 
 @pytest.fixture
@@ -74,3 +59,20 @@ def test_ablations_command_trains_every_variant_and_seed(
     assert len(figures["runs"]) == 2 * len(labels)
     assert all(run["epochs"] == 1 and run["stopped"] == "epochs" for run in figures["runs"])
     assert all(run["load_1min"] >= 0 for run in figures["runs"])
+
+
+def test_ablations_command_runs_only_the_variants_asked_for(
+    tiny_settings: None, tmp_path: Path
+) -> None:
+    app, bench = typer.Typer(), typer.Typer()
+    app.add_typer(bench, name="bench")
+    register(app, bench)
+    inter = str(write_world(tmp_path / "world", SMALL))
+    args = ["evaluate", "--ablations", "--dataset", inter, "--seeds", "0", "--epochs", "1"]
+    res = CliRunner().invoke(app, [*args, "--device", "cpu", "--json", "--variants", "+gaps,ids"])
+    assert res.exit_code == 0, res.output
+    figures = json.loads(res.stdout)
+    assert [row["variant"] for row in figures["table"]] == ["ids", "+gaps"]
+    res = CliRunner().invoke(app, [*args, "--no-reference", "--variants", "SASRec reference"])
+    assert res.exit_code != 0
+    assert "unknown variants ['SASRec reference']" in res.output

@@ -51,7 +51,7 @@ class WorldConfig:
     """Size, behaviour and the strength of each signal of the generated world (module doc)."""
 
     users: int = 500
-    topics: int = 10
+    topics: int = 6
     families: int = 6
     family_size: int = 16
     tastes: int = 2

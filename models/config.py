@@ -73,6 +73,12 @@ class TrainSettings(BaseModel):
     time_budget_s: float | None = Field(
         240.0, gt=0, description="Stop after this many seconds, keeping the best epoch."
     )
+    budget_clock: Literal["wall", "cpu"] = Field(
+        "wall",
+        description="What time_budget_s counts: wall seconds, or this process's CPU seconds (on "
+        "a shared or paused machine, the CPU time a dedicated core would have taken, with one "
+        "torch thread; with more threads CPU time runs faster than the wall clock).",
+    )
     patience: int = Field(5, ge=1, description="Epochs without validation NDCG@10 gain to stop.")
     seed: int = Field(42, description="Random seed.")
 

@@ -90,6 +90,7 @@ def run_ablations(
             metrics = test_metrics(result.model, split, dev, exclude_history=True)["model"]
             runs.append(
                 {"variant": label, "seed": seed, "seconds": round(result.seconds, 1)}
+                | {"cpu_seconds": round(result.cpu_seconds, 1)}
                 | {m: round(metrics[m], 4) for m in _METRICS}
                 | {"epochs": len(result.history), "best_epoch": result.best_epoch}
                 | {"stopped": result.stopped}

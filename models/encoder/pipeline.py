@@ -89,7 +89,10 @@ def preset_configs(
     """Encoder and training configs of ``preset`` for a catalog of ``n_items``."""
     if preset == "reference":
         enc = EncoderConfig.from_settings(REFERENCE_ENCODER, n_items)
-        tc = REFERENCE_TRAIN
+        # The reference has no budget unless one is given; then it counts on the same clock.
+        tc = TrainConfig(
+            **{**REFERENCE_TRAIN.__dict__, "budget_clock": settings.train.budget_clock}
+        )
     else:
         enc = EncoderConfig.from_settings(settings.encoder, n_items)
         tc = TrainConfig.from_settings(settings.train)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from typing import Literal
 
+import pytest
 import torch
 from encoder_doubles import BASE, window_split
 
@@ -121,3 +124,20 @@ def test_a_warm_start_is_kept_unless_an_epoch_beats_it() -> None:
         start=lambda model: start,
     )  # fmt: skip
     assert tuned.best_valid["ndcg@10"] >= trained.best_valid["ndcg@10"]
+
+
+def test_a_cpu_budget_ignores_wall_time_the_process_did_not_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Paused or starved on a shared machine (each wall clock read an hour later), a wall
+    budget stops after the first epoch; a CPU budget of the same size does not."""
+    split = window_split(synthetic(users=8), max_len=8)
+    enc = EncoderConfig(n_items=split.n_items, hidden_size=8, heads=2, inner_size=8, max_len=8)
+    wall = itertools.count(0.0, 3_600.0)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(wall))
+    stops = {}
+    for clock in ("wall", "cpu"):
+        cfg = TrainConfig(epochs=3, patience=3, time_budget_s=600.0, budget_clock=clock)
+        result = train(split, enc, cfg, torch.device("cpu"), progress=False)
+        stops[clock] = (result.stopped, len(result.history))
+    assert stops == {"wall": ("time_budget", 1), "cpu": ("epochs", 3)}

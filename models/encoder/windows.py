@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from streamrec.errors import DataError
-from streamrec.models.encoder.inputs import EventExtras, Featurizer, Window
+from streamrec.models.encoder.inputs import Featurizer, Window
 from streamrec.stream.config import StateSettings
 from streamrec.stream.contract import Event
 from streamrec.stream.state import UserState, apply_event
@@ -77,9 +77,13 @@ def user_extras(events: Iterable[Event]) -> dict[tuple[str, int, str], tuple[flo
     seconds) stands in for a missing value."""
     out: dict[tuple[str, int, str], tuple[float | None, Any]] = {}
     for e in events:
-        value = e.value if e.value is not None else (e.dwell_ms / 1000 if e.dwell_ms else None)
-        out[(e.item_id, e.ts, e.type)] = (value, e.context)
+        _note(out, e)
     return out
+
+
+def _note(extras: dict[tuple[str, int, str], tuple[float | None, Any]], e: Event) -> None:
+    value = e.value if e.value is not None else (e.dwell_ms / 1000 if e.dwell_ms else None)
+    extras[(e.item_id, e.ts, e.type)] = (value, e.context)
 
 
 def build_split(
@@ -129,10 +133,16 @@ def _add_user(
     step = 1 if scheme == "prefix" else featurizer.length
     cuts = set(range(n - 2, -1, -step))  # after these training events, a training row
     evaluate = {n - 1: "valid", n: "test"} if len(applied) >= 3 else {}
-    extras: EventExtras | None = user_extras(applied) if featurizer.inputs.needs_extras else None
+    # Built as the events are applied, as the worker knows them: two events with one (item,
+    # time, type) share a key, and the newer one applied so far is the one the worker reads.
+    extras: dict[tuple[str, int, str], tuple[float | None, Any]] | None = (
+        {} if featurizer.inputs.needs_extras else None
+    )
     replay = UserState()
     for i, event in enumerate(applied[: n + 1] if evaluate else applied[:n]):
         apply_event(replay, event, state)
+        if extras is not None:
+            _note(extras, event)
         if i in cuts:
             win = featurizer.window(replay, extras)
             split.examples.append(Example(win, _targets(win, items[i + 1], scheme), event.event_id))

@@ -54,6 +54,7 @@ from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, Item
 from streamrec.stream.producer import dataset_events, dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, wait_until, worker_env
+from streamrec.stream.tools.cpu import cpu_seconds
 from streamrec.stream.tools.synthetic import Workload, synthetic_events, synthetic_items
 from streamrec.stream.topics import create_topics
 
@@ -141,28 +142,6 @@ class _System:
     def cpu_s(self) -> float:
         """CPU seconds (user + system) its processes have used so far."""
         return sum(cpu_seconds(proc.proc.pid) for proc in self.procs if proc.proc is not None)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` and its live children (Linux ``/proc``)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    kids = [int(k) for k in children.read_text().split()] if children.exists() else []
-    return _own_cpu_seconds(pid) + sum(_gone_is_zero(kid) for kid in kids)
-
-
-def _gone_is_zero(pid: int) -> float:
-    try:
-        return cpu_seconds(pid)
-    except FileNotFoundError:  # a child that exited since it was listed
-        return 0.0
-
-
-def _own_cpu_seconds(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Fields after the command name, which is in parentheses and may hold spaces: utime and
-    # stime are fields 14 and 15 of the whole line, in clock ticks.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _PassthroughProcess(WorkerProcess):

@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 
-from streamrec.stream.tools.bench import PhaseResult, cpu_seconds
+from streamrec.stream.tools.bench import PhaseResult
+from streamrec.stream.tools.cpu import cpu_seconds
 
 
 def test_stage_times_are_summarised_per_stage_and_absent_for_the_passthrough() -> None:

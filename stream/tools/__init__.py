@@ -9,4 +9,6 @@ Modules:
     passthrough    the reference agent bench pipeline measures against
     quality        prequential scoring of published slates (pure)
     quality_bench  `streamrec bench quality`: a replay through a worker, scored
+    quality_report the figures, plot and report of a quality run (live or offline)
+    offline        `streamrec bench quality --offline`: the replay in one process, no broker
 """

@@ -180,11 +180,17 @@ async def _read(
 
 
 def spawn_trainer(
-    kafka: KafkaSettings, env: dict[str, str], folder: Path, every_events: int, budget_s: float
+    kafka: KafkaSettings,
+    env: dict[str, str],
+    folder: Path,
+    every_events: int,
+    budget_s: float,
+    niceness: int = 0,
 ) -> subprocess.Popen[bytes]:
     """``streamrec trainer`` as a subprocess on ``kafka`` with ``env`` (its log, ``trainer.log``,
     and its candidates in ``folder``), cycling every ``every_events`` events with ``budget_s``
-    of training: what the quality bench runs beside a model-mode worker."""
+    of training, ``niceness`` below this process's CPU priority: what the quality bench runs
+    beside a model-mode worker."""
     folder.mkdir(parents=True, exist_ok=True)
     trainer_env = {
         **env,
@@ -194,7 +200,7 @@ def spawn_trainer(
     }
     with (folder / "trainer.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "streamrec", "trainer"],
+            ["nice", "-n", str(niceness), sys.executable, "-m", "streamrec", "trainer"],
             env=worker_env(kafka, trainer_env),
             stdout=log,
             stderr=subprocess.STDOUT,

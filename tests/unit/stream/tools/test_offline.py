@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from event_streams import stream
 
 from streamrec.errors import ConfigError
 from streamrec.settings import Settings
-from streamrec.stream.contract import Event
 from streamrec.stream.tools import quality
 from streamrec.stream.tools.offline import heuristic_factory, replay
-
-T0 = 1_700_000_000_000
-
-
-def stream(*pairs: str) -> list[Event]:
-    """Events e0, e1, ... from "user item" strings, in replay order."""
-    out = []
-    for n, pair in enumerate(pairs):
-        user, item = pair.split()
-        out.append(Event(event_id=f"e{n}", user_id=user, item_id=item, type="view", ts=T0 + n))
-    return out
-
 
 EVENTS = stream("u1 a", "u1 b", "u2 a", "u2 b", "u1 c")
 

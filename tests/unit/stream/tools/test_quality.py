@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from event_streams import stream
 
-from streamrec.stream.contract import Event
 from streamrec.stream.tools.quality import (
     Slate,
     baseline_ranks,
@@ -21,17 +21,6 @@ from streamrec.stream.tools.quality import (
     windowed_means,
     windows,
 )
-
-T0 = 1_700_000_000_000
-
-
-def stream(*pairs: str) -> list[Event]:
-    """Events e0, e1, ... from "user item" strings, in replay order."""
-    out = []
-    for n, pair in enumerate(pairs):
-        user, item = pair.split()
-        out.append(Event(event_id=f"e{n}", user_id=user, item_id=item, type="view", ts=T0 + n))
-    return out
 
 
 def slate(user: str, items: str, *triggers: int, at_ms: int = 0) -> Slate:

@@ -190,7 +190,7 @@ class ModelProcess:
             log.warning("model process restarted: loading %s again", self._checkpoint)
             with self._lock:
                 request_id = next(self._ids)
-                waiting[request_id] = Future()  # answered before any later call's request
+                waiting[request_id] = Future()  # nobody waits: the child holds batches for it
             conn.send((request_id, "load", (self._checkpoint, self._catalog)))
         return conn
 

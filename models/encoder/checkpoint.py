@@ -125,6 +125,28 @@ def save_checkpoint(
     return folder
 
 
+def load_projection(
+    folder: Path, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The checkpoint's text -> item-space projection (weight [T, D], bias [D]), if it has one."""
+    path = Path(folder) / "projection.safetensors"
+    if not path.is_file():
+        return None
+    tensors = load_file(str(path), device=str(device))
+    return tensors["weight"], tensors["bias"]
+
+
+def trained_until(folder: Path) -> int | None:
+    """The newest event time (epoch ms) in the data a checkpoint was trained on; None for a
+    checkpoint from before it was recorded, or without its metrics."""
+    try:
+        metrics = json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    value = metrics.get("trained_until_ms") if isinstance(metrics, dict) else None
+    return int(value) if isinstance(value, int) else None
+
+
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
@@ -203,11 +225,7 @@ class InferenceEncoder:
 
         dev = pick_device(device)
         model, config, item_ids, fallback = load_encoder(Path(folder), dev)
-        projection = None
-        proj_file = Path(folder) / "projection.safetensors"
-        if proj_file.is_file():
-            tensors = load_file(str(proj_file), device=str(dev))
-            projection = (tensors["weight"], tensors["bias"])
+        projection = load_projection(Path(folder), dev)
         return cls(model, item_ids, config["model_version"], fallback, projection, batch_size)
 
     def item_vectors(self) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch
 
 from streamrec.datasets import Dataset, load_dataset
 from streamrec.models.config import EncoderSettings
-from streamrec.models.encoder.checkpoint import InferenceEncoder, save_checkpoint
+from streamrec.models.encoder.checkpoint import InferenceEncoder, load_projection, save_checkpoint
 from streamrec.models.encoder.coldstart import evaluate_cold_start, fit_projection
 from streamrec.models.encoder.evaluation import catalog_order, evaluate_scorer, popularity_scorer
 from streamrec.models.encoder.event_log import EventLog, load_event_log
@@ -173,12 +173,15 @@ def run_training(
         started = time.perf_counter()
         texts = [ds.items[i].text for i in split.item_ids]
         vecs = cached_text_vectors(texts, settings.data.cache_dir)
-        projection = fit_projection(model, split.examples, vecs)
+        served = load_projection(init, dev) if init is not None else None
+        projection = fit_projection(model, split.examples, vecs, start=served)
         text_seconds = time.perf_counter() - started
     fallback = _mean_user(model, split)
     metrics = {
         "dataset": ds.name,
         "dataset_path": str(Path(dataset).resolve()) if dataset else None,
+        # What the continual trainer counts new events from (stream/trainer.py).
+        "trained_until_ms": max((e.ts for e in log.events), default=None),
         "preset": preset,
         "inputs": enc.inputs.describe(),
         "device": str(dev),

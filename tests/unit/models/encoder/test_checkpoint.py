@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from streamrec.errors import ModelError
-from streamrec.models.encoder.checkpoint import InferenceEncoder, load_encoder, save_checkpoint
+from streamrec.models.encoder.checkpoint import (
+    InferenceEncoder,
+    load_encoder,
+    save_checkpoint,
+    trained_until,
+)
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.quantize import agreement, quantize_int8
 
@@ -81,6 +86,17 @@ def test_missing_projection_and_corrupt_files(tmp_path: Path) -> None:
         load_encoder(folder)
     with pytest.raises(ModelError, match="is missing"):
         load_encoder(tmp_path / "absent")
+
+
+def test_trained_until_reads_the_recorded_horizon_and_none_when_absent(tmp_path: Path) -> None:
+    _, folder = _saved(tmp_path)
+    assert trained_until(folder) is None  # a checkpoint from before the horizon was recorded
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "trained_until_ms": 1_700_000}))
+    assert trained_until(folder) == 1_700_000
+    (folder / "metrics.json").write_text("{broken")
+    assert trained_until(folder) is None
+    assert trained_until(tmp_path / "absent") is None
 
 
 def test_int8_stays_close_to_fp32(tmp_path: Path) -> None:

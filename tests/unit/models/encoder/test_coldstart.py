@@ -7,10 +7,17 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from encoder_doubles import BASE, window_split
 
 from streamrec.datasets import Dataset, Interaction, Item
-from streamrec.models.encoder.coldstart import evaluate_cold_start, fit_projection, hold_out_items
+from streamrec.models.encoder.coldstart import (
+    ProjectionConfig,
+    _queries,
+    evaluate_cold_start,
+    fit_projection,
+    hold_out_items,
+)
 from streamrec.models.encoder.network import EncoderConfig
 from streamrec.models.encoder.training import TrainConfig, train
 
@@ -61,6 +68,26 @@ def test_projection_scores_like_the_embeddings() -> None:
     own = (scores * (genre == user_genre[:, None])).sum(1) / 20
     other = (scores * (genre != user_genre[:, None])).sum(1) / 20
     assert (own > other).float().mean() > 0.9
+
+
+def test_a_warm_refit_starts_from_the_given_projection_and_improves_it() -> None:
+    ds, text = _two_genre_world()
+    split = window_split(ds, ENC.max_len)
+    model = train(split, dataclasses.replace(ENC, n_items=split.n_items), TC,
+                  torch.device("cpu"), progress=False).model  # fmt: skip
+    vecs = np.stack([text[i] for i in split.item_ids])
+    start = (torch.zeros(8, 16), torch.zeros(16))  # scores every item alike
+    none = fit_projection(model, split.examples, vecs, ProjectionConfig(warm_epochs=0), start)
+    assert torch.equal(none[0], start[0]) and torch.equal(none[1], start[1])
+    assert start[0].abs().sum() == 0  # the caller's tensors are not trained in place
+    refit = fit_projection(model, split.examples, vecs, ProjectionConfig(warm_epochs=3), start)
+    queries, targets = _queries(model, split.examples)
+    text_t = torch.from_numpy(vecs)
+
+    def loss(weight: torch.Tensor, bias: torch.Tensor) -> float:
+        return float(F.cross_entropy(queries @ (text_t @ weight + bias).T, targets - 1))
+
+    assert loss(*refit) < loss(*start)
 
 
 @pytest.mark.slow

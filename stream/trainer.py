@@ -2,8 +2,11 @@
 
 A process of its own (consumer group ``<prefix>trainer`` on ``events``; it also reads the whole
 ``items`` topic for the catalog). It keeps the last ``trainer.window_events`` events in memory
-(on start it rewinds each partition so the window fills from what Kafka still holds). Every
-``trainer.every_events`` new events, or ``trainer.every_s`` seconds when fewer came, one cycle:
+(on start it rewinds each partition so the window fills from what Kafka still holds). Events are
+new when they are younger than the newest event the served model was trained on (its checkpoint
+records it; a checkpoint without it makes every event new), so a trainer started beside a model
+that already learned the window idles instead of relearning it. Every ``trainer.every_events``
+new events, or ``trainer.every_s`` seconds when fewer came, one cycle:
 
 1. hold out the newest ``trainer.holdout_events`` events of the window;
 2. train a candidate on the rest (the encoder pipeline on RecBole files of the window,
@@ -42,6 +45,12 @@ log = logging.getLogger(__name__)
 TrainFn = Callable[[Sequence[Event], Sequence[Item], Path, Path | None], Path | None]
 ScoreFn = Callable[[Path, Sequence[Event], Sequence[Event]], float]  # ckpt, history, held out
 AnnounceFn = Callable[[Path], Awaitable[str]]  # checkpoint -> the version announced
+HorizonFn = Callable[[Path], int | None]  # checkpoint -> its newest training event time (ms)
+
+
+def no_horizon(checkpoint: Path) -> int | None:
+    """Every event is new (for parts that do not record what a model was trained on)."""
+    return None
 
 
 @dataclass
@@ -68,15 +77,19 @@ class ContinualTrainer:
     window: deque[Event] = field(init=False)
     catalog: dict[str, Item] = field(default_factory=dict)
     served: Path | None = None
+    horizon_of: HorizonFn = no_horizon
     since_cycle: int = 0
     history: list[CycleResult] = field(default_factory=list)
+    horizon: int | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.window = deque(maxlen=self.settings.window_events)
+        self.horizon = self.horizon_of(self.served) if self.served is not None else None
 
     def add(self, event: Event) -> None:
         self.window.append(event)
-        self.since_cycle += 1
+        if self.horizon is None or event.ts > self.horizon:
+            self.since_cycle += 1
 
     def due(self, seconds_since_cycle: float) -> bool:
         """A cycle is due after enough new events, or after enough time with some."""
@@ -111,6 +124,7 @@ class ContinualTrainer:
         if theirs is None or ours >= theirs * (1.0 - self.settings.tolerance):
             announced = await self.announce(candidate)
             self.served = candidate
+            self.horizon = self.horizon_of(candidate)
         else:
             shutil.rmtree(out, ignore_errors=True)
         self._prune()

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from streamrec.errors import ContractError, ModelError
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.compat import assign_all
+from streamrec.stream.config import TrainerSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, Item, parse_event, parse_item
 from streamrec.stream.control import announce_model
@@ -28,16 +29,18 @@ from streamrec.stream.training_data import write_atomic
 
 log = logging.getLogger(__name__)
 TOP_K = 10
+READ_BATCH = 5_000  # events per read; a full read means the trainer is behind the stream
 
 
 def train_on_window(settings: Settings) -> TrainFn:
     """Train the configured encoder on a window of events (RecBole files, then the pipeline)."""
+    # Imported now, at the trainer's start, not in its first cycle: seconds of torch and
+    # transformers that would delay the first candidate.
+    from streamrec.models.encoder.pipeline import run_training
 
     def train(
         events: Sequence[Event], catalog: Sequence[Item], out: Path, start: Path | None
     ) -> Path | None:
-        from streamrec.models.encoder.pipeline import run_training
-
         inter = write_atomic(events, catalog, out / "data", "window")
 
         def run(init: Path | None) -> Path | None:
@@ -118,6 +121,8 @@ def announcer(settings: Settings) -> AnnounceFn:
 
 async def run_trainer(settings: Settings) -> None:
     """Follow events and the catalog; run a cycle whenever one is due. Runs until stopped."""
+    from streamrec.models.encoder.checkpoint import trained_until  # torch, not for every command
+
     folder = settings.trainer.folder or settings.data.cache_dir / "trainer"
     folder.mkdir(parents=True, exist_ok=True)
     trainer = ContinualTrainer(
@@ -127,6 +132,7 @@ async def run_trainer(settings: Settings) -> None:
         announcer(settings),
         folder,
         served=settings.encoder.checkpoint,
+        horizon_of=trained_until,
     )
     kafka, topics = settings.kafka, settings.kafka.topics
     events = AIOKafkaConsumer(
@@ -141,7 +147,8 @@ async def run_trainer(settings: Settings) -> None:
             await items.seek_to_beginning(tp)
         last = time.monotonic()
         while True:
-            await _read(items, events, trainer)
+            while await _read(items, events, trainer) >= READ_BATCH:
+                pass  # more is waiting: a cycle must train on the newest events, not a backlog
             if trainer.due(time.monotonic() - last):
                 await trainer.cycle()
                 last = time.monotonic()
@@ -162,7 +169,8 @@ async def _rewind(consumer: AIOKafkaConsumer, topic: str, window: int) -> None:
 
 async def _read(
     items: AIOKafkaConsumer, events: AIOKafkaConsumer, trainer: ContinualTrainer
-) -> None:
+) -> int:
+    """Add what the consumers have fetched to ``trainer``; the number of events read."""
     for records in (await items.getmany(timeout_ms=50)).values():
         for record in records:
             try:
@@ -170,35 +178,34 @@ async def _read(
             except ContractError:
                 continue  # the worker dead-letters bad catalog records; the trainer skips them
             trainer.catalog[item.item_id] = item
-    for records in (await events.getmany(timeout_ms=500, max_records=5000)).values():
+    batch = await events.getmany(timeout_ms=500, max_records=READ_BATCH)
+    for records in batch.values():
         for record in records:
             try:
                 trainer.add(parse_event(record.value or b""))
             except ContractError:
                 continue  # dead-lettered by the worker
     await asyncio.sleep(0)
+    return sum(map(len, batch.values()))
 
 
 def spawn_trainer(
-    kafka: KafkaSettings,
-    env: dict[str, str],
-    folder: Path,
-    every_events: int,
-    budget_s: float,
-    niceness: int = 0,
+    kafka: KafkaSettings, env: dict[str, str], trainer: TrainerSettings, niceness: int = 0
 ) -> subprocess.Popen[bytes]:
-    """``streamrec trainer`` as a subprocess on ``kafka`` with ``env`` (its log, ``trainer.log``,
-    and its candidates in ``folder``), cycling every ``every_events`` events with ``budget_s``
-    of training, ``niceness`` below this process's CPU priority: what the quality bench runs
-    beside a model-mode worker."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """``streamrec trainer`` as a subprocess on ``kafka`` with ``env`` and the cycle of
+    ``trainer`` (its log, ``trainer.log``, in ``trainer.folder``), ``niceness`` below this
+    process's CPU priority: what the quality bench runs beside a model-mode worker."""
+    if trainer.folder is None:
+        raise ValueError("spawn_trainer needs trainer.folder: where the log and candidates go")
+    trainer.folder.mkdir(parents=True, exist_ok=True)
     trainer_env = {
         **env,
-        "STREAMREC_TRAINER__FOLDER": str(folder),
-        "STREAMREC_TRAINER__EVERY_EVENTS": str(every_events),
-        "STREAMREC_TRAINER__TIME_BUDGET_S": str(budget_s),
+        **{
+            f"STREAMREC_TRAINER__{name.upper()}": str(value)
+            for name, value in trainer.model_dump(exclude_none=True).items()
+        },
     }
-    with (folder / "trainer.log").open("ab") as log:
+    with (trainer.folder / "trainer.log").open("ab") as log:
         return subprocess.Popen(
             ["nice", "-n", str(niceness), sys.executable, "-m", "streamrec", "trainer"],
             env=worker_env(kafka, trainer_env),

@@ -12,6 +12,7 @@ from pathlib import Path
 from streamrec.broker import free_port
 from streamrec.datasets import load_dataset
 from streamrec.models.config import EncoderSettings, TrainSettings
+from streamrec.models.encoder.checkpoint import trained_until
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.config import TrainerSettings
 from streamrec.stream.producer import dataset_events, dataset_items, publish
@@ -74,6 +75,11 @@ def test_the_trainers_candidate_is_announced_and_served_under_load(
         result = asyncio.run(trainer.cycle())
         print(f"trainer cycle: {result}")
         assert result.announced is not None and result.served_ndcg is not None
+        # What the next cycle counts new events from: the newest trained event, to the second
+        # (the RecBole files carry seconds).
+        assert trainer.served is not None and trainer.served != served
+        newest = max(e.ts for e in events[: 3_000 - 300])
+        assert trained_until(trainer.served) == newest // 1000 * 1000
         wait_until(
             lambda: (worker.stats() or {}).get("model_version") == result.announced,
             180,

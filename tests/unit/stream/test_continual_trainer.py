@@ -129,6 +129,35 @@ def test_a_cycle_is_due_after_enough_events_or_time_with_some() -> None:
     assert trainer.due(SETTINGS.every_s)
 
 
+def test_only_events_younger_than_the_served_models_data_count_towards_a_cycle(
+    tmp_path: Path,
+) -> None:
+    horizons: dict[Path, int | None] = {}
+    parts = Parts([0.6])
+    served = tmp_path / "served"
+    horizons[served] = _event(99).ts  # the served model was trained on events 0..99
+
+    def horizon_of(checkpoint: Path) -> int | None:
+        return horizons.get(checkpoint, _event(200).ts)
+
+    trainer = ContinualTrainer(SETTINGS, parts.train, parts.score, parts.announce,
+                               tmp_path / "t", served=served, horizon_of=horizon_of)  # fmt: skip
+    trainer.folder.mkdir()
+    for n in range(100):  # a full window of what the model already learned: nothing to do
+        trainer.add(_event(n))
+    assert not trainer.due(SETTINGS.every_s) and trainer.since_cycle == 0
+    for n in range(100, 100 + SETTINGS.every_events):
+        trainer.add(_event(n))
+    assert trainer.due(0.0)
+    asyncio.run(trainer.cycle())
+    assert trainer.horizon == _event(200).ts  # now the candidate's horizon counts
+    for n in range(130, 201):
+        trainer.add(_event(n))
+    assert trainer.since_cycle == 0
+    trainer.add(_event(201))
+    assert trainer.since_cycle == 1
+
+
 def test_gain_is_the_ndcg_of_the_target_among_unseen_items() -> None:
     index = {f"i{n}": n for n in range(12)}
     scores = np.arange(12, dtype=np.float64)[::-1].copy()  # i0 best, i11 worst

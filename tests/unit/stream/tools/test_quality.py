@@ -14,6 +14,7 @@ from streamrec.stream.tools.quality import (
     latencies_ms,
     metric_means,
     positions,
+    ratio_interval,
     scoreable_events,
     slates_by_trigger,
     system_figures,
@@ -114,6 +115,25 @@ def test_head_to_head_uses_only_events_both_covered() -> None:
     figures = head_to_head(("model", other), ("heuristic", full), 10)
     assert figures["events"] == 2  # e4 and e6: e2 lacks the second system's slate
     assert figures["heuristic"] == metric_means(np.asarray([0, 3]), 10)
+    interval = figures["ndcg@10_ratio_95ci"]
+    assert isinstance(interval, list) and interval[0] <= interval[1]
+
+
+def test_ratio_interval_is_paired_seeded_and_narrows_with_more_events() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random(400) * (rng.random(400) < 0.2)  # sparse gains, as NDCG@10 is
+    better = base * 1.2
+    interval = ratio_interval(better, base)
+    assert interval is not None and interval[0] == interval[1] == pytest.approx(1.2)  # paired
+    noisy = rng.random(400) * (rng.random(400) < 0.2)
+    small = ratio_interval(noisy, base)
+    large = ratio_interval(np.tile(noisy, 25), np.tile(base, 25))
+    assert small is not None and large is not None and small == ratio_interval(noisy, base)
+    point = noisy.mean() / base.mean()
+    assert small[0] < point < small[1] and large[0] < point < large[1]
+    assert large[1] - large[0] < (small[1] - small[0]) / 3  # 25x the events: about 1/5 as wide
+    assert ratio_interval(base[:1], base[:1]) is None
+    assert ratio_interval(base, np.zeros(400)) is None
 
 
 # u1: e0 B, e7 C, e9 B (a repeat); u2: e1 A, e8 C; u3: e2 A, e3 C; u4: e4 A, e5 B; u5: e6 A.

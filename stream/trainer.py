@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from streamrec.stream.config import TrainerSettings
@@ -85,6 +86,12 @@ class ContinualTrainer:
     def __post_init__(self) -> None:
         self.window = deque(maxlen=self.settings.window_events)
         self.horizon = self.horizon_of(self.served) if self.served is not None else None
+        if self.horizon is not None:  # said, so an operator whose trainer idles sees why
+            log.info(
+                "the served model was trained on events up to %s: older events are context "
+                "only and do not count towards a cycle",
+                datetime.fromtimestamp(self.horizon / 1000, UTC).isoformat(),
+            )
 
     def add(self, event: Event) -> None:
         self.window.append(event)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -135,12 +134,6 @@ async def run_trainer(settings: Settings) -> None:
         served=settings.encoder.checkpoint,
         horizon_of=trained_until,
     )
-    if trainer.horizon is not None:
-        log.info(
-            "the served model was trained on events up to %s: older events are context only "
-            "and do not count towards a cycle",
-            datetime.fromtimestamp(trainer.horizon / 1000, UTC).isoformat(),
-        )
     kafka, topics = settings.kafka, settings.kafka.topics
     events = AIOKafkaConsumer(
         **aiokafka_kwargs(kafka), group_id=f"{topics.prefix}trainer", enable_auto_commit=True

@@ -7,16 +7,27 @@ columns ``event_log.py`` reads: ``type``, ``context_device``):
 
 * **Catalog**: ``topics`` topics of ``families`` families of ``family_size`` items. Item ids
   are ``1 ..``, a family's items consecutive. The families of a topic sit on a ring.
-* **Sessions**, ``session_gap_days`` apart on average (exponential, at least an hour), open with
-  a *landing*: an item from anywhere in the catalog (the home page). Inside a session events
-  are 5-120 s apart, and with probability ``detour_rate`` an event is followed by a *detour*:
-  another item from anywhere, after which the user goes on from where they were.
-* **Time gaps** tell a landing (days since the previous event) from a detour (seconds): the
-  item ids cannot, both being random items. After a landing the next item comes from one of
-  the user's ``tastes`` lifelong families with probability ``taste_strength`` (else from any
-  family); after a detour it continues the session.
-* **Long-term tastes** recur only once per session, so a 50-event window holds a few of them
-  among the walk's other families; the state's summary slices hold many more sessions.
+* **Sessions** open with a *landing*: an item from anywhere in the catalog (the home page).
+  Inside a session events are 5-120 s apart, and with probability ``detour_rate`` an event is
+  followed by a *detour*: another item from anywhere, after which the user goes on from where
+  they were. A session is a *visit* (``session_gap_days`` after the last one on average,
+  exponential, at least an hour, at most ``return_days / 2``) or, with probability
+  ``return_share`` and always for a user's first session, a *return* after an absence of
+  ``return_days`` or more (``return_days`` plus an exponential of that mean).
+* **Visits pick up where the user left off** (a shop's "continue browsing" row): after the
+  landing the walk goes on from the family the previous session was heading to. To item ids a
+  visit's landing is a detour like any other.
+* **Returns come back to a lifelong taste, and stay there.** After a return's landing the next
+  item is in one of the user's ``tastes`` families with probability ``taste_strength`` (else
+  any family); with probability ``return_strength`` the session then keeps to its family: a
+  view is followed by the same family instead of a turn (a user back for their hobby browses
+  it; carts still lead to accessories). So the time gaps the model sees carry two signals: the
+  gap before the newest event says a return has just begun (a taste comes next), and the
+  weeks-long gap a few events back says this session stays put where a visit's walk turns. At
+  serving a slate is built right after the newest event, so only gaps up to it are known; both
+  signals are in those.
+* **Long-term tastes** recur only in returns, so a 50-event window often holds one return or
+  none, and the state's summary slices hold the earlier ones.
 * **Types**: an in-session event is an ``add_to_cart`` with probability ``cart_rate`` (else a
   ``view``, a quarter of them ``click``). After a cart the next item is, with probability
   ``intent_strength``, in the carted item's accessory family (the same family of the topic
@@ -26,10 +37,12 @@ columns ``event_log.py`` reads: ``type``, ``context_device``):
   walk moves to the next family of the topic's ring on a tv and to the previous one on mobile,
   with probability ``context_strength`` (else either, evenly).
 
-So item ids alone can learn each item's topic neighbourhood (the two families either side, and
-after a random item, tastes or the session), types add which of those two an accessory beats,
-gaps whether a random item opened a session, the summary which families are tastes, and the
-device which way the walk turns. Every strength at 0 leaves only what ids can see.
+So item ids alone can learn each item's topic neighbourhood (its family and the two either
+side, and after a random item, the session), types add which of those an accessory beats, gaps
+whether a return began (tastes next) or is under way (stay), the summary which families are
+tastes, and the device which way a visit's walk turns. Every strength at 0 leaves only what ids
+can see. Nothing here is beyond a real shop: event types, device, timestamps and a user's own
+history are what its logs hold.
 ``tests/unit/models/encoder/test_behaviour_world.py`` checks each signal in the generated data.
 """
 
@@ -59,10 +72,13 @@ class WorldConfig:
     max_events: int = 150
     session_events: float = 7.0
     session_gap_days: float = 2.0
+    return_share: float = 0.3
+    return_days: float = 14.0
     detour_rate: float = 0.15
     cart_rate: float = 0.2
     tv_share: float = 0.5
     taste_strength: float = 0.8
+    return_strength: float = 1.0
     intent_strength: float = 1.0
     context_strength: float = 1.0
     seed: int = 0
@@ -126,34 +142,51 @@ class _User:
         self.seen: set[int] = set()
         self.rows: list[Row] = []
         self.ts = _START_S + rng.randint(0, 30 * _DAY_S)
+        self.resume = 0  # the family the walk was heading to when the last session ended
 
     def events(self) -> list[Row]:
         c, rng = self.c, self.rng
         length = rng.randint(c.min_events, c.max_events)
+        returning = True  # a new user arrives with their tastes
         while len(self.rows) < length:
-            self._session()
-            self.ts += _HOUR_S + int(rng.expovariate(1.0 / (c.session_gap_days * _DAY_S)))
+            self._session(returning)
+            returning = rng.random() < c.return_share
+            self.ts += self._absence(returning)
         return self.rows[:length]
 
-    def _session(self) -> None:
+    def _absence(self, returning: bool) -> int:
+        """Seconds from a session's last event to the next landing (module doc)."""
+        c, rng = self.c, self.rng
+        if returning:
+            return int(c.return_days * _DAY_S * (1.0 + rng.expovariate(1.0)))
+        visit = _HOUR_S + rng.expovariate(1.0 / (c.session_gap_days * _DAY_S))
+        return int(min(visit, c.return_days * _DAY_S / 2))
+
+    def _session(self, returning: bool) -> None:
         c, rng = self.c, self.rng
         self._emit(self._anywhere(), "view")  # the landing
-        taste = rng.random() < c.taste_strength
-        family = rng.choice(self.tastes) if taste else rng.randrange(c.topics * c.families)
+        family = self.resume
+        if returning:
+            taste = rng.random() < c.taste_strength
+            family = rng.choice(self.tastes) if taste else rng.randrange(c.topics * c.families)
+        stay = returning and rng.random() < c.return_strength
         for _ in range(1 + int(rng.expovariate(1.0 / max(c.session_events - 1.0, 1e-9)))):
             self.ts += rng.randint(5, 120)
             item = self._pick(family)
             kind = "add_to_cart" if rng.random() < c.cart_rate else self._browse()
             device = self._emit(item, kind)
-            family = self._next_family(c.family_of(item), kind, device)
+            family = self._next_family(c.family_of(item), kind, device, stay)
             if rng.random() < c.detour_rate:
                 self.ts += rng.randint(5, 120)
                 self._emit(self._anywhere(), self._browse())
+        self.resume = family
 
-    def _next_family(self, family: int, kind: str, device: str) -> int:
+    def _next_family(self, family: int, kind: str, device: str, stay: bool) -> int:
         c, rng = self.c, self.rng
         if kind == "add_to_cart" and rng.random() < c.intent_strength:
             return c.accessory(family)
+        if stay:
+            return family
         if rng.random() < c.context_strength:
             return c.turn(family, 1 if device == "tv" else -1)
         return c.turn(family, rng.choice((1, -1)))

@@ -5,7 +5,7 @@
     streamrec evaluate --ablations [--seeds 0,1,2,3,4] [--dataset PATH] [--no-reference]
                                    [--variants ids,+gaps]
     streamrec behaviour-world --out DIR [--users N] [--seed S] [--intent P] [--tastes P]
-                              [--context P]
+                              [--returns P] [--context P]
     streamrec coldstart [--dataset PATH] [--fraction 0.1]
     streamrec bench encoder [--checkpoint DIR] [--device D]
 
@@ -140,7 +140,14 @@ def behaviour_world_cmd(
         "--tastes",
         min=0,
         max=1,
-        help="P(a lifelong taste after a landing).",
+        help="P(a lifelong taste after a return's landing).",
+    ),
+    returns: float = typer.Option(
+        WorldConfig.return_strength,
+        "--returns",
+        min=0,
+        max=1,
+        help="P(a return session keeps to its family).",
     ),
     context: float = typer.Option(
         WorldConfig.context_strength,
@@ -159,6 +166,7 @@ def behaviour_world_cmd(
         seed=seed,
         intent_strength=intent,
         taste_strength=tastes,
+        return_strength=returns,
         context_strength=context,
     )
     inter = write_world(out, config)

@@ -8,41 +8,42 @@ columns ``event_log.py`` reads: ``type``, ``context_device``):
 * **Catalog**: ``topics`` topics of ``families`` families of ``family_size`` items. Item ids
   are ``1 ..``, a family's items consecutive. The families of a topic sit on a ring.
 * **Sessions** open with a *landing*: an item from anywhere in the catalog (the home page).
-  Inside a session events are 5-120 s apart, and with probability ``detour_rate`` an event is
-  followed by a *detour*: another item from anywhere, after which the user goes on from where
-  they were. A session is a *visit* (``session_gap_days`` after the last one on average,
-  exponential, at least an hour, at most ``return_days / 2``) or, with probability
-  ``return_share`` and always for a user's first session, a *return* after an absence of
-  ``return_days`` or more (``return_days`` plus an exponential of that mean).
+  With probability ``detour_rate`` an in-session event is followed by a *detour*: another item
+  from anywhere, after which the user goes on from where they were. A session is a *visit*
+  (``session_gap_days`` after the last one on average, exponential, at least an hour, at most
+  ``return_days / 2``) or, with probability ``return_share`` and always for a user's first
+  session, a *return* after an absence of ``return_days`` or more (``return_days`` plus an
+  exponential of that mean).
 * **Visits pick up where the user left off** (a shop's "continue browsing" row): after the
   landing the walk goes on from the family the previous session was heading to. To item ids a
   visit's landing is a detour like any other.
-* **Returns come back to a lifelong taste, and stay there.** After a return's landing the next
-  item is in one of the user's ``tastes`` families with probability ``taste_strength`` (else
-  any family); with probability ``return_strength`` the session then keeps to its family: a
-  view is followed by the same family instead of a turn (a user back for their hobby browses
-  it; carts still lead to accessories). So the time gaps the model sees carry two signals: the
-  gap before the newest event says a return has just begun (a taste comes next), and the
-  weeks-long gap a few events back says this session stays put where a visit's walk turns. At
-  serving a slate is built right after the newest event, so only gaps up to it are known; both
-  signals are in those.
-* **Long-term tastes** recur only in returns, so a 50-event window often holds one return or
-  none, and the state's summary slices hold the earlier ones.
+* **Returns come back to a lifelong taste.** After a return's landing the next item is in one
+  of the user's ``tastes`` families with probability ``taste_strength`` (else any family).
+* **The gap before an event says how the user reached it**, drawn per event: with probability
+  ``list_share`` from a category listing, paged through in 5-20 s, else from a product page
+  read for 40-120 s. After a view reached from a listing the next item is, with probability
+  ``list_strength``, from the same family (the user pages on through the list); after a page,
+  the walk turns. Earlier events do not give it away, and at serving a slate is built right
+  after the newest event, so the gap before it, which carries the signal, is known. So are
+  the weeks before a return's landing (a taste comes next); the gap before the *next* event
+  is not, and carries nothing here.
+* **Long-term tastes** recur only after returns, so a 50-event window holds about one or two
+  of them, and the state's summary slices hold the earlier ones.
 * **Types**: an in-session event is an ``add_to_cart`` with probability ``cart_rate`` (else a
   ``view``, a quarter of them ``click``). After a cart the next item is, with probability
   ``intent_strength``, in the carted item's accessory family (the same family of the topic
   ``topics // 2`` away): purchase intent. Otherwise the walk goes on.
 * **Context**: every event's device is ``tv`` (probability ``tv_share``) or ``mobile``, drawn
-  per event (users switch screens, so earlier events do not give it away). After a view the
-  walk moves to the next family of the topic's ring on a tv and to the previous one on mobile,
+  per event (users switch screens, so earlier events do not give it away). After a page view
+  the walk moves to the next family of the topic's ring on a tv and to the previous one on mobile,
   with probability ``context_strength`` (else either, evenly).
 
 So item ids alone can learn each item's topic neighbourhood (its family and the two either
 side, and after a random item, the session), types add which of those an accessory beats, gaps
-whether a return began (tastes next) or is under way (stay), the summary which families are
-tastes, and the device which way a visit's walk turns. Every strength at 0 leaves only what ids
-can see. Nothing here is beyond a real shop: event types, device, timestamps and a user's own
-history are what its logs hold.
+whether the newest item came from a listing (same family next) or opened a return (a taste
+next), the summary which families are tastes, and the device which way a page view turns.
+Every strength at 0 leaves only what ids can see. Nothing here is beyond a real shop: event
+types, device, timestamps and a user's own history are what its logs hold.
 ``tests/unit/models/encoder/test_behaviour_world.py`` checks each signal in the generated data.
 """
 
@@ -78,7 +79,8 @@ class WorldConfig:
     cart_rate: float = 0.2
     tv_share: float = 0.5
     taste_strength: float = 0.8
-    return_strength: float = 1.0
+    list_share: float = 0.5
+    list_strength: float = 1.0
     intent_strength: float = 1.0
     context_strength: float = 1.0
     seed: int = 0
@@ -169,12 +171,13 @@ class _User:
         if returning:
             taste = rng.random() < c.taste_strength
             family = rng.choice(self.tastes) if taste else rng.randrange(c.topics * c.families)
-        stay = returning and rng.random() < c.return_strength
         for _ in range(1 + int(rng.expovariate(1.0 / max(c.session_events - 1.0, 1e-9)))):
-            self.ts += rng.randint(5, 120)
+            listing = rng.random() < c.list_share
+            self.ts += rng.randint(5, 20) if listing else rng.randint(40, 120)
             item = self._pick(family)
             kind = "add_to_cart" if rng.random() < c.cart_rate else self._browse()
             device = self._emit(item, kind)
+            stay = listing and rng.random() < c.list_strength
             family = self._next_family(c.family_of(item), kind, device, stay)
             if rng.random() < c.detour_rate:
                 self.ts += rng.randint(5, 120)

@@ -5,7 +5,7 @@
     streamrec evaluate --ablations [--seeds 0,1,2,3,4] [--dataset PATH] [--no-reference]
                                    [--variants ids,+gaps]
     streamrec behaviour-world --out DIR [--users N] [--seed S] [--intent P] [--tastes P]
-                              [--returns P] [--context P]
+                              [--lists P] [--context P]
     streamrec coldstart [--dataset PATH] [--fraction 0.1]
     streamrec bench encoder [--checkpoint DIR] [--device D]
 
@@ -142,12 +142,12 @@ def behaviour_world_cmd(
         max=1,
         help="P(a lifelong taste after a return's landing).",
     ),
-    returns: float = typer.Option(
-        WorldConfig.return_strength,
-        "--returns",
+    lists: float = typer.Option(
+        WorldConfig.list_strength,
+        "--lists",
         min=0,
         max=1,
-        help="P(a return session keeps to its family).",
+        help="P(the same family after a view reached from a listing).",
     ),
     context: float = typer.Option(
         WorldConfig.context_strength,
@@ -166,7 +166,7 @@ def behaviour_world_cmd(
         seed=seed,
         intent_strength=intent,
         taste_strength=tastes,
-        return_strength=returns,
+        list_strength=lists,
         context_strength=context,
     )
     inter = write_world(out, config)

@@ -78,9 +78,9 @@ def test_the_device_decides_which_way_a_view_turns() -> None:
     def turned_up(c: WorldConfig, a: Row, b: Row) -> bool:
         return _family(c, b) == c.turn(_family(c, a), 1)
 
-    # Returns that walk like visits, so only the device decides the turn. Detours (from and to a
-    # random item) and used-up families take about 40% either way.
-    walking = dataclasses.replace(WORLD, return_strength=0.0)
+    # No listings, so only the device decides the turn. Detours (from and to a random item) and
+    # used-up families take about 40% either way.
+    walking = dataclasses.replace(WORLD, list_strength=0.0)
     assert _share_next(walking, tv_view, turned_up) > 0.5
     blind = dataclasses.replace(walking, context_strength=0.0)
     assert 0.2 < _share_next(blind, tv_view, turned_up) < 0.4
@@ -139,25 +139,27 @@ def test_after_a_return_users_come_back_to_their_lifelong_tastes() -> None:
     assert share_in_tastes(no_tastes, returning=True) < 0.2
 
 
-def _stay_share(config: WorldConfig, returning: bool) -> float:
-    """Share of in-session views (not the landing) followed by an item of their own family."""
+def _stay_share(config: WorldConfig, from_listing: bool) -> float:
+    """Share of in-session views reached in 5-20 s (``from_listing``) or in 40-120 s after an
+    in-session event, followed in session by an item of their own family."""
     stays = total = 0
-    for gap, _, rows in _sessions(config):
-        if _is_return(config, gap) != returning:
-            continue
-        for a, b in itertools.pairwise(rows[1:]):
-            if a[3] != "add_to_cart":
+    for rows in _by_user(config):
+        for p, a, b in zip(rows, rows[1:], rows[2:], strict=False):
+            reached = a[2] - p[2]
+            if a[3] == "add_to_cart" or max(reached, b[2] - a[2]) >= SESSION_S or 20 < reached < 40:
+                continue
+            if (reached <= 20) == from_listing:
                 total += 1
                 stays += _family(config, a) == _family(config, b)
     assert total > 100
     return stays / total
 
 
-def test_a_return_session_keeps_to_its_family_where_a_visit_turns() -> None:
-    assert _stay_share(WORLD, returning=True) > 0.6  # detours take most of the rest
-    assert _stay_share(WORLD, returning=False) < 0.1  # used-up families fall back in the topic
-    walking = dataclasses.replace(WORLD, return_strength=0.0)
-    assert _stay_share(walking, returning=True) < 0.1
+def test_the_gap_before_a_view_says_whether_the_next_item_stays_in_its_family() -> None:
+    assert _stay_share(WORLD, from_listing=True) > 0.6  # detours take most of the rest
+    assert _stay_share(WORLD, from_listing=False) < 0.1  # used-up families fall back in the topic
+    no_lists = dataclasses.replace(WORLD, list_strength=0.0)
+    assert _stay_share(no_lists, from_listing=True) < 0.1
 
 
 def test_a_visit_picks_up_where_the_previous_session_left_off() -> None:

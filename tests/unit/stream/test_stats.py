@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
+import random
+
+import pytest
+
+from streamrec.index.candidates import ranked
 from streamrec.stream.stats import TrendingBoard, bump_covisit, bump_trending, decay
 
 HOUR_MS = 3_600_000
@@ -33,3 +39,27 @@ def test_board_ranks_by_score_at_newest_time() -> None:
     board.update("fresh", [3.0, float(2 * HOUR_MS)])
     board.update("tiny", [0.1, float(2 * HOUR_MS)])
     assert board.top() == [("fresh", 3.0), ("old_hit", 2.0)]
+
+
+def _full_scan(board: TrendingBoard) -> list[tuple[str, float]]:
+    """The board's top as it was computed before the pool: every item rescored."""
+    scored = [
+        (item, decay(score, last, board.newest_ts, board.half_life_s))
+        for item, (score, last) in board.scores.items()
+    ]
+    return ranked(heapq.nlargest(board.size, scored, key=lambda kv: (kv[1], kv[0])))
+
+
+@pytest.mark.parametrize("weights", [(1.0, 2.0, 8.0), (1.0, 0.0, -0.5)])
+def test_board_top_equals_a_full_rescoring_of_every_item(weights: tuple[float, ...]) -> None:
+    rng = random.Random(7)
+    board = TrendingBoard(half_life_s=60.0, size=5, refresh_every=1)
+    values: dict[str, list[float]] = {}
+    for n in range(20_000):
+        item = f"i{min(int(rng.paretovariate(1.1)), 400)}"  # a popular head and a long tail
+        ts = n * 50 - rng.randrange(2_000)  # some events late
+        values[item] = bump_trending(values.get(item), ts, rng.choice(weights), 60.0)
+        board.update(item, values[item])
+        if n % 7 == 0:
+            assert board.top() == _full_scan(board), n
+    assert len(board.scores) > 4 * board.size  # the pool was rebuilt along the way

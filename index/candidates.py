@@ -17,7 +17,9 @@ Each fused ``Candidate`` keeps which sources contributed, strongest first (prove
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import sys
 from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -173,6 +175,80 @@ def fuse_ranked(
         for item_id, contribution in part.items():
             scores[item_id] = scores.get(item_id, 0.0) + contribution
     return Fused(_top(scores.items(), n), scores, parts)
+
+
+@dataclass(frozen=True)
+class SharedList:
+    """A ranked source every slate fuses alike (the trending list), with each item's position;
+    made once per change of the list."""
+
+    hits: Ranked
+    position: Mapping[str, int]
+
+    @classmethod
+    def of(cls, hits: Ranked) -> SharedList:
+        return cls(hits, {item: p for p, (item, _) in enumerate(hits)})
+
+
+def fuse_rrf_shared(
+    own: tuple[str, Hits],
+    shared: tuple[str, SharedList],
+    n: int,
+    depth: int,
+    *,
+    weights: Mapping[str, float],
+    exclude: Container[str],
+    rrf_k: float = 60.0,
+) -> tuple[Fused, list[str]]:
+    """``fuse_ranked`` of the sources ``{own, shared}`` (in that order) by RRF, and the shared
+    list's first ``depth`` items not excluded; the same top ``n`` and provenance without
+    scoring every item of the shared list for every slate.
+
+    Why the top is the same: an item only the shared list holds scores its shared part alone,
+    which falls strictly with its eligible rank (for a weight of at least the smallest normal
+    float; else this falls back to ``fuse_ranked``), so none past the first ``n`` eligible can
+    outrank those ``n``. So the shared list is scored down to its ``max(n, depth)``-th eligible
+    item, plus the items of ``own`` it holds further down, whose eligible ranks follow from
+    the positions the user excludes (found from the excluded items themselves when they are
+    the shorter collection). The returned ``Fused`` holds the scores and parts of those items
+    only; every item of the top ``n`` is among them.
+    """
+    (own_name, own_hits), (shared_name, shared_list) = own, shared
+    hits, position = shared_list.hits, shared_list.position
+    shared_weight = weights.get(shared_name, 1.0)
+    if shared_weight < sys.float_info.min:  # equal parts would tie by item id: fuse them all
+        sources = {own_name: own_hits, shared_name: hits}
+        fused = fuse_ranked(sources, n, weights=weights, exclude=exclude, rrf_k=rrf_k)
+        eligible = [item for item, _ in hits if item not in exclude][:depth]
+        return fused, eligible
+    own_weight = weights.get(own_name, 1.0)
+    if own_weight < 0:
+        raise ModelError(f"fusion weight of source {own_name!r} is {own_weight}; use a weight >= 0")
+    own_part = {item: own_weight * v for item, v in _rrf(own_hits, exclude, rrf_k).items()}
+    if isinstance(exclude, Collection) and len(exclude) < len(hits):
+        skipped = sorted(position[item] for item in exclude if item in position)
+    else:
+        skipped = [p for p, (item, _) in enumerate(hits) if item in exclude]
+    skipped_set = set(skipped)
+    shared_part: dict[str, float] = {}
+    rank, wanted = 0, max(n, depth)
+    for p, (item, _) in enumerate(hits):
+        if rank == wanted:
+            break
+        if p not in skipped_set:
+            rank += 1
+            shared_part[item] = shared_weight * (1.0 / (rrf_k + rank))
+    eligible = list(shared_part)[:depth]
+    for item in own_part:
+        p = position.get(item, -1)
+        if p >= 0 and p not in skipped_set and item not in shared_part:
+            rank = p + 1 - bisect.bisect_left(skipped, p)
+            shared_part[item] = shared_weight * (1.0 / (rrf_k + rank))
+    scores = dict(own_part)  # 0.0 + part, as fuse_ranked sums them
+    for item, contribution in shared_part.items():
+        scores[item] = scores.get(item, 0.0) + contribution
+    parts = {own_name: own_part, shared_name: shared_part}
+    return Fused(_top(scores.items(), n), scores, parts), eligible
 
 
 def explain(

@@ -30,9 +30,12 @@ import numpy as np
 from streamrec.index.candidates import (
     COVISITATION,
     TRENDING,
+    Ranked,
+    SharedList,
     covisitation_candidates,
     explain,
-    fuse,
+    fuse_ranked,
+    fuse_rrf_shared,
 )
 from streamrec.models.policy.rewards import Impression
 from streamrec.models.policy.slate import Slate
@@ -106,6 +109,7 @@ class HeuristicBuilder:
     def __init__(self, weights: Callable[[], Weights], depth: int) -> None:
         self.weights = weights
         self.depth = depth  # of the source lists handed back for the fusion learner
+        self._trending: SharedList | None = None
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
         started = time.perf_counter()
@@ -125,13 +129,26 @@ class HeuristicBuilder:
         self, entry: RefreshInput, slate_size: int, weights: Weights
     ) -> tuple[list[SlateItem], dict[str, list[str]]]:
         history = entry.state.history()
-        sources = {
-            COVISITATION: covisitation_candidates(entry.covisits, history, self.depth),
-            TRENDING: entry.trending,
-        }
+        covisited = covisitation_candidates(entry.covisits, history, self.depth)
         seen = entry.state.seen.probe()
-        fused = fuse(sources, slate_size, weights=weights, exclude=seen)
-        reasons = explain(fused, history, None)
+        trending = self._shared(entry.trending)
+        if trending is None:
+            sources = {COVISITATION: covisited, TRENDING: entry.trending}
+            fused = fuse_ranked(sources, slate_size, weights=weights, exclude=seen)
+            lists = source_lists(sources, seen, self.depth)
+        else:
+            fused, eligible = fuse_rrf_shared(
+                (COVISITATION, covisited),
+                (TRENDING, trending),
+                slate_size,
+                self.depth,
+                weights=weights,
+                exclude=seen,
+            )
+            lists = source_lists({COVISITATION: covisited}, seen, self.depth)
+            lists[TRENDING] = eligible
+        candidates = [fused.candidate(item_id) for item_id, _ in fused.ranked]
+        reasons = explain(candidates, history, None)
         items = [
             SlateItem(
                 item_id=c.item_id,
@@ -139,9 +156,18 @@ class HeuristicBuilder:
                 propensity=1.0,
                 reason=reasons[c.item_id].label,
             )
-            for c in fused
+            for c in candidates
         ]
-        return items, source_lists(sources, seen, self.depth)
+        return items, lists
+
+    def _shared(self, trending: Neighbours) -> SharedList | None:
+        """The trending list prepared for fusion, once per list: the replica hands out one
+        list object until its board re-ranks (stream/stats.py)."""
+        if not isinstance(trending, Ranked):
+            return None
+        if self._trending is None or self._trending.hits is not trending:
+            self._trending = SharedList.of(trending)
+        return self._trending
 
 
 class StatsSource(Protocol):

@@ -11,10 +11,13 @@ from streamrec.errors import ModelError
 from streamrec.index.candidates import (
     Candidate,
     Ranked,
+    SharedList,
     covisitation_candidates,
     embedding_candidates,
     explain,
     fuse,
+    fuse_ranked,
+    fuse_rrf_shared,
     ranked,
     trending_candidates,
 )
@@ -165,3 +168,35 @@ def test_co_visitation_scores_equal_a_plain_weighted_sum_ties_by_item_id() -> No
         got = covisitation_candidates(covisits, recent, 7)
         assert [i for i, _ in got] == [i for i, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want])
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_fusion_with_a_shared_list_equals_fusing_every_item(seed: int) -> None:
+    """Same top, scores, provenance and shared eligible list as ``fuse_ranked`` (how the
+    heuristic path fused before the shared list was prepared), with exclusions as a set, as a
+    user's exact seen items and as Bloom filters, and with weights that tie shared parts."""
+    rng = random.Random(seed)
+    items = [f"i{k}" for k in range(300)]
+    own = ranked([(rng.choice(items), float(rng.randint(0, 6))) for _ in range(rng.randint(0, 80))])
+    shared = ranked([(item, float(rng.randint(0, 30))) for item in rng.sample(items, 200)])
+    excluded = rng.sample(items, rng.choice([0, 3, 40, 250]))
+    weights = {"own": rng.choice([1.0, 0.3, 0.0]), "shared": rng.choice([1.0, 0.05, 0.0])}
+    n, depth = rng.choice([(10, 50), (60, 20), (1, 1)])
+    bloom = SeenSet()
+    for item in excluded:
+        bloom.add(item, SeenSetSettings(exact_limit=16, capacity=1_000, fp_rate=0.05))
+    for exclude in (set(excluded), dict.fromkeys(excluded), bloom):
+        sources = {"own": own, "shared": shared}
+        expected = fuse_ranked(sources, n, weights=weights, exclude=exclude)
+        fused, eligible = fuse_rrf_shared(
+            ("own", own),
+            ("shared", SharedList.of(shared)),
+            n,
+            depth,
+            weights=weights,
+            exclude=exclude,
+        )
+        assert fused.ranked == expected.ranked
+        top = [item for item, _ in fused.ranked]
+        assert [fused.candidate(i) for i in top] == [expected.candidate(i) for i in top]
+        assert eligible == [item for item, _ in shared if item not in exclude][:depth]

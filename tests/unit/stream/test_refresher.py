@@ -9,13 +9,23 @@ import time
 
 from stream_doubles import Sent, item_stats, metrics
 
+from streamrec.index.candidates import COVISITATION, TRENDING, Ranked
 from streamrec.models.policy.rewards import Impression
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event, SlateItem
 from streamrec.stream.fusion import FusionLearner
 from streamrec.stream.item_stats import ItemDelta, ItemStats
-from streamrec.stream.refresh import BuiltBatch, Refresher, RefreshInput, SlateBuilder
+from streamrec.stream.refresh import (
+    BuiltBatch,
+    HeuristicBuilder,
+    Pending,
+    Refresher,
+    RefreshInput,
+    SlateBuilder,
+    refresh_input,
+)
 from streamrec.stream.state import UserState, apply_event
+from streamrec.stream.tools.synthetic import Workload, synthetic_events
 
 
 class FixedBuilder:
@@ -142,3 +152,28 @@ def test_each_slate_tells_how_long_it_waited_before_and_after_its_batch_was_buil
     published = [t["publish_ms"] for t in timings]
     assert published == sorted(published) and published[0] < published[-1]
     assert all(t["queue_ms"] >= t["wait_ms"] + t["publish_ms"] for t in timings)
+
+
+def test_heuristic_slates_are_those_of_fusing_the_whole_trending_list() -> None:
+    """Fixed input (a synthetic shop's first 20,000 events): the slates and source lists the
+    heuristic path builds with its prepared trending list equal those of fusing every trending
+    item for every slate, as it did before (a plain list takes that path)."""
+    settings = Settings()
+    stats = ItemStats(settings.state)
+    states: dict[str, UserState] = {}
+    for offset, event in enumerate(synthetic_events(Workload(2_000, 5_000, 20_000))):
+        state = states.setdefault(event.user_id, UserState())
+        previous = tuple(state.history()[-settings.state.covisit_window :])
+        apply_event(state, event, settings.state, (0, offset))
+        stats.apply(ItemDelta(event.item_id, previous, event.ts, 1.0, (0, offset)))
+    weights = {COVISITATION: 0.7, TRENDING: 0.2}
+    builder = HeuristicBuilder(lambda: weights, settings.serving.fusion.depth)
+    inputs = [
+        refresh_input(Pending(user, 0, state), stats, settings.serving)
+        for user, state in itertools.islice(states.items(), 500)
+    ]
+    assert isinstance(inputs[0].trending, Ranked) and len(inputs[0].trending) == 200
+    whole = [RefreshInput(i.pending, i.state, i.covisits, list(i.trending)) for i in inputs]
+    fast, reference = builder.build(inputs, 10), builder.build(whole, 10)
+    assert fast.slates == reference.slates and fast.sources == reference.sources
+    assert sum(len(slate) for slate in fast.slates) == 5_000

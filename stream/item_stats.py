@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from streamrec.stream.config import StateSettings
@@ -85,13 +86,14 @@ class ItemStats:
     def covisits(self, items: Sequence[str], partition: int = 0) -> dict[str, Neighbours]:
         """Neighbours of each of ``items``, strongest first (``partition`` is not needed: the
         replica holds every partition's statistics)."""
-        s = self.settings
+        top_k = self.settings.covisit_top_k
         found: dict[str, Neighbours] = {}
         for item in items:
-            neighbours = self.covisit.get(item, {})
-            found[item] = sorted(neighbours.items(), key=lambda kv: (-kv[1], kv[0]))[
-                : s.covisit_top_k
-            ]
+            # Heaviest first, ties by id: two C-level sorts (the second stable) instead of a
+            # Python key per neighbour, which was half of gathering a slate's inputs.
+            neighbours = sorted(self.covisit.get(item, {}).items(), key=itemgetter(0))
+            neighbours.sort(key=itemgetter(1), reverse=True)
+            found[item] = neighbours[:top_k]
         return found
 
     def trending(self, partition: int = 0) -> Neighbours:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import re
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -347,6 +348,44 @@ def parse_item(raw: bytes) -> Item:
 def encode(record: BaseModel) -> bytes:
     """Compact JSON bytes of any contract record (``None`` fields left out)."""
     return record.model_dump_json(exclude_none=True).encode()
+
+
+def encode_recommendation(
+    rec_id: str,
+    user_id: str,
+    items: Sequence[SlateItem],
+    model_version: str,
+    policy_version: str,
+    trigger_event_ids: list[str],
+    created_at: int,
+    timing_ms: dict[str, float],
+) -> bytes:
+    """``encode(Recommendation(...))`` of these fields, byte for byte (a test compares them on
+    fuzzed values), without building and validating the record: the worker publishes one per
+    event at high cardinality, and the record took 20 us of the 1.7 us orjson takes. The
+    fields come from the worker's own builders, not from outside, so nothing is validated.
+    """
+    return orjson.dumps(
+        {
+            "v": SCHEMA_VERSION,
+            "rec_id": rec_id,
+            "user_id": user_id,
+            "items": [
+                {
+                    "item_id": i.item_id,
+                    "score": i.score,
+                    "propensity": i.propensity,
+                    "reason": i.reason,
+                }
+                for i in items
+            ],
+            "model_version": model_version,
+            "policy_version": policy_version,
+            "trigger_event_ids": trigger_event_ids,
+            "created_at": created_at,
+            "timing_ms": timing_ms,
+        }
+    )
 
 
 def dead_letter(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from streamrec.models.policy.rewards import (
 )
 from streamrec.models.policy.slate import FloatArray
 from streamrec.stream.compat import event_context
-from streamrec.stream.contract import Event, Recommendation
+from streamrec.stream.contract import Event, SlateItem
 from streamrec.stream.impressions import TableImpressions
 from streamrec.stream.metrics import WorkerMetrics
 
@@ -192,13 +192,16 @@ def _load_learner(path: Path, learner: LearnerSettings, policy: PolicySettings) 
     return make_learner(learner, policy)
 
 
-def impression_of(rec: Recommendation) -> Impression:
-    """The impression of a published slate as its record tells it (no policy features)."""
+def impression_of(
+    rec_id: str, user_id: str, items: Sequence[SlateItem], policy_version: str, created_at: int
+) -> Impression:
+    """The impression of a published slate as its record tells it (no policy features);
+    ``created_at`` in epoch ms, as the record has it."""
     return Impression(
-        rec_id=rec.rec_id,
-        user_id=rec.user_id,
-        items=[i.item_id for i in rec.items],
-        propensities=[i.propensity for i in rec.items],
-        policy_version=rec.policy_version,
-        created_at=rec.created_at / 1000,
+        rec_id=rec_id,
+        user_id=user_id,
+        items=[i.item_id for i in items],
+        propensities=[i.propensity for i in items],
+        policy_version=policy_version,
+        created_at=created_at / 1000,
     )

@@ -40,7 +40,7 @@ from streamrec.index.candidates import (
 from streamrec.models.policy.rewards import Impression
 from streamrec.models.policy.slate import Slate
 from streamrec.stream.config import ServingSettings
-from streamrec.stream.contract import Event, Recommendation, SlateItem, encode
+from streamrec.stream.contract import Event, SlateItem, encode_recommendation
 from streamrec.stream.feedback import impression_of
 from streamrec.stream.fusion import FusionLearner, Weights, source_lists
 from streamrec.stream.item_stats import Neighbours
@@ -305,13 +305,12 @@ class Refresher:
                 **timing,
                 "publish_ms": (time.perf_counter() - done) * 1e3,  # slates published before it
             }
-            rec = await self._publish(entry.pending, items, built, stages)
+            rec_id, created_at = await self._publish(entry.pending, items, built, stages)
+            user_id = entry.pending.user_id
             impression = (
-                Impression.from_slate(
-                    rec.rec_id, rec.user_id, built.policy_slates[n], rec.created_at / 1000
-                )
+                Impression.from_slate(rec_id, user_id, built.policy_slates[n], created_at / 1000)
                 if built.policy_slates is not None
-                else impression_of(rec)
+                else impression_of(rec_id, user_id, items, built.policy_version, created_at)
             )
             self.store(impression, entry.pending.partition)
         metrics.stage_seconds.labels("publish").observe(time.perf_counter() - done)
@@ -321,22 +320,23 @@ class Refresher:
 
     async def _publish(
         self, pending: Pending, items: list[SlateItem], built: BuiltBatch, timing: dict[str, float]
-    ) -> Recommendation:
+    ) -> tuple[str, int]:
+        """Send the slate's record; its rec_id and publication time (epoch ms)."""
         now = time.time()
-        rec = Recommendation(
-            rec_id=uuid.uuid4().hex,
-            user_id=pending.user_id,
-            items=items,
-            model_version=built.model_version,
-            policy_version=built.policy_version,
-            trigger_event_ids=pending.trigger_ids,
-            created_at=int(now * 1000),
-            timing_ms={
+        rec_id, created_at = uuid.uuid4().hex, int(now * 1000)
+        body = encode_recommendation(
+            rec_id,
+            pending.user_id,
+            items,
+            built.model_version,
+            built.policy_version,
+            pending.trigger_ids,
+            created_at,
+            {
                 **{k: round(v, 3) for k, v in timing.items()},
                 "queue_ms": round((time.perf_counter() - pending.marked_at) * 1e3, 3),
             },
         )
-        body = encode(rec)
         await self.send(pending.user_id.encode(), body)
         for ts in pending.broker_ts:
             latency = max(0.0, now - ts)
@@ -348,7 +348,7 @@ class Refresher:
         self.latest.move_to_end(pending.user_id)
         if len(self.latest) > LATEST_SLATES_KEPT:
             self.latest.popitem(last=False)
-        return rec
+        return rec_id, created_at
 
     def latency_summary(self) -> dict[str, float | None]:
         """p50/p99 event-to-recommendation latency (ms) over the last answered events."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import struct
 import time
 from typing import Any
 
@@ -21,8 +23,11 @@ from streamrec.stream.contract import (
     MAX_ITEM_BYTES,
     DeadLetter,
     Event,
+    Recommendation,
+    SlateItem,
     dead_letter,
     encode,
+    encode_recommendation,
     parse_event,
     parse_item,
     validate_event,
@@ -328,3 +333,36 @@ def test_arbitrary_nested_structures_in_any_field_give_an_event_or_a_contract_er
             _accepted_is_well_formed(parse_event(_raw(obj)) if via_json else validate_event(obj))
         except ContractError as exc:
             assert exc.code in ERROR_CODES
+
+
+def test_a_recommendation_encoded_from_its_fields_has_the_records_bytes() -> None:
+    """The worker's publishing shortcut against the pydantic record, on fuzzed ids (any
+    unicode, quotes, control characters) and floats (any bit pattern, rounded scores)."""
+    rng = random.Random(3)
+
+    def text() -> str:
+        pools = [(0, 0x7F), (0x80, 0x2FFF), (0x10000, 0x10FFFF), (0x2028, 0x2029), (0, 0x1F)]
+        return "".join(chr(rng.randint(*rng.choice(pools))) for _ in range(rng.randint(1, 20)))
+
+    def number() -> float:
+        value = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if not math.isfinite(value):
+            value = 0.0
+        return rng.choice([value, round(rng.random() / 30, 6), 1.0, 1e16, 1e-7, -0.0])
+
+    for _ in range(3_000):
+        items = [
+            SlateItem(item_id=text(), score=number(), propensity=rng.random() or 1.0, reason=text())
+            for _ in range(rng.randint(0, 12))
+        ]
+        fields: dict[str, Any] = {
+            "rec_id": text(),
+            "user_id": text(),
+            "items": items,
+            "model_version": text(),
+            "policy_version": text(),
+            "trigger_event_ids": [text() for _ in range(rng.randint(1, 3))],
+            "created_at": rng.randint(0, 2**62),
+            "timing_ms": {text(): number() for _ in range(rng.randint(0, 7))},
+        }
+        assert encode_recommendation(**fields) == encode(Recommendation(**fields))

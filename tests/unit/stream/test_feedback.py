@@ -10,10 +10,10 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from streamrec.models.policy.rewards import DropReason
+from streamrec.models.policy.rewards import DropReason, Impression
 from streamrec.settings import Settings
 from streamrec.stream.compat import event_context
-from streamrec.stream.contract import Event, Recommendation, SlateItem
+from streamrec.stream.contract import Event, SlateItem
 from streamrec.stream.feedback import Feedback, impression_of
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.write_behind import WriteBehind
@@ -56,17 +56,10 @@ def _feedback(
     )
 
 
-def _slate(rec_id: str) -> Recommendation:
-    return Recommendation(
-        rec_id=rec_id,
-        user_id="u1",
-        items=[SlateItem(item_id=i, score=1.0, propensity=1.0, reason="") for i in ("a", "b")],
-        model_version="none",
-        policy_version="heuristic-1",
-        trigger_event_ids=["e0"],
-        created_at=int(time.time() * 1000),
-        timing_ms={},
-    )
+def _impression(rec_id: str) -> Impression:
+    """A heuristic slate's impression, as the refresher stores it."""
+    items = [SlateItem(item_id=i, score=1.0, propensity=1.0, reason="") for i in ("a", "b")]
+    return impression_of(rec_id, "u1", items, "heuristic-1", int(time.time() * 1000))
 
 
 def _click(rec_id: str, item: str) -> Event:
@@ -79,7 +72,7 @@ def test_a_stored_slate_is_written_to_its_users_partition_and_joins_responses(
     tmp_path: Path,
 ) -> None:
     feedback = _feedback(tmp_path)
-    assert feedback.store(impression_of(_slate("r1")), 1)
+    assert feedback.store(_impression("r1"), 1)
     assert feedback.impressions.table.partitions == {"r1": 1}
     with event_context(FakeEvent(1)):  # type: ignore[arg-type]  # as ingest calls it
         assert feedback.on_response(_click("r1", "a"), 1) is None
@@ -90,14 +83,14 @@ def test_a_stored_slate_is_written_to_its_users_partition_and_joins_responses(
 
 def test_a_slate_of_a_partition_no_longer_owned_is_not_stored(tmp_path: Path) -> None:
     feedback = _feedback(tmp_path, owned=(0,))
-    assert not feedback.store(impression_of(_slate("r2")), 3)
+    assert not feedback.store(_impression("r2"), 3)
     assert "r2" not in feedback.impressions.table and feedback.stats()["open_impressions"] == 0
     assert feedback.on_response(_click("r2", "a"), 3) is DropReason.UNKNOWN_REC
 
 
 def test_an_expired_impression_goes_to_the_learner_with_its_rewards(tmp_path: Path) -> None:
     feedback = _feedback(tmp_path)
-    assert feedback.store(impression_of(_slate("r3")), 0)
+    assert feedback.store(_impression("r3"), 0)
     with event_context(FakeEvent(0)):  # type: ignore[arg-type]
         assert feedback.on_response(_click("r3", "b"), 0) is None
     later = time.time() + feedback.window_s + 1
@@ -108,8 +101,8 @@ def test_an_expired_impression_goes_to_the_learner_with_its_rewards(tmp_path: Pa
 
 def test_impressions_left_open_by_a_restart_are_closed_by_the_next_worker(tmp_path: Path) -> None:
     before = _feedback(tmp_path)
-    assert before.store(impression_of(_slate("r4")), 1)
-    assert before.store(impression_of(_slate("r5")), 0)
+    assert before.store(_impression("r4"), 1)
+    assert before.store(_impression("r5"), 0)
     after = _feedback(tmp_path)  # a new worker on the same table, its queues empty
     after.impressions.table = before.impressions.table
     after.reopen({1})

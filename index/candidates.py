@@ -18,6 +18,7 @@ Each fused ``Candidate`` keeps which sources contributed, strongest first (prove
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import sys
 from collections.abc import Collection, Container, Iterable, Mapping, Sequence
@@ -179,15 +180,23 @@ def fuse_ranked(
 
 @dataclass(frozen=True)
 class SharedList:
-    """A ranked source every slate fuses alike (the trending list), with each item's position;
-    made once per change of the list."""
+    """A ranked source every slate fuses alike (the trending list), its items in order and
+    each item's position; made once per change of the list."""
 
     hits: Ranked
+    items: list[str]
     position: Mapping[str, int]
 
     @classmethod
     def of(cls, hits: Ranked) -> SharedList:
-        return cls(hits, {item: p for p, (item, _) in enumerate(hits)})
+        items = [item for item, _ in hits]
+        return cls(hits, items, {item: p for p, item in enumerate(items)})
+
+
+@functools.cache
+def _reciprocal_ranks(rrf_k: float, n: int) -> list[float]:
+    """``1.0 / (rrf_k + rank)`` for ranks 1..n, as ``_rrf`` computes each."""
+    return [1.0 / (rrf_k + rank) for rank in range(1, n + 1)]
 
 
 def fuse_rrf_shared(
@@ -230,20 +239,19 @@ def fuse_rrf_shared(
     else:
         skipped = [p for p, (item, _) in enumerate(hits) if item in exclude]
     skipped_set = set(skipped)
-    shared_part: dict[str, float] = {}
-    rank, wanted = 0, max(n, depth)
-    for p, (item, _) in enumerate(hits):
-        if rank == wanted:
-            break
-        if p not in skipped_set:
-            rank += 1
-            shared_part[item] = shared_weight * (1.0 / (rrf_k + rank))
-    eligible = list(shared_part)[:depth]
+    wanted = max(n, depth)
+    # The first ``wanted`` eligible items lie within the first ``wanted + len(skipped)``.
+    head = shared_list.items[: wanted + len(skipped)]
+    if skipped:
+        head = [item for p, item in enumerate(head) if p not in skipped_set]
+    head = head[:wanted]
+    reciprocal = _reciprocal_ranks(rrf_k, len(hits))
+    shared_part = dict(zip(head, map(shared_weight.__mul__, reciprocal), strict=False))
+    eligible = head[:depth]
     for item in own_part:
         p = position.get(item, -1)
         if p >= 0 and p not in skipped_set and item not in shared_part:
-            rank = p + 1 - bisect.bisect_left(skipped, p)
-            shared_part[item] = shared_weight * (1.0 / (rrf_k + rank))
+            shared_part[item] = shared_weight * reciprocal[p - bisect.bisect_left(skipped, p)]
     scores = dict(own_part)  # 0.0 + part, as fuse_ranked sums them
     for item, contribution in shared_part.items():
         scores[item] = scores.get(item, 0.0) + contribution

@@ -360,11 +360,9 @@ def encode_recommendation(
     created_at: int,
     timing_ms: dict[str, float],
 ) -> bytes:
-    """``encode(Recommendation(...))`` of these fields, byte for byte (a test compares them on
-    fuzzed values), without building and validating the record: the worker publishes one per
-    event at high cardinality, and the record took 20 us of the 1.7 us orjson takes. The
-    fields come from the worker's own builders, not from outside, so nothing is validated.
-    """
+    """``encode(Recommendation(...))`` of these fields, byte for byte (a test fuzzes them),
+    without the record: 1.7 us instead of 20 per slate. The fields come from the worker's own
+    builders, not from outside, so nothing is validated."""
     return orjson.dumps(
         {
             "v": SCHEMA_VERSION,

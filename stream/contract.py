@@ -1,8 +1,7 @@
 """The wire contract: behaviour events, catalog items, recommendations and dead-letter records.
 
 All four are JSON objects carrying ``"v": 1`` (schema version). Unknown fields are ignored, so a
-producer may add fields before consumers know them; a higher ``v`` than this code knows is
-rejected with ``unsupported_version`` rather than guessed at.
+producer may add fields early; a ``v`` this code does not know is ``unsupported_version``.
 
 Validation never raises anything but ``ContractError``; its ``code`` is one of ``ERROR_CODES``,
 stable across releases, and is what the dead-letter topic and the rejection metrics carry. Records

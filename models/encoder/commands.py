@@ -128,33 +128,25 @@ def evaluate_cmd(
     report("streamrec evaluate", figures, as_json)
 
 
+def _strength(default: float, flag: str, signal: str) -> float:
+    """A world signal's strength option: the probability that ``signal`` holds."""
+    option: float = typer.Option(default, flag, min=0, max=1, help=f"P({signal}).")
+    return option
+
+
 def behaviour_world_cmd(
     out: Path = typer.Option(..., "--out", help="Folder for behaviour.inter / behaviour.item."),
     users: int = typer.Option(WorldConfig.users, "--users", min=1, help="Users to generate."),
     seed: int = typer.Option(WorldConfig.seed, "--seed", help="Random seed."),
-    intent: float = typer.Option(
-        WorldConfig.intent_strength, "--intent", min=0, max=1, help="P(accessory after a cart)."
+    intent: float = _strength(WorldConfig.intent_strength, "--intent", "an accessory after a cart"),
+    tastes: float = _strength(
+        WorldConfig.taste_strength, "--tastes", "a lifelong taste after a return's landing"
     ),
-    tastes: float = typer.Option(
-        WorldConfig.taste_strength,
-        "--tastes",
-        min=0,
-        max=1,
-        help="P(a lifelong taste after a return's landing).",
+    lists: float = _strength(
+        WorldConfig.list_strength, "--lists", "the same family after a view reached from a listing"
     ),
-    lists: float = typer.Option(
-        WorldConfig.list_strength,
-        "--lists",
-        min=0,
-        max=1,
-        help="P(the same family after a view reached from a listing).",
-    ),
-    context: float = typer.Option(
-        WorldConfig.context_strength,
-        "--context",
-        min=0,
-        max=1,
-        help="P(the device decides the walk's turn).",
+    context: float = _strength(
+        WorldConfig.context_strength, "--context", "the device decides the walk's turn"
     ),
     as_json: bool = JsonOption,
 ) -> None:

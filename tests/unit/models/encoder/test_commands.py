@@ -74,3 +74,20 @@ def test_evaluate_missing_checkpoint_fails_clearly(tiny_env: Path, tmp_path: Pat
     res = CliRunner().invoke(_app(), ["evaluate", "--checkpoint", str(tmp_path / "none")])
     assert res.exit_code != 0
     assert "is missing" in str(res.exception)
+
+
+def test_behaviour_world_takes_each_signal_strength_as_a_probability(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["behaviour-world", "--users", "20", "--seed", "3"]
+    strengths = ["--intent", "0.5", "--tastes", "0", "--lists", "0.25", "--context", "1"]
+    written = runner.invoke(_app(), [*base, "--out", str(tmp_path / "a"), *strengths, "--json"])
+    assert written.exit_code == 0, written.output
+    default = runner.invoke(_app(), [*base, "--out", str(tmp_path / "b"), "--json"])
+    assert default.exit_code == 0, default.output
+    # the strengths reached the generator: the same seed gives another world
+    assert (tmp_path / "a/behaviour.inter").read_text() != (
+        tmp_path / "b/behaviour.inter"
+    ).read_text()
+    for flag in ("--intent", "--tastes", "--lists", "--context"):
+        refused = runner.invoke(_app(), [*base, "--out", str(tmp_path / "c"), flag, "1.5"])
+        assert refused.exit_code == 2 and "less than or equal to 1" in refused.output

@@ -37,13 +37,13 @@ class EncoderSettings(BaseModel):
     )
     event_values: bool = Field(
         False,
-        description="Each event token also embeds its bucketed value (rating, dwell). Off: the "
-        "worker's state does not keep event values, so serving could not supply them.",
+        description="Each event token also embeds its bucketed value (rating, dwell), read from "
+        "the user state's recent events.",
     )
     context_fields: tuple[str, ...] = Field(
         (),
-        description="Event context fields (e.g. device) hashed into each event token. Empty: "
-        "the worker's state does not keep event context, so serving could not supply them.",
+        description="Event context fields (e.g. device) hashed into each event token. The worker "
+        "must keep them too (state.context_fields); it warns at load when it does not.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto picks CUDA when present, else the CPU."

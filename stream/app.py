@@ -159,6 +159,7 @@ class StreamrecApp:
                 self.catalog.items,
                 self.metrics,
                 self.model_server.set_policy if s.learner.mode == "shared" else None,
+                kept_context=s.state.context_fields,
             )
             if self.model_server
             else None

@@ -95,6 +95,11 @@ class StateSettings(BaseModel):
         "it. Domains with repeat consumption list the repeating types, e.g. ['purchase'] for "
         "groceries or ['view', 'dwell'] where re-showing browsed items helps.",
     )
+    context_fields: tuple[str, ...] = Field(
+        (),
+        description="Event context fields (e.g. device) kept with each recent event, for an "
+        "encoder trained with them (``encoder.context_fields``). Event values are always kept.",
+    )
     summary_slice_s: int = Field(
         86_400, ge=1, description="Width in seconds of one long-term summary time slice."
     )

@@ -89,8 +89,10 @@ class ControlListener:
         catalog: Mapping[str, Item],
         metrics: WorkerMetrics,
         on_policy: Callable[[Any, str], None] | None = None,
+        kept_context: tuple[str, ...] = (),
     ) -> None:
         self.kafka = kafka
+        self.kept_context = kept_context  # state.context_fields: what the user states keep
         self.on_policy = on_policy  # (weights [F], version): announced policies go here
         self.policy_version: str | None = None
         self.server = server
@@ -161,6 +163,7 @@ class ControlListener:
             )
             return
         self.swaps += 1
+        _warn_unkept_context(checkpoint, self.kept_context)
         self.metrics.model_version.clear()
         self.metrics.model_version.labels(version).set(1)
         log.info("serving model %s (loaded in %.2f s)", version, time.perf_counter() - started)
@@ -177,6 +180,23 @@ class ControlListener:
             self.cold_last_s = max(0.0, time.time() - record_ts_ms / 1000)
             self.metrics.index_items.set(server.index_size or 0)
             log.info("%d new items searchable %.3f s after their record", added, self.cold_last_s)
+
+
+def _warn_unkept_context(checkpoint: Path, kept: tuple[str, ...]) -> None:
+    """A model trained on context fields the user states do not keep reads them as unknown."""
+    try:
+        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+        fields = config["encoder"].get("inputs", {}).get("context_fields", [])
+    except (OSError, ValueError, KeyError, AttributeError):
+        return  # the load itself succeeded; an unreadable extra costs only this warning
+    missing = [f for f in fields if f not in kept]
+    if missing:
+        log.warning(
+            "model %s reads event context %s that user states do not keep; it sees them as "
+            "unknown. Set state.context_fields to include them (STREAMREC_STATE__CONTEXT_FIELDS)",
+            checkpoint.name,
+            missing,
+        )
 
 
 def _record_type(raw: bytes) -> str | None:

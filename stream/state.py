@@ -4,6 +4,11 @@ Layout of a ``UserState`` (stored as compact JSON in the ``user_state`` table, k
 
     recent     the last ``recent_length`` events as (item_id, ts_ms, type), oldest first, ordered
                by event time; ties keep arrival order
+    extras     per recent event that has them, its value (``value``, else ``dwell_ms`` in
+               seconds) and the context fields named in ``context_fields``: what an encoder
+               trained with values or context reads. Stored inline as the 4th and 5th element
+               of the event's ``r`` entry, so an event without them costs nothing; dropped when
+               the event leaves ``recent``.
     event_ids  every applied event id, in a ``SeenSet`` (``stream/seen.py``) sized by
                ``seen_event_ids``: exact up to 256 ids, then two Bloom generations that always
                remember the last 2,000 ids (forget those older than 4,000) with at most 1e-6
@@ -54,15 +59,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamrec.stream.config import StateSettings
-from streamrec.stream.contract import Event
+from streamrec.stream.contract import ContextValue, Event
 from streamrec.stream.seen import SeenSet
 
 Recent = tuple[str, int, str]
+# A recent event's value and kept context fields (either may be absent, not both).
+Extra = tuple[float | None, dict[str, ContextValue] | None]
 
 
 @dataclass
 class UserState:
     recent: list[Recent] = field(default_factory=list)
+    extras: dict[Recent, Extra] = field(default_factory=dict)
     event_ids: SeenSet = field(default_factory=SeenSet)
     seen: SeenSet = field(default_factory=SeenSet)
     weights: dict[str, float] = field(default_factory=dict)
@@ -74,7 +82,7 @@ class UserState:
     def to_json(self) -> dict[str, Any]:
         """Compact JSON form stored in the table (short keys keep the changelog small)."""
         return {
-            "r": [list(r) for r in self.recent],
+            "r": [self._recent_json(r) for r in self.recent],
             "i": self.event_ids.to_json(),
             "x": self.seen.to_json(),
             "w": self.weights,
@@ -88,8 +96,10 @@ class UserState:
     def from_json(cls, obj: dict[str, Any] | None) -> UserState:
         if not obj:
             return cls()
+        recent = [(str(r[0]), int(r[1]), str(r[2])) for r in obj["r"]]
         state = cls(
-            recent=[(str(i), int(ts), str(t)) for i, ts, t in obj["r"]],
+            recent=recent,
+            extras={e: _extra_from_json(r) for e, r in zip(recent, obj["r"], strict=True) if r[3:]},
             event_ids=SeenSet.from_json(obj["i"]),
             seen=SeenSet.from_json(obj.get("x")),
             weights={k: float(v) for k, v in obj["w"].items()},
@@ -101,6 +111,13 @@ class UserState:
         if "x" not in obj:  # written before seen items were kept: start from what it remembers
             state.seen = SeenSet(exact=dict.fromkeys(state._remembered_items()))
         return state
+
+    def _recent_json(self, entry: Recent) -> list[Any]:
+        extra = self.extras.get(entry)
+        if extra is None:
+            return list(entry)
+        value, context = extra
+        return [*entry, value] if context is None else [*entry, value, context]
 
     def history(self) -> list[str]:
         """Recent item ids, oldest first (the encoder's input sequence)."""
@@ -125,6 +142,24 @@ class UserState:
         for _, slice_items in self.summary:
             items.update(dict.fromkeys(slice_items))
         return list(items)
+
+
+def _extra_from_json(raw: list[Any]) -> Extra:
+    value = None if raw[3] is None else float(raw[3])
+    return value, (dict(raw[4]) if len(raw) > 4 and raw[4] is not None else None)
+
+
+def event_extra(event: Event, context_fields: tuple[str, ...]) -> Extra | None:
+    """What ``extras`` keeps of ``event``: its value (else its dwell in seconds) and the named
+    context fields it has; None when it has neither."""
+    value = event.value
+    if value is None and event.dwell_ms is not None:
+        value = event.dwell_ms / 1000
+    ctx = event.context or {}
+    kept = {name: ctx[name] for name in context_fields if name in ctx}
+    if value is None and not kept:
+        return None
+    return value, kept or None
 
 
 def apply_event(
@@ -152,8 +187,17 @@ def apply_event(
     # Insert after every event with ts <= this one: time order, arrival order among ties.
     pos = bisect.bisect_right([ts for _, ts, _ in state.recent], event.ts)
     state.recent.insert(pos, entry)
+    # Two events with one (item, time, type) share a key: the newer one's extras are read.
+    extra = event_extra(event, settings.context_fields)
+    if extra is None:
+        state.extras.pop(entry, None)
+    else:
+        state.extras[entry] = extra
     while len(state.recent) > settings.recent_length:
-        _summarise(state, state.recent.pop(0), settings)
+        old = state.recent.pop(0)
+        if old in state.extras and old not in state.recent:
+            del state.extras[old]
+        _summarise(state, old, settings)
     return True
 
 

@@ -9,10 +9,10 @@ before the window's first event). ``collate`` pads windows into tensors for
 ``SequenceEncoder.forward``. Training windows (``windows.py``) are the same states, rebuilt by
 replaying the event log through the worker's ``apply_event``, featurized by this same code.
 
-The worker's state keeps ``(item, ts, type)`` per recent event, not the event's ``value`` or
-``context``. Those two inputs therefore read an optional per-event side table (``EventExtras``,
-built from the log offline); at serving it is absent and they read as "unknown". They are off by
-default for that reason: a model trained with them would be served without them.
+Values and context come from the state's ``extras`` (the value of each recent event, and the
+context fields ``StateSettings.context_fields`` names). Training replays with those fields kept
+(``pipeline.prepare_split``); a worker whose settings do not keep a field the model reads serves
+it as "unknown" and says so in its log when the model loads.
 
 Buckets: time gaps by ``floor(log2(1 + seconds))`` (1 s ... 48 days in 24 buckets), values by
 ``floor(4 * log2(1 + value))`` (ratings 1..5 land in distinct buckets; dwell seconds up to ~3 min
@@ -30,14 +30,13 @@ from dataclasses import dataclass, field
 import torch
 
 from streamrec.stream.contract import EVENT_TYPES
-from streamrec.stream.state import UserState
+from streamrec.stream.state import Extra, UserState
 
 __all__ = [
     "CONTEXT_BUCKETS",
     "GAP_BUCKETS",
     "TYPE_BUCKETS",
     "VALUE_BUCKETS",
-    "EventExtras",
     "Featurizer",
     "TokenFeatures",
     "TokenInputs",
@@ -50,9 +49,6 @@ GAP_BUCKETS = 24
 VALUE_BUCKETS = 32
 CONTEXT_BUCKETS = 64
 _TYPE_INDEX = {t: i + 1 for i, t in enumerate(EVENT_TYPES)}
-
-# Per user: (item_id, ts_ms, type) of a recent event -> (value, context) from the event log.
-EventExtras = Mapping[tuple[str, int, str], tuple[float | None, Mapping[str, object] | None]]
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,7 @@ class TokenInputs:
 
     @property
     def needs_extras(self) -> bool:
-        """True when an input reads what the worker's state does not keep (value, context)."""
+        """True when an input reads the state's ``extras`` (value, context)."""
         return self.values or bool(self.context_fields)
 
     def describe(self) -> str:
@@ -141,7 +137,7 @@ class Featurizer:
         self.inputs = inputs
         self.length = length  # most recent events kept as tokens (the encoder's max_len)
 
-    def window(self, state: UserState, extras: EventExtras | None = None) -> Window:
+    def window(self, state: UserState) -> Window:
         """The encoder input for ``state``; events with items outside the map are skipped."""
         recent = state.recent[-self.length :]
         offset = len(state.recent) - len(recent)
@@ -157,14 +153,12 @@ class Featurizer:
                 prev = offset + j - 1  # the state's previous event, if it still holds one
                 win.gaps.append(gap_bucket((ts - state.recent[prev][1]) / 1000) if prev >= 0 else 0)
             if self.inputs.needs_extras:
-                self._add_extras(win, (extras or {}).get((item, ts, kind)))
+                self._add_extras(win, state.extras.get((item, ts, kind)))
         if self.inputs.summary_tokens and recent:
             win.summary = self._summary(state, recent[0][1])
         return win
 
-    def _add_extras(
-        self, win: Window, extra: tuple[float | None, Mapping[str, object] | None] | None
-    ) -> None:
+    def _add_extras(self, win: Window, extra: Extra | None) -> None:
         value, context = extra if extra is not None else (None, None)
         if self.inputs.values:
             win.values.append(value_bucket(value))

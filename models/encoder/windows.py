@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from streamrec.errors import DataError
 from streamrec.models.encoder.inputs import Featurizer, Window
@@ -34,7 +34,7 @@ from streamrec.stream.config import StateSettings
 from streamrec.stream.contract import Event
 from streamrec.stream.state import UserState, apply_event
 
-__all__ = ["Example", "WindowSplit", "build_split", "user_extras"]
+__all__ = ["Example", "WindowSplit", "build_split"]
 
 
 @dataclass
@@ -72,20 +72,6 @@ class WindowSplit:
         return len(self.item_ids)
 
 
-def user_extras(events: Iterable[Event]) -> dict[tuple[str, int, str], tuple[float | None, Any]]:
-    """Side table of one user's events: (item, ts, type) -> (value, context); dwell_ms (in
-    seconds) stands in for a missing value."""
-    out: dict[tuple[str, int, str], tuple[float | None, Any]] = {}
-    for e in events:
-        _note(out, e)
-    return out
-
-
-def _note(extras: dict[tuple[str, int, str], tuple[float | None, Any]], e: Event) -> None:
-    value = e.value if e.value is not None else (e.dwell_ms / 1000 if e.dwell_ms else None)
-    extras[(e.item_id, e.ts, e.type)] = (value, e.context)
-
-
 def build_split(
     events: Iterable[Event],
     item_ids: Sequence[str],
@@ -93,7 +79,13 @@ def build_split(
     state: StateSettings,
     scheme: Literal["window", "prefix"] = "window",
 ) -> WindowSplit:
-    """Replay ``events`` (log order) per user and cut the split described in the module doc."""
+    """Replay ``events`` (log order) per user and cut the split described in the module doc.
+
+    The replay keeps the context fields the featurizer reads, whatever ``state`` names: the
+    windows are what a worker keeping them holds (the model's load warns a worker that does
+    not)."""
+    fields = tuple(dict.fromkeys((*state.context_fields, *featurizer.inputs.context_fields)))
+    state = state.model_copy(update={"context_fields": fields})
     index = {item: i + 1 for i, item in enumerate(item_ids)}
     by_user: dict[str, list[Event]] = {}
     for e in events:
@@ -133,22 +125,15 @@ def _add_user(
     step = 1 if scheme == "prefix" else featurizer.length
     cuts = set(range(n - 2, -1, -step))  # after these training events, a training row
     evaluate = {n - 1: "valid", n: "test"} if len(applied) >= 3 else {}
-    # Built as the events are applied, as the worker knows them: two events with one (item,
-    # time, type) share a key, and the newer one applied so far is the one the worker reads.
-    extras: dict[tuple[str, int, str], tuple[float | None, Any]] | None = (
-        {} if featurizer.inputs.needs_extras else None
-    )
     replay = UserState()
     for i, event in enumerate(applied[: n + 1] if evaluate else applied[:n]):
         apply_event(replay, event, state)
-        if extras is not None:
-            _note(extras, event)
         if i in cuts:
-            win = featurizer.window(replay, extras)
+            win = featurizer.window(replay)
             split.examples.append(Example(win, _targets(win, items[i + 1], scheme), event.event_id))
         if i in evaluate:
             windows, history, targets = _role(split, evaluate[i])
-            windows.append(featurizer.window(replay, extras))
+            windows.append(featurizer.window(replay))
             history.append(items[: i + 1])
             targets.append(items[i + 1] - 1)
 

@@ -4,8 +4,11 @@ failed load leaves serving."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from pathlib import Path
 
+import pytest
 from stream_doubles import metrics, value_of
 
 from streamrec.errors import ModelError
@@ -86,3 +89,29 @@ def test_catalog_items_are_cold_started_only_once_a_model_serves() -> None:
     asyncio.run(listener.on_items(items, record_ts_ms=0))  # already indexed: not counted again
     assert server.cold == ["i9"] and listener.cold_items == 1
     assert value_of(listener.metrics.index_items) == 11
+
+
+def test_a_model_reading_context_the_states_do_not_keep_is_named_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, catalog = FakeServer(), {"i1": Item(item_id="i1", title="One")}
+    config = {"encoder": {"inputs": {"context_fields": ["device", "page"]}}}
+    for version in ("v1", "v2"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "config.json").write_text(json.dumps(config))
+    keeping = ControlListener(
+        Settings().kafka,
+        server,  # type: ignore[arg-type]
+        None,
+        catalog,
+        metrics(),
+        kept_context=("device",),
+    )
+    with caplog.at_level(logging.WARNING, "streamrec.stream.control"):
+        asyncio.run(keeping._load(tmp_path / "v1"))
+    assert "['page']" in caplog.text and "STREAMREC_STATE__CONTEXT_FIELDS" in caplog.text
+    caplog.clear()
+    keeping.kept_context = ("device", "page")
+    with caplog.at_level(logging.WARNING, "streamrec.stream.control"):
+        asyncio.run(keeping._load(tmp_path / "v2"))
+    assert caplog.text == "" and server.model_version == "v2"

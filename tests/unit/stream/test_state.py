@@ -97,6 +97,28 @@ def test_json_round_trip() -> None:
     assert UserState.from_json(s.to_json()) == s
 
 
+def test_values_and_kept_context_live_as_long_as_their_recent_event() -> None:
+    cfg = StateSettings(recent_length=3, context_fields=("device",))
+    s = UserState()
+    for n in range(6):
+        extra = {"value": float(n)} if n % 2 else {"dwell_ms": 1500 * n}
+        event = ev(n, BASE + n * 1000).model_copy(
+            update={**extra, "context": {"device": "tv", "page": "home"}}
+        )
+        apply_event(s, event, cfg)
+    assert [s.extras[r] for r in s.recent] == [
+        (3.0, {"device": "tv"}),  # the value, else the dwell in seconds; only kept fields
+        (6.0, {"device": "tv"}),
+        (5.0, {"device": "tv"}),
+    ]
+    assert set(s.extras) == set(s.recent)  # those that left recent left extras too
+    plain = ev(9, BASE + 9000)
+    apply_event(s, plain, cfg)  # no value, no context: no entry, nothing stored
+    assert (plain.item_id, plain.ts, plain.type) not in s.extras
+    assert s.to_json()["r"][-1] == [plain.item_id, plain.ts, plain.type]
+    assert UserState.from_json(json.loads(json.dumps(s.to_json()))) == s
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 10**9)), min_size=1, max_size=80))
 def test_redelivery_of_any_prefix_never_double_counts(deliveries: list[tuple[int, int]]) -> None:
@@ -175,16 +197,19 @@ def test_state_written_before_seen_sets_still_loads() -> None:
 
 
 # Defaults: two 1e-6 generations (10,068 base64 digits each) and two 1 % ones (3,680), 50
-# recent events and 8 x 32 summary items of 13-character ids: about 36 KB.
+# recent events with a value and a device each, and 8 x 32 summary items of 13-character ids:
+# about 37 KB.
 MAX_STATE_JSON_BYTES = 40 * 1024
 
 
 def test_the_state_of_a_user_with_100000_events_stays_bounded() -> None:
-    s, cfg = UserState(), StateSettings()
+    s, cfg = UserState(), StateSettings(context_fields=("device",))
     sizes: dict[int, int] = {}
     applied = 0
+    extra = {"value": 4.5, "context": {"device": "ios", "page": "home"}}
     for n in range(100_000):
-        applied += apply_event(s, ev(n, BASE + n * 60_000, item=f"item-{n:08d}"), cfg)
+        event = ev(n, BASE + n * 60_000, item=f"item-{n:08d}").model_copy(update=extra)
+        applied += apply_event(s, event, cfg)
         if n + 1 in (10_000, 100_000):
             sizes[n + 1] = len(json.dumps(s.to_json(), separators=(",", ":")))
     assert sizes[100_000] <= MAX_STATE_JSON_BYTES

@@ -17,6 +17,7 @@ from streamrec.models.encoder.inputs import (
     Featurizer,
     TokenInputs,
     collate,
+    context_bucket,
     gap_bucket,
     value_bucket,
 )
@@ -67,9 +68,27 @@ def test_featurizer_reads_the_state_the_worker_keeps() -> None:
     assert win.items == [INDEX[i] for i, _, _ in state.recent[-4:]]
     assert win.types == [{"view": 1, "purchase": 4}[kind] for _, _, kind in state.recent[-4:]]
     assert win.gaps == [gap_bucket(45)] * 4  # the state's previous event is still known
-    assert win.values == [0] * 4 and win.context == [[0]] * 4  # not in the state: unknown
+    assert win.values == [0] * 4 and win.context == [[0]] * 4  # events without them: unknown
     assert len(win.summary) == 3 and all(sum(ws) > 0 for _, ws, _ in win.summary)
     assert Featurizer(INDEX, TokenInputs(), 4).window(state).summary == []
+
+
+def test_values_and_kept_context_reach_the_window_after_a_round_trip() -> None:
+    keeping = STATE.model_copy(update={"context_fields": ("d",)})
+    state = UserState()
+    for n in range(7):
+        event = _event(n, IDS[n], seconds=n * 10).model_copy(
+            update={"value": float(n % 5 + 1), "context": {"d": f"dev{n % 2}", "other": 1}}
+        )
+        apply_event(state, event, keeping)
+    win = Featurizer(INDEX, ALL, 5).window(UserState.from_json(state.to_json()))
+    assert win.values == [value_bucket(n % 5 + 1) for n in range(2, 7)]
+    assert win.context == [[context_bucket("d", f"dev{n % 2}")] for n in range(2, 7)]
+    # A worker that does not keep the field serves it as unknown; values are always kept.
+    plain = UserState()
+    for n in range(3):
+        apply_event(plain, _event(n, IDS[n]).model_copy(update={"context": {"d": "x"}}), STATE)
+    assert Featurizer(INDEX, ALL, 5).window(plain).context == [[0]] * 3
 
 
 def test_shapes_and_causality_with_every_input() -> None:

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from streamrec.models.encoder.inputs import Featurizer, TokenInputs, Window
-from streamrec.models.encoder.windows import build_split, user_extras
+from streamrec.models.encoder.windows import build_split
 from streamrec.stream.config import StateSettings
 from streamrec.stream.contract import EVENT_TYPES, Event
 from streamrec.stream.state import UserState, apply_event
@@ -17,6 +17,9 @@ BASE_MS = 1_700_000_000_000
 ITEMS = [str(i) for i in range(1, 9)]
 # Small bounds so that short streams already spill into the summary, merge slices and truncate.
 STATE = StateSettings(recent_length=4, summary_slices=2, summary_items=3, summary_slice_s=20)
+# The worker keeps the context field the model reads; build_split is given STATE and must keep
+# it by itself.
+WORKER = STATE.model_copy(update={"context_fields": ("device",)})
 INPUTS = TokenInputs(
     types=True, values=True, gaps=True, summary_tokens=2, context_fields=("device",)
 )
@@ -58,18 +61,17 @@ def _worker(log: list[Event], featurizer: Featurizer) -> tuple[dict[str, Window]
         for position in deliveries:
             record = log[position]
             state = UserState.from_json(json.loads(table.get(record.user_id, "null")))
-            if apply_event(state, record, STATE, (0, position)):
+            if apply_event(state, record, WORKER, (0, position)):
                 applied.setdefault(record.user_id, []).append(record)
-                extras = user_extras(applied[record.user_id])
-                windows[record.event_id] = featurizer.window(state, extras)
+                windows[record.event_id] = featurizer.window(state)
             table[record.user_id] = json.dumps(state.to_json())
     return windows, applied
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_event, min_size=1, max_size=60), st.sampled_from([3, 4]))
-# Found by this test: events sharing (item, time, type) share a side-table entry, and the
-# training windows read it with the context of a later event than the worker had seen.
+# Found by this test: events sharing (item, time, type) share one extras entry, and the
+# training windows once read it with the context of a later event than the worker had seen.
 @example([("u1", "1", "view", 0, n, None, "tv" if n == 1 else None) for n in range(3)], 3)
 def test_training_windows_equal_the_worker_states(raw: list, length: int) -> None:
     log = _log(raw)

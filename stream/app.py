@@ -274,7 +274,7 @@ class StreamrecApp:
             self.metrics.table_entries.labels(name).set(size)
         self.metrics.table_writes_pending.labels("user_state").set(self.user_state.pending())
         self.metrics.table_entries.labels("catalog").set(len(self.catalog.items))
-        self.lag.check()
+        await self.lag.check()
 
     def stats(self) -> dict[str, Any]:
         """Figures for /stats and the demo summary."""

@@ -32,6 +32,7 @@ TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("faust consumer", "_gap"),
     ("faust consumer", "_getmany"),
     ("faust consumer", "_read_offset"),
+    ("faust consumer", "_committed_offset"),
     ("faust consumer", "_get_active_partitions"),
     ("faust consumer", "_buffered_partitions"),
     ("faust producer", "_producer"),
@@ -146,6 +147,12 @@ def fetch_only_active(consumer: Any) -> None:
 def read_offset(consumer: Any, tp: TP) -> int | None:
     """The newest offset faust has read of ``tp`` (``_read_offset``; no public accessor)."""
     offset: int | None = consumer._read_offset.get(tp)
+    return offset
+
+
+def committed_offset(consumer: Any, tp: TP) -> int | None:
+    """The offset of ``tp`` faust last committed or found committed (``_committed_offset``)."""
+    offset: int | None = consumer._committed_offset.get(tp)
     return offset
 
 

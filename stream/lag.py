@@ -1,4 +1,4 @@
-"""Consumer lag per events partition, and the one repair the worker makes on a stalled one.
+"""Consumer lag per events partition, and the repairs the worker makes on a stalled one.
 
 Both need faust consumer internals (read offsets, flow-control sets) that have no public API;
 stream/compat.py touches them.
@@ -12,10 +12,15 @@ from typing import Any
 
 from faust.types import TP
 
-from streamrec.stream.compat import is_fetching, read_offset, resume
+from streamrec.stream.compat import committed_offset, is_fetching, read_offset, resume
 from streamrec.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
+
+# Looks (one per ``observe``, every 5 s) without progress before a partition faust says it
+# fetches is sought again: far longer than a fetch or a rebalance, far shorter than the group's
+# max poll interval.
+STUCK_LOOKS = 6
 
 
 class LagWatch:
@@ -33,12 +38,14 @@ class LagWatch:
         self.recovering = recovering  # true while tables are being restored
         self.metrics = metrics
         self._last_read: dict[TP, int | None] = {}
+        self._stuck: dict[TP, int] = {}
 
     def reset(self) -> None:
         """Forget progress seen so far (a new assignment starts over)."""
         self._last_read = {}
+        self._stuck = {}
 
-    def check(self) -> None:
+    async def check(self) -> None:
         consumer = self.consumer()
         for tp in consumer.assignment():
             if tp.topic != self.events_topic:
@@ -48,9 +55,9 @@ class LagWatch:
             lag = None if highwater is None else highwater - ((read or -1) + 1)
             if lag is not None:
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(lag, 0))
-            self._unstick(consumer, tp, read, lag)
+            await self._unstick(consumer, tp, read, lag)
 
-    def _unstick(self, consumer: Any, tp: TP, read: int | None, lag: int | None) -> None:
+    async def _unstick(self, consumer: Any, tp: TP, read: int | None, lag: int | None) -> None:
         """Resume a partition that is not fetched and made no progress since the last look,
         with lag or never fetched at all (``lag`` None: its high watermark is still unknown).
 
@@ -63,13 +70,45 @@ class LagWatch:
         at its max poll interval (a joining third worker idle for 5 minutes in CI). Never
         during table recovery, which pauses event partitions on purpose; after it, re-fetching
         is idempotent here, so resuming is safe.
+
+        A partition faust says it fetches that still makes no progress for ``STUCK_LOOKS``
+        looks is sought to its next unread offset (``_refetch``).
         """
         previous = self._last_read.get(tp, -2)
         self._last_read[tp] = read
-        if self.recovering():
+        stalled = (lag is None or lag > 0) and previous == read
+        if self.recovering() or not stalled:
+            self._stuck.pop(tp, None)
             return
-        stalled = lag is None or lag > 0
-        if stalled and previous == read and not is_fetching(consumer, tp):
+        if not is_fetching(consumer, tp):
             log.warning("partition %s stalled at offset %s (lag %s); resuming it", tp, read, lag)
             resume(consumer, tp)
             self.metrics.partition_resumes.inc()
+            return
+        self._stuck[tp] = self._stuck.get(tp, 0) + 1
+        if self._stuck[tp] >= STUCK_LOOKS:
+            self._stuck[tp] = 0
+            await self._refetch(consumer, tp, read, lag)
+
+    async def _refetch(self, consumer: Any, tp: TP, read: int | None, lag: int | None) -> None:
+        """Seek ``tp`` to its next unread offset (after the last read, else the committed one)
+        and let faust's flow run. Seen once in CI: after a third worker joined, a worker logged
+        "Worker ready" for a newly assigned partition that was in faust's fetch set, then
+        neither fetched nor committed it for 300 s; the cause was not found, and a seek makes
+        aiokafka fetch from a fresh position whatever it held. Re-reading is idempotent here."""
+        target = read + 1 if read is not None else committed_offset(consumer, tp)
+        log.warning(
+            "partition %s is fetched but made no progress in %d looks (read %s, lag %s, "
+            "flow active %s); seeking it to %s",
+            tp,
+            STUCK_LOOKS,
+            read,
+            lag,
+            consumer.flow_active,
+            target,
+        )
+        if not consumer.flow_active:
+            consumer.resume_flow()
+        if target is not None:
+            await consumer.seek(tp, target)
+        self.metrics.partition_resumes.inc()

@@ -81,7 +81,7 @@ class WorkerMetrics:
         )
         self.partition_resumes = Counter(
             f"{ns}_partition_resumes",
-            "Stalled partitions the worker resumed (faust flow control).",
+            "Stalled events partitions the worker resumed (faust flow control) or sought again.",
             registry=registry,
         )
         self.table_flush_seconds = Histogram(

@@ -1,11 +1,14 @@
-"""The lag watch's one repair: resuming an events partition faust stopped fetching."""
+"""The lag watch's repairs: resuming an events partition faust stopped fetching, seeking one it
+fetches without progress."""
 
 from __future__ import annotations
+
+import asyncio
 
 from faust.types import TP
 from stream_doubles import metrics, value_of
 
-from streamrec.stream.lag import LagWatch
+from streamrec.stream.lag import STUCK_LOOKS, LagWatch
 
 EVENTS = TP("events", 0)
 
@@ -18,7 +21,10 @@ class Consumer:
         self._read_offset = {EVENTS: read}
         self._active = {EVENTS} if fetching else set()
         self._buffered_partitions = {EVENTS}
+        self._committed_offset: dict[TP, int] = {}
         self.resumed: list[TP] = []
+        self.sought: list[tuple[TP, int]] = []
+        self.flow_active = True
 
     def assignment(self) -> set[TP]:
         return {EVENTS, TP("user_state-changelog", 0)}
@@ -33,17 +39,28 @@ class Consumer:
         self._active |= tps
         self.resumed += sorted(tps)
 
+    def resume_flow(self) -> None:
+        self.flow_active = True
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.sought.append((tp, offset))
+
 
 def _watch(consumer: Consumer, recovering: bool = False) -> LagWatch:
     return LagWatch(lambda: consumer, "events", lambda: recovering, metrics())
 
 
+def _look(watch: LagWatch, times: int = 1) -> None:
+    for _ in range(times):
+        asyncio.run(watch.check())
+
+
 def test_a_partition_left_unfetched_with_lag_is_resumed_at_the_second_look() -> None:
     consumer = Consumer(highwater=100, fetching=False, read=40)
     watch = _watch(consumer)
-    watch.check()  # one look cannot tell a stall from progress
+    _look(watch)  # one look cannot tell a stall from progress
     assert consumer.resumed == [] and value_of(watch.metrics.consumer_lag, "0") == 59
-    watch.check()
+    _look(watch)
     assert consumer.resumed == [EVENTS] and not consumer._buffered_partitions
     assert value_of(watch.metrics.partition_resumes) == 1
 
@@ -52,8 +69,7 @@ def test_a_partition_never_fetched_after_recovery_is_resumed() -> None:
     """No high watermark yet: faust fetched nothing, so nothing says there is lag."""
     consumer = Consumer(highwater=None, fetching=False, read=None)
     watch = _watch(consumer)
-    watch.check()
-    watch.check()
+    _look(watch, 2)
     assert consumer.resumed == [EVENTS]
 
 
@@ -65,6 +81,37 @@ def test_fetching_caught_up_or_recovering_partitions_are_left_alone() -> None:
     ]
     for consumer, recovering in cases:
         watch = _watch(consumer, recovering)
-        watch.check()
-        watch.check()
+        _look(watch, 2)
         assert consumer.resumed == []
+
+
+def test_a_partition_fetched_without_progress_is_sought_to_its_next_unread_offset() -> None:
+    consumer = Consumer(highwater=100, fetching=True, read=40)
+    consumer.flow_active = False  # a rebalance that never resumed faust's flow
+    watch = _watch(consumer)
+    _look(watch, STUCK_LOOKS)  # the first look only notes the offset
+    assert consumer.sought == [] and consumer.resumed == []
+    _look(watch)
+    assert consumer.sought == [(EVENTS, 41)] and consumer.flow_active
+    assert value_of(watch.metrics.partition_resumes) == 1
+    _look(watch, STUCK_LOOKS - 1)  # still stuck: sought again only after as many looks
+    assert len(consumer.sought) == 1
+    _look(watch)
+    assert len(consumer.sought) == 2
+
+
+def test_a_fetched_partition_never_read_is_sought_to_its_committed_offset() -> None:
+    consumer = Consumer(highwater=None, fetching=True, read=None)
+    consumer._committed_offset[EVENTS] = 17
+    watch = _watch(consumer)
+    _look(watch, STUCK_LOOKS + 1)
+    assert consumer.sought == [(EVENTS, 17)]
+
+
+def test_progress_between_looks_restarts_the_count() -> None:
+    consumer = Consumer(highwater=100, fetching=True, read=40)
+    watch = _watch(consumer)
+    for read in range(40, 40 + 3 * STUCK_LOOKS):
+        consumer._read_offset[EVENTS] = read // 2  # progress every other look
+        _look(watch)
+    assert consumer.sought == []

@@ -29,7 +29,9 @@ assignment, so a batch scores with one consistent set.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections import OrderedDict
 from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
@@ -55,6 +57,7 @@ FEATURES = (
 START = np.array([0.5, 0.5, 0.5, 0.0, 2.0, 2.0, 1.0, 0.5, 0.5, 0.5], dtype=np.float64)
 MODEL_COLUMNS = (0, 7, 8, 9)  # what the model side computes: dot and the three similarities
 RANK_SCALE = 10.0  # a rank feature halves from rank 1 to rank 11
+_first = operator.itemgetter(0)
 
 
 def candidate_features(
@@ -70,34 +73,34 @@ def candidate_features(
     user's vector, the cosine with the newest item's vector, the mean and the largest cosine
     with the recent items' vectors; 0 for items the model lacks).
     """
-    rows: dict[str, list[float]] = {}
-    width = len(FEATURES)
-    for column, name in enumerate(SOURCES, start=4):
-        rank = 0
-        for item, score in sources.get(name, ()):
-            if item in exclude:
-                continue
-            row = rows.get(item)
-            if row is None:
-                row = rows[item] = [0.0] * width
-            elif row[column]:
-                continue  # listed twice: keep the better rank
-            rank += 1
-            row[column] = RANK_SCALE / (RANK_SCALE + rank)
+    lists = [sources.get(name, ()) for name in SOURCES]
+    union = dict.fromkeys(map(_first, itertools.chain.from_iterable(lists)))
+    items = [item for item in union if item not in exclude]  # one membership test per item
+    index = {item: n for n, item in enumerate(items)}
+    matrix = np.zeros((len(items), len(FEATURES)), dtype=np.float32)
+    if not items:
+        return items, matrix
+    for column, name, hits in zip(range(4, 7), SOURCES, lists, strict=True):
+        # Ranks count the eligible items only, each at its first place in the list.
+        ranked = [index[item] for item in dict.fromkeys(map(_first, hits)) if item in index]
+        matrix[ranked, column] = RANK_SCALE / (RANK_SCALE + np.arange(1, len(ranked) + 1))
+        if name in (COVISITATION, TRENDING):
+            first = dict(reversed(hits))  # an item listed twice keeps its first score
+            scores = np.array([first[items[n]] for n in ranked], dtype=np.float64)
             if name == COVISITATION:
-                row[1] = math.log1p(score)
-            elif name == TRENDING:
-                row[3] = score
-    items = list(rows)
-    matrix = np.array([rows[i] for i in items], dtype=np.float32).reshape(len(items), width)
-    if items:
-        best = float(matrix[:, 3].max())
-        if best > 0:
-            matrix[:, 3] /= best
-        matrix[:, MODEL_COLUMNS] = np.asarray(model(items), dtype=np.float32)
-        dot = matrix[:, 0]
-        matrix[:, 0] = (dot - dot.mean()) / (dot.std() + 1e-6)
-        matrix[:, 2] = [math.log1p(last_item.get(i, 0.0)) for i in items]
+                matrix[ranked, 1] = np.log1p(scores)
+            else:
+                matrix[ranked, 3] = scores
+    best = float(matrix[:, 3].max())
+    if best > 0:
+        matrix[:, 3] /= best
+    matrix[:, MODEL_COLUMNS] = np.asarray(model(items), dtype=np.float32)
+    dot = matrix[:, 0]
+    matrix[:, 0] = (dot - dot.mean()) / (dot.std() + 1e-6)
+    for item, count in last_item.items():
+        n = index.get(item)
+        if n is not None:
+            matrix[n, 2] = math.log1p(count)
     return items, matrix
 
 
@@ -118,12 +121,14 @@ class LearnedRanker:
     def rank(self, items: list[str], matrix: Matrix, n: int) -> Fused:
         """The best ``n`` of ``items`` by ``w . x``, as fusion gives them (ties by item id)."""
         scores = matrix.astype(np.float64) @ self.weights if items else np.zeros(0)
-        order = sorted(range(len(items)), key=lambda i: (-scores[i], items[i]))[:n]
+        # Best score first, ties by item id: lexsort's last key is the primary one.
+        order = np.lexsort((np.array(items, dtype=str), -scores))[:n].tolist() if items else []
         ranked = [(items[i], float(scores[i])) for i in order]
         by_item = dict(ranked)
+        ranks = matrix[order, 4:7].tolist()  # [n, sources]
         parts = {
-            name: {items[i]: float(matrix[i, col]) for i in order if matrix[i, col] > 0}
-            for col, name in enumerate(SOURCES, start=4)
+            name: {items[i]: row[k] for i, row in zip(order, ranks, strict=True) if row[k] > 0}
+            for k, name in enumerate(SOURCES)
         }
         return Fused(ranked, by_item, parts)
 

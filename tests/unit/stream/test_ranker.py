@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import math
+import random
+from collections.abc import Callable, Container, Mapping
+
 import numpy as np
 import pytest
 
-from streamrec.index.candidates import COVISITATION, EMBEDDING, TRENDING
+from streamrec.index.candidates import COVISITATION, EMBEDDING, TRENDING, Hits
 from streamrec.stream.config import RankerSettings, ServingSettings
-from streamrec.stream.ranker import FEATURES, LearnedRanker, candidate_features, make_ranker
+from streamrec.stream.ranker import (
+    FEATURES,
+    MODEL_COLUMNS,
+    RANK_SCALE,
+    SOURCES,
+    START,
+    LearnedRanker,
+    candidate_features,
+    make_ranker,
+)
 
 
 def column(name: str) -> int:
@@ -90,3 +103,71 @@ def test_remembered_users_are_bounded() -> None:
 def test_only_the_learned_method_has_a_ranker() -> None:
     assert make_ranker(ServingSettings(ranker=RankerSettings(method="rrf"))) is None
     assert make_ranker(ServingSettings(ranker=RankerSettings(method="learned"))) is not None
+
+
+def _reference_features(
+    sources: Mapping[str, Hits],
+    last_item: Mapping[str, float],
+    model: Callable[[list[str]], np.ndarray],
+    exclude: Container[str],
+) -> tuple[list[str], np.ndarray]:
+    """The per-item loop ``candidate_features`` replaced (session 9), kept to compare with."""
+    rows: dict[str, list[float]] = {}
+    for col, name in enumerate(SOURCES, start=4):
+        rank = 0
+        for item, score in sources.get(name, ()):
+            if item in exclude:
+                continue
+            row = rows.get(item)
+            if row is None:
+                row = rows[item] = [0.0] * len(FEATURES)
+            elif row[col]:
+                continue
+            rank += 1
+            row[col] = RANK_SCALE / (RANK_SCALE + rank)
+            if name == COVISITATION:
+                row[1] = math.log1p(score)
+            elif name == TRENDING:
+                row[3] = score
+    items = list(rows)
+    matrix = np.array([rows[i] for i in items], dtype=np.float32).reshape(len(items), -1)
+    if items:
+        best = float(matrix[:, 3].max())
+        if best > 0:
+            matrix[:, 3] /= best
+        matrix[:, MODEL_COLUMNS] = np.asarray(model(items), dtype=np.float32)
+        dot = matrix[:, 0]
+        matrix[:, 0] = (dot - dot.mean()) / (dot.std() + 1e-6)
+        matrix[:, 2] = [math.log1p(last_item.get(i, 0.0)) for i in items]
+    return items, matrix
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_features_and_ranks_equal_the_per_item_loop_they_replaced(seed: int) -> None:
+    rng = random.Random(seed)
+    pool = [f"i{n}" for n in range(rng.choice([3, 30, 300]))]
+
+    def hits() -> Hits:  # repeats, ties and zero scores included
+        return [(rng.choice(pool), rng.choice([0.0, 1.0, rng.random() * 9])) for _ in pool]
+
+    sources = {name: hits() for name in SOURCES if rng.random() < 0.9}
+    seen = set(rng.sample(pool, len(pool) // 4))
+    last = {rng.choice(pool): float(rng.randint(0, 5)) for _ in range(5)}
+    table = {item: [rng.gauss(0, 1) for _ in range(4)] for item in pool}
+
+    def model(ids: list[str]) -> np.ndarray:
+        return np.array([table[i] for i in ids]).reshape(len(ids), 4)
+
+    items, matrix = candidate_features(sources, last, model, seen)
+    ref_items, ref_matrix = _reference_features(sources, last, model, seen)
+    assert items == ref_items and matrix.tobytes() == ref_matrix.tobytes()
+    ranker = LearnedRanker(RankerSettings())
+    ranker.weights = np.round(START + rng.choice([0, 1]) * rng.random(), 1)  # ties likely
+    fused = ranker.rank(items, matrix, 20)
+    scores = matrix.astype(np.float64) @ ranker.weights
+    order = sorted(range(len(items)), key=lambda i: (-scores[i], items[i]))[:20]
+    assert fused.ranked == [(items[i], float(scores[i])) for i in order]
+    assert fused.parts == {
+        name: {items[i]: float(matrix[i, col]) for i in order if matrix[i, col] > 0}
+        for col, name in enumerate(SOURCES, start=4)
+    }

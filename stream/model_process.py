@@ -26,6 +26,7 @@ killed worker leaves no orphan.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import socket
@@ -105,25 +106,42 @@ class ModelProcess:
         return self._index_size
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
+        """As ``build_async``, blocking the calling thread."""
         started = time.perf_counter()
+        return self._built(
+            started, self._submit("build", self._request(batch, slate_size)).result()
+        )
+
+    async def build_async(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
+        """Build on the child, awaited on the event loop: the answer wakes the loop straight
+        from the reader thread. Through a worker thread it took two more thread hand-offs, each
+        waiting for the interpreter lock (the ``ipc`` stage: 2.9 ms at p50)."""
+        started = time.perf_counter()
+        future = self._submit("build", self._request(batch, slate_size))
+        return self._built(started, await asyncio.wrap_future(future))
+
+    def _request(self, batch: list[RefreshInput], slate_size: int) -> tuple[Any, ...]:
         wire = [(e.pending.user_id, e.state, e.covisits, e.trending) for e in batch]
         observed = [self._observed.popleft() for _ in range(len(self._observed))]
-        request = (dict(self.weights()), observed, wire, slate_size)
-        built: BuiltBatch
-        built, self._ranker_figures = self._call("build", request)
+        return (dict(self.weights()), observed, wire, slate_size)
+
+    def _built(
+        self, started: float, reply: tuple[BuiltBatch, dict[str, object] | None]
+    ) -> BuiltBatch:
+        built, self._ranker_figures = reply
         # the round trip beyond the child's own stages: pickling, the pipe, waiting for threads
         total_ms = (time.perf_counter() - started) * 1e3
         built.timing_ms["ipc_ms"] = max(0.0, total_ms - sum(built.timing_ms.values()))
         return built
 
     def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:
-        version, size = self._call("load", (checkpoint, catalog))
+        version, size = self._submit("load", (checkpoint, catalog)).result()
         self._checkpoint, self._catalog = checkpoint, dict(catalog)
         self._version, self._index_size = version, size
         return str(version)
 
     def add_items(self, items: list[Item]) -> int:
-        added, size = self._call("add_items", (items,))
+        added, size = self._submit("add_items", (items,)).result()
         self._catalog.update((item.item_id, item) for item in items)
         self._index_size = size
         return int(added)
@@ -150,7 +168,8 @@ class ModelProcess:
         if self._child is not None:
             _reap(self._child)
 
-    def _call(self, op: str, args: tuple[Any, ...]) -> Any:
+    def _submit(self, op: str, args: tuple[Any, ...]) -> Future[Any]:
+        """Send one request; its future resolves on the reader thread."""
         future: Future[Any] = Future()
         with self._sending:
             conn = self._conn or self._start()
@@ -168,7 +187,7 @@ class ModelProcess:
                     if self._conn is conn:
                         self._conn = None
                 raise ModelProcessError(f"model process unreachable: {exc}") from exc
-        return future.result()
+        return future
 
     def _start(self) -> Connection:
         """Start a child and bring it to the state the last one served (sending lock held)."""

@@ -23,7 +23,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -97,6 +97,13 @@ class SlateBuilder(Protocol):
 
     def observe(self, user_id: str, item_id: str) -> None:
         """The user's next event, for a builder that learns from it (on the event loop)."""
+
+
+@runtime_checkable
+class RemoteBuilder(SlateBuilder, Protocol):
+    """A builder whose work runs in another process: awaited on the loop, not in a thread."""
+
+    async def build_async(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch: ...
 
 
 class HeuristicBuilder:
@@ -291,6 +298,8 @@ class Refresher:
         if model is None:
             # Pure Python and fast: a thread would only add hand-offs and contend for the GIL.
             built = self.heuristic.build(inputs, self.serving.slate_size)
+        elif isinstance(model, RemoteBuilder):
+            built = await model.build_async(inputs, self.serving.slate_size)
         else:
             built = await asyncio.to_thread(model.build, inputs, self.serving.slate_size)
         timing = {"gather_ms": (gathered - started) * 1e3, **built.timing_ms}

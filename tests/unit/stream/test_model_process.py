@@ -3,6 +3,7 @@ learner's policy and failed loads carried across the pipe, and a new child after
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from streamrec.errors import StreamrecError
 from streamrec.settings import Settings
 from streamrec.stream.contract import Item
 from streamrec.stream.model_process import ModelProcess, ModelProcessError
-from streamrec.stream.refresh import BuiltBatch
+from streamrec.stream.refresh import BuiltBatch, RemoteBuilder
 from streamrec.stream.serving import ModelServer
 
 WEIGHTS = {"embedding": 1.0, "covisitation": 0.5, "trending": 0.2}
@@ -64,6 +65,10 @@ def test_the_child_publishes_the_in_process_slates_and_is_replaced_when_it_dies(
         built = child.build(BATCH, 5)
         assert _picked(built) == _picked(expected) and built.sources == expected.sources
         assert built.model_version == expected.model_version
+        # The refresher awaits it on the event loop (no worker thread): the same slates.
+        assert isinstance(child, RemoteBuilder)
+        awaited = asyncio.run(child.build_async(BATCH, 5))
+        assert _picked(awaited) == _picked(expected) and "ipc_ms" in awaited.timing_ms
         assert child._child is not None
         child._child.kill()
         child._child.wait()

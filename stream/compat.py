@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.cluster import ClusterMetadata
 
 # faust routes table writes to the partition of the event in this context variable and has no
 # public setter for it (write-behind flushes write outside the agent's own event).
@@ -38,6 +40,7 @@ TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("faust producer", "_producer"),
     ("faust producer buffer.pending", "_queue"),
     ("aiokafka consumer", "_client"),
+    ("aiokafka client", "_metadata_update"),
     ("faust app", "_on_agent_error"),
 )
 
@@ -154,6 +157,14 @@ def committed_offset(consumer: Any, tp: TP) -> int | None:
     """The offset of ``tp`` faust last committed or found committed (``_committed_offset``)."""
     offset: int | None = consumer._committed_offset.get(tp)
     return offset
+
+
+async def fetch_topic_metadata(client: AIOKafkaClient, topic: str) -> bool:
+    """Ask the brokers for ``topic``'s metadata alone, into a throwaway cluster view; False
+    when no broker answered. aiokafka's public ``fetch_all_metadata`` asks for every topic of
+    the cluster (``_metadata_update`` takes the topic list)."""
+    updated: bool = await client._metadata_update(ClusterMetadata(), [topic])
+    return updated
 
 
 def is_fetching(consumer: Any, tp: TP) -> bool:

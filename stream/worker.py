@@ -64,7 +64,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         await worker.crash(exc)  # mode's worker re-raises the crash: exit code 1
 
     watch = BrokerWatch(
-        MetadataProbe(settings.kafka),
+        MetadataProbe(settings.kafka, settings.kafka.topics.name("events")),
         worker_app.metrics,
         settings.kafka.outage_limit_s,
         give_up,

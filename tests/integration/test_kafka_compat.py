@@ -9,7 +9,9 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.settings import KafkaSettings
+from streamrec.stream.compat import fetch_topic_metadata
 from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.health import MetadataProbe
 from streamrec.stream.producer import kafka_producer
 from streamrec.stream.topics import TopicSpec, create_topics, describe_topics
 
@@ -64,5 +66,26 @@ def test_group_produce_fetch_commit_resume(kafka_settings: KafkaSettings) -> Non
         finally:
             await consumer.stop()
         assert sum(c or 0 for c in committed) == 350
+
+    asyncio.run(scenario())
+
+
+def test_the_health_probe_reads_one_topics_metadata_from_the_real_broker(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """The worker's broker probe (stream/health.py) asks for the events topic alone, and the
+    real broker answers it (tests/unit/stream/test_health.py: no broker, an error)."""
+    topic = kafka_settings.topics.name("events") + "-probe"
+
+    async def scenario() -> None:
+        await create_topics(kafka_settings, [TopicSpec(topic, 2)])
+        probe = MetadataProbe(kafka_settings, topic)
+        try:
+            await probe()  # connects and bootstraps
+            await probe()  # one metadata request for the topic: no error
+            assert probe.client is not None
+            assert await fetch_topic_metadata(probe.client, topic)
+        finally:
+            await probe.close()
 
     asyncio.run(scenario())

@@ -11,6 +11,7 @@ from typing import Any
 import faust
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer.fetcher import Fetcher, FetchResult
 from faust.types import TP
 
@@ -28,6 +29,7 @@ async def _build() -> dict[str, Any]:
         "faust producer": app.producer,
         "faust producer buffer.pending": app.producer.buffer.pending,
         "aiokafka consumer": AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9"),
+        "aiokafka client": AIOKafkaClient(bootstrap_servers="127.0.0.1:9"),
     }
 
 

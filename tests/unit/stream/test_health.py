@@ -145,7 +145,7 @@ def test_past_the_limit_the_watch_stops_the_worker_with_one_critical_line(
 def test_the_metadata_probe_raises_a_kafka_error_when_nothing_listens() -> None:
     from streamrec.broker import free_port
 
-    probe = MetadataProbe(KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"))
+    probe = MetadataProbe(KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"), "events")
 
     async def scenario() -> None:
         with pytest.raises(KafkaConnectionError):

@@ -201,6 +201,15 @@ class LearnerSettings(BaseModel):
     coverage_window: int = Field(
         500, ge=10, description="Impressions over which the constrained mode measures coverage."
     )
+    coverage_target: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Share of each slate's items not shown in the last coverage_window "
+        "impressions that the constrained mode keeps on average; None: that of the relevance-only "
+        "slates of the same candidates (a reference that drifts with the policy). `streamrec "
+        "report` sets it to the relevance-only policy's share, measured in the same seed's run.",
+    )
     mode: Literal["local", "shared"] = Field(
         "local",
         description="local: each worker learns from its own partitions' rewards; shared: workers "

@@ -91,7 +91,11 @@ class ActorCriticLearner(OnlineLearner):
             settings.critic_ridge,
         )
         self.constraints = (
-            Lagrangian(settings.constraint_lr, settings.coverage_window)
+            Lagrangian(
+                settings.constraint_lr,
+                settings.coverage_window,
+                coverage_target=settings.coverage_target,
+            )
             if settings.constrained
             else None
         )

@@ -13,8 +13,10 @@ freshness and the vectors of the user's recent clicks (its novelty context).
 
 Metrics per bucket of ``bucket`` impressions (the time series of the report):
 reward per 1,000 impressions, CTR (clicks / items shown), intra-list diversity (mean pairwise
-``1 - cos`` inside a slate), catalog coverage (distinct items shown in the bucket / catalog) and
-novelty (mean self-information ``-log2(popularity share)`` of shown items, in bits).
+``1 - cos`` inside a slate), catalog coverage (distinct items shown in the bucket / catalog),
+novelty (mean self-information ``-log2(popularity share)`` of shown items, in bits) and the
+new-item share (share of a slate's items not shown in the last ``coverage_window`` impressions:
+the constrained learner's coverage term, models/policy/constraints.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import IO
 import numpy as np
 
 from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.constraints import NewItemWindow
 from streamrec.models.policy.learner import OnlineLearner
 from streamrec.models.policy.ope import log_record
 from streamrec.models.policy.rewards import (
@@ -51,7 +54,7 @@ from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.models.sim.simulator import Simulator
 from streamrec.stream.config import ServingSettings
 
-METRICS: tuple[str, ...] = ("reward_per_1k", "ctr", "diversity", "coverage", "novelty")
+METRICS: tuple[str, ...] = ("reward_per_1k", "ctr", "diversity", "coverage", "novelty", "new_share")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class _Bucket:
     diversity: list[float] = field(default_factory=list)
     items: set[int] = field(default_factory=set)
     novelty: list[float] = field(default_factory=list)
+    new_share: list[float] = field(default_factory=list)
 
 
 def relevance_model(sim: Simulator, noise: float, seed: int) -> FloatArray:
@@ -174,6 +178,7 @@ def run_closed_loop(
     learner: OnlineLearner | None = None,
     on_update: Callable[[OnlineLearner], None] | None = None,
     ope_log: IO[str] | None = None,
+    coverage_window: int | None = None,
 ) -> LoopResult:
     """Serve ``config.steps`` requests; learn online when ``learner`` is given.
 
@@ -185,11 +190,9 @@ def run_closed_loop(
     rng = np.random.default_rng(config.seed + 104_729)
     scores = relevance_model(sim, config.relevance_noise, config.seed)
     store = MemoryImpressionStore()
-    joiner = RewardJoiner(
-        store,
-        window_s=1e9,
-        weights=(learner.settings if learner else LearnerSettings()).reward_weights,
-    )
+    learner_settings = learner.settings if learner else LearnerSettings()
+    joiner = RewardJoiner(store, window_s=1e9, weights=learner_settings.reward_weights)
+    new_items = NewItemWindow(coverage_window or learner_settings.coverage_window)
     share = sim.popularity / sim.popularity.sum()
     self_info = -np.log2(np.maximum(share, 1e-12))
     result = LoopResult(policy=policy)
@@ -224,6 +227,7 @@ def run_closed_loop(
         bucket.diversity.append(_intra_list_diversity(sim, rows))
         bucket.items.update(rows)
         bucket.novelty.extend(self_info[rows].tolist())
+        bucket.new_share.append(new_items.new_share(slate.item_ids))
         if learner is not None:
             learner.observe(impression, rewards)
             if learner.ready():
@@ -251,3 +255,4 @@ def _close(result: LoopResult, b: _Bucket, n_items: int) -> None:
     s["diversity"].append(float(np.mean(b.diversity)))
     s["coverage"].append(len(b.items) / n_items)
     s["novelty"].append(float(np.mean(b.novelty)))
+    s["new_share"].append(float(np.mean(b.new_share)))

@@ -122,6 +122,18 @@ def make_learner(name: str, policy: PolicySettings, learner: LearnerSettings) ->
     return ActorCriticLearner(constrained, policy)
 
 
+def _with_coverage_target(
+    name: str, learner: LearnerSettings, relevance: list[LoopResult], config: ReportConfig
+) -> LearnerSettings:
+    """The constrained learner keeps the new-item share of the relevance-only policy's run of
+    the same seed (run first), over the part of the run the report scores, unless the
+    settings fix one."""
+    if name != "constrained" or learner.coverage_target is not None:
+        return learner
+    target = relevance[-1].mean("new_share", config.last_fraction)
+    return learner.model_copy(update={"coverage_target": target})
+
+
 def run_policies(
     config: ReportConfig,
     policy: PolicySettings,
@@ -137,13 +149,15 @@ def run_policies(
     if config.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1; got {config.seeds}")
     results: dict[str, list[LoopResult]] = {name: [] for name in policy_names(config)}
+    window = learner.coverage_window  # every run measures the new-item share the same way
     for seed in range(config.seeds):
         loop = replace(config.loop, seed=seed)
         for name in results:
             if progress is not None:
                 progress(name, seed)
             sim = make_simulator(replace(config.simulator, seed=seed))
-            online = make_learner(name, policy, learner) if name in LEARNERS else None
+            settings = _with_coverage_target(name, learner, results["relevance"], config)
+            online = make_learner(name, policy, settings) if name in LEARNERS else None
             reranker = _reranker(name, policy, seed)
             if online is not None:
                 assert isinstance(reranker, StochasticReranker)
@@ -151,9 +165,20 @@ def run_policies(
             if ope_log is not None and name == "actor-critic" and seed == 0:
                 ope_log.parent.mkdir(parents=True, exist_ok=True)
                 with ope_log.open("w") as fh:
-                    run = run_closed_loop(name, reranker, sim, loop, policy, online, ope_log=fh)
+                    run = run_closed_loop(
+                        name,
+                        reranker,
+                        sim,
+                        loop,
+                        policy,
+                        online,
+                        ope_log=fh,
+                        coverage_window=window,
+                    )
             else:
-                run = run_closed_loop(name, reranker, sim, loop, policy, online)
+                run = run_closed_loop(
+                    name, reranker, sim, loop, policy, online, coverage_window=window
+                )
             results[name].append(run)
     return results
 
@@ -227,12 +252,13 @@ def markdown_table(summary: dict[str, Any], seeds: int) -> str:
 
     head = (
         f"| policy (n={seeds} seeds) | reward / 1k impr. | reward / 1k (full run) | CTR | "
-        "intra-list diversity | coverage | novelty (bits) |\n|---|---|---|---|---|---|---|\n"
+        "intra-list diversity | coverage | novelty (bits) | new-item share |\n"
+        "|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
         f"| {name} | {cell(r['reward_per_1k'], 0)} | {cell(r['reward_per_1k_full_run'], 0)} | "
         f"{cell(r['ctr'], 4)} | {cell(r['diversity'], 3)} | {cell(r['coverage'], 3)} | "
-        f"{cell(r['novelty'], 2)} |"
+        f"{cell(r['novelty'], 2)} | {cell(r['new_share'], 3)} |"
         for name, r in summary["policies"].items()
     ]
     return head + "\n".join(lines) + "\n"
@@ -251,6 +277,7 @@ def plot(results: dict[str, list[LoopResult]], path: Path, bucket: int) -> Path:
         "diversity": "intra-list diversity",
         "coverage": "catalog coverage per bucket",
         "novelty": "novelty (bits)",
+        "new_share": "share of slate items new to the coverage window",
     }
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4), squeeze=False)
     for ax, metric in zip(axes[0], METRICS, strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.policy.actor_critic import ActorCriticLearner
@@ -13,11 +14,15 @@ from streamrec.models.policy.critic import (
     Transition,
     state_features,
 )
-from streamrec.models.policy.learner import Sample
+from streamrec.models.policy.learner import OnlineLearner, Sample
 from streamrec.models.policy.rewards import Impression
 from streamrec.models.policy.slate import Candidate, UserContext, unit_rows
 from streamrec.models.policy.stochastic import StochasticReranker
+from streamrec.models.sim import report
+from streamrec.models.sim.closed_loop import LoopConfig
 from streamrec.models.sim.frontier import pareto
+from streamrec.models.sim.report import ReportConfig
+from streamrec.models.sim.simulator import SimulatorConfig
 
 POLICY = PolicySettings()
 
@@ -147,6 +152,46 @@ def test_lagrangian_terms_compare_with_the_relevance_slate() -> None:
         diversity=np.array([0.4, 0.4]), reference_items=["a", "c"],
     )  # fmt: skip
     np.testing.assert_allclose(lag.terms(again), [0.0, 1.0])  # new items vs repeated reference
+
+
+def test_a_fixed_coverage_target_replaces_the_drifting_relevance_reference() -> None:
+    lag = Lagrangian(lr=1.0, window=10, coverage_target=0.75)
+    for n, items in enumerate((["a", "b"], ["a", "c"], ["a", "b"])):
+        imp = Impression(
+            f"r{n}", "u", items, [0.5, 0.5], "pl-0", float(n),
+            diversity=np.array([0.5, 0.5]), reference_items=["x", f"y{n}"],
+        )  # fmt: skip
+        terms = lag.terms(imp)
+        # new share of the slate (1, 0.5, 0) against 0.75, whatever the reference slates show
+        np.testing.assert_allclose(terms, [0.0, [0.25, -0.25, -0.75][n]])
+
+
+def test_the_report_holds_the_constrained_learner_to_the_relevance_policys_new_items() -> None:
+    config = ReportConfig(
+        seeds=1,
+        loop=LoopConfig(steps=300, bucket=100),
+        simulator=SimulatorConfig(n_users=40, n_items=200, world_seed=0),
+        mmr_grid=(),
+        dpp_grid=(),
+        learners=("constrained",),
+    )
+    seen: list[float | None] = []
+    make = report.make_learner
+
+    def record(name: str, policy: PolicySettings, learner: LearnerSettings) -> OnlineLearner:
+        seen.append(learner.coverage_target)
+        return make(name, policy, learner)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "make_learner", record)
+        results = report.run_policies(config, PolicySettings(), LearnerSettings())
+    relevance = results["relevance"][0].mean("new_share", config.last_fraction)
+    assert 0.0 < relevance < 1.0 and seen == [pytest.approx(relevance)]
+    # A target the settings fix is kept.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "make_learner", record)
+        report.run_policies(config, PolicySettings(), LearnerSettings(coverage_target=0.4))
+    assert seen[-1] == 0.4
 
 
 def test_pareto_keeps_only_undominated_points() -> None:

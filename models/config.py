@@ -208,7 +208,8 @@ class LearnerSettings(BaseModel):
         description="Share of each slate's items not shown in the last coverage_window "
         "impressions that the constrained mode keeps on average; None: that of the relevance-only "
         "slates of the same candidates (a reference that drifts with the policy). `streamrec "
-        "report` sets it to the relevance-only policy's share, measured in the same seed's run.",
+        "report` sets it to the relevance-only policy's share, measured in the same seed's run "
+        "over one bucket of impressions (its coverage_window too).",
     )
     mode: Literal["local", "shared"] = Field(
         "local",

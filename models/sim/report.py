@@ -125,13 +125,18 @@ def make_learner(name: str, policy: PolicySettings, learner: LearnerSettings) ->
 def _with_coverage_target(
     name: str, learner: LearnerSettings, relevance: list[LoopResult], config: ReportConfig
 ) -> LearnerSettings:
-    """The constrained learner keeps the new-item share of the relevance-only policy's run of
-    the same seed (run first), over the part of the run the report scores, unless the
-    settings fix one."""
-    if name != "constrained" or learner.coverage_target is not None:
+    """The constrained learner measures coverage as the report does (over one bucket of
+    impressions) and keeps the new-item share of the relevance-only policy's run of the same
+    seed (run first) over the part of the run the report scores, unless the settings fix a
+    target. Over 500 impressions against the report's 250 it held that share (0.083 against
+    0.082 on the synthetic world) while the report's coverage fell short (0.599 against 0.619)."""
+    if name != "constrained":
         return learner
-    target = relevance[-1].mean("new_share", config.last_fraction)
-    return learner.model_copy(update={"coverage_target": target})
+    target = learner.coverage_target
+    if target is None:
+        target = relevance[-1].mean("new_share", config.last_fraction)
+    update = {"coverage_window": config.loop.bucket, "coverage_target": target}
+    return learner.model_copy(update=update)
 
 
 def run_policies(
@@ -149,7 +154,7 @@ def run_policies(
     if config.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1; got {config.seeds}")
     results: dict[str, list[LoopResult]] = {name: [] for name in policy_names(config)}
-    window = learner.coverage_window  # every run measures the new-item share the same way
+    window = config.loop.bucket  # every run measures the new-item share as coverage is measured
     for seed in range(config.seeds):
         loop = replace(config.loop, seed=seed)
         for name in results:

@@ -180,6 +180,7 @@ def test_the_report_holds_the_constrained_learner_to_the_relevance_policys_new_i
 
     def record(name: str, policy: PolicySettings, learner: LearnerSettings) -> OnlineLearner:
         seen.append(learner.coverage_target)
+        assert learner.coverage_window == config.loop.bucket  # measured as the report does
         return make(name, policy, learner)
 
     with pytest.MonkeyPatch.context() as patch:

@@ -82,7 +82,9 @@ class UserState:
     def to_json(self) -> dict[str, Any]:
         """Compact JSON form stored in the table (short keys keep the changelog small)."""
         return {
-            "r": [self._recent_json(r) for r in self.recent],
+            "r": [self._recent_json(r) for r in self.recent]
+            if self.extras
+            else [list(r) for r in self.recent],
             "i": self.event_ids.to_json(),
             "x": self.seen.to_json(),
             "w": self.weights,

@@ -82,9 +82,7 @@ class UserState:
     def to_json(self) -> dict[str, Any]:
         """Compact JSON form stored in the table (short keys keep the changelog small)."""
         return {
-            "r": [self._recent_json(r) for r in self.recent]
-            if self.extras
-            else [list(r) for r in self.recent],
+            "r": _recent_to_json(self.recent, self.extras),
             "i": self.event_ids.to_json(),
             "x": self.seen.to_json(),
             "w": self.weights,
@@ -98,10 +96,10 @@ class UserState:
     def from_json(cls, obj: dict[str, Any] | None) -> UserState:
         if not obj:
             return cls()
-        recent = [(str(r[0]), int(r[1]), str(r[2])) for r in obj["r"]]
+        recent, extras = _recent_from_json(obj["r"])
         state = cls(
             recent=recent,
-            extras={e: _extra_from_json(r) for e, r in zip(recent, obj["r"], strict=True) if r[3:]},
+            extras=extras,
             event_ids=SeenSet.from_json(obj["i"]),
             seen=SeenSet.from_json(obj.get("x")),
             weights={k: float(v) for k, v in obj["w"].items()},
@@ -113,13 +111,6 @@ class UserState:
         if "x" not in obj:  # written before seen items were kept: start from what it remembers
             state.seen = SeenSet(exact=dict.fromkeys(state._remembered_items()))
         return state
-
-    def _recent_json(self, entry: Recent) -> list[Any]:
-        extra = self.extras.get(entry)
-        if extra is None:
-            return list(entry)
-        value, context = extra
-        return [*entry, value] if context is None else [*entry, value, context]
 
     def history(self) -> list[str]:
         """Recent item ids, oldest first (the encoder's input sequence)."""
@@ -146,9 +137,31 @@ class UserState:
         return list(items)
 
 
-def _extra_from_json(raw: list[Any]) -> Extra:
-    value = None if raw[3] is None else float(raw[3])
-    return value, (dict(raw[4]) if len(raw) > 4 and raw[4] is not None else None)
+def _recent_to_json(recent: list[Recent], extras: dict[Recent, Extra]) -> list[list[Any]]:
+    """Each entry as a list; one with extras carries its value, then its context if any."""
+    if not extras:
+        return [list(r) for r in recent]
+    out = []
+    for entry in recent:
+        extra = extras.get(entry)
+        if extra is None:
+            out.append(list(entry))
+        elif extra[1] is None:
+            out.append([*entry, extra[0]])
+        else:
+            out.append([*entry, *extra])
+    return out
+
+
+def _recent_from_json(raw: list[list[Any]]) -> tuple[list[Recent], dict[Recent, Extra]]:
+    recent: list[Recent] = []
+    extras: dict[Recent, Extra] = {}
+    for r in raw:
+        entry = (str(r[0]), int(r[1]), str(r[2]))
+        recent.append(entry)
+        if len(r) > 3:
+            extras[entry] = (None if r[3] is None else float(r[3]), r[4] if len(r) > 4 else None)
+    return recent, extras
 
 
 def event_extra(event: Event, context_fields: tuple[str, ...]) -> Extra | None:

@@ -117,7 +117,10 @@ class ModelProcess:
         from the reader thread. Through a worker thread it took two more thread hand-offs, each
         waiting for the interpreter lock (the ``ipc`` stage: 2.9 ms at p50)."""
         started = time.perf_counter()
-        future = self._submit("build", self._request(batch, slate_size))
+        request = self._request(batch, slate_size)
+        future = self._try_submit("build", request)
+        if future is None:  # a child to start (it is sent the catalog) or another send under way
+            future = await asyncio.to_thread(self._submit, "build", request)
         return self._built(started, await asyncio.wrap_future(future))
 
     def _request(self, batch: list[RefreshInput], slate_size: int) -> tuple[Any, ...]:
@@ -169,24 +172,38 @@ class ModelProcess:
             _reap(self._child)
 
     def _submit(self, op: str, args: tuple[Any, ...]) -> Future[Any]:
-        """Send one request; its future resolves on the reader thread."""
-        future: Future[Any] = Future()
+        """Send one request, starting a child first if there is none; its future resolves on
+        the reader thread."""
         with self._sending:
-            conn = self._conn or self._start()
+            return self._send(self._conn or self._start(), op, args)
+
+    def _try_submit(self, op: str, args: tuple[Any, ...]) -> Future[Any] | None:
+        """As ``_submit`` when that cannot block: None when a child must be started or another
+        thread is sending (a load's catalog), which the event loop must not wait for."""
+        if not self._sending.acquire(blocking=False):
+            return None
+        try:
+            return self._send(self._conn, op, args) if self._conn is not None else None
+        finally:
+            self._sending.release()
+
+    def _send(self, conn: Connection, op: str, args: tuple[Any, ...]) -> Future[Any]:
+        """One request on ``conn`` (sending lock held), the learner's policy first if new."""
+        future: Future[Any] = Future()
+        with self._lock:
+            request_id = next(self._ids)
+            self._waiting[request_id] = future
+        try:
+            if self._policy is not self._policy_sent:
+                conn.send((-1, "policy", self._policy))
+                self._policy_sent = self._policy
+            conn.send((request_id, op, args))
+        except OSError as exc:  # the child is gone: the next call starts another
             with self._lock:
-                request_id = next(self._ids)
-                self._waiting[request_id] = future
-            try:
-                if self._policy is not self._policy_sent:
-                    conn.send((-1, "policy", self._policy))
-                    self._policy_sent = self._policy
-                conn.send((request_id, op, args))
-            except OSError as exc:  # the child is gone: the next call starts another
-                with self._lock:
-                    self._waiting.pop(request_id, None)
-                    if self._conn is conn:
-                        self._conn = None
-                raise ModelProcessError(f"model process unreachable: {exc}") from exc
+                self._waiting.pop(request_id, None)
+                if self._conn is conn:
+                    self._conn = None
+            raise ModelProcessError(f"model process unreachable: {exc}") from exc
         return future
 
     def _start(self) -> Connection:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,15 @@ def test_the_child_publishes_the_in_process_slates_and_is_replaced_when_it_dies(
             child.build(BATCH, 5)
         again = child.build(BATCH, 5)  # a new child, with the model the dead one served
         assert _picked(again) == _picked(expected)
+        # On the event loop too: the new child is started (and sent the catalog) off the loop.
+        child._child.kill()
+        child._child.wait()
+        deadline = time.monotonic() + 30
+        while child._conn is not None and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the reader has seen the death
+        assert child._conn is None
+        restarted = asyncio.run(child.build_async(BATCH, 5))
+        assert _picked(restarted) == _picked(expected)
 
 
 def test_next_events_reach_the_childs_ranker_with_the_next_batch(checkpoint: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
+import math
 import sys
 from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -139,6 +140,16 @@ class Fused:
     ranked: list[tuple[str, float]]
     scores: Mapping[str, float]
     parts: Mapping[str, Mapping[str, float]]
+
+    def main_source(self, item_id: str) -> str:
+        """``candidate(item_id).sources[0]``: the source that gave the item most (ties: the
+        smaller name), without building the candidate."""
+        best, most = "", -math.inf
+        for name, part in self.parts.items():
+            value = part.get(item_id)
+            if value is not None and (value > most or (value == most and name < best)):
+                best, most = name, value
+        return best
 
     def candidate(self, item_id: str) -> Candidate:
         parts = self.parts

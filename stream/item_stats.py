@@ -29,6 +29,9 @@ from streamrec.stream.config import StateSettings
 from streamrec.stream.stats import TrendingBoard, bump_covisit, bump_trending
 
 Neighbours = list[tuple[str, float]]
+# Ranked neighbour lists kept for reading (about 3 KiB each at covisit_top_k 50): the items
+# slates read most, without holding a second copy of a 50,000-item catalog's statistics.
+RANKED_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class ItemStats:
         self.applied: dict[int, int] = {}  # events partition -> newest offset applied
         self.deltas = 0  # applied so far (redeliveries not counted)
         self.board = TrendingBoard(settings.trending_half_life_s, settings.trending_size)
+        # item -> its heaviest ``covisit_top_k`` neighbours as ``covisits`` returns them, until a
+        # delta changes the item's map: slates read an item's list far more often than deltas
+        # change it, and sorting it on every read was most of gathering a slate's inputs.
+        self._ranked: dict[str, Neighbours] = {}
 
     def apply(self, delta: ItemDelta) -> bool:
         """Count ``delta``; False when its source offset was applied already (a redelivery)."""
@@ -81,20 +88,29 @@ class ItemStats:
             self.covisit[prev] = bump_covisit(
                 self.covisit.get(prev), delta.item, delta.weight, s.covisit_top_k
             )
+            self._ranked.pop(prev, None)
         return True
 
     def covisits(self, items: Sequence[str], partition: int = 0) -> dict[str, Neighbours]:
         """Neighbours of each of ``items``, strongest first (``partition`` is not needed: the
-        replica holds every partition's statistics)."""
-        top_k = self.settings.covisit_top_k
+        replica holds every partition's statistics). The lists are shared with later readers:
+        do not change them."""
         found: dict[str, Neighbours] = {}
         for item in items:
-            # Heaviest first, ties by id: two C-level sorts (the second stable) instead of a
-            # Python key per neighbour, which was half of gathering a slate's inputs.
-            neighbours = sorted(self.covisit.get(item, {}).items(), key=itemgetter(0))
-            neighbours.sort(key=itemgetter(1), reverse=True)
-            found[item] = neighbours[:top_k]
+            ranked = self._ranked.get(item)
+            if ranked is None:
+                if len(self._ranked) >= RANKED_KEPT:  # the oldest kept list goes first
+                    del self._ranked[next(iter(self._ranked))]
+                ranked = self._ranked[item] = self._rank(item)
+            found[item] = ranked
         return found
+
+    def _rank(self, item: str) -> Neighbours:
+        # Heaviest first, ties by id: two C-level sorts (the second stable) instead of a Python
+        # key per neighbour.
+        neighbours = sorted(self.covisit.get(item, {}).items(), key=itemgetter(0))
+        neighbours.sort(key=itemgetter(1), reverse=True)
+        return neighbours[: self.settings.covisit_top_k]
 
     def trending(self, partition: int = 0) -> Neighbours:
         """The trending items of all traffic, best first."""
@@ -120,6 +136,7 @@ class ItemStats:
         """Replace everything by a snapshot's content."""
         self.trending_scores = {k: [float(v[0]), float(v[1])] for k, v in raw["trending"].items()}
         self.covisit = {k: {n: float(w) for n, w in v.items()} for k, v in raw["covisit"].items()}
+        self._ranked = {}
         self.applied = {int(p): int(o) for p, o in raw["applied"].items()}
         self.deltas = int(raw.get("deltas", 0))
         s = self.settings

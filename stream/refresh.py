@@ -33,7 +33,6 @@ from streamrec.index.candidates import (
     Ranked,
     SharedList,
     covisitation_candidates,
-    explain,
     fuse_ranked,
     fuse_rrf_shared,
 )
@@ -154,16 +153,17 @@ class HeuristicBuilder:
             )
             lists = source_lists({COVISITATION: covisited}, seen, self.depth)
             lists[TRENDING] = eligible
-        candidates = [fused.candidate(item_id) for item_id, _ in fused.ranked]
-        reasons = explain(candidates, history, None)
+        # What ``explain`` gives without item vectors (the item's main source), and records the
+        # worker builds from its own values, so not validated again: a Candidate, a Reason and
+        # a validated SlateItem per item were a tenth of a slate's time at 200,000 users.
         items = [
-            SlateItem(
-                item_id=c.item_id,
-                score=round(c.score, 6),
+            SlateItem.model_construct(
+                item_id=item_id,
+                score=round(score, 6),
                 propensity=1.0,
-                reason=reasons[c.item_id].label,
+                reason=f"source:{fused.main_source(item_id)}",
             )
-            for c in candidates
+            for item_id, score in fused.ranked
         ]
         return items, lists
 

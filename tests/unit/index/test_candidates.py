@@ -200,3 +200,17 @@ def test_fusion_with_a_shared_list_equals_fusing_every_item(seed: int) -> None:
         top = [item for item, _ in fused.ranked]
         assert [fused.candidate(i) for i in top] == [expected.candidate(i) for i in top]
         assert eligible == [item for item, _ in shared if item not in exclude][:depth]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_main_source_is_the_candidates_strongest_source_ties_by_name(seed: int) -> None:
+    rng = random.Random(seed)
+    items = [f"i{k}" for k in range(30)]
+    sources = {  # equal weights and short lists: many equal contributions
+        name: [(rng.choice(items), float(rng.randint(0, 3))) for _ in range(rng.randint(0, 20))]
+        for name in ("c", "a", "b")
+    }
+    fused = fuse_ranked(sources, 30, weights={"a": 1.0, "b": 1.0, "c": rng.choice([1.0, 0.0])})
+    assert fused.ranked
+    for item, _ in fused.ranked:
+        assert fused.main_source(item) == fused.candidate(item).sources[0]

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.settings import Settings
+from streamrec.stream import item_stats
 from streamrec.stream.config import StateSettings
 from streamrec.stream.item_stats import ItemDelta, ItemStats
 from streamrec.stream.item_updates import DeltaFollower
@@ -101,3 +102,28 @@ def test_an_unreadable_snapshot_means_reading_from_the_start(tmp_path: Path) -> 
     follower = DeltaFollower(Settings().kafka, ItemStats(STATE), path, 60.0)
     follower.load()
     assert follower.positions == {} and follower.stats.covisit == {}
+
+
+def test_neighbour_lists_read_between_deltas_are_those_of_a_fresh_replica() -> None:
+    """Ranked lists are kept between reads: each delta must drop the lists it changes (here
+    with lists cut at 3 neighbours, so the cut's reordering is read as well)."""
+    small = StateSettings(covisit_top_k=3)
+    deltas = _interleave(_stream(3, 80, 5), 5)
+    live = ItemStats(small)
+    catalog = [f"i{k}" for k in range(21)]
+    for n, delta in enumerate(deltas):
+        live.apply(delta)
+        if n % 7 == 0:
+            fresh = ItemStats(small)
+            for earlier in deltas[: n + 1]:
+                fresh.apply(earlier)
+            assert live.covisits(catalog) == fresh.covisits(catalog)
+
+
+def test_the_ranked_lists_kept_for_reading_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(item_stats, "RANKED_KEPT", 5)
+    stats = _replica(_interleave(_stream(2, 60, 3), 3))
+    catalog = [f"i{k}" for k in range(21)]
+    first = stats.covisits(catalog)
+    assert len(stats._ranked) == 5
+    assert stats.covisits(catalog) == first  # evicted lists are ranked again, the same

@@ -9,7 +9,14 @@ import time
 
 from stream_doubles import Sent, item_stats, metrics
 
-from streamrec.index.candidates import COVISITATION, TRENDING, Ranked
+from streamrec.index.candidates import (
+    COVISITATION,
+    TRENDING,
+    Ranked,
+    covisitation_candidates,
+    explain,
+    fuse,
+)
 from streamrec.models.policy.rewards import Impression
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event, SlateItem
@@ -177,3 +184,24 @@ def test_heuristic_slates_are_those_of_fusing_the_whole_trending_list() -> None:
     fast, reference = builder.build(inputs, 10), builder.build(whole, 10)
     assert fast.slates == reference.slates and fast.sources == reference.sources
     assert sum(len(slate) for slate in fast.slates) == 5_000
+    depth = settings.serving.fusion.depth
+    assert fast.slates == [_explained(entry, weights, depth) for entry in whole]
+
+
+def _explained(entry: RefreshInput, weights: dict[str, float], depth: int) -> list[SlateItem]:
+    """A heuristic slate as the path built it before it skipped candidates: validated items,
+    each with ``explain``'s reason (no item vectors)."""
+    history = entry.state.history()
+    covisited = covisitation_candidates(entry.covisits, history, depth)
+    sources = {COVISITATION: covisited, TRENDING: list(entry.trending)}
+    fused = fuse(sources, 10, weights=weights, exclude=entry.state.seen.probe())
+    reasons = explain(fused, history, None)
+    return [
+        SlateItem(
+            item_id=c.item_id,
+            score=round(c.score, 6),
+            propensity=1.0,
+            reason=reasons[c.item_id].label,
+        )
+        for c in fused
+    ]

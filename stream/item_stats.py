@@ -29,9 +29,9 @@ from streamrec.stream.config import StateSettings
 from streamrec.stream.stats import TrendingBoard, bump_covisit, bump_trending
 
 Neighbours = list[tuple[str, float]]
-# Ranked neighbour lists kept for reading (about 3 KiB each at covisit_top_k 50): the items
-# slates read most, without holding a second copy of a 50,000-item catalog's statistics.
-RANKED_KEPT = 10_000
+# Ranked neighbour lists kept for reading (about 3 KiB each at covisit_top_k 50, 7 MiB in all):
+# the items slates read most, not a second copy of a 50,000-item catalog's statistics.
+RANKED_KEPT = 2_000
 
 
 @dataclass(frozen=True)

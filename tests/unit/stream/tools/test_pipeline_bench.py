@@ -44,3 +44,13 @@ def test_cpu_seconds_count_a_live_child_process() -> None:
         assert cpu_seconds(os.getpid()) - time.process_time() >= 0.25
     finally:
         child.communicate(b"\n")
+
+
+def test_rates_count_only_answered_events_and_a_shortfall_is_said() -> None:
+    """A 1,000,000-event drain stopped waiting with 955,257 answered: its rate was printed
+    over all the events."""
+    short = PhaseResult(1_000, 900, 2.0, [1.0], {}, cpu_s=3.0)
+    figures = short.figures()
+    assert figures["events_per_s"] == 450.0 and figures["events_per_cpu_s"] == 300.0
+    assert short.shortfall() is not None and "100 of 1000" in short.shortfall()
+    assert PhaseResult(10, 10, 1.0, [1.0], {}).shortfall() is None

@@ -47,6 +47,7 @@ def ranked(hits: Hits) -> Ranked:
 
 
 EMBEDDING, COVISITATION, TRENDING = "embedding", "covisitation", "trending"
+RRF_K = 60.0  # Cormack et al. (2009); see the module docstring
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def fuse(
     weights: Mapping[str, float] | None = None,
     exclude: Container[str] = frozenset(),
     method: Literal["rrf", "minmax"] = "rrf",
-    rrf_k: float = 60.0,
+    rrf_k: float = RRF_K,
 ) -> list[Candidate]:
     """Fuse named source lists into the top-``n`` candidates (scoring in the module docstring).
 
@@ -169,7 +170,7 @@ def fuse_ranked(
     weights: Mapping[str, float] | None = None,
     exclude: Container[str] = frozenset(),
     method: Literal["rrf", "minmax"] = "rrf",
-    rrf_k: float = 60.0,
+    rrf_k: float = RRF_K,
 ) -> Fused:
     """What :func:`fuse` computes, before any :class:`Candidate` is built."""
     parts: dict[str, dict[str, float]] = {}  # per source: item -> weighted contribution
@@ -218,7 +219,7 @@ def fuse_rrf_shared(
     *,
     weights: Mapping[str, float],
     exclude: Container[str],
-    rrf_k: float = 60.0,
+    rrf_k: float = RRF_K,
 ) -> tuple[Fused, list[str]]:
     """``fuse_ranked`` of the sources ``{own, shared}`` (in that order) by RRF, and the shared
     list's first ``depth`` items not excluded; the same top ``n`` and provenance without

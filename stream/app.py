@@ -103,7 +103,7 @@ class StreamrecApp:
         self.dead_letters = DeadLetters(
             lambda key, value: deadletter_topic.send(key=key, value=value), self.metrics
         )
-        self.fusion = FusionLearner(s.serving.fusion)
+        self.fusion = FusionLearner(s.serving.fusion, s.serving.slate_size)
         self.model_server = _model_service(s, lambda: self.fusion.weights)
         self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject)
         impressions = self.app.Table(

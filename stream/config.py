@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -191,7 +191,16 @@ class FusionSettings(BaseModel):
         200, ge=1, description="Observations before the weights leave their equal start."
     )
     floor: float = Field(
-        0.05, ge=0.0, le=1.0, description="Lowest weight relative to the best source's."
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Lowest gain relative to the best source's a source keeps (before the power).",
+    )
+    sharpness: tuple[Annotated[float, Field(ge=0.0)], ...] = Field(
+        (0.0, 1.0, 2.0, 3.0, 4.0, 6.0),
+        min_length=1,
+        description="Powers tried on the relative gains; the one whose fused slates would have "
+        "ranked users' next items best is served (0: plain reciprocal rank fusion).",
     )
     users: int = Field(
         100_000, ge=1, description="Users whose last slate's source lists are kept (LRU)."

@@ -65,7 +65,7 @@ def replay(
     if lag < 1:
         raise ConfigError(f"--lag {lag}: answer dirty users every 1 or more events")
     state_settings, serving = settings.state, settings.serving
-    fusion = FusionLearner(serving.fusion)
+    fusion = FusionLearner(serving.fusion, serving.slate_size)
     builder = make_builder(fusion)
     stats = ItemStats(state_settings)
     states: dict[str, UserState] = {}

@@ -62,7 +62,7 @@ def _refresher(model: SlateBuilder | None = None) -> tuple[Refresher, Sent, list
         stored.append(impression)
         return True
 
-    fusion = FusionLearner(settings.serving.fusion)
+    fusion = FusionLearner(settings.serving.fusion, settings.serving.slate_size)
     refresher = Refresher(settings.serving, stats, lambda: model, sent, store, fusion, metrics())
     return refresher, sent, stored
 

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from streamrec.stream.refresh import BuiltBatch, RefreshInput, SlateBuilder
 
 log = logging.getLogger(__name__)
+RECENT_FOR_POLICY = 10  # the user's newest items the policy's novelty and critic compare with
 
 
 @dataclass
@@ -227,9 +228,20 @@ def _request(
         popularity=np.array([popularity.get(i, 0.0) for i in ids], dtype=np.float64),
         freshness=np.array([1.0 if i in cold_items else 0.0 for i in ids], dtype=np.float64),
     )
-    known = [rows[h] for h in entry.state.history()[-10:] if h in rows]
-    context = UserContext(entry.pending.user_id, matrix[known] if known else np.zeros((0, 0)))
-    return context, candidates
+    return _context(entry, rows, matrix), candidates
+
+
+def _context(entry: RefreshInput, rows: dict[str, int], matrix: np.ndarray) -> UserContext:
+    """The user's newest ``RECENT_FOR_POLICY`` items with vectors, their ages and the time since
+    the previous event (the previous visit for the critic: a slate answers each event)."""
+    recent = entry.state.recent
+    known = [(rows[item], ts) for item, ts, _ in recent[-RECENT_FOR_POLICY:] if item in rows]
+    if not known:
+        return UserContext(entry.pending.user_id, np.zeros((0, 0)))
+    newest = recent[-1][1]
+    since = (newest - recent[-2][1]) / 1000.0 if len(recent) > 1 else None
+    ages = np.array([(newest - ts) / 1000.0 for _, ts in known], dtype=np.float64)
+    return UserContext(entry.pending.user_id, matrix[[row for row, _ in known]], ages, since)
 
 
 def _published(

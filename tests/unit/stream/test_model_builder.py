@@ -101,3 +101,25 @@ def test_the_learned_ranker_learns_from_the_next_event_of_a_slate_it_built(
     assert "u1" in ranker.pending and all(i.item_id not in {"i1", "i3"} for i in built.slates[0])
     server.builder.observe("u1", built.slates[0][0].item_id)
     assert ranker.updates == 1 and "u1" not in ranker.pending
+
+
+def test_the_critic_sees_the_ages_of_recent_items_and_the_time_since_the_last_event(
+    tmp_path: Path,
+) -> None:
+    """The logged state features use each recent item's age and the gap since the user's
+    previous event, from the state's timestamps (relative to its newest event)."""
+    server = _server("stochastic")
+    server.load(small_checkpoint(tmp_path), {})
+    assert server.builder is not None and server.holder is not None
+    entry = refresh_input("u1", ["i1", "i3", "i5"])
+    minute = 60_000
+    entry.state.recent = [(item, n * 30 * minute, kind) for n, (item, _, kind) in
+                          enumerate(entry.state.recent)]  # fmt: skip
+    built = server.builder.build([entry], slate_size=5)
+    assert built.policy_slates is not None
+    state = built.policy_slates[0].state
+    assert state is not None
+    assert state[4] == pytest.approx(np.log1p(30.0))  # since_last_visit: 30 minutes
+    half_life = Settings().policy.state_half_life_s
+    # activity: the recent items' decayed count, 1 h, 30 min and 0 s old
+    assert state[3] == pytest.approx(sum(2.0 ** (-a / half_life) for a in (3600, 1800, 0)))

@@ -8,6 +8,8 @@ tail up to 10 s shows rebalances and recovery stalls instead of lumping them in 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -183,3 +185,22 @@ class WorkerMetrics:
             ["version"],
             registry=registry,
         )
+        self.fusion_weight = Gauge(
+            f"{ns}_fusion_weight",
+            "Weight of each candidate source in reciprocal rank fusion, learned on next events "
+            "(none before the learner's warmup: every source then weighs 1).",
+            ["source"],
+            registry=registry,
+        )
+        self.fusion_sharpness = Gauge(
+            f"{ns}_fusion_sharpness",
+            "The power on the sources' relative gains the fusion learner serves (0: plain "
+            "reciprocal rank fusion).",
+            registry=registry,
+        )
+
+    def show_fusion(self, weights: Mapping[str, float], power: float) -> None:
+        """Set the fusion gauges to the learner's current weights and power."""
+        for source, weight in weights.items():
+            self.fusion_weight.labels(source).set(weight)
+        self.fusion_sharpness.set(power)

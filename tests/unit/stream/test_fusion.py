@@ -6,10 +6,12 @@ import random
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from streamrec.index.candidates import fuse_ranked
 from streamrec.stream.config import FusionSettings
 from streamrec.stream.fusion import FusionLearner, fused_gains, source_lists
+from streamrec.stream.metrics import WorkerMetrics
 
 SETTINGS = FusionSettings(warmup=50, half_life=1_000, floor=0.05, users=10)
 CUTOFF = 10
@@ -118,3 +120,15 @@ def test_sharpness_grows_when_a_weaker_source_drowns_the_stronger_ones_best() ->
     assert learner.weights["weak"] < learner.base["weak"]
     gains = learner.figures()["sharpness"]
     assert isinstance(gains, dict) and gains[str(learner.power)] == max(gains.values())
+
+
+def test_the_gauges_show_the_weights_and_the_power_served() -> None:
+    learner, rng = FusionLearner(SETTINGS, CUTOFF), random.Random(5)
+    for n in range(SETTINGS.warmup + 50):
+        _round(learner, f"u{n % 5}", rng, good_rank=2)
+    registry = CollectorRegistry()
+    WorkerMetrics(registry).show_fusion(learner.weights, learner.power)
+    for source in ("good", "noise"):
+        shown = registry.get_sample_value("streamrec_fusion_weight", {"source": source})
+        assert shown == pytest.approx(learner.weights[source])
+    assert registry.get_sample_value("streamrec_fusion_sharpness") == learner.power

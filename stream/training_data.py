@@ -18,11 +18,17 @@ ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:t
 
 def write_atomic(events: Iterable[Event], items: Iterable[Item], folder: Path, name: str) -> Path:
     """``<folder>/<name>.inter`` and ``.item``; returns the .inter path. Timestamps are written
-    in seconds, as RecBole's files have them."""
+    in seconds, as RecBole's files have them. Each event's type, value (a dwell's seconds when
+    it has no value: what the user state keeps) and context fields go in the extra columns
+    ``models/encoder/event_log.py`` reads, so a model trained on the file sees the inputs the
+    worker serves it from."""
     folder.mkdir(parents=True, exist_ok=True)
     inter = folder / f"{name}.inter"
-    lines = [INTER_HEADER]
-    lines += [f"{e.user_id}\t{e.item_id}\t{e.value or 1.0}\t{e.ts // 1000}" for e in events]
+    events = list(events)
+    fields = sorted({f for e in events for f in e.context or {}})
+    header = [INTER_HEADER, "type:token", "value:float", *(f"context_{f}:token" for f in fields)]
+    lines = ["\t".join(header)]
+    lines += ["\t".join(_row(e, fields)) for e in events]
     inter.write_text("\n".join(lines) + "\n")
     rows = [ITEM_HEADER]
     rows += [  # a tab inside a title would shift the columns; categories are space-separated
@@ -31,6 +37,22 @@ def write_atomic(events: Iterable[Event], items: Iterable[Item], folder: Path, n
     ]
     inter.with_suffix(".item").write_text("\n".join(rows) + "\n")
     return inter
+
+
+def _row(event: Event, fields: list[str]) -> list[str]:
+    value = event.value
+    if value is None and event.dwell_ms is not None:
+        value = event.dwell_ms / 1000
+    context = event.context or {}
+    return [
+        event.user_id,
+        event.item_id,
+        str(event.value or 1.0),
+        str(event.ts // 1000),
+        event.type,
+        "" if value is None else repr(value),
+        *(_field(str(context[f])) if f in context else "" for f in fields),
+    ]
 
 
 def _field(text: str) -> str:

@@ -36,14 +36,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from streamrec.datasets import load_dataset
 from streamrec.errors import ConfigError
 from streamrec.index.swap import SnapshotHolder
+from streamrec.models.encoder.event_log import load_event_log
 from streamrec.settings import Settings
 from streamrec.stream.contract import Event
 from streamrec.stream.fusion import FusionLearner
 from streamrec.stream.item_stats import ItemDelta, ItemStats
-from streamrec.stream.producer import dataset_events
 from streamrec.stream.refresh import HeuristicBuilder, Pending, SlateBuilder, refresh_input
 from streamrec.stream.state import UserState, apply_event
 from streamrec.stream.tools import quality
@@ -136,8 +135,9 @@ def run_offline(settings: Settings, options: QualityOptions) -> dict[str, Any]:
     started = time.perf_counter()
     lag = options.lag or DEFAULT_LAG
     options.out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(options.dataset, settings.data.cache_dir)
-    events = list(itertools.islice(dataset_events(data), options.limit))
+    log = load_event_log(options.dataset, settings.data.cache_dir)
+    data = log.dataset
+    events = list(itertools.islice(log.events, options.limit))
     first_scored = int(len(events) * options.split)
     encoder: dict[str, Any] = {}
     systems: dict[str, BuilderFactory] = {}

@@ -35,13 +35,14 @@ from tqdm import tqdm
 
 from streamrec.broker import EmbeddedKafka, free_port
 from streamrec.console import err_console
-from streamrec.datasets import Dataset, load_dataset
+from streamrec.datasets import Dataset
 from streamrec.errors import ConfigError, StreamrecError
+from streamrec.models.encoder.event_log import load_event_log
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
 from streamrec.stream.config import TrainerSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event
-from streamrec.stream.producer import dataset_events, dataset_items, publish
+from streamrec.stream.producer import dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, read_topic, wait_until
 from streamrec.stream.tools import quality
 from streamrec.stream.tools.quality_report import SystemRun, score_runs
@@ -125,8 +126,9 @@ def measure_quality(settings: Settings, options: QualityOptions, bootstrap: str)
     """Train or take a model, run each system on the broker at ``bootstrap`` (fresh topics under
     the settings' prefix), score; returns the figures."""
     started = time.perf_counter()
-    dataset = load_dataset(options.dataset, settings.data.cache_dir)
-    events = list(itertools.islice(dataset_events(dataset), options.limit))
+    log = load_event_log(options.dataset, settings.data.cache_dir)
+    dataset = log.dataset
+    events = list(itertools.islice(log.events, options.limit))
     first_scored = int(len(events) * options.split)
     options.out.mkdir(parents=True, exist_ok=True)
     encoder: dict[str, Any] = {}

@@ -6,10 +6,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from streamrec.datasets import load_dataset
 from streamrec.errors import DeliveryError
+from streamrec.models.encoder.event_log import load_event_log
 from streamrec.settings import Settings
-from streamrec.stream.producer import DEFAULT_MAX_OUTAGE_S, dataset_events, dataset_items, publish
+from streamrec.stream.producer import DEFAULT_MAX_OUTAGE_S, dataset_items, publish
 from streamrec.stream.topics import create_topics
 
 
@@ -29,7 +29,8 @@ async def replay_dataset(
     Raises ``DeliveryError`` whose message says how to continue when the broker acknowledges
     nothing for ``max_outage_s``.
     """
-    dataset = load_dataset(path, settings.data.cache_dir)
+    log = load_event_log(path, settings.data.cache_dir)  # with a RecBole file's extra columns
+    dataset = log.dataset
     kafka = settings.kafka
     await create_topics(kafka)
     figures: dict[str, Any] = {"dataset": dataset.name}
@@ -51,7 +52,7 @@ async def replay_dataset(
             ) from None
         figures["items"] = items.figures()
     total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
-    events = itertools.islice(dataset_events(dataset), total)
+    events = itertools.islice(log.events, total)
     try:
         sent = await publish(
             kafka,

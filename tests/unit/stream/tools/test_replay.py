@@ -15,10 +15,11 @@ import pytest
 
 from streamrec.datasets import Dataset, Interaction
 from streamrec.errors import DeliveryError
+from streamrec.models.encoder.event_log import EventLog
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream import producer as producer_module
 from streamrec.stream.contract import Event, encode
-from streamrec.stream.producer import produce_file, publish
+from streamrec.stream.producer import dataset_events, produce_file, publish
 from streamrec.stream.tools import replay as replay_module
 
 
@@ -99,7 +100,8 @@ def test_replay_names_the_event_index_to_resume_from(monkeypatch: pytest.MonkeyP
     async def no_topics(kafka: KafkaSettings) -> None:
         return None
 
-    monkeypatch.setattr(replay_module, "load_dataset", lambda path, cache: dataset)
+    log = EventLog(dataset, list(dataset_events(dataset)), ())
+    monkeypatch.setattr(replay_module, "load_event_log", lambda path, cache: log)
     monkeypatch.setattr(replay_module, "create_topics", no_topics)
     replay = replay_module.replay_dataset(
         Settings(), None, None, None, False, False, max_outage_s=0.2, resume_from=2
@@ -108,3 +110,28 @@ def test_replay_names_the_event_index_to_resume_from(monkeypatch: pytest.MonkeyP
         asyncio.run(replay)
     assert info.value.resume_from == 2
     assert "tiny-<index>" in str(info.value)
+
+
+def test_replay_publishes_a_files_types_and_context_on_a_valid_clock(
+    tmp_path: Path, sent: list[tuple[bytes, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RecBole file's extra columns reach the events topic (the model trained on them is
+    served from them), and a relative clock is shifted into the contract's range."""
+    inter = tmp_path / "shop.inter"
+    inter.write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\ttype:token\tcontext_device:token\n"
+        "u1\ti1\t10\tview\ttv\n"
+        "u1\ti2\t70\tadd_to_cart\t\n"
+    )
+
+    async def no_topics(kafka: KafkaSettings) -> None:
+        return None
+
+    monkeypatch.setattr(replay_module, "create_topics", no_topics)
+    asyncio.run(replay_module.replay_dataset(Settings(), inter, None, None, False, False))
+    events = [json.loads(value) for _, value in sent]
+    assert [(e["item_id"], e["type"], e.get("context")) for e in events] == [
+        ("i1", "view", {"device": "tv"}),
+        ("i2", "add_to_cart", None),
+    ]
+    assert events[1]["ts"] - events[0]["ts"] == 60_000 and events[0]["ts"] >= 631_152_000_000

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streamrec.models.encoder.behaviour_world import Row, WorldConfig, generate, write_world
-from streamrec.models.encoder.event_log import load_event_log
+from streamrec.models.encoder.event_log import EventLog, load_event_log
+from streamrec.models.encoder.inputs import TokenInputs
+from streamrec.models.encoder.pipeline import unread_columns
 from streamrec.stream.contract import EVENT_TYPES
 
 WORLD = WorldConfig(users=150, seed=3)
@@ -174,3 +176,14 @@ def test_a_visit_picks_up_where_the_previous_session_left_off() -> None:
     resumed = [near(WORLD, prev[-1], rows[1]) for prev, rows in visits if len(rows) > 1]
     assert len(resumed) > 100
     assert sum(resumed) / len(resumed) > 0.6
+
+
+def test_training_names_the_columns_an_encoder_would_leave_unread(tmp_path: Path) -> None:
+    log = load_event_log(write_world(tmp_path, dataclasses.replace(WORLD, users=20)))
+    hint = unread_columns(log, TokenInputs())
+    assert hint is not None
+    assert "STREAMREC_ENCODER__EVENT_TYPES=true" in hint
+    assert "STREAMREC_ENCODER__CONTEXT_FIELDS='[\"device\"]'" in hint
+    assert unread_columns(log, TokenInputs(types=True, context_fields=("device",))) is None
+    ml = EventLog(log.dataset, [e.model_copy(update={"type": "rating"}) for e in log.events], ())
+    assert unread_columns(ml, TokenInputs()) is None  # one type, no context: nothing unread

@@ -27,7 +27,7 @@ from streamrec.errors import DataError
 from streamrec.stream.contract import EVENT_TYPES, Event
 from streamrec.stream.producer import dataset_events
 
-__all__ = ["EventLog", "dataset_as_events", "load_event_log"]
+__all__ = ["EventLog", "dataset_as_events", "load_event_log", "stream_event_log"]
 
 _CONTEXT_PREFIX = "context_"
 _EARLIEST_S = 631_152_000  # 1990-01-01, the contract's lower bound
@@ -45,24 +45,46 @@ class EventLog:
 
 def load_event_log(path: Path | None, cache_dir: Path | None = None) -> EventLog:
     """Load ``path`` (None: MovieLens-100K) and its events, with extra columns when present."""
+    dataset, events, fields = _read(path, cache_dir)
+    return EventLog(dataset, list(events), fields)
+
+
+def stream_event_log(
+    path: Path | None, cache_dir: Path | None = None
+) -> tuple[Dataset, Iterator[Event]]:
+    """The events of ``load_event_log``, made one at a time: a replay of tens of millions of
+    ratings must not hold them all as event records."""
+    dataset, events, _ = _read(path, cache_dir)
+    return dataset, events
+
+
+def _read(
+    path: Path | None, cache_dir: Path | None
+) -> tuple[Dataset, Iterator[Event], tuple[str, ...]]:
     dataset = load_dataset(path, cache_dir)
-    events = list(dataset_as_events(dataset))
+    events = dataset_as_events(dataset)
     inter = _inter_file(path)
     if inter is None:
-        return EventLog(dataset, events, ())
+        return dataset, events, ()
     rows, fields = _extra_columns(inter)
     if not rows:
-        return EventLog(dataset, events, ())
+        return dataset, events, ()
     # load_dataset orders interactions with a stable sort on whole seconds; do the same here.
     rows.sort(key=lambda r: r[0])
-    if len(rows) != len(events):
-        raise DataError(f"{inter}: {len(rows)} rows with extra columns for {len(events)} events")
-    merged = []
+    if len(rows) != len(dataset.interactions):
+        raise DataError(
+            f"{inter}: {len(rows)} rows with extra columns for {len(dataset.interactions)} events"
+        )
+    return dataset, _merged(inter, events, rows), fields
+
+
+def _merged(
+    inter: Path, events: Iterator[Event], rows: list[tuple[int, str, str, dict[str, object]]]
+) -> Iterator[Event]:
     for event, (_, user, item, update) in zip(events, rows, strict=True):
         if (event.user_id, event.item_id) != (user, item):
             raise DataError(f"{inter}: rows out of step with the dataset at event {event.event_id}")
-        merged.append(event.model_copy(update=update))
-    return EventLog(dataset, merged, fields)
+        yield event.model_copy(update=update)
 
 
 def dataset_as_events(dataset: Dataset) -> Iterator[Event]:

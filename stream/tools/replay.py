@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from streamrec.errors import DeliveryError
-from streamrec.models.encoder.event_log import load_event_log
+from streamrec.models.encoder.event_log import stream_event_log
 from streamrec.settings import Settings
 from streamrec.stream.producer import DEFAULT_MAX_OUTAGE_S, dataset_items, publish
 from streamrec.stream.topics import create_topics
@@ -29,8 +29,8 @@ async def replay_dataset(
     Raises ``DeliveryError`` whose message says how to continue when the broker acknowledges
     nothing for ``max_outage_s``.
     """
-    log = load_event_log(path, settings.data.cache_dir)  # with a RecBole file's extra columns
-    dataset = log.dataset
+    # With a RecBole file's extra columns; made as they are sent.
+    dataset, events = stream_event_log(path, settings.data.cache_dir)
     kafka = settings.kafka
     await create_topics(kafka)
     figures: dict[str, Any] = {"dataset": dataset.name}
@@ -52,7 +52,7 @@ async def replay_dataset(
             ) from None
         figures["items"] = items.figures()
     total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
-    events = itertools.islice(log.events, total)
+    events = itertools.islice(events, total)
     try:
         sent = await publish(
             kafka,

@@ -15,7 +15,7 @@ import pytest
 
 from streamrec.datasets import Dataset, Interaction
 from streamrec.errors import DeliveryError
-from streamrec.models.encoder.event_log import EventLog
+from streamrec.models.encoder.event_log import load_event_log, stream_event_log
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream import producer as producer_module
 from streamrec.stream.contract import Event, encode
@@ -100,8 +100,8 @@ def test_replay_names_the_event_index_to_resume_from(monkeypatch: pytest.MonkeyP
     async def no_topics(kafka: KafkaSettings) -> None:
         return None
 
-    log = EventLog(dataset, list(dataset_events(dataset)), ())
-    monkeypatch.setattr(replay_module, "load_event_log", lambda path, cache: log)
+    made = (dataset, dataset_events(dataset))
+    monkeypatch.setattr(replay_module, "stream_event_log", lambda path, cache: made)
     monkeypatch.setattr(replay_module, "create_topics", no_topics)
     replay = replay_module.replay_dataset(
         Settings(), None, None, None, False, False, max_outage_s=0.2, resume_from=2
@@ -117,12 +117,7 @@ def test_replay_publishes_a_files_types_and_context_on_a_valid_clock(
 ) -> None:
     """A RecBole file's extra columns reach the events topic (the model trained on them is
     served from them), and a relative clock is shifted into the contract's range."""
-    inter = tmp_path / "shop.inter"
-    inter.write_text(
-        "user_id:token\titem_id:token\ttimestamp:float\ttype:token\tcontext_device:token\n"
-        "u1\ti1\t10\tview\ttv\n"
-        "u1\ti2\t70\tadd_to_cart\t\n"
-    )
+    inter = _shop(tmp_path)
 
     async def no_topics(kafka: KafkaSettings) -> None:
         return None
@@ -135,3 +130,22 @@ def test_replay_publishes_a_files_types_and_context_on_a_valid_clock(
         ("i2", "add_to_cart", None),
     ]
     assert events[1]["ts"] - events[0]["ts"] == 60_000 and events[0]["ts"] >= 631_152_000_000
+
+
+def test_the_replays_events_are_made_one_at_a_time_and_equal_the_trainings(
+    tmp_path: Path,
+) -> None:
+    inter = _shop(tmp_path)
+    _, events = stream_event_log(inter)
+    assert not isinstance(events, list)
+    assert list(events) == load_event_log(inter).events
+
+
+def _shop(tmp_path: Path) -> Path:
+    inter = tmp_path / "shop.inter"
+    inter.write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\ttype:token\tcontext_device:token\n"
+        "u1\ti1\t10\tview\ttv\n"
+        "u1\ti2\t70\tadd_to_cart\t\n"
+    )
+    return inter

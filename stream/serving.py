@@ -1,16 +1,15 @@
-"""Model-based slates: encoder -> FAISS -> candidate fusion -> policy rerank, with hot swap and
-cold start.
+"""Model-based slates: encoder -> FAISS -> ranking -> policy rerank; hot swap and cold start.
 
 One batch reads ``holder.current()`` once, so every slate of the batch is computed by one model
 and one index and is stamped with that model's version; a swap lands between batches.
 
-Per user the candidates are fused by reciprocal rank (index/candidates.py) from three sources:
-the top ``serving.candidates`` items by dot product with the user vector (seen items excluded
-inside FAISS), the co-visitation neighbours of the user's last items, and the partition's
-trending items. The fused list goes to the policy (models/policy/) with each candidate's
-fused score as relevance, its item vector, trending score as popularity and freshness 1.0 for
-items added after the model was trained. Each slate item's reason is the history item most
-similar to it (cosine of item vectors), else the source that found it.
+Per user the candidates come from three sources: the top ``serving.candidates`` items by dot
+product with the user vector (seen items excluded inside FAISS), the co-visitation neighbours of
+the user's last items, and the trending items; the learned ranker (stream/ranker.py) scores them,
+or reciprocal rank fusion (index/candidates.py). The ranked list goes to the policy
+(models/policy/) with each candidate's score as relevance, its item vector, trending score as
+popularity and freshness 1.0 for items added after the model was trained. Each slate item's
+reason is the history item most similar to it (cosine of item vectors), else its source.
 
 A batch is computed in array form where it can be: one encoder call and one FAISS search for
 all users, each user's candidates gathered from the model's item matrix

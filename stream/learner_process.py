@@ -201,6 +201,7 @@ async def _loop(
     announce: Callable[[str, list[float], Any], Awaitable[None]],
     stop: Callable[[], bool],
 ) -> None:
+    kept = dict(service.positions)
     while not stop():
         batch = await consumer.getmany(timeout_ms=500, max_records=500)
         for tp, records in batch.items():
@@ -211,6 +212,12 @@ async def _loop(
             for a in service.announcements:
                 await announce(a["version"], a["weights"], a["estimate"])
             service.announcements = []
+            kept = dict(service.positions)
+        elif not batch and service.positions != kept:
+            # Idle with records read since the last update: keep them (pending batch included),
+            # so the group's lag reads 0 once everything is read, not only at an update.
+            await _checkpoint(consumer, service)
+            kept = dict(service.positions)
     await _checkpoint(consumer, service)  # a graceful stop keeps what came after the last update
 
 

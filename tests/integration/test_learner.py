@@ -154,6 +154,9 @@ def test_two_workers_one_learner(
     finally:
         for w in workers:
             w.stop()
+        if learner.proc is not None and learner.proc.poll() is None:
+            learner.proc.kill()  # a failed wait must not leave the learner running
+            learner.proc.wait(60)
     published = {
         json.loads(r.value)["impression"]["rec_id"]
         for r in asyncio.run(_records(kafka_settings, experience))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pytest
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from streamrec.errors import ContractError
@@ -18,7 +20,7 @@ from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.settings import Settings
 from streamrec.stream.control import ControlListener, PolicyAnnouncement, policy_record
 from streamrec.stream.experience import decode_experience, encode_experience
-from streamrec.stream.learner_process import LearnerService, open_service
+from streamrec.stream.learner_process import LearnerService, _loop, open_service
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.serving import ModelServer
 
@@ -120,3 +122,43 @@ def test_workers_serve_announced_policies_once_and_skip_bad_ones() -> None:
     for raw in (good, good, b'{"type": "policy", "weights": "x"}', b"{"):
         asyncio.run(listener.on_record(raw))
     assert served == ["ac-3"] and listener.policy_version == "ac-3"
+
+
+class _Consumer:
+    """Hands out queued batches of one partition, then nothing; records commits."""
+
+    def __init__(self, batches: list[list[bytes]]) -> None:
+        self.tp = TopicPartition("experience", 0)
+        self.batches, self.offset = batches, 0
+        self.commits: list[int] = []
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        if not self.batches:
+            return {}
+        records = []
+        for raw in self.batches.pop(0):
+            records.append(SimpleNamespace(offset=self.offset, value=raw))
+            self.offset += 1
+        return {self.tp: records}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets[self.tp])
+
+
+def test_an_idle_learner_commits_what_it_read_after_its_last_update(tmp_path: Path) -> None:
+    """16 records (one update), then 4 more: once idle, those 4 are kept and committed too
+    (before, the group's lag stayed at 4 until the next update or a stop)."""
+    service = open_service(_settings("reinforce"), tmp_path)
+    records = _records(20)
+    consumer = _Consumer([records[:16], records[16:]])
+    polls = iter(range(4))
+
+    async def announce(version: str, weights: list[float], estimate: Any) -> None:
+        return None
+
+    asyncio.run(_loop(cast(Any, consumer), service, announce, lambda: next(polls, None) is None))
+    # the update, the idle keep (once, not at every idle poll), the graceful stop
+    assert consumer.commits == [16, 20, 20]

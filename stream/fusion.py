@@ -135,10 +135,12 @@ class FusionLearner:
 
     def _credit_sharpness(self, lists: Mapping[str, Sequence[str]], item_id: str) -> None:
         """Credit each power with the gain its weights would have given the next item."""
+        self.sharpness_gain *= self._decay
+        if not any(item_id in items for items in lists.values()):
+            return  # no list held it: every power gains 0 (most events at high cardinality)
         relative = np.array([self.base.get(name, 1.0) for name in lists])
         weights = relative[:, None] ** self.sharpness[None, :]
-        gains = fused_gains(lists, item_id, weights, self.cutoff)
-        self.sharpness_gain = self.sharpness_gain * self._decay + gains
+        self.sharpness_gain += fused_gains(lists, item_id, weights, self.cutoff)
 
     def _refit(self) -> None:
         means = {name: g / self.seen for name, g in self.gain.items()}

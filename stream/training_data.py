@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from streamrec.stream.contract import Event, Item
+from streamrec.stream.state import event_extra
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"
@@ -40,9 +41,8 @@ def write_atomic(events: Iterable[Event], items: Iterable[Item], folder: Path, n
 
 
 def _row(event: Event, fields: list[str]) -> list[str]:
-    value = event.value
-    if value is None and event.dwell_ms is not None:
-        value = event.dwell_ms / 1000
+    extra = event_extra(event, ())  # the value the state keeps: a dwell's seconds if no value
+    value = extra[0] if extra is not None else None
     context = event.context or {}
     return [
         event.user_id,

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from streamrec.settings import KafkaSettings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.item_stats import ItemDelta, ItemStats
+from streamrec.stream.snapshot_file import write_json_atomic
 
 log = logging.getLogger(__name__)
 ITEM_UPDATES_WAIT_MS = 20  # longest a fetch waits for new deltas: the replica's staleness bound
@@ -138,7 +138,7 @@ class DeltaFollower:
 
     def save(self) -> None:
         """Write the replica and the positions it has read, atomically (call on the loop)."""
-        _write(self.path, self.snapshot())
+        write_json_atomic(self.path, self.snapshot())
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of the replica and positions, safe to serialise while deltas keep coming."""
@@ -176,7 +176,7 @@ class DeltaFollower:
                     self.positions[tp.partition] = records[-1].offset + 1
                 if time.monotonic() - saved_at >= self.snapshot_s:
                     # Copied on the loop (tens of ms for ML-100K), written in a thread.
-                    await asyncio.to_thread(_write, self.path, self.snapshot())
+                    await asyncio.to_thread(write_json_atomic, self.path, self.snapshot())
                     saved_at = time.monotonic()
         finally:
             with contextlib.suppress(OSError):
@@ -207,9 +207,3 @@ def _deltas(body: list[Any]) -> list[ItemDelta]:
     if body and isinstance(body[0], list):
         return [ItemDelta.from_json(row) for row in body]
     return [ItemDelta.from_json(body)]
-
-
-def _write(path: Path, body: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body), encoding="utf-8")
-    os.replace(tmp, path)

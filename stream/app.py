@@ -55,6 +55,7 @@ from streamrec.stream.lag import LagWatch
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.pages import Pages
 from streamrec.stream.refresh import Refresher
+from streamrec.stream.serving_memory import ServingMemory
 from streamrec.stream.topics import IMPRESSIONS, USER_STATE, worker_app_id
 from streamrec.stream.write_behind import CachedTable, WriteBehind
 
@@ -105,6 +106,14 @@ class StreamrecApp:
         )
         self.fusion = FusionLearner(s.serving.fusion, s.serving.slate_size)
         self.model_server = _model_service(s, lambda: self.fusion.weights)
+        server = self.model_server
+        self.memory = ServingMemory(
+            s.state.data_dir / "serving_learned.json",
+            self.fusion,
+            (server.ranker_figures, server.set_ranker) if server is not None else None,
+            s.serving.learned_snapshot_s,
+        )
+        self.memory.load()
         self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject)
         impressions = self.app.Table(
             IMPRESSIONS,
@@ -202,6 +211,7 @@ class StreamrecApp:
         self.app.task(self.refresher.run)
         self.app.task(self.write_behind.run)
         self.app.task(self.follower.run)
+        self.app.task(self.memory.run)
         if self.control is not None:
             self.app.task(self.control.run)
             self.catalog.listeners.append(self.control.on_items)

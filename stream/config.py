@@ -306,6 +306,12 @@ class ServingSettings(BaseModel):
     ranker: RankerSettings = Field(
         default_factory=RankerSettings, description="How the model path ranks its candidates."
     )
+    learned_snapshot_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often the fusion learner's and the learned ranker's fitted figures are "
+        "saved to <data_dir>/serving_learned.json (and at stop), which a restart continues from.",
+    )
     web_port: int = Field(6066, ge=1, le=65535, description="Worker web server (/metrics, pull).")
     web_bind: str = Field(
         "127.0.0.1",

@@ -31,10 +31,12 @@ replaced in one assignment, so a slate is fused with one consistent set.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +46,8 @@ from streamrec.stream.config import FusionSettings
 
 SourceLists = Mapping[str, Sequence[str]]  # source -> its top items for a user, best first
 Weights = Mapping[str, float]
+
+log = logging.getLogger(__name__)
 
 
 def source_lists(
@@ -163,3 +167,37 @@ class FusionLearner:
             "power": self.power,
             "sharpness": dict(zip(map(str, self.sharpness), map(float, means), strict=True)),
         }
+
+    def snapshot(self) -> dict[str, object]:
+        """What has been learned, as JSON: the decayed gains behind the weights and the power.
+        The users' remembered lists are left out: a restarted worker has built no slate yet."""
+        return {
+            "gain": dict(self.gain),
+            "seen": self.seen,
+            "observations": self.observations,
+            "sharpness": self.sharpness.tolist(),
+            "sharpness_gain": self.sharpness_gain.tolist(),
+        }
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Continue from a ``snapshot()``; ValueError (or KeyError, TypeError) when it is not one.
+
+        Credit saved for other powers than the settings' is dropped: those powers start again.
+        """
+        gain = {str(name): float(value) for name, value in saved["gain"].items()}
+        seen, observations = float(saved["seen"]), int(saved["observations"])
+        credited = np.asarray(saved["sharpness_gain"], dtype=np.float64)
+        numbers = [*gain.values(), seen, *credited.ravel().tolist()]
+        if observations < 0 or not all(math.isfinite(v) and v >= 0 for v in numbers):
+            raise ValueError("fusion snapshot holds negative or non-finite figures")
+        self.gain, self.seen, self.observations = gain, seen, observations
+        same = [float(p) for p in saved["sharpness"]] == self.sharpness.tolist()
+        if same and credited.shape == self.sharpness_gain.shape:
+            self.sharpness_gain = credited
+        else:
+            log.info(
+                "fusion: saved powers %s are not the settings'; their credit starts again",
+                saved["sharpness"],
+            )
+        if self.settings.learned and self.observations >= self.settings.warmup:
+            self._refit()

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -48,6 +48,7 @@ from streamrec.models.policy.slate import FloatArray
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item
 from streamrec.stream.fusion import Weights
+from streamrec.stream.ranker import ranker_state
 
 if TYPE_CHECKING:
     from streamrec.stream.refresh import BuiltBatch, RefreshInput
@@ -92,6 +93,8 @@ class ModelProcess:
         self._policy_sent: tuple[FloatArray, str] | None = None  # what the child serves
         self._observed: deque[tuple[str, str]] = deque(maxlen=OBSERVED_KEPT)
         self._ranker_figures: dict[str, object] | None = None
+        self._ranker: tuple[Mapping[str, float], int] | None = None  # to start a child's from
+        self._ranker_sent: tuple[Mapping[str, float], int] | None = None
 
     @property
     def builder(self) -> ModelProcess | None:
@@ -155,8 +158,15 @@ class ModelProcess:
         self._observed.append((user_id, item_id))
 
     def ranker_figures(self) -> dict[str, object] | None:
-        """The child's learned-ranker figures as of its last batch."""
+        """The child's learned-ranker figures as of its last batch; before one, the weights
+        it was given to start from (so a save then keeps them)."""
+        if self._ranker_figures is None and self._ranker is not None:
+            return {"weights": dict(self._ranker[0]), "updates": self._ranker[1]}
         return self._ranker_figures
+
+    def set_ranker(self, weights: Mapping[str, float], updates: int) -> None:
+        """Start the child's learned ranker from these weights (sent with the next request)."""
+        self._ranker = (weights, updates)
 
     def set_policy(self, weights: FloatArray, version: str) -> None:
         """Serve the learner's policy from the next batch on. Called on the event loop, so it
@@ -197,6 +207,9 @@ class ModelProcess:
             if self._policy is not self._policy_sent:
                 conn.send((-1, "policy", self._policy))
                 self._policy_sent = self._policy
+            if self._ranker is not self._ranker_sent:
+                conn.send((-1, "ranker", self._ranker))
+                self._ranker_sent = self._ranker
             conn.send((request_id, op, args))
         except OSError as exc:  # the child is gone: the next call starts another
             with self._lock:
@@ -220,6 +233,9 @@ class ModelProcess:
         with self._lock:
             self._conn, self._child, self._waiting = conn, child, waiting
         self._policy_sent = None
+        # A new child's ranker continues from what the last one had learned.
+        self._ranker = ranker_state(self._ranker_figures) or self._ranker
+        self._ranker_sent = None
         threading.Thread(target=self._read, args=(conn, child, waiting), daemon=True).start()
         conn.send(self.settings)
         if self._checkpoint is not None:
@@ -312,6 +328,8 @@ def serve(
             return  # the worker closed its end or died: nothing left to serve
         if op == "policy":
             server.set_policy(*args)
+        elif op == "ranker":
+            server.set_ranker(*args)
         elif op == "build":
             weights[0] = args[0]
             answer(request_id, build, *args[1:])

@@ -156,9 +156,27 @@ class LearnedRanker:
         self.weights = self.weights + self.settings.learning_rate * gradient
         self.updates += 1
 
+    def restore(self, weights: Mapping[str, float], updates: int) -> None:
+        """Continue from weights fitted before (``figures()``), as long as they name exactly
+        ``FEATURES``; ValueError otherwise (a checkpoint of another feature set)."""
+        values = np.array([float(weights.get(name, math.nan)) for name in FEATURES])
+        if set(weights) != set(FEATURES) or not np.isfinite(values).all() or updates < 0:
+            raise ValueError(f"ranker weights for features {sorted(weights)}, not {FEATURES}")
+        self.weights, self.updates = values, int(updates)
+
     def figures(self) -> dict[str, object]:
         """For /stats: the weights in use and how many next events fitted them."""
         return {
             "weights": dict(zip(FEATURES, map(float, self.weights), strict=True)),
             "updates": self.updates,
         }
+
+
+def ranker_state(figures: Mapping[str, object] | None) -> tuple[Mapping[str, float], int] | None:
+    """``(weights, updates)`` of a learned ranker's ``figures()``; None when there are none."""
+    if figures is None:
+        return None
+    weights, updates = figures.get("weights"), figures.get("updates")
+    if not isinstance(weights, Mapping) or not isinstance(updates, int):
+        return None
+    return {str(name): float(value) for name, value in weights.items()}, updates

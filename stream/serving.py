@@ -19,17 +19,15 @@ candidates). Only the fused ``Candidate`` objects of the items a slate keeps are
 their reasons. The slates are those the one-user-at-a-time path gave
 (tests/unit/stream/test_model_builder.py compares them).
 
-Cold start: a catalog record for an item the index lacks is embedded with all-MiniLM-L6-v2 and
-projected into the item space by the model's learned projection, then added to the index
-(``SnapshotHolder.add_items``), typically within tens of milliseconds of the record arriving.
+Cold start (stream/cold_start.py): a catalog record for an item the index lacks gets a text
+vector in the item space and joins the index, typically within tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -51,7 +49,6 @@ from streamrec.index.item_index import ItemIndex
 from streamrec.index.swap import ServingSnapshot, SnapshotHolder
 from streamrec.models.config import PolicySettings
 from streamrec.models.encoder.checkpoint import InferenceEncoder
-from streamrec.models.encoder.item_text import item_text
 from streamrec.models.policy.rerankers import make_reranker
 from streamrec.models.policy.slate import (
     CandidateSet,
@@ -63,6 +60,7 @@ from streamrec.models.policy.slate import (
     unit_rows,
 )
 from streamrec.models.policy.stochastic import StochasticReranker
+from streamrec.stream.cold_start import ColdStart, item_text_of
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
 from streamrec.stream.fusion import Weights, source_lists
@@ -70,7 +68,6 @@ from streamrec.stream.item_vectors import ItemVectors
 from streamrec.stream.ranker import LearnedRanker, candidate_features, make_ranker
 
 if TYPE_CHECKING:
-    from streamrec.models.encoder.text import TextEncoder
     from streamrec.stream.refresh import BuiltBatch, RefreshInput, SlateBuilder
 
 log = logging.getLogger(__name__)
@@ -259,38 +256,6 @@ def _published(
     ]
 
 
-class ColdStart:
-    """Embeds catalog items the serving index lacks and adds them (module docstring)."""
-
-    def __init__(self, holder: SnapshotHolder[ServedModel]) -> None:
-        self.holder = holder
-        self._text: TextEncoder | None = None
-        self._lock = threading.Lock()
-
-    def text_encoder(self) -> TextEncoder:
-        with self._lock:  # loaded once (about 9 s), from whichever thread asks first
-            if self._text is None:
-                from streamrec.models.encoder.text import TextEncoder
-
-                self._text = TextEncoder()
-            return self._text
-
-    def add(self, items: list[Item]) -> int:
-        """Embed and index the items the current index lacks; returns how many were added."""
-        snap = self.holder.current()
-        fresh = [i for i in items if i.item_id not in snap.index]
-        if not fresh:
-            return 0
-        texts = [_text(i) for i in fresh]
-        vectors = snap.encoder.encoder.text_vectors_to_item_space(self.text_encoder().embed(texts))
-        ids = [i.item_id for i in fresh]
-        self.holder.add_items(ids, vectors.astype(np.float32), snap.model_version)
-        snap.encoder.vectors.add(ids, vectors)
-        snap.encoder.cold_items.update(ids)
-        log.info("cold start: %d catalog items added to index %s", len(ids), snap.model_version)
-        return len(ids)
-
-
 class ModelService(Protocol):
     """What the worker asks of its model, in this process (``ModelServer``) or in a child
     process (stream/model_process.py)."""
@@ -312,6 +277,8 @@ class ModelService(Protocol):
 
     def ranker_figures(self) -> dict[str, object] | None: ...
 
+    def set_ranker(self, weights: Mapping[str, float], updates: int) -> None: ...
+
 
 class ModelServer:
     """Owns the serving snapshot: initial load, hot swap to announced versions, cold start."""
@@ -330,6 +297,18 @@ class ModelServer:
         self.cold: ColdStart | None = None
         self.builder: ModelBuilder | None = None
         self._policy: tuple[FloatArray, str] | None = None
+        self._ranker: tuple[Mapping[str, float], int] | None = None
+
+    def set_ranker(self, weights: Mapping[str, float], updates: int) -> None:
+        """Serve the learned ranker from weights fitted before (``ranker_figures``: a restart's
+        saved ones); kept for a model loaded later. Unusable weights are logged and dropped."""
+        self._ranker = (weights, updates)
+        ranker = self.builder.ranker if self.builder is not None else None
+        if ranker is not None:
+            try:
+                ranker.restore(weights, updates)
+            except ValueError as exc:
+                log.warning("learned ranker starts afresh: %s", exc)
 
     def set_policy(self, weights: FloatArray, version: str) -> None:
         """Serve the learner's policy (weights [F], version); kept for a model loaded later.
@@ -355,8 +334,11 @@ class ModelServer:
         return self.cold.add(items) if self.cold is not None else 0
 
     def ranker_figures(self) -> dict[str, object] | None:
-        """The learned ranker's figures once the model path serves with one."""
+        """The learned ranker's figures once the model path serves with one; before, the
+        weights it was given to start from."""
         ranker = self.builder.ranker if self.builder is not None else None
+        if ranker is None and self._ranker is not None:
+            return {"weights": dict(self._ranker[0]), "updates": self._ranker[1]}
         return ranker.figures() if ranker is not None else None
 
     def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:
@@ -374,6 +356,8 @@ class ModelServer:
             )
             if self._policy is not None:
                 self.set_policy(*self._policy)
+            if self._ranker is not None:
+                self.set_ranker(*self._ranker)
             self.holder = holder  # last: model_version reports the model once it can serve
             self.cold.text_encoder()  # load now, so the first new item does not wait for it
         else:
@@ -383,7 +367,7 @@ class ModelServer:
             assert cold is not None  # set together with the holder
 
             def reencode(item_ids: Sequence[str]) -> np.ndarray:
-                texts = [_text(catalog[i]) if i in catalog else i for i in item_ids]
+                texts = [item_text_of(catalog[i]) if i in catalog else i for i in item_ids]
                 vectors: np.ndarray = snapshot.encoder.encoder.text_vectors_to_item_space(
                     cold.text_encoder().embed(texts)
                 )
@@ -393,7 +377,3 @@ class ModelServer:
         if self.cold is not None and catalog:
             self.cold.add(list(catalog.values()))
         return str(snapshot.model_version)
-
-
-def _text(item: Item) -> str:
-    return item_text(item.title, item.categories, item.text)

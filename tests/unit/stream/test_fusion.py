@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -132,3 +133,54 @@ def test_the_gauges_show_the_weights_and_the_power_served() -> None:
         shown = registry.get_sample_value("streamrec_fusion_weight", {"source": source})
         assert shown == pytest.approx(learner.weights[source])
     assert registry.get_sample_value("streamrec_fusion_sharpness") == learner.power
+
+
+def test_a_restored_learner_serves_what_the_saved_one_learned() -> None:
+    saved, rng = FusionLearner(SETTINGS, CUTOFF), random.Random(6)
+    for n in range(400):
+        _round(saved, f"u{n % 5}", rng, good_rank=1 + n % 3)
+    restored = FusionLearner(SETTINGS, CUTOFF)
+    restored.restore(json.loads(json.dumps(saved.snapshot())))
+    assert dict(restored.weights) == dict(saved.weights) and restored.power == saved.power
+    # and both go on learning alike from the same next events
+    for learner in (saved, restored):
+        _round(learner, "v", random.Random(7), good_rank=2)
+    assert restored.figures() == saved.figures()
+
+
+def test_restoring_other_powers_drops_only_their_credit() -> None:
+    saved, rng = FusionLearner(SETTINGS, CUTOFF), random.Random(8)
+    for n in range(300):
+        _round(saved, f"u{n % 5}", rng, good_rank=1)
+    other = FusionLearner(SETTINGS.model_copy(update={"sharpness": (1.0, 2.0)}), CUTOFF)
+    other.restore(saved.snapshot())
+    assert other.gain == saved.gain and other.observations == saved.observations
+    assert not other.sharpness_gain.any() and other.power == 1.0
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {},
+        {
+            "gain": {"good": -1.0},
+            "seen": 1.0,
+            "observations": 1,
+            "sharpness": [],
+            "sharpness_gain": [],
+        },
+        {
+            "gain": {"good": 1.0},
+            "seen": "nan",
+            "observations": 1,
+            "sharpness": [],
+            "sharpness_gain": [],
+        },
+        {"gain": [], "seen": 1.0, "observations": 1, "sharpness": [], "sharpness_gain": []},
+    ],
+)
+def test_a_broken_snapshot_is_refused_and_changes_nothing(broken: dict[str, object]) -> None:
+    learner = FusionLearner(SETTINGS, CUTOFF)
+    with pytest.raises((ValueError, KeyError, TypeError, AttributeError)):
+        learner.restore(broken)
+    assert learner.observations == 0 and learner.gain == {} and dict(learner.weights) == {}

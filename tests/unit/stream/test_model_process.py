@@ -17,6 +17,7 @@ from streamrec.errors import StreamrecError
 from streamrec.settings import Settings
 from streamrec.stream.contract import Item
 from streamrec.stream.model_process import ModelProcess, ModelProcessError
+from streamrec.stream.ranker import FEATURES, START
 from streamrec.stream.refresh import BuiltBatch, RemoteBuilder
 from streamrec.stream.serving import ModelServer
 
@@ -115,3 +116,33 @@ def test_policy_cold_start_and_a_failed_load_cross_the_pipe(
         assert child.add_items([Item(item_id="newer", title="Another")]) == 1
         assert child.add_items([Item(item_id="new", title="A new film")]) == 0
         assert child.index_size == len(IDS) + 2
+
+
+def test_saved_ranker_weights_reach_the_child_and_outlive_it(checkpoint: Path) -> None:
+    saved = {name: 0.1 * n for n, name in enumerate(FEATURES)}
+    with _child("relevance") as child:
+        child.set_ranker(saved, 7)  # a restart's saved weights, before the model loads
+        assert child.ranker_figures() == {"weights": saved, "updates": 7}  # what a save keeps
+        child.load(checkpoint, {})
+        child.build(BATCH[:1], 5)
+        assert child.ranker_figures() == {"weights": pytest.approx(saved), "updates": 7}
+        first = child.build(BATCH[:1], 5)
+        child.observe("u1", first.slates[0][0].item_id)
+        learned = child.build(BATCH[1:2], 5)  # one step from the saved weights
+        figures = child.ranker_figures()
+        assert figures is not None and figures["updates"] == 8 and learned.slates
+        assert child._child is not None
+        child._child.kill()
+        child._child.wait()
+        with contextlib.suppress(ModelProcessError):  # a call racing the death may fail
+            child.build(BATCH, 5)
+        child.build(BATCH, 5)  # a new child continues from what the dead one had learned
+        assert child.ranker_figures() == figures
+
+
+def test_unusable_ranker_weights_leave_the_start_weights(checkpoint: Path) -> None:
+    here = _server(ModelServer, "relevance")
+    here.set_ranker({"dot": 1.0}, 3)  # another feature set: logged, not served
+    here.load(checkpoint, {})
+    start = dict(zip(FEATURES, START.tolist(), strict=True))
+    assert here.ranker_figures() == {"weights": start, "updates": 0}

@@ -17,7 +17,8 @@ Usage::
 Semantics
 - A response is joined when ``impression.created_at <= ts <= created_at + window_s``.
   Later: ``late``; earlier: ``before_impression`` (clock skew or a bogus rec_id).
-- Unknown rec_id (never stored, or expired from the table): ``unknown_rec``.
+- Unknown rec_id (never stored, or expired from the table): ``unknown_rec``. A response from
+  another user than the one the slate was shown to: ``wrong_user`` (a rec_id is no credential).
 - Item not in that slate: ``unknown_item``. Event type without a weight: ``unweighted_type``.
 - Dedupe key ``(rec_id, item_id, type)``: replaying a partition after a crash re-delivers
   responses (at-least-once); the second one is ``duplicate`` and earns nothing.
@@ -201,6 +202,7 @@ class DropReason(StrEnum):
     """Why a response earned nothing (a stable label for metrics)."""
 
     UNKNOWN_REC = "unknown_rec"
+    WRONG_USER = "wrong_user"
     UNKNOWN_ITEM = "unknown_item"
     LATE = "late"
     BEFORE_IMPRESSION = "before_impression"
@@ -224,6 +226,8 @@ def attribute(
     """The reward ``response`` earns for ``impression``, or why it earns none. Never raises."""
     if impression is None:
         return DropReason.UNKNOWN_REC
+    if response.user_id != impression.user_id:
+        return DropReason.WRONG_USER
     if response.type not in weights:
         return DropReason.UNWEIGHTED_TYPE
     if response.item_id not in impression.items:

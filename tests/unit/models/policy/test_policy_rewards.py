@@ -40,8 +40,10 @@ def _joiner() -> RewardJoiner:
     return joiner
 
 
-def _resp(item: str = "b", kind: str = "click", ts: float = 110.0, rec: str = "r1") -> Response:
-    return Response(rec_id=rec, user_id="u1", item_id=item, type=kind, ts=ts)
+def _resp(
+    item: str = "b", kind: str = "click", ts: float = 110.0, rec: str = "r1", user: str = "u1"
+) -> Response:
+    return Response(rec_id=rec, user_id=user, item_id=item, type=kind, ts=ts)
 
 
 def test_response_inside_window_earns_weighted_reward_at_its_position() -> None:
@@ -55,6 +57,7 @@ def test_response_inside_window_earns_weighted_reward_at_its_position() -> None:
         (_resp(ts=161.0), DropReason.LATE),
         (_resp(ts=99.0), DropReason.BEFORE_IMPRESSION),
         (_resp(rec="nope"), DropReason.UNKNOWN_REC),
+        (_resp(user="u2", kind="purchase"), DropReason.WRONG_USER),  # someone else's rec_id
         (_resp(item="z"), DropReason.UNKNOWN_ITEM),
         (_resp(kind="view"), DropReason.UNWEIGHTED_TYPE),
     ],
@@ -65,6 +68,12 @@ def test_bad_responses_are_dropped_with_their_reason(
     joiner = _joiner()
     assert joiner.join(response) is reason
     assert joiner.counts[reason.value] == 1 and joiner.counts["joined"] == 0
+
+
+def test_another_users_response_leaves_the_owners_own_to_be_credited() -> None:
+    joiner = _joiner()
+    assert joiner.join(_resp(user="u2")) is DropReason.WRONG_USER
+    assert joiner.join(_resp()) == Reward("r1", "b", 1, "click", 1.0)
 
 
 def test_duplicates_are_dropped_but_other_types_of_same_item_count() -> None:

@@ -115,6 +115,8 @@ class StreamrecApp:
         )
         self.memory.load()
         self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject)
+        if self.model_server is not None:
+            self.catalog.on_inactive.append(self.model_server.set_inactive)
         impressions = self.app.Table(
             IMPRESSIONS,
             default=None,
@@ -148,6 +150,7 @@ class StreamrecApp:
             self.feedback.store,
             self.fusion,
             self.metrics,
+            lambda: self.catalog.inactive,
         )
         self.ingest = Ingest(
             s.state,

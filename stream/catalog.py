@@ -6,13 +6,17 @@ all of it to describe and cold-start items. The compacted topic already *is* the
 changelog (latest record per item_id), so each worker assigns itself every partition, reads
 from the beginning, and follows the tail. ``loaded`` turns true once the start-up read reached
 the end offsets seen at start. Bad records go to the dead-letter topic like bad events.
+
+Items whose latest record says ``active: false``, or whose key's latest record is a tombstone
+(a null value, how a compacted topic deletes a key), are kept in ``inactive``: no slate of
+either path lists them (``excluding``), whatever co-visitation, trending or the index hold.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Container
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -38,8 +42,11 @@ class Catalog:
         self.metrics = metrics
         self.reject = reject
         self.items: dict[str, Item] = {}
+        self.inactive: set[str] = set()  # deactivated or deleted items: never recommended
         self.loaded = False
         self.listeners: list[ItemListener] = []
+        self.on_inactive: list[Callable[[frozenset[str]], None]] = []  # told of every change
+        self._inactive_changes = 0
 
     async def run(self) -> None:
         """Read the topic from the beginning, then follow it; runs for the worker's lifetime."""
@@ -56,14 +63,18 @@ class Catalog:
                 batch = await consumer.getmany(timeout_ms=200, max_records=1000)
                 fresh: list[Item] = []
                 oldest_ms = int(time.time() * 1000)
+                changes = self._inactive_changes
                 for tp, records in batch.items():
                     for record in records:
-                        item = await self._accept(
-                            record.value or b"", record.key, tp.partition, record.offset
+                        item = await self.accept(
+                            record.value, record.key, tp.partition, record.offset
                         )
                         if item is not None:
                             fresh.append(item)
                             oldest_ms = min(oldest_ms, record.timestamp)
+                if changes != self._inactive_changes:
+                    for tell in self.on_inactive:
+                        tell(frozenset(self.inactive))
                 if fresh:
                     for listener in self.listeners:
                         await listener(fresh, oldest_ms)
@@ -73,9 +84,14 @@ class Catalog:
         finally:
             await consumer.stop()
 
-    async def _accept(
-        self, raw: bytes, key: bytes | None, partition: int, offset: int
+    async def accept(
+        self, raw: bytes | None, key: bytes | None, partition: int, offset: int
     ) -> Item | None:
+        """Apply one record of the items topic; the item when it is a valid record."""
+        if raw is None and key:  # a tombstone: the compacted topic deletes its item
+            self._set_active(key.decode("utf-8", "replace"), False)
+            return None
+        raw = raw or b""
         try:
             item = parse_item(raw)
         except ContractError as exc:
@@ -85,9 +101,32 @@ class Catalog:
         self.metrics.items_consumed.labels("accepted").inc()
         if item.active:
             self.items[item.item_id] = item
-        else:
-            self.items.pop(item.item_id, None)
+        self._set_active(item.item_id, item.active)
         return item
+
+    def _set_active(self, item_id: str, active: bool) -> None:
+        if active == (item_id not in self.inactive):
+            return
+        if active:
+            self.inactive.discard(item_id)
+        else:
+            self.items.pop(item_id, None)
+            self.inactive.add(item_id)
+        self._inactive_changes += 1
+
+
+def excluding(seen: Container[str], inactive: Collection[str]) -> Container[str]:
+    """What a user's slate must leave out: ``seen`` and the catalog's inactive items. ``seen``
+    itself (often a dict, tested at C speed) while no item is inactive."""
+    return _Either(seen, inactive) if inactive else seen
+
+
+class _Either(Container[str]):
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self.first, self.second = first, second
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.first or value in self.second
 
 
 async def _at_least(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> list[bool]:

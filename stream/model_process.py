@@ -95,6 +95,8 @@ class ModelProcess:
         self._ranker_figures: dict[str, object] | None = None
         self._ranker: tuple[Mapping[str, float], int] | None = None  # to start a child's from
         self._ranker_sent: tuple[Mapping[str, float], int] | None = None
+        self._inactive: frozenset[str] = frozenset()
+        self._inactive_sent: frozenset[str] | None = frozenset()  # what the child excludes
 
     @property
     def builder(self) -> ModelProcess | None:
@@ -164,6 +166,10 @@ class ModelProcess:
             return {"weights": dict(self._ranker[0]), "updates": self._ranker[1]}
         return self._ranker_figures
 
+    def set_inactive(self, item_ids: frozenset[str]) -> None:
+        """The catalog's deactivated items (sent to the child with the next request)."""
+        self._inactive = item_ids
+
     def set_ranker(self, weights: Mapping[str, float], updates: int) -> None:
         """Start the child's learned ranker from these weights (sent with the next request)."""
         self._ranker = (weights, updates)
@@ -207,6 +213,9 @@ class ModelProcess:
             if self._policy is not self._policy_sent:
                 conn.send((-1, "policy", self._policy))
                 self._policy_sent = self._policy
+            if self._inactive is not self._inactive_sent:
+                conn.send((-1, "inactive", (self._inactive,)))
+                self._inactive_sent = self._inactive
             if self._ranker is not self._ranker_sent:
                 conn.send((-1, "ranker", self._ranker))
                 self._ranker_sent = self._ranker
@@ -236,6 +245,7 @@ class ModelProcess:
         # A new child's ranker continues from what the last one had learned.
         self._ranker = ranker_state(self._ranker_figures) or self._ranker
         self._ranker_sent = None
+        self._inactive_sent = None
         threading.Thread(target=self._read, args=(conn, child, waiting), daemon=True).start()
         conn.send(self.settings)
         if self._checkpoint is not None:
@@ -330,6 +340,8 @@ def serve(
             server.set_policy(*args)
         elif op == "ranker":
             server.set_ranker(*args)
+        elif op == "inactive":
+            server.set_inactive(*args)
         elif op == "build":
             weights[0] = args[0]
             answer(request_id, build, *args[1:])

@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +38,7 @@ from streamrec.index.candidates import (
 )
 from streamrec.models.policy.rewards import Impression
 from streamrec.models.policy.slate import Slate
+from streamrec.stream.catalog import excluding
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Event, SlateItem, encode_recommendation
 from streamrec.stream.feedback import impression_of
@@ -112,9 +113,15 @@ class HeuristicBuilder:
     Deterministic, so every propensity is 1.0. Seen items are never recommended.
     """
 
-    def __init__(self, weights: Callable[[], Weights], depth: int) -> None:
+    def __init__(
+        self,
+        weights: Callable[[], Weights],
+        depth: int,
+        inactive: Callable[[], Collection[str]] = frozenset,
+    ) -> None:
         self.weights = weights
         self.depth = depth  # of the source lists handed back for the fusion learner
+        self.inactive = inactive  # the catalog's deactivated items
         self._trending: SharedList | None = None
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
@@ -136,7 +143,7 @@ class HeuristicBuilder:
     ) -> tuple[list[SlateItem], dict[str, list[str]]]:
         history = entry.state.history()
         covisited = covisitation_candidates(entry.covisits, history, self.depth)
-        seen = entry.state.seen.probe()
+        seen = excluding(entry.state.seen.probe(), self.inactive())
         trending = self._shared(entry.trending)
         if trending is None:
             sources = {COVISITATION: covisited, TRENDING: entry.trending}
@@ -211,6 +218,7 @@ class Refresher:
         store: StoreFn,
         fusion: FusionLearner,
         metrics: WorkerMetrics,
+        inactive: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self.serving = serving
         self.stats = stats
@@ -219,7 +227,7 @@ class Refresher:
         self.store = store
         self.metrics = metrics
         self.fusion = fusion
-        self.heuristic = HeuristicBuilder(lambda: fusion.weights, serving.fusion.depth)
+        self.heuristic = HeuristicBuilder(lambda: fusion.weights, serving.fusion.depth, inactive)
         self.published = 0
         self.dirty: OrderedDict[str, Pending] = OrderedDict()
         # Encoded slates: bytes are invisible to the garbage collector, while 100,000 slate

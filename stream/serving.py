@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -60,6 +60,7 @@ from streamrec.models.policy.slate import (
     unit_rows,
 )
 from streamrec.models.policy.stochastic import StochasticReranker
+from streamrec.stream.catalog import excluding
 from streamrec.stream.cold_start import ColdStart, item_text_of
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
@@ -105,8 +106,10 @@ class ModelBuilder:
         weights: Callable[[], Weights],
         reranker: Reranker | None = None,
         ranker: LearnedRanker | None = None,
+        inactive: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self.holder = holder
+        self.inactive = inactive  # the catalog's deactivated items
         self.serving = serving
         self.weights = weights  # the fusion weights in use (stream/fusion.py)
         self.reranker = reranker or make_reranker(policy)
@@ -122,13 +125,13 @@ class ModelBuilder:
         listed = [entry.state.seen_items() for entry in batch]
         hits = snap.index.search(users, self.serving.candidates, listed)
         t2 = time.perf_counter()
-        weights = self.weights()
+        weights, inactive = self.weights(), self.inactive()
         table = snap.encoder.vectors.table()  # once: cold start may add items meanwhile
         requests, fused, lists = [], [], []
         for row, (entry, found) in enumerate(zip(batch, hits, strict=True)):
             sources = self._sources(entry, found)
             # FAISS left out the seen items the state can list; the seen set leaves out the rest.
-            seen = entry.state.seen.probe()
+            seen = excluding(entry.state.seen.probe(), inactive)
             if self.ranker is None:
                 ranked = fuse_ranked(
                     sources, self.serving.candidates, weights=weights, exclude=seen
@@ -279,6 +282,8 @@ class ModelService(Protocol):
 
     def set_ranker(self, weights: Mapping[str, float], updates: int) -> None: ...
 
+    def set_inactive(self, item_ids: frozenset[str]) -> None: ...
+
 
 class ModelServer:
     """Owns the serving snapshot: initial load, hot swap to announced versions, cold start."""
@@ -298,6 +303,11 @@ class ModelServer:
         self.builder: ModelBuilder | None = None
         self._policy: tuple[FloatArray, str] | None = None
         self._ranker: tuple[Mapping[str, float], int] | None = None
+        self._inactive: frozenset[str] = frozenset()
+
+    def set_inactive(self, item_ids: frozenset[str]) -> None:
+        """The catalog's deactivated items, never to be recommended from the next batch on."""
+        self._inactive = item_ids
 
     def set_ranker(self, weights: Mapping[str, float], updates: int) -> None:
         """Serve the learned ranker from weights fitted before (``ranker_figures``: a restart's
@@ -352,7 +362,12 @@ class ModelServer:
             holder = SnapshotHolder(snapshot)
             self.cold = ColdStart(holder)
             self.builder = ModelBuilder(
-                holder, self.serving, self.policy, self.weights, ranker=make_ranker(self.serving)
+                holder,
+                self.serving,
+                self.policy,
+                self.weights,
+                ranker=make_ranker(self.serving),
+                inactive=lambda: self._inactive,
             )
             if self._policy is not None:
                 self.set_policy(*self._policy)

@@ -146,3 +146,20 @@ def test_unusable_ranker_weights_leave_the_start_weights(checkpoint: Path) -> No
     here.load(checkpoint, {})
     start = dict(zip(FEATURES, START.tolist(), strict=True))
     assert here.ranker_figures() == {"weights": start, "updates": 0}
+
+
+@pytest.mark.parametrize("kind", [ModelServer, ModelProcess])
+def test_inactive_items_leave_the_model_paths_slates(
+    checkpoint: Path, kind: type[ModelProcess] | type[ModelServer]
+) -> None:
+    server = _server(kind, "relevance")
+    try:
+        server.load(checkpoint, {})
+        assert server.builder is not None
+        before = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
+        server.set_inactive(frozenset(before))  # the catalog deactivated every item shown
+        after = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
+        assert after and not after & before
+    finally:
+        if isinstance(server, ModelProcess):
+            server.close()

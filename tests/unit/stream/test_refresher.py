@@ -53,7 +53,9 @@ class FixedBuilder:
         self.observed.append((user_id, item_id))
 
 
-def _refresher(model: SlateBuilder | None = None) -> tuple[Refresher, Sent, list[Impression]]:
+def _refresher(
+    model: SlateBuilder | None = None, inactive: frozenset[str] = frozenset()
+) -> tuple[Refresher, Sent, list[Impression]]:
     settings = Settings()
     stats = item_stats(settings)
     sent, stored = Sent(), []
@@ -63,7 +65,9 @@ def _refresher(model: SlateBuilder | None = None) -> tuple[Refresher, Sent, list
         return True
 
     fusion = FusionLearner(settings.serving.fusion, settings.serving.slate_size)
-    refresher = Refresher(settings.serving, stats, lambda: model, sent, store, fusion, metrics())
+    refresher = Refresher(
+        settings.serving, stats, lambda: model, sent, store, fusion, metrics(), lambda: inactive
+    )
     return refresher, sent, stored
 
 
@@ -115,6 +119,18 @@ def test_the_heuristic_path_never_recommends_what_the_user_has_seen() -> None:
     first = json.loads(sent.records[0][1])
     assert first["model_version"] == "none"
     assert "a" not in [i["item_id"] for i in first["items"]]
+
+
+def test_the_heuristic_path_never_recommends_an_inactive_item() -> None:
+    listed = []
+    for inactive in (frozenset(), frozenset({"b"})):
+        refresher, sent, _ = _refresher(inactive=inactive)
+        for n, item in enumerate(["a", "b", "c", "b"]):
+            _mark(refresher, f"v{n}", 1, item)  # b trends most
+        _answer(refresher, 4)
+        listed.append({i["item_id"] for _, b in sent.records for i in json.loads(b)["items"]})
+    assert "b" in listed[0]  # it would be recommended
+    assert listed[1] and "b" not in listed[1]
 
 
 def test_the_model_path_is_used_once_a_model_is_loaded() -> None:

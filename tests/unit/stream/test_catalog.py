@@ -1,0 +1,51 @@
+"""The catalog's records: active items kept, deactivated and deleted (tombstoned) ones listed as
+inactive so no slate shows them, bad records dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from stream_doubles import metrics
+
+from streamrec.errors import ContractError
+from streamrec.settings import Settings
+from streamrec.stream.catalog import Catalog, excluding
+
+
+def _catalog() -> tuple[Catalog, list[str]]:
+    rejected: list[str] = []
+
+    async def reject(raw: bytes, key: bytes | None, error: ContractError, *where: object) -> None:
+        rejected.append(error.code)
+
+    return Catalog(Settings().kafka, metrics(), reject), rejected
+
+
+def _record(item_id: str, active: bool = True) -> bytes:
+    return json.dumps({"item_id": item_id, "title": f"T {item_id}", "active": active}).encode()
+
+
+def test_deactivated_and_deleted_items_are_inactive_until_a_record_brings_them_back() -> None:
+    catalog, rejected = _catalog()
+
+    def take(raw: bytes | None, key: str) -> None:
+        asyncio.run(catalog.accept(raw, key.encode(), 0, 0))
+
+    for item in ("a", "b", "c"):
+        take(_record(item), item)
+    take(_record("a", active=False), "a")
+    take(None, "b")  # a tombstone: the compacted topic's delete
+    assert set(catalog.items) == {"c"} and catalog.inactive == {"a", "b"}
+    take(_record("a"), "a")  # back on sale
+    assert set(catalog.items) == {"a", "c"} and catalog.inactive == {"b"}
+    assert rejected == []  # a tombstone is not a bad record
+    take(b"", "d")  # an empty value is
+    assert rejected == ["invalid_json"]
+
+
+def test_excluding_adds_the_inactive_items_to_what_a_user_has_seen() -> None:
+    seen = {"s": None}
+    assert excluding(seen, frozenset()) is seen  # nothing inactive: the fast container as is
+    both = excluding(seen, {"x"})
+    assert "s" in both and "x" in both and "y" not in both

@@ -141,9 +141,12 @@ class Ingest:
 
 
 def _check_key(key: Any, event: Event) -> None:
-    if key is not None and key != event.user_id.encode():
+    """Events must be keyed by user_id: an unkeyed record lands on any partition, where it would
+    split the user's state (and the seen set and dedupe ids in it) across workers."""
+    if key != event.user_id.encode():
+        got = "has no key" if key is None else f"key {key!r} differs from user_id"
         raise ContractError(
             "bad_key",
-            f"record key {key!r} differs from user_id {event.user_id!r}; events must be keyed by "
-            "user_id so one user's events stay in order on one partition",
+            f"record {got} {event.user_id!r}; events must be keyed by user_id so one user's "
+            "events stay in order on one partition",
         )

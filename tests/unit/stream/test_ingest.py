@@ -93,11 +93,13 @@ def test_bad_input_is_dead_lettered_with_its_code_and_good_events_still_apply() 
     ingest, down, sent, _, _ = _ingest()
     bad = Record(b"u1", b"{not json", record(_event(1), 0, 5).message)
     wrong_key = record(_event(2), 0, 6, key=b"someone-else")
-    _run(ingest, bad, wrong_key, record(_event(3), 0, 7))
-    codes = [json.loads(value)["error_code"] for _, value in sent.records]
-    assert codes[1] == "bad_key" and len(codes) == 2
+    no_key = Record(None, record(_event(4), 0, 8).value, record(_event(4), 0, 8).message)
+    _run(ingest, bad, wrong_key, record(_event(3), 0, 7), no_key)
+    letters = [json.loads(value) for _, value in sent.records]
+    assert [letter["error_code"] for letter in letters] == ["invalid_json", "bad_key", "bad_key"]
+    assert "has no key" in letters[2]["error_message"]
     assert down.marked == [("e3", 0, 1)]
-    assert value_of(ingest.metrics.dead_lettered) == 2
+    assert value_of(ingest.metrics.dead_lettered) == 3
 
 
 def test_a_response_goes_to_the_reward_join_and_every_event_ticks_its_partition() -> None:

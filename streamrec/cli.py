@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import typer
+from aiokafka.errors import KafkaConnectionError
 
 from streamrec import __version__
 from streamrec.broker import EmbeddedKafka
@@ -284,5 +285,14 @@ def main() -> None:
     try:
         app()
     except StreamrecError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    except KafkaConnectionError as exc:
+        err_console.print(
+            f"[bold red]error:[/] {exc}: is the broker up? (`streamrec kafka start`, or set "
+            "STREAMREC_KAFKA__BOOTSTRAP_SERVERS)"
+        )
+        raise SystemExit(2) from None
+    except OSError as exc:  # a port in use, a data dir that is a file, a full disk
         err_console.print(f"[bold red]error:[/] {exc}")
         raise SystemExit(2) from None

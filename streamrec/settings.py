@@ -13,11 +13,13 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -214,5 +216,18 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     token = _config_file.set(config)
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # an environment value that is not the JSON a field needs
+        raise ConfigError(
+            f"invalid settings: {exc}; list and object settings take JSON, e.g. "
+            """STREAMREC_STATE__CONTEXT_FIELDS='["device"]'"""
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid settings: {' '.join(str(exc).split())}") from None
     finally:
         _config_file.reset(token)

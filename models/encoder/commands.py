@@ -110,7 +110,7 @@ def evaluate_cmd(
     if ablations:
         from streamrec.models.encoder.ablations import run_ablations
 
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        seed_list = _seed_list(seeds)
         only = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
         try:
             figures = run_ablations(
@@ -208,3 +208,13 @@ def _preset(name: str) -> Literal["demo", "reference"]:
     if name not in ("demo", "reference"):
         raise typer.BadParameter(f"--preset must be demo or reference, got {name!r}")
     return "demo" if name == "demo" else "reference"
+
+
+def _seed_list(seeds: str) -> list[int]:
+    """``--seeds 0,1,2`` as integers; a usage error otherwise."""
+    try:
+        return [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{seeds!r}: comma-separated integers", param_hint="--seeds"
+        ) from None

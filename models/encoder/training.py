@@ -89,7 +89,10 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ModelError("device 'cuda' requested but torch sees no GPU; use --device cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from exc
 
 
 def seed_everything(seed: int) -> None:

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streamrec.cli import app
+from streamrec.cli import app, main
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -48,3 +48,31 @@ def test_unknown_broker_data_dir_status_reports_not_running(tmp_path: Path) -> N
     result = CliRunner().invoke(app, ["kafka", "status", "--data-dir", str(tmp_path), "--json"])
     assert result.exit_code == 1
     assert '"running": false' in result.stdout
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run the console entry point as a shell would; its one-line error (exit code 2)."""
+    monkeypatch.setattr("sys.argv", ["streamrec", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_an_unreachable_broker_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMREC_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    said = _main(monkeypatch, capsys, "topics", "list")
+    assert "error: KafkaConnectionError" in said and "is the broker up?" in said
+    assert "Traceback" not in said
+
+
+def test_bad_settings_and_devices_are_one_line_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STREAMREC_SERVING__MODE", "bogus")
+    assert "error: invalid settings: serving.mode" in _main(monkeypatch, capsys, "topics", "list")
+    monkeypatch.delenv("STREAMREC_SERVING__MODE")
+    said = _main(monkeypatch, capsys, "train", "--device", "tpu", "--out", str(tmp_path))
+    assert "error: unknown device 'tpu'" in said

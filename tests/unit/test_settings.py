@@ -63,6 +63,30 @@ def test_invalid_value_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("STREAMREC_SERVING__MODE", "bogus", "serving.mode: Input should be 'heuristic' or"),
+        ("STREAMREC_KAFKA__TOPICS__PARTITIONS", "0", "kafka.topics.partitions: Input should be"),
+        ("STREAMREC_STATE__CONTEXT_FIELDS", "device", "take JSON"),
+    ],
+)
+def test_a_bad_setting_is_one_clear_config_error(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="invalid settings") as raised:
+        load_settings(None)
+    assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_malformed_config_file_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("kafka: [\n")
+    with pytest.raises(ConfigError, match="invalid settings: while parsing"):
+        load_settings(config)
+
+
 def test_sasl_password_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMREC_KAFKA__SASL_PASSWORD", "hunter2")
     s = Settings()

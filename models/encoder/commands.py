@@ -107,6 +107,8 @@ def evaluate_cmd(
     """Leave-one-out test metrics@10 (full ranking) of a checkpoint beside popularity, or the
     input ablation table (mean ± sd over seeds)."""
     settings = get_settings(ctx)
+    if ablations and checkpoint is not None:
+        raise typer.BadParameter("--ablations trains its own models; leave out --checkpoint")
     if ablations:
         from streamrec.models.encoder.ablations import run_ablations
 

@@ -88,16 +88,22 @@ def build_split(
     state = state.model_copy(update={"context_fields": fields})
     index = {item: i + 1 for i, item in enumerate(item_ids)}
     by_user: dict[str, list[Event]] = {}
+    unknown = total = 0
     for e in events:
+        total += 1
         if e.item_id in index:
             by_user.setdefault(e.user_id, []).append(e)
+        else:
+            unknown += 1
     split = WindowSplit(list(item_ids), [], [], [], [], [], [], [], [], [])
     for user, log in by_user.items():
         _add_user(split, user, log, index, featurizer, state, scheme)
     if not split.test_targets:
+        known = f"; {unknown:,} of the {total:,} events are of items the model does not know"
         raise DataError(
-            "no user has 3 or more events; leave-one-out evaluation needs a training, a "
-            "validation and a test event per user"
+            "no user has 3 or more events of known items; leave-one-out evaluation needs a "
+            "training, a validation and a test event per user"
+            + (known + " (a checkpoint trained on another dataset?)" if unknown else "")
         )
     return split
 

@@ -76,3 +76,8 @@ def test_bad_settings_and_devices_are_one_line_errors(
     monkeypatch.delenv("STREAMREC_SERVING__MODE")
     said = _main(monkeypatch, capsys, "train", "--device", "tpu", "--out", str(tmp_path))
     assert "error: unknown device 'tpu'" in said
+
+
+def test_ablations_refuse_a_checkpoint_they_would_ignore(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["evaluate", "--ablations", "--checkpoint", str(tmp_path)])
+    assert result.exit_code == 2 and "leave out --checkpoint" in " ".join(result.output.split())

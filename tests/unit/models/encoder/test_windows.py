@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from streamrec.errors import DataError
 from streamrec.models.encoder.inputs import Featurizer, TokenInputs, Window
 from streamrec.models.encoder.windows import build_split
 from streamrec.stream.config import StateSettings
@@ -101,3 +103,13 @@ def test_window_scheme_takes_one_state_every_length_events() -> None:
     assert [len(e.targets) for e in split.examples] == [1, 4, 4]
     assert split.examples[-1].targets == [7, 8, 1, 2]  # items of events 6..9 (1-based ids)
     assert len(split.examples[-1].window.summary) == 2  # older events live in the summary
+
+
+def test_a_log_of_items_the_model_does_not_know_says_so() -> None:
+    log = [
+        Event(event_id=f"e{n}", user_id="u1", item_id=f"other-{n}", type="view", ts=BASE_MS + n)
+        for n in range(5)
+    ]
+    featurizer = Featurizer({item: n + 1 for n, item in enumerate(ITEMS)}, INPUTS, 4)
+    with pytest.raises(DataError, match="5 of the 5 events are of items the model does not know"):
+        build_split(log, ITEMS, featurizer, STATE, "window")

@@ -72,8 +72,9 @@ class Pages:
             return web.json_response(
                 {
                     "error": "unknown_user",
-                    "message": f"no recommendation for user {user_id!r} yet; "
-                    "the worker publishes one after the user's first event on its partitions",
+                    "message": f"no recommendation for user {user_id!r} held by this worker; "
+                    "it keeps the latest slate of each user it answered since it started (in "
+                    "memory) and answers the user's next event on its partitions",
                 },
                 status=404,
             )

@@ -16,7 +16,7 @@ IndexKind = Literal["flat", "ivf_flat", "hnsw", "ivf_pq"]
 class IndexSettings(BaseModel):
     """Which FAISS index to build and how to search it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: IndexKind = Field(
         default="flat",

@@ -293,8 +293,10 @@ class ItemIndex:
         """
         meta = _read_meta(path)
         try:
-            saved = IndexSettings.model_validate(meta["settings"])
-        except ValidationError as exc:
+            # Settings a later version dropped are left out: they no longer mean anything.
+            known = {k: v for k, v in meta["settings"].items() if k in IndexSettings.model_fields}
+            saved = IndexSettings.model_validate(known)
+        except (ValidationError, AttributeError) as exc:
             raise ModelError(f"{path / META_FILE}: saved settings are invalid ({exc})") from exc
         layout = factory.Layout(
             meta["layout_kind"], int(meta["nlist"]), refine=bool(meta.get("refine", False))

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class EncoderSettings(BaseModel):
     """Shape of the SASRec-style sequence encoder and where it runs."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     hidden_size: int = Field(64, ge=8, description="Item and position embedding width.")
     layers: int = Field(2, ge=1, description="Transformer blocks.")
@@ -54,7 +54,7 @@ class EncoderSettings(BaseModel):
 class TrainSettings(BaseModel):
     """Offline training on a logged history."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     epochs: int = Field(200, ge=1, description="Most epochs; early stopping usually ends sooner.")
     batch_size: int = Field(64, ge=1, description="Sequences (windows or prefixes) per step.")
@@ -86,7 +86,7 @@ class TrainSettings(BaseModel):
 class PolicySettings(BaseModel):
     """Reranking policy for the published slate."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     reranker: Literal["relevance", "mmr", "dpp", "stochastic"] = Field(
         "stochastic", description="How candidates become a slate."
@@ -111,7 +111,7 @@ class PolicySettings(BaseModel):
 class LearnerSettings(BaseModel):
     """Online updates of the policy from rewards."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     attribution_window_s: float = Field(
         1_800.0, gt=0, description="Seconds after a slate during which responses count."

@@ -14,7 +14,7 @@ class SeenSetSettings(BaseModel):
     """Sizing of one bounded per-user membership set (``stream/seen.py``); the defaults are
     those of the seen items."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     exact_limit: int = Field(
         256,
@@ -64,7 +64,7 @@ class SeenIdsSettings(SeenSetSettings):
 class StateSettings(BaseModel):
     """Per-user state, deduplication, item statistics and the table store."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     store_url: str = Field(
         "rocksdb://", description="Faust table store: rocksdb:// in production, memory:// in tests."
@@ -176,7 +176,7 @@ class FusionSettings(BaseModel):
     """Fusion weights of the candidate sources, learned from users' next events
     (stream/fusion.py)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     learned: bool = Field(
         True, description="Fit the weights on the stream; false: every source weighs 1.0."
@@ -210,7 +210,7 @@ class FusionSettings(BaseModel):
 class RankerSettings(BaseModel):
     """The model path's candidate ranking (stream/ranker.py)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: Literal["rrf", "learned"] = Field(
         "learned",
@@ -236,7 +236,7 @@ class RankerSettings(BaseModel):
 class TrainerSettings(BaseModel):
     """The continual trainer (``streamrec trainer``, stream/trainer.py)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     window_events: int = Field(
         50_000, ge=100, description="Most recent events kept and trained on."
@@ -270,7 +270,7 @@ class TrainerSettings(BaseModel):
 class ServingSettings(BaseModel):
     """The recommendation path inside the worker."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     slate_size: int = Field(10, ge=1, le=200, description="Items per published slate.")
     candidates: int = Field(100, ge=1, description="Candidates retrieved before reranking.")

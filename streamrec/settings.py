@@ -42,7 +42,7 @@ def default_cache_dir() -> Path:
 class TopicSettings(BaseModel):
     """Topic names (prefixed) and how many partitions ``streamrec topics create`` makes."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     prefix: str = Field("streamrec.", description="Prefix put before every topic name.")
     events: str = Field("events", description="Behaviour events, keyed by user_id.")
@@ -85,7 +85,7 @@ class TopicSettings(BaseModel):
 class KafkaSettings(BaseModel):
     """How to reach the broker. Security fields pass straight to aiokafka and faust."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     bootstrap_servers: str = Field("localhost:9092", description="Comma-separated host:port list.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -115,7 +115,7 @@ class KafkaSettings(BaseModel):
 class BrokerSettings(BaseModel):
     """The embedded Apache Kafka broker (`streamrec kafka ...`), for demos and tests."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: str | None = Field(
         None,
@@ -133,7 +133,7 @@ class BrokerSettings(BaseModel):
 class DataSettings(BaseModel):
     """Datasets and caches."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     cache_dir: Path = Field(
         default_factory=default_cache_dir,
@@ -144,7 +144,7 @@ class DataSettings(BaseModel):
 class MetricsSettings(BaseModel):
     """Prometheus exposition."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     namespace: str = Field("streamrec", description="Prefix of every metric name.")
 
@@ -152,7 +152,7 @@ class MetricsSettings(BaseModel):
 class LogSettings(BaseModel):
     """What the worker writes to its log (``stream/logs.py``)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     repeat_interval_s: float = Field(
         5.0,

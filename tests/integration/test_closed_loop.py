@@ -40,7 +40,6 @@ def test_simulator_and_worker_close_the_loop(
         "STREAMREC_POLICY__RERANKER": "stochastic",
         "STREAMREC_LEARNER__BATCH_SIZE": "16",
         "STREAMREC_LEARNER__ATTRIBUTION_WINDOW_S": "2",
-        "STREAMREC_LEARNER__FUTURE_HORIZON": "0",
     }
     worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port(), env).start()
     try:

@@ -94,3 +94,16 @@ def test_sasl_password_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (
         s.kafka.sasl_password is not None and s.kafka.sasl_password.get_secret_value() == "hunter2"
     )
+
+
+def test_a_misspelt_nested_setting_is_an_error_not_ignored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STREAMREC_SERVING__BATCH_SIZ", "8")
+    with pytest.raises(ConfigError, match=r"serving\.batch_siz: Extra inputs are not permitted"):
+        load_settings(None)
+    monkeypatch.delenv("STREAMREC_SERVING__BATCH_SIZ")
+    config = tmp_path / "typo.yaml"
+    config.write_text("kafka:\n  bootstrp: localhost:9092\n")
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrp"):
+        load_settings(config)

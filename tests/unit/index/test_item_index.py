@@ -201,6 +201,17 @@ def test_load_overrides_search_settings_but_not_structure(
     assert loaded._settings.nprobe == 16
 
 
+def test_an_index_saved_with_a_setting_since_dropped_still_loads(
+    catalog: tuple[list[str], np.ndarray], tmp_path: Path
+) -> None:
+    ItemIndex.build(*catalog, settings("flat"), version="v").save(tmp_path)
+    meta_path = tmp_path / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["settings"]["retired_knob"] = 3  # settings now refuse unknown fields
+    meta_path.write_text(json.dumps(meta))
+    assert ItemIndex.load(tmp_path).size == len(catalog[0])
+
+
 def test_load_rejects_missing_and_inconsistent_folders(
     catalog: tuple[list[str], np.ndarray], tmp_path: Path
 ) -> None:

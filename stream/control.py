@@ -157,9 +157,11 @@ class ControlListener:
         started = time.perf_counter()
         try:
             version = await asyncio.to_thread(server.load, checkpoint, dict(self.catalog))
-        except (StreamrecError, OSError) as exc:
+        except Exception as exc:  # an announced checkpoint is outside input: a damaged file
+            # raises whatever its parser raises (safetensors, transformers), and the worker must
+            # keep serving its model, not crash on every restart while the announcement stands.
             log.error(
-                "cannot serve checkpoint %s, keeping %s: %s", checkpoint, server.model_version, exc
+                "cannot serve checkpoint %s, keeping %s: %r", checkpoint, server.model_version, exc
             )
             return
         self.swaps += 1

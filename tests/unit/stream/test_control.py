@@ -35,6 +35,8 @@ class FakeServer:
     def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:
         if checkpoint.name == "broken":
             raise ModelError("not a checkpoint")
+        if checkpoint.name == "damaged":  # what safetensors raises on a truncated file
+            raise RuntimeError("incomplete metadata, file not fully covered")
         self.loads.append((checkpoint, sorted(catalog)))
         self.model_version = checkpoint.name
         return checkpoint.name
@@ -70,6 +72,7 @@ def test_a_checkpoint_that_fails_to_load_keeps_the_served_model() -> None:
     listener, server, _ = _listener()
     _announce(listener, "v1")
     _announce(listener, "broken")
+    _announce(listener, "damaged")  # any error of a damaged file, not only ours
     assert server.model_version == "v1" and listener.swaps == 1
 
 

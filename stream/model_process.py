@@ -48,7 +48,7 @@ from streamrec.models.policy.slate import FloatArray
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item
 from streamrec.stream.fusion import Weights
-from streamrec.stream.ranker import ranker_state
+from streamrec.stream.ranker import ranker_figures_of, ranker_state
 
 if TYPE_CHECKING:
     from streamrec.stream.refresh import BuiltBatch, RefreshInput
@@ -163,7 +163,7 @@ class ModelProcess:
         """The child's learned-ranker figures as of its last batch; before one, the weights
         it was given to start from (so a save then keeps them)."""
         if self._ranker_figures is None and self._ranker is not None:
-            return {"weights": dict(self._ranker[0]), "updates": self._ranker[1]}
+            return ranker_figures_of(self._ranker)
         return self._ranker_figures
 
     def set_inactive(self, item_ids: frozenset[str]) -> None:

@@ -180,3 +180,8 @@ def ranker_state(figures: Mapping[str, object] | None) -> tuple[Mapping[str, flo
     if not isinstance(weights, Mapping) or not isinstance(updates, int):
         return None
     return {str(name): float(value) for name, value in weights.items()}, updates
+
+
+def ranker_figures_of(state: tuple[Mapping[str, float], int]) -> dict[str, object]:
+    """``figures()`` of a ranker at ``(weights, updates)``: the inverse of ``ranker_state``."""
+    return {"weights": dict(state[0]), "updates": state[1]}

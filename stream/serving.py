@@ -66,7 +66,12 @@ from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
 from streamrec.stream.fusion import Weights, source_lists
 from streamrec.stream.item_vectors import ItemVectors
-from streamrec.stream.ranker import LearnedRanker, candidate_features, make_ranker
+from streamrec.stream.ranker import (
+    LearnedRanker,
+    candidate_features,
+    make_ranker,
+    ranker_figures_of,
+)
 
 if TYPE_CHECKING:
     from streamrec.stream.refresh import BuiltBatch, RefreshInput, SlateBuilder
@@ -348,7 +353,7 @@ class ModelServer:
         weights it was given to start from."""
         ranker = self.builder.ranker if self.builder is not None else None
         if ranker is None and self._ranker is not None:
-            return {"weights": dict(self._ranker[0]), "updates": self._ranker[1]}
+            return ranker_figures_of(self._ranker)
         return ranker.figures() if ranker is not None else None
 
     def load(self, checkpoint: Path, catalog: dict[str, Item]) -> str:

@@ -51,15 +51,24 @@ class PolicyAnnouncement(BaseModel):
     estimate: dict[str, Any] | None = Field(
         None, description="Off-policy estimate of the version before it served (IPS/SNIPS/DR)."
     )
+    learner_id: str = Field("", description="The announcing learner (stream/learner_fence.py).")
+    learner_started: int = Field(0, description="When that learner process started, epoch ms.")
 
 
-def policy_record(version: str, weights: list[float], estimate: dict[str, Any] | None) -> bytes:
-    """The control record announcing a policy version."""
+def policy_record(
+    version: str,
+    weights: list[float],
+    estimate: dict[str, Any] | None,
+    learner: tuple[str, int] = ("", 0),
+) -> bytes:
+    """The control record announcing a policy version; ``learner``: its id and start time."""
     record = PolicyAnnouncement(
         policy_version=version,
         weights=weights,
         announced_at=int(time.time() * 1000),
         estimate=estimate,
+        learner_id=learner[0],
+        learner_started=learner[1],
     )
     return encode(record)
 
@@ -106,14 +115,17 @@ class ControlListener:
     async def run(self) -> None:
         if self.initial is not None:
             await self._load(self.initial)
-        consumer = AIOKafkaConsumer(
-            **aiokafka_kwargs(self.kafka), group_id=None, enable_auto_commit=False
+        consumer = AIOKafkaConsumer(  # earliest: see learner_fence.last_policy
+            **aiokafka_kwargs(self.kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         try:
             tp = TopicPartition(self.kafka.topics.name("control"), 0)
             consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
+            consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for record in batch.get(tp, []):
@@ -124,7 +136,7 @@ class ControlListener:
     async def on_record(self, raw: bytes) -> None:
         """Act on one control record: load the announced model unless it is served already,
         or serve an announced policy."""
-        if _record_type(raw) == "policy":
+        if is_policy_record(raw):
             self._policy(raw)
             return
         try:
@@ -201,9 +213,10 @@ def _warn_unkept_context(checkpoint: Path, kept: tuple[str, ...]) -> None:
         )
 
 
-def _record_type(raw: bytes) -> str | None:
+def is_policy_record(raw: bytes) -> bool:
+    """A control record that announces a policy (the others announce models)."""
     try:
         data = json.loads(raw)
     except ValueError:
-        return None
-    return str(data.get("type")) if isinstance(data, dict) else None
+        return False
+    return isinstance(data, dict) and data.get("type") == "policy"

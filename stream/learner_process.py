@@ -13,6 +13,9 @@ weights, critic, buffered batch and open trajectories, the recent rec_ids it ded
 the experience offsets it has read up to. It is written before the offsets are committed, and
 on start the learner seeks each partition to the later of the committed offset and the saved
 one, so a kill at any point loses no experience and learns from none twice.
+
+One learner per group: its data dir is locked, and what it does when another learner has
+announced for the group is stream/learner_fence.py's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamrec.errors import ContractError, DataError, ModelError
+from streamrec.errors import ConfigError, ContractError, DataError, ModelError
 from streamrec.models.policy.actor_critic import ActorCriticLearner, load_learner, make_learner
 from streamrec.models.policy.dr import doubly_robust
 from streamrec.models.policy.learner import OnlineLearner, Sample
@@ -38,8 +42,16 @@ from streamrec.models.policy.slate import FloatArray
 from streamrec.settings import Settings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
-from streamrec.stream.control import policy_record
+from streamrec.stream.control import PolicyAnnouncement, policy_record
+from streamrec.stream.data_dir import lock_data_dir
 from streamrec.stream.experience import decode_experience
+from streamrec.stream.learner_fence import (
+    ControlWatch,
+    LearnerIdentity,
+    last_policy,
+    new_learner_id,
+    on_start,
+)
 from streamrec.stream.producer import kafka_producer
 
 log = logging.getLogger(__name__)
@@ -53,6 +65,7 @@ class LearnerService:
     learner: OnlineLearner
     path: Path
     ope_window: int
+    fresh: bool = True  # no saved state: nothing learned yet
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
     recent: deque[tuple[Sample, FloatArray]] = field(default_factory=deque)
     seen: deque[str] = field(default_factory=deque)
@@ -132,6 +145,16 @@ class LearnerService:
         )  # fmt: skip
         return figures
 
+    def adopt(self, announcement: PolicyAnnouncement) -> None:
+        """Start from the policy another learner left the workers serving, not the defaults."""
+        self.learner.weights = np.asarray(announcement.weights, dtype=np.float64)
+        self.learner.version = announcement.policy_version
+        log.info(
+            "adopting policy %s announced by learner %s",
+            announcement.policy_version,
+            announcement.learner_id or "?",
+        )
+
     def save(self) -> None:
         extra = {"offsets": json.dumps(self.positions), "seen": json.dumps(list(self.seen))}
         self.learner.save(self.path, extra)
@@ -141,14 +164,16 @@ def open_service(settings: Settings, data_dir: Path) -> LearnerService:
     """The service with the learner saved in ``data_dir`` (or a fresh one)."""
     path = data_dir / "learner.safetensors"
     learner: OnlineLearner
-    if path.exists():
+    fresh = not path.exists()
+    if fresh:
+        learner = make_learner(settings.learner, settings.policy)
+    else:
         try:
             learner = load_learner(path, settings.learner, settings.policy)
         except ModelError as exc:
             raise ModelError(f"learner process: {exc}") from exc
-    else:
-        learner = make_learner(settings.learner, settings.policy)
-    return LearnerService(learner, path, settings.learner.ope_window)
+    learner.lineage = learner.lineage or new_learner_id()  # the learner's id, kept in its file
+    return LearnerService(learner, path, settings.learner.ope_window, fresh)
 
 
 async def _seek(
@@ -166,9 +191,45 @@ async def _seek(
 async def run_learner(
     settings: Settings, data_dir: Path, stop: Callable[[], bool] = lambda: False
 ) -> LearnerService:
-    """Learn from the experience topic until ``stop()``; returns the service (for tests)."""
+    """Learn from the experience topic until ``stop()``; returns the service (for tests).
+    ConfigError when another learner holds the data dir or the group."""
     kafka = settings.kafka
-    service = open_service(settings, data_dir)
+    with lock_data_dir(data_dir, "learner"):
+        service = open_service(settings, data_dir)
+        me = LearnerIdentity(service.learner.lineage, int(time.time() * 1000))
+        last, end = await last_policy(kafka)
+        start = on_start(last, me, None if service.fresh else service.learner.version)
+        if start == "adopt" and last is not None:
+            service.adopt(last)
+        watch = ControlWatch(kafka, me, end)
+        task = asyncio.create_task(watch.run())
+        try:
+            await _learn(
+                settings,
+                service,
+                me,
+                start == "carry_on",
+                lambda: stop() or watch.displaced_by is not None,
+            )
+        finally:
+            task.cancel()
+        if watch.displaced_by is not None:
+            raise ConfigError(
+                f"learner {watch.displaced_by.learner_id} announced policy "
+                f"{watch.displaced_by.policy_version} for this group and started before this "
+                f"learner ({me.learner_id}), which stops: one learner per group"
+            )
+    return service
+
+
+async def _learn(
+    settings: Settings,
+    service: LearnerService,
+    me: LearnerIdentity,
+    reannounce: bool,
+    stop: Callable[[], bool],
+) -> None:
+    kafka = settings.kafka
     topic = kafka.topics.name("experience")
     consumer = AIOKafkaConsumer(
         **aiokafka_kwargs(kafka),
@@ -184,15 +245,14 @@ async def run_learner(
             control = kafka.topics.name("control")
 
             async def announce(version: str, weights: list[float], estimate: Any) -> None:
-                record = policy_record(version, weights, estimate)
+                record = policy_record(version, weights, estimate, (me.learner_id, me.started))
                 await producer.send_and_wait(control, record, key=b"policy")
 
-            # a restarted learner re-announces what it holds (workers skip a version they serve)
-            await announce(service.learner.version, service.learner.weights.tolist(), None)
+            if reannounce:  # what it holds (workers skip a version they serve already)
+                await announce(service.learner.version, service.learner.weights.tolist(), None)
             await _loop(consumer, service, announce, stop)
     finally:
         await consumer.stop()
-    return service
 
 
 async def _loop(

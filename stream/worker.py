@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import gc
 import logging
-import os
-from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import faust
 
-from streamrec.errors import BrokerError, ConfigError
+from streamrec.errors import BrokerError
 from streamrec.settings import Settings
 from streamrec.stream import logs
 from streamrec.stream.app import create_app
+from streamrec.stream.data_dir import lock_data_dir
 from streamrec.stream.health import BrokerWatch, MetadataProbe, hard_exit_after
 from streamrec.stream.topics import create_topics
 
@@ -44,7 +42,6 @@ async def _freeze(sender: Any, **kwargs: Any) -> None:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker until it is stopped (SIGTERM/SIGINT); blocks."""
-    settings.state.data_dir.mkdir(parents=True, exist_ok=True)
     lock = lock_data_dir(settings.state.data_dir)  # held until the process ends, kill -9 too
     # Topics first, with the configured partitions: faust's tables refuse to start when a
     # source topic and its changelog disagree (which auto-creation would cause).
@@ -78,25 +75,3 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         worker.execute_from_commandline()
     finally:
         lock.close()
-
-
-def lock_data_dir(path: Path) -> IO[str]:
-    """Take ``path`` for this process; ConfigError when another worker holds it. Two workers
-    on one data dir would write one RocksDB store and overwrite each other's snapshots. The
-    lock is the kernel's (flock), so it dies with its process: no stale lock after a kill -9."""
-    handle = (path / "worker.lock").open("a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
-        handle.close()
-        raise ConfigError(
-            f"data dir {path} is in use by another worker (pid {holder}); give each worker "
-            "its own --data-dir"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
-    return handle

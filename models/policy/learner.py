@@ -118,6 +118,9 @@ class OnlineLearner:
         self.max_norm = policy.max_weight_norm
         self.weights = np.array(DEFAULT_WEIGHTS if weights is None else weights, dtype=np.float64)
         self.version = version
+        # Set by a learner process: its versions then carry it, so two lineages of one
+        # consumer group (a learner replaced by a fresh one) never share a version name.
+        self.lineage = ""
         self.previous: tuple[FloatArray, str] | None = None
         self.n_updates = 0
         self.n_rollbacks = 0
@@ -231,7 +234,8 @@ class OnlineLearner:
         self.weights = new
         self.n_updates += 1
         # Both counters only grow, so a version name is never reused after a rollback.
-        self.version = f"{self.prefix}-{self.n_updates + self.n_rollbacks}"
+        name = "-".join(part for part in (self.prefix, self.lineage) if part)
+        self.version = f"{name}-{self.n_updates + self.n_rollbacks}"
         self._reference.extend(self._current)
         self._current = []
         self.clear_batch()
@@ -288,6 +292,7 @@ class OnlineLearner:
             "algorithm": self.prefix,
             "version": self.version,
             "previous_version": "" if self.previous is None else self.previous[1],
+            "lineage": self.lineage,
             "counters": json.dumps({"updates": self.n_updates, "rollbacks": self.n_rollbacks}),
             **self.state_meta(),
             **(extra or {}),
@@ -321,6 +326,7 @@ class OnlineLearner:
         counters = json.loads(meta.get("counters", "{}"))
         self.n_updates = int(counters.get("updates", 0))
         self.n_rollbacks = int(counters.get("rollbacks", 0))
+        self.lineage = meta.get("lineage", "")
         self._current = [float(v) for v in tensors.get("current", [])]
         self._reference.extend(float(v) for v in tensors.get("reference", []))
         self._buffer = [sample_from_json(d) for d in json.loads(meta.get("buffer", "[]"))]

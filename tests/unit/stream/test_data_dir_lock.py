@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamrec.errors import ConfigError
-from streamrec.stream.worker import lock_data_dir
+from streamrec.stream.data_dir import lock_data_dir
 
 
 def test_a_second_worker_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_a_second_worker_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     code = (
         "import sys, time; from pathlib import Path; "
-        "from streamrec.stream.worker import lock_data_dir; "
+        "from streamrec.stream.data_dir import lock_data_dir; "
         "held = lock_data_dir(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen(

@@ -1,0 +1,141 @@
+"""One learner per consumer group: which learner's policy the workers serve.
+
+Every learner process has an id (kept in its state file) and announces its versions with it
+and its start time (stream/control.py). Two learners for one group would switch every worker
+between two lineages of weights, so:
+
+* at start, a learner reads the control topic's last policy announcement. Its own (or none):
+  it carries on. Another learner's, and this one has no state yet (a fresh replacement for a
+  lost one): it adopts the announced weights and version, so workers are not rolled back to
+  the start weights. Another learner's while this one has state of its own: another learner
+  took over since this one last ran, and starting would roll the workers back; refused.
+* while running, a learner that sees an announcement from a learner that started before it
+  stops (the older one keeps the group). The same host's second learner on one data dir is
+  refused earlier still, by the data dir's lock (stream/data_dir.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrec.errors import ConfigError
+from streamrec.settings import KafkaSettings
+from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.control import PolicyAnnouncement, is_policy_record
+
+log = logging.getLogger(__name__)
+
+Start = Literal["carry_on", "adopt"]
+
+
+@dataclass(frozen=True)
+class LearnerIdentity:
+    """Who announces: the learner's lasting id and this process's start (epoch ms)."""
+
+    learner_id: str
+    started: int
+
+
+def new_learner_id() -> str:
+    """A fresh learner's id; short, since its versions carry it (``pl-<id>-<n>``)."""
+    return uuid.uuid4().hex[:8]
+
+
+def is_own(announcement: PolicyAnnouncement, me: LearnerIdentity, held_version: str) -> bool:
+    """Announced by this learner, or naming the version it holds: one it adopted, or one
+    announced before records carried ids (version names never cross lineages)."""
+    return announcement.learner_id == me.learner_id or announcement.policy_version == held_version
+
+
+def on_start(
+    last: PolicyAnnouncement | None, me: LearnerIdentity, held_version: str | None
+) -> Start:
+    """What a starting learner does given the last announcement; ``held_version`` is None for
+    a learner without saved state. ConfigError when starting would roll the workers back."""
+    if last is None or is_own(last, me, held_version or ""):
+        return "carry_on"
+    if held_version is None:
+        return "adopt"
+    raise ConfigError(
+        f"learner {last.learner_id or '?'} announced policy {last.policy_version} for this "
+        f"group after this learner's {held_version}: another learner holds the group. Stop it "
+        "before starting this one, or delete this learner's learner.safetensors to continue "
+        "from the announced policy"
+    )
+
+
+def displaces(announcement: PolicyAnnouncement, me: LearnerIdentity) -> bool:
+    """A running learner gives way to another one that started before it."""
+    if not announcement.learner_id or announcement.learner_id == me.learner_id:
+        return False
+    return (announcement.learner_started, announcement.learner_id) < (me.started, me.learner_id)
+
+
+async def last_policy(kafka: KafkaSettings) -> tuple[PolicyAnnouncement | None, int]:
+    """The last policy announcement on the control topic and the topic's end offset."""
+    # "earliest" too: seek_to_beginning alone can lose a race with the position fetch that
+    # assign() starts, which then resets to the default ("latest"; seen in our tests)
+    consumer = AIOKafkaConsumer(
+        **aiokafka_kwargs(kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(kafka.topics.name("control"), 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+        last: PolicyAnnouncement | None = None
+        while await consumer.position(tp) < end:
+            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                last = _policy(record.value or b"") or last
+        return last, end
+    finally:
+        await consumer.stop()
+
+
+class ControlWatch:
+    """Follows the control topic from ``offset``; ``displaced_by`` is set when an older
+    learner announces for the group."""
+
+    def __init__(self, kafka: KafkaSettings, me: LearnerIdentity, offset: int) -> None:
+        self.kafka = kafka
+        self.me = me
+        self.offset = offset
+        self.displaced_by: PolicyAnnouncement | None = None
+
+    def see(self, raw: bytes) -> None:
+        announcement = _policy(raw)
+        if announcement is not None and displaces(announcement, self.me):
+            self.displaced_by = announcement
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **aiokafka_kwargs(self.kafka), group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.kafka.topics.name("control"), 0)
+            consumer.assign([tp])
+            consumer.seek(tp, self.offset)
+            while self.displaced_by is None:
+                for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                    self.see(record.value or b"")
+        finally:
+            await consumer.stop()
+
+
+def _policy(raw: bytes) -> PolicyAnnouncement | None:
+    if not is_policy_record(raw):
+        return None
+    try:
+        return PolicyAnnouncement.model_validate_json(raw)
+    except ValueError:
+        return None  # workers log a malformed announcement; here it names no learner

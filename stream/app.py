@@ -170,7 +170,7 @@ class StreamrecApp:
                 s.encoder.checkpoint,
                 self.catalog.items,
                 self.metrics,
-                self.model_server.set_policy if s.learner.mode == "shared" else None,
+                self.feedback.serve_announced if s.learner.mode == "shared" else None,
                 kept_context=s.state.context_fields,
             )
             if self.model_server

@@ -172,14 +172,17 @@ class ControlListener:
         except Exception as exc:  # an announced checkpoint is outside input: a damaged file
             # raises whatever its parser raises (safetensors, transformers), and the worker must
             # keep serving its model, not crash on every restart while the announcement stands.
-            log.error(
-                "cannot serve checkpoint %s, keeping %s: %r", checkpoint, server.model_version, exc
-            )
+            self.metrics.model_swap_failures.inc()
+            # the checkpoint in the template: the log limiter (stream/logs.py) keys on it, and
+            # two different failed checkpoints must both be told
+            named = str(checkpoint).replace("%", "%%")
+            log.error(f"cannot serve checkpoint {named}, keeping %s: %r", server.model_version, exc)
             return
         self.swaps += 1
         _warn_unkept_context(checkpoint, self.kept_context)
         self.metrics.model_version.clear()
         self.metrics.model_version.labels(version).set(1)
+        self.metrics.index_items.set(server.index_size or 0)
         log.info("serving model %s (loaded in %.2f s)", version, time.perf_counter() - started)
 
     async def on_items(self, items: list[Item], record_ts_ms: int) -> None:

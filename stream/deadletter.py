@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streamrec.errors import ContractError
-from streamrec.stream.contract import dead_letter, encode
+from streamrec.stream.contract import ERROR_CODES, dead_letter, encode
 from streamrec.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ class DeadLetters:
         self.metrics = metrics
         self.count = 0
         self.by_code: dict[str, int] = {}
+        for code in ERROR_CODES:  # a series per code from the start: rate() and alerts see 0s
+            metrics.events_rejected.labels(code)
 
     async def reject(
         self, raw: bytes, key: Any, error: ContractError, topic: str, partition: int, offset: int

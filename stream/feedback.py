@@ -88,6 +88,8 @@ class Feedback:
         self.experience = experience  # shared mode: closed impressions go to the learner process
         self.expiry: dict[int, deque[tuple[float, str]]] = {}
         self.reward_value = 0.0
+        for reason in DropReason:  # a series per reason from the start: rate() and alerts see 0s
+            metrics.rewards_dropped.labels(reason.value)
         on_policy(self.learner.weights, self.learner.version)
 
     def store(self, impression: Impression, partition: int) -> bool:
@@ -170,6 +172,14 @@ class Feedback:
             self.learner.n_updates,
             result.rolled_back,
         )
+
+    def serve_announced(self, weights: FloatArray, version: str) -> None:
+        """Shared mode: serve the learner process's version (stream/control.py). The local
+        learner only mirrors it, so /stats and ``streamrec_policy_updates_total`` follow what
+        the slates use."""
+        self.on_policy(weights, version)
+        self.learner.weights, self.learner.version = weights, version
+        self.metrics.policy_updates.inc()
 
     def stats(self) -> dict[str, Any]:
         return {

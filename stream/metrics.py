@@ -148,7 +148,10 @@ class WorkerMetrics:
             registry=registry,
         )
         self.policy_updates = Counter(
-            f"{ns}_policy_updates", "Online policy updates (rollbacks included).", registry=registry
+            f"{ns}_policy_updates",
+            "Online policy updates (rollbacks included); in shared learner mode, announced "
+            "versions this worker took up.",
+            registry=registry,
         )
         self.policy_rollbacks = Counter(
             f"{ns}_policy_rollbacks", "Updates that rolled the policy back.", registry=registry
@@ -177,6 +180,12 @@ class WorkerMetrics:
         self.broker_outage_limit_seconds = Gauge(
             f"{ns}_broker_outage_limit_seconds",
             "kafka.outage_limit_s: the outage length at which the worker exits.",
+            registry=registry,
+        )
+        self.model_swap_failures = Counter(
+            f"{ns}_model_swap_failures",
+            "Announced checkpoints this worker could not load (it kept serving its model; the "
+            "log names the checkpoint and the error).",
             registry=registry,
         )
         self.model_version = Gauge(

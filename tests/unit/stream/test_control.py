@@ -39,6 +39,7 @@ class FakeServer:
             raise RuntimeError("incomplete metadata, file not fully covered")
         self.loads.append((checkpoint, sorted(catalog)))
         self.model_version = checkpoint.name
+        self.index_size = 10 + len(self.cold)
         return checkpoint.name
 
 
@@ -59,6 +60,7 @@ def test_an_announced_model_is_loaded_with_the_live_catalog_and_reported() -> No
     _announce(listener, "v1")
     assert server.loads == [(Path("/m/v1"), ["i1", "i2"])]
     assert listener.swaps == 1 and value_of(listener.metrics.model_version, "v1") == 1
+    assert value_of(listener.metrics.index_items) == 10  # before any cold start, too
 
 
 def test_the_version_already_served_is_not_loaded_again() -> None:
@@ -74,6 +76,19 @@ def test_a_checkpoint_that_fails_to_load_keeps_the_served_model() -> None:
     _announce(listener, "broken")
     _announce(listener, "damaged")  # any error of a damaged file, not only ours
     assert server.model_version == "v1" and listener.swaps == 1
+
+
+def test_each_failed_swap_is_counted_and_logged_under_its_own_checkpoint(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listener, _, _ = _listener()
+    with caplog.at_level(logging.ERROR):
+        _announce(listener, "broken")
+        _announce(listener, "damaged")
+    assert value_of(listener.metrics.model_swap_failures) == 2
+    # the log limiter keys on the template: two checkpoints must make two templates
+    templates = {str(r.msg) for r in caplog.records if "cannot serve checkpoint" in str(r.msg)}
+    assert len(templates) == 2 and any("/m/damaged" in t for t in templates)
 
 
 def test_a_malformed_control_record_is_ignored() -> None:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import faust
-from prometheus_client import CollectorRegistry
+import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
 
 from streamrec.models.policy.rewards import DropReason, Impression
 from streamrec.settings import Settings
 from streamrec.stream.compat import event_context
-from streamrec.stream.contract import Event, SlateItem
+from streamrec.stream.contract import ERROR_CODES, Event, SlateItem
+from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.feedback import Feedback, impression_of
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.write_behind import WriteBehind
@@ -116,3 +119,28 @@ def test_the_learners_policy_is_handed_to_serving_at_start(tmp_path: Path) -> No
     versions: list[str] = []
     feedback = _feedback(tmp_path, policies=versions)
     assert versions == [feedback.learner.version]
+
+
+def test_an_announced_policy_is_served_and_shown_as_the_workers_policy(tmp_path: Path) -> None:
+    versions: list[str] = []
+    feedback = _feedback(tmp_path, policies=versions)
+    weights = np.array([0.5, 0.1, 0.0, 1.0, 0.2])
+    feedback.serve_announced(weights, "pl-abc-3")
+    assert versions[-1] == "pl-abc-3"
+    assert feedback.stats()["policy_version"] == "pl-abc-3"
+    assert feedback.learner.weights.tolist() == weights.tolist()
+    assert feedback.metrics.policy_updates._value.get() == 1
+
+
+def test_every_drop_reason_and_error_code_is_exported_before_its_first_sample(
+    tmp_path: Path,
+) -> None:
+    feedback = _feedback(tmp_path)
+    exported = generate_latest(feedback.metrics.registry).decode()
+    for reason in DropReason:
+        assert f'streamrec_responses_dropped_total{{reason="{reason.value}"}} 0.0' in exported
+    metrics = WorkerMetrics(CollectorRegistry())
+    DeadLetters(lambda key, value: asyncio.sleep(0), metrics)
+    exported = generate_latest(metrics.registry).decode()
+    for code in ERROR_CODES:
+        assert f'streamrec_events_rejected_total{{code="{code}"}} 0.0' in exported

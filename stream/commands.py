@@ -45,17 +45,11 @@ def publish_model(
 ) -> None:
     """Announce a checkpoint on the control topic; every model-mode worker hot-swaps to it."""
     import asyncio
-    import json
 
-    from streamrec.errors import ModelError
+    from streamrec.models.encoder.checkpoint import verify_checkpoint
     from streamrec.stream.control import announce_model
 
-    config = checkpoint / "config.json"
-    if not config.is_file():
-        raise ModelError(
-            f"{checkpoint} is not a checkpoint folder (no config.json); run `streamrec train`"
-        )
-    version = json.loads(config.read_text())["model_version"]
+    version = verify_checkpoint(checkpoint)  # the workers would refuse what does not load here
     record = asyncio.run(announce_model(get_settings(ctx).kafka, checkpoint, version))
     report("publish-model", record.model_dump(), as_json)
 

@@ -166,6 +166,8 @@ def load_encoder(
     """Load (model in eval mode, config.json, item ids, fallback user vector [D])."""
     folder = Path(folder)
     config = _read_json(folder / "config.json")
+    if not isinstance(config, dict):
+        raise ModelError(f"{folder}/config.json is not a checkpoint config (not an object)")
     if config.get("format") != FORMAT or config.get("format_version") not in _READABLE_VERSIONS:
         raise ModelError(
             f"{folder}/config.json is format {config.get('format')!r} v"
@@ -173,11 +175,17 @@ def load_encoder(
             f"v{FORMAT_VERSION}; upgrade streamrec to load a newer checkpoint"
         )
     item_ids = _read_json(folder / "item_ids.json")
-    model = SequenceEncoder(EncoderConfig.from_dict(config["encoder"]))
+    try:
+        model = SequenceEncoder(EncoderConfig.from_dict(config["encoder"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{folder}/config.json has no usable encoder config ({exc!r})") from exc
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ModelError(f"checkpoint weights {weights} are missing; re-run `streamrec train`")
-    state = load_file(str(weights))
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors' own error type for a truncated or foreign file
+        raise ModelError(f"checkpoint weights {weights} are unreadable ({exc})") from exc
     fallback = state.pop(_FALLBACK, None)
     if fallback is None or len(item_ids) != model.config.n_items:
         raise ModelError(f"{folder} is inconsistent (item map or fallback vector); retrain")
@@ -187,6 +195,20 @@ def load_encoder(
         raise ModelError(f"{weights} does not match config.json: {exc}") from exc
     model.to(device).eval()
     return model, config, item_ids, fallback.to(device)
+
+
+def verify_checkpoint(folder: Path) -> str:
+    """The version of a checkpoint that loads (on the CPU); ModelError saying what is wrong
+    otherwise. Run before announcing one, so workers are never sent a folder they would refuse."""
+    if not (folder / "config.json").is_file():
+        raise ModelError(
+            f"{folder} is not a checkpoint folder (no config.json); run `streamrec train`"
+        )
+    _, config, _, _ = load_encoder(folder)
+    version = config.get("model_version")
+    if not isinstance(version, str) or not version:
+        raise ModelError(f"{folder}/config.json names no model_version; retrain")
+    return version
 
 
 class InferenceEncoder:

@@ -15,6 +15,7 @@ from streamrec.models.encoder.checkpoint import (
     load_encoder,
     save_checkpoint,
     trained_until,
+    verify_checkpoint,
 )
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.quantize import agreement, quantize_int8
@@ -86,6 +87,28 @@ def test_missing_projection_and_corrupt_files(tmp_path: Path) -> None:
         load_encoder(folder)
     with pytest.raises(ModelError, match="is missing"):
         load_encoder(tmp_path / "absent")
+
+
+def test_a_checkpoint_is_verified_before_it_is_announced(tmp_path: Path) -> None:
+    _, folder = _saved(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    assert verify_checkpoint(folder) == config["model_version"]
+    with pytest.raises(ModelError, match="not a checkpoint folder"):
+        verify_checkpoint(tmp_path / "absent")
+    (folder / "config.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(ModelError, match="not an object"):
+        verify_checkpoint(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "encoder": {"n_items": "x"}}))
+    with pytest.raises(ModelError, match="no usable encoder config"):
+        verify_checkpoint(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "model_version": ""}))
+    with pytest.raises(ModelError, match="names no model_version"):
+        verify_checkpoint(folder)
+    (folder / "config.json").write_text(json.dumps(config))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated in a copy
+    with pytest.raises(ModelError, match="unreadable"):
+        verify_checkpoint(folder)
 
 
 def test_trained_until_reads_the_recorded_horizon_and_none_when_absent(tmp_path: Path) -> None:

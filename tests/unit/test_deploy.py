@@ -22,6 +22,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from streamrec.broker import pinned_version
 from streamrec.settings import Settings
 from streamrec.stream.metrics import WorkerMetrics
 
@@ -79,6 +80,11 @@ def test_worker_listens_on_all_interfaces_in_compose_and_image() -> None:
     )
     assert env["STREAMREC_SERVING__WEB_BIND"] == "0.0.0.0"
     assert all(_setting_path(name) for name in env)
+
+
+def test_compose_runs_the_kafka_version_the_tests_prove() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{pinned_version()}"
 
 
 def test_grafana_is_provisioned_from_the_repository() -> None:

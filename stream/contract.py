@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -128,8 +129,19 @@ def _check_version(value: Any) -> Any:
     return value
 
 
-TimestampMs = Annotated[int, BeforeValidator(_parse_ts)]
-Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("bad_value", "is blank (only whitespace)")
+    return value
+
+
+# ge= only puts the floor into the JSON Schema: _parse_ts has checked it, with a clearer message.
+TimestampMs = Annotated[int, Field(ge=MIN_TS_MS), BeforeValidator(_parse_ts)]
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_CHARS, json_schema_extra={"pattern": r"\S"}),
+    AfterValidator(_not_blank),
+]
 Version = Annotated[Literal[1], BeforeValidator(_check_version)]
 ContextValue = str | int | float | bool
 

@@ -92,8 +92,11 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         {"position": -1},
         {"v": 2},  # unsupported_version
         {"ts": "yesterday"},
+        {"ts": 5},  # epoch seconds or a counter, not epoch ms
+        {"user_id": " \t "},  # blank
+        {"item_id": "\n"},
     ],
-    ids=["type", "user_id", "position", "v", "ts"],
+    ids=["type", "user_id", "position", "v", "ts", "ts_small", "user_blank", "item_blank"],
 )
 def test_schema_and_code_reject_the_same_bad_events(change: dict[str, Any]) -> None:
     bad = {**_readme_example_event(), **change}

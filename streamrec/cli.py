@@ -25,6 +25,9 @@ from streamrec.console import (
 from streamrec.errors import StreamrecError
 from streamrec.settings import CONFIG_ENV
 
+# `produce` exit code when some rows were rejected and the rest published (2 is a failed run)
+PRODUCED_WITH_REJECTIONS = 3
+
 app = typer.Typer(
     help="streamrec: a streaming real-time recommender on Kafka, Faust, transformers and FAISS.",
     no_args_is_help=True,
@@ -193,7 +196,8 @@ def produce(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Validate and publish records; rejected rows are reported by line number and reason."""
+    """Validate and publish records; rejected rows are reported by line number and reason, and
+    make the exit code 3 (the valid rows are published all the same)."""
     from streamrec.stream.producer import produce_file
 
     if kind not in ("events", "items"):
@@ -213,10 +217,12 @@ def produce(
     rejected = [{"line": r.line, "code": r.code, "message": r.message} for r in result.rejected]
     if as_json:
         report("produce", {**figures, "rejections": rejected}, True)
-        return
-    report("produce", figures, False)
-    if rejected:
+    else:
+        report("produce", figures, False)
+    if rejected and not as_json:
         print_rows(f"rejected rows (first {min(show, len(rejected))})", rejected[:show])
+    if rejected:  # the good rows went out; a script must still learn that some did not
+        raise typer.Exit(PRODUCED_WITH_REJECTIONS)
 
 
 @app.command()
@@ -226,13 +232,18 @@ def replay(
         None, "--dataset", help="MovieLens or RecBole files (default ML-100K)."
     ),
     rate: float = typer.Option(0.0, "--rate", help="Events per second; 0 = as fast as possible."),
-    limit: int = typer.Option(0, "--limit", help="Publish only the first N events (0 = all)."),
+    limit: int = typer.Option(
+        0, "--limit", min=0, help="Publish only the first N events (0 = all)."
+    ),
     items: bool = typer.Option(True, "--items/--no-items", help="Also publish the catalog first."),
     max_outage_s: float = typer.Option(
         300.0, "--max-outage-s", help="Seconds to wait for a broker that acknowledges nothing."
     ),
     resume_from: int = typer.Option(
-        0, "--resume-from", help="Skip the first N events (after a failed run: the index it named)."
+        0,
+        "--resume-from",
+        min=0,
+        help="Skip the first N events (after a failed run: the index it named).",
     ),
     as_json: bool = JsonOption,
 ) -> None:

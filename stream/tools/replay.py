@@ -6,7 +6,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from streamrec.errors import DeliveryError
+from streamrec.errors import ConfigError, DeliveryError
 from streamrec.models.encoder.event_log import stream_event_log
 from streamrec.settings import Settings
 from streamrec.stream.producer import DEFAULT_MAX_OUTAGE_S, dataset_items, publish
@@ -31,6 +31,12 @@ async def replay_dataset(
     """
     # With a RecBole file's extra columns; made as they are sent.
     dataset, events = stream_event_log(path, settings.data.cache_dir)
+    total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
+    if resume_from >= total:
+        raise ConfigError(
+            f"--resume-from {resume_from} leaves nothing to send: the replay has {total} events"
+            + (f" (--limit {limit})" if limit else "")
+        )
     kafka = settings.kafka
     await create_topics(kafka)
     figures: dict[str, Any] = {"dataset": dataset.name}
@@ -51,7 +57,6 @@ async def replay_dataset(
                 0,
             ) from None
         figures["items"] = items.figures()
-    total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
     events = itertools.islice(events, total)
     try:
         sent = await publish(

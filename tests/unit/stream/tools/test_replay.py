@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from streamrec.datasets import Dataset, Interaction
-from streamrec.errors import DeliveryError
+from streamrec.errors import ConfigError, DeliveryError
 from streamrec.models.encoder.event_log import load_event_log, stream_event_log
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream import producer as producer_module
@@ -110,6 +110,25 @@ def test_replay_names_the_event_index_to_resume_from(monkeypatch: pytest.MonkeyP
         asyncio.run(replay)
     assert info.value.resume_from == 2
     assert "tiny-<index>" in str(info.value)
+
+
+def test_a_resume_point_past_the_limit_is_refused_not_a_silent_empty_replay(
+    monkeypatch: pytest.MonkeyPatch, sent: list[tuple[bytes, bytes]]
+) -> None:
+    dataset = Dataset(
+        name="tiny",
+        interactions=[Interaction("u1", "i1", 4.0, 10**9 + n) for n in range(5)],
+        items={},
+    )
+    made = (dataset, dataset_events(dataset))
+    monkeypatch.setattr(replay_module, "stream_event_log", lambda path, cache: made)
+    for limit, resume in ((3, 3), (None, 5)):
+        replay = replay_module.replay_dataset(
+            Settings(), None, None, limit, False, False, resume_from=resume
+        )
+        with pytest.raises(ConfigError, match=f"--resume-from {resume} leaves nothing to send"):
+            asyncio.run(replay)
+    assert sent == []
 
 
 def test_replay_publishes_a_files_types_and_context_on_a_valid_clock(

@@ -102,7 +102,9 @@ class StreamrecApp:
         )
         self.follower.load()
         self.dead_letters = DeadLetters(
-            lambda key, value: deadletter_topic.send(key=key, value=value), self.metrics
+            lambda key, value: deadletter_topic.send(key=key, value=value),
+            self.metrics,
+            s.kafka.topics.name("items"),
         )
         self.fusion = FusionLearner(s.serving.fusion, s.serving.slate_size)
         self.model_server = _model_service(s, lambda: self.fusion.weights)
@@ -300,6 +302,7 @@ class StreamrecApp:
             "duplicates_dropped": counts.duplicates,
             "dead_lettered": self.dead_letters.count,
             "rejected_by_code": self.dead_letters.by_code,
+            "items_rejected_by_code": self.dead_letters.items_by_code,
             "recommendations_published": self.refresher.published,
             "users_in_state": counts.users,
             "partitions": sorted(self.owned),

@@ -20,15 +20,19 @@ SendFn = Callable[[bytes | None, bytes], Awaitable[Any]]
 
 
 class DeadLetters:
-    """Sends rejected records to the dead-letter topic and counts them by error code."""
+    """Sends rejected records to the dead-letter topic and counts them by error code, events
+    and catalog items apart (a bad catalog feed must not read as bad behaviour events)."""
 
-    def __init__(self, send: SendFn, metrics: WorkerMetrics) -> None:
+    def __init__(self, send: SendFn, metrics: WorkerMetrics, items_topic: str) -> None:
         self.send = send
         self.metrics = metrics
-        self.count = 0
-        self.by_code: dict[str, int] = {}
+        self.items_topic = items_topic  # its rejections are counted apart from the events'
+        self.count = 0  # events
+        self.by_code: dict[str, int] = {}  # events
+        self.items_by_code: dict[str, int] = {}
         for code in ERROR_CODES:  # a series per code from the start: rate() and alerts see 0s
             metrics.events_rejected.labels(code)
+            metrics.items_rejected.labels(code)
 
     async def reject(
         self, raw: bytes, key: Any, error: ContractError, topic: str, partition: int, offset: int
@@ -39,6 +43,10 @@ class DeadLetters:
             "dead-lettered %s[%s]@%s: %s (%s)", topic, partition, offset, error.message, error.code
         )
         await self.send(key if isinstance(key, bytes) else None, encode(record))
+        if topic == self.items_topic:
+            self.items_by_code[error.code] = self.items_by_code.get(error.code, 0) + 1
+            self.metrics.items_rejected.labels(error.code).inc()
+            return
         self.count += 1
         self.by_code[error.code] = self.by_code.get(error.code, 0) + 1
         self.metrics.events_rejected.labels(error.code).inc()

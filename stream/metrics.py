@@ -38,7 +38,13 @@ class WorkerMetrics:
         )
         self.dead_lettered = Counter(
             f"{ns}_events_dead_lettered",
-            "Records written to the dead-letter topic.",
+            "Event records written to the dead-letter topic.",
+            registry=registry,
+        )
+        self.items_rejected = Counter(
+            f"{ns}_items_rejected",
+            "Catalog records (items topic) rejected and dead-lettered, by error code.",
+            ["code"],
             registry=registry,
         )
         self.duplicates = Counter(

@@ -140,7 +140,7 @@ def test_every_drop_reason_and_error_code_is_exported_before_its_first_sample(
     for reason in DropReason:
         assert f'streamrec_responses_dropped_total{{reason="{reason.value}"}} 0.0' in exported
     metrics = WorkerMetrics(CollectorRegistry())
-    DeadLetters(lambda key, value: asyncio.sleep(0), metrics)
+    DeadLetters(lambda key, value: asyncio.sleep(0), metrics, "items")
     exported = generate_latest(metrics.registry).decode()
     for code in ERROR_CODES:
         assert f'streamrec_events_rejected_total{{code="{code}"}} 0.0' in exported

@@ -44,7 +44,7 @@ def _ingest(
         deltas.publish,
         lambda: owned if owned is not None else {0, 1},
         remembered.append,
-        DeadLetters(sent, m).reject,
+        DeadLetters(sent, m, "items").reject,
         down,
         down.mark,
         m,

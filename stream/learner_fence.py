@@ -47,18 +47,24 @@ def new_learner_id() -> str:
 
 
 def is_own(announcement: PolicyAnnouncement, me: LearnerIdentity, held_version: str) -> bool:
-    """Announced by this learner, or naming the version it holds: one it adopted, or one
-    announced before records carried ids (version names never cross lineages)."""
+    """Announced by this learner, or naming the version it holds (one it adopted). Version
+    names carry the learner's id (its start version too), so they never cross lineages."""
     return announcement.learner_id == me.learner_id or announcement.policy_version == held_version
 
 
 def on_start(
-    last: PolicyAnnouncement | None, me: LearnerIdentity, held_version: str | None
+    last: PolicyAnnouncement | None,
+    me: LearnerIdentity,
+    held_version: str | None,
+    legacy: bool = False,
 ) -> Start:
     """What a starting learner does given the last announcement; ``held_version`` is None for
-    a learner without saved state. ConfigError when starting would roll the workers back."""
+    a learner without saved state, ``legacy`` marks state saved before learners had ids (its
+    own announcements then carry none). ConfigError when starting would roll workers back."""
     if last is None or is_own(last, me, held_version or ""):
         return "carry_on"
+    if legacy and not last.learner_id:
+        return "carry_on"  # its own, announced before ids existed (or one an upgrade re-sends)
     if held_version is None:
         return "adopt"
     raise ConfigError(
@@ -70,16 +76,20 @@ def on_start(
 
 
 def displaces(announcement: PolicyAnnouncement, me: LearnerIdentity) -> bool:
-    """A running learner gives way to another one that started before it."""
-    if not announcement.learner_id or announcement.learner_id == me.learner_id:
-        return False
-    return (announcement.learner_started, announcement.learner_id) < (me.started, me.learner_id)
+    """A running learner gives way to another process that started before it: another
+    learner, or a copy of this one (a data dir restored on a second host, which its lock
+    cannot see). Start times are wall clocks: keep the hosts' clocks in sync."""
+    if not announcement.learner_id:
+        return False  # announced by a learner from before ids: nobody to give way to
+    other = (announcement.learner_started, announcement.learner_id)
+    return other != (me.started, me.learner_id) and other < (me.started, me.learner_id)
 
 
 async def last_policy(kafka: KafkaSettings) -> tuple[PolicyAnnouncement | None, int]:
     """The last policy announcement on the control topic and the topic's end offset."""
-    # "earliest" too: seek_to_beginning alone can lose a race with the position fetch that
-    # assign() starts, which then resets to the default ("latest"; seen in our tests)
+    # An explicit seek to the first offset: seek_to_beginning lost a race with the position
+    # fetch assign() starts (it reset to "latest" in our tests); "earliest" for a compacted-away
+    # first offset.
     consumer = AIOKafkaConsumer(
         **aiokafka_kwargs(kafka),
         group_id=None,
@@ -112,6 +122,7 @@ class ControlWatch:
         self.displaced_by: PolicyAnnouncement | None = None
 
     def see(self, raw: bytes) -> None:
+        """Note a control record: a policy announcement that displaces this learner."""
         announcement = _policy(raw)
         if announcement is not None and displaces(announcement, self.me):
             self.displaced_by = announcement
@@ -120,8 +131,8 @@ class ControlWatch:
         consumer = AIOKafkaConsumer(
             **aiokafka_kwargs(self.kafka), group_id=None, enable_auto_commit=False
         )
-        await consumer.start()
         try:
+            await consumer.start()
             tp = TopicPartition(self.kafka.topics.name("control"), 0)
             consumer.assign([tp])
             consumer.seek(tp, self.offset)
@@ -133,6 +144,7 @@ class ControlWatch:
 
 
 def _policy(raw: bytes) -> PolicyAnnouncement | None:
+    """The policy announcement in a control record, if it holds a valid one."""
     if not is_policy_record(raw):
         return None
     try:

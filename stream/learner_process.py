@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamrec.errors import ConfigError, ContractError, DataError, ModelError
+from streamrec.errors import BrokerError, ConfigError, ContractError, DataError, ModelError
 from streamrec.models.policy.actor_critic import ActorCriticLearner, load_learner, make_learner
 from streamrec.models.policy.dr import doubly_robust
 from streamrec.models.policy.learner import OnlineLearner, Sample
@@ -66,6 +66,7 @@ class LearnerService:
     path: Path
     ope_window: int
     fresh: bool = True  # no saved state: nothing learned yet
+    legacy: bool = False  # state saved before learners had ids
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
     recent: deque[tuple[Sample, FloatArray]] = field(default_factory=deque)
     seen: deque[str] = field(default_factory=deque)
@@ -147,8 +148,7 @@ class LearnerService:
 
     def adopt(self, announcement: PolicyAnnouncement) -> None:
         """Start from the policy another learner left the workers serving, not the defaults."""
-        self.learner.weights = np.asarray(announcement.weights, dtype=np.float64)
-        self.learner.version = announcement.policy_version
+        self.learner.adopt(np.asarray(announcement.weights), announcement.policy_version)
         log.info(
             "adopting policy %s announced by learner %s",
             announcement.policy_version,
@@ -172,16 +172,22 @@ def open_service(settings: Settings, data_dir: Path) -> LearnerService:
             learner = load_learner(path, settings.learner, settings.policy)
         except ModelError as exc:
             raise ModelError(f"learner process: {exc}") from exc
+    legacy = not fresh and not learner.lineage
     learner.lineage = learner.lineage or new_learner_id()  # the learner's id, kept in its file
-    return LearnerService(learner, path, settings.learner.ope_window, fresh)
+    if fresh:  # even its start version names its lineage: "pl-0" is every fresh learner's
+        learner.version = f"{learner.prefix}-{learner.lineage}-0"
+    return LearnerService(learner, path, settings.learner.ope_window, fresh, legacy)
 
 
 async def _seek(
     consumer: AIOKafkaConsumer, tps: list[TopicPartition], saved: dict[int, int]
 ) -> None:
     for tp in tps:
-        committed = await consumer.committed(tp)
-        start = max(saved.get(tp.partition, 0), committed or 0)
+        # What this learner saved is what it learned; the group's commit is only for a learner
+        # with no state (it continues where its predecessor's commits stopped). Another
+        # learner's commits can run ahead of this one's state, and skipping to them would lose
+        # the experience in between.
+        start = saved[tp.partition] if tp.partition in saved else await consumer.committed(tp)
         if start:
             consumer.seek(tp, start)
         else:
@@ -198,21 +204,23 @@ async def run_learner(
         service = open_service(settings, data_dir)
         me = LearnerIdentity(service.learner.lineage, int(time.time() * 1000))
         last, end = await last_policy(kafka)
-        start = on_start(last, me, None if service.fresh else service.learner.version)
+        held = None if service.fresh else service.learner.version
+        start = on_start(last, me, held, service.legacy)
         if start == "adopt" and last is not None:
             service.adopt(last)
         watch = ControlWatch(kafka, me, end)
         task = asyncio.create_task(watch.run())
+
+        def fenced() -> bool:  # displaced, or the watch died: learning on would be unfenced
+            return watch.displaced_by is not None or task.done()
+
         try:
-            await _learn(
-                settings,
-                service,
-                me,
-                start == "carry_on",
-                lambda: stop() or watch.displaced_by is not None,
-            )
+            await _learn(settings, service, me, start == "carry_on", stop, fenced)
         finally:
             task.cancel()
+            (outcome,) = await asyncio.gather(task, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            raise BrokerError(f"learner stopped: its control-topic watch failed: {outcome!r}")
         if watch.displaced_by is not None:
             raise ConfigError(
                 f"learner {watch.displaced_by.learner_id} announced policy "
@@ -228,6 +236,7 @@ async def _learn(
     me: LearnerIdentity,
     reannounce: bool,
     stop: Callable[[], bool],
+    fenced: Callable[[], bool],
 ) -> None:
     kafka = settings.kafka
     topic = kafka.topics.name("experience")
@@ -250,7 +259,7 @@ async def _learn(
 
             if reannounce:  # what it holds (workers skip a version they serve already)
                 await announce(service.learner.version, service.learner.weights.tolist(), None)
-            await _loop(consumer, service, announce, stop)
+            await _loop(consumer, service, announce, stop, fenced)
     finally:
         await consumer.stop()
 
@@ -260,13 +269,19 @@ async def _loop(
     service: LearnerService,
     announce: Callable[[str, list[float], Any], Awaitable[None]],
     stop: Callable[[], bool],
+    fenced: Callable[[], bool] = lambda: False,
 ) -> None:
+    """Read, learn, checkpoint and announce until ``stop()``. Once ``fenced()`` (another
+    learner holds the group) nothing more is saved, committed or announced: this learner's
+    commits would move the group past what the other one has learned."""
     kept = dict(service.positions)
-    while not stop():
+    while not stop() and not fenced():
         batch = await consumer.getmany(timeout_ms=500, max_records=500)
         for tp, records in batch.items():
             for record in records:
                 service.handle(tp.partition, record.offset, record.value or b"")
+        if fenced():
+            return
         if service.announcements:
             await _checkpoint(consumer, service)
             for a in service.announcements:
@@ -278,7 +293,8 @@ async def _loop(
             # so the group's lag reads 0 once everything is read, not only at an update.
             await _checkpoint(consumer, service)
             kept = dict(service.positions)
-    await _checkpoint(consumer, service)  # a graceful stop keeps what came after the last update
+    if not fenced():
+        await _checkpoint(consumer, service)  # a graceful stop keeps what followed the last update
 
 
 async def _checkpoint(consumer: AIOKafkaConsumer, service: LearnerService) -> None:

@@ -58,8 +58,10 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(t.name("items"), t.partitions, {"cleanup.policy": "compact"}),
         TopicSpec(t.name("recommendations"), t.partitions),
         TopicSpec(t.name("deadletter"), t.partitions, {"retention.ms": week_ms}),
-        # One partition keeps version announcements totally ordered for every worker.
-        TopicSpec(t.name("control"), 1),
+        # One partition keeps version announcements totally ordered for every worker. Compacted,
+        # not time-retained: the last model and policy announcements (keys "model", "policy")
+        # must outlive any quiet week, or a restarted worker or learner would forget them.
+        TopicSpec(t.name("control"), 1, {"cleanup.policy": "compact"}),
         # Every worker replays it from its last snapshot (stream/item_updates.py).
         TopicSpec(t.name("item_updates"), t.partitions, {"retention.ms": week_ms}, internal=True),
         # Read by the learner process from its committed offset (stream/experience.py).

@@ -282,6 +282,18 @@ class OnlineLearner:
 
     # ---------------------------------------------------------------- persistence
 
+    def adopt(self, weights: FloatArray, version: str) -> None:
+        """Serve ``weights`` under ``version`` from now on (another learner's last policy): the
+        start point of a learner that replaces a lost one. ModelError for another layout."""
+        if np.shape(weights) != self.weights.shape:
+            raise ModelError(
+                f"policy {version} has {np.size(weights)} weights, this learner "
+                f"{self.weights.size}: it was learned over other features"
+            )
+        self.weights = np.asarray(weights, dtype=np.float64).copy()
+        self.version = version
+        self.previous = None
+
     def save(self, path: Path, extra: Mapping[str, str] | None = None) -> None:
         """Write the learner's whole state as safetensors (atomic): weights, previous weights,
         baseline, counters, rollback statistics and whatever a subclass holds. ``extra``:

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streamrec.errors import ConfigError
+from streamrec.errors import BrokerError, ConfigError
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.control import policy_record
+from streamrec.stream.learner_fence import ControlWatch
 from streamrec.stream.learner_process import open_service, run_learner
 from streamrec.stream.producer import kafka_producer
 from streamrec.stream.topics import create_topics
@@ -89,3 +90,17 @@ def test_one_learner_per_group(kafka_settings: KafkaSettings, tmp_path: Path) ->
             await asyncio.wait_for(young, 60)
 
     asyncio.run(displaced())
+
+
+def test_a_learner_whose_control_watch_fails_stops_rather_than_run_unfenced(
+    kafka_settings: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asyncio.run(create_topics(kafka_settings))
+
+    async def broken(self: ControlWatch) -> None:
+        raise RuntimeError("control topic gone")
+
+    monkeypatch.setattr(ControlWatch, "run", broken)
+    settings = Settings(kafka=kafka_settings)
+    with pytest.raises(BrokerError, match=r"control-topic watch failed.*control topic gone"):
+        asyncio.run(run_learner(settings, tmp_path / "l", _after_polls(10**6)))

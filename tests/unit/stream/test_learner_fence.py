@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ConfigError, ModelError
 from streamrec.models.config import LearnerSettings
 from streamrec.settings import Settings
 from streamrec.stream.control import PolicyAnnouncement, policy_record
@@ -43,6 +43,13 @@ def test_a_fresh_learner_adopts_another_learners_policy_instead_of_rolling_back(
     assert on_start(_announced("pl-9"), ME, None) == "adopt"
 
 
+def test_state_from_before_ids_carries_on_after_its_own_id_less_announcement() -> None:
+    # saved at pl-8, crashed before announcing it: the last announcement is its pl-7
+    assert on_start(_announced("pl-7"), ME, "pl-8", legacy=True) == "carry_on"
+    with pytest.raises(ConfigError):  # an id-bearing learner took over meanwhile
+        on_start(_announced("pl-bbbb2222-1", "bbbb2222", 1_000), ME, "pl-8", legacy=True)
+
+
 def test_a_learner_with_state_is_refused_when_another_took_the_group_since() -> None:
     with pytest.raises(ConfigError, match="learner bbbb2222 announced policy pl-bbbb2222-9"):
         on_start(_announced("pl-bbbb2222-9", "bbbb2222", 1_000), ME, "pl-aaaa1111-4")
@@ -55,6 +62,8 @@ def test_only_an_older_learner_displaces_a_running_one() -> None:
     assert not displaces(_announced("pl-b-1", "bbbb2222", started=3_000), ME)
     assert not displaces(_announced("pl-a-1", ME.learner_id, started=ME.started), ME)
     assert not displaces(_announced("pl-1"), ME)  # no id: nobody to give way to
+    # a copy of this learner (its data dir restored on another host) started earlier
+    assert displaces(_announced("pl-a-1", ME.learner_id, started=ME.started - 1), ME)
     # a tie on the start time is broken by the id, so exactly one of the two gives way
     twin = LearnerIdentity("0000ffff", ME.started)
     assert displaces(_announced("pl-t-1", twin.learner_id, twin.started), ME)
@@ -75,6 +84,9 @@ def test_versions_carry_the_learners_id_and_it_survives_a_restart(tmp_path: Path
     settings = Settings(learner=LearnerSettings(batch_size=16))
     service = open_service(settings, tmp_path)
     assert service.fresh and len(service.learner.lineage) == 8
+    assert service.learner.version == f"pl-{service.learner.lineage}-0"  # not every one's pl-0
+    with pytest.raises(ModelError, match="has 3 weights, this learner 5"):
+        service.learner.adopt(np.ones(3), "pl-x-1")
     service.adopt(_announced("pl-bbbb2222-9", "bbbb2222", 1_000))
     assert service.learner.version == "pl-bbbb2222-9"
     assert np.allclose(service.learner.weights, [0.5, 0.1, 0.0, 1.0, 0.2])

@@ -166,3 +166,23 @@ def test_an_idle_learner_commits_what_it_read_after_its_last_update(tmp_path: Pa
     asyncio.run(_loop(cast(Any, consumer), service, announce, lambda: next(polls, None) is None))
     # the update, the idle keep (once, not at every idle poll), the graceful stop
     assert consumer.commits == [16, 20, 20]
+
+
+def test_a_learner_displaced_while_reading_neither_commits_nor_announces(tmp_path: Path) -> None:
+    """The first batch makes an update; the fence closes while the second (another update) is
+    read: that one is neither saved, committed nor announced, and no final checkpoint runs."""
+    service = open_service(_settings("reinforce"), tmp_path)
+    records = _records(40)
+    consumer = _Consumer([records[:16], records[16:40]])
+    announced: list[str] = []
+
+    async def announce(version: str, weights: list[float], estimate: Any) -> None:
+        announced.append(version)
+
+    reads = iter(range(10))
+    fenced = lambda: consumer.offset > 16  # noqa: E731 - displaced during the second read
+    asyncio.run(
+        _loop(cast(Any, consumer), service, announce, lambda: next(reads, None) is None, fenced)
+    )
+    assert consumer.commits == [16] and len(announced) == 1
+    assert open_service(_settings("reinforce"), tmp_path).positions == {0: 16}

@@ -23,3 +23,11 @@ def test_every_worker_table_changelog_is_created_as_faust_declares_it() -> None:
         spec = specs[declared.get_topic_name()]
         assert spec.internal and spec.partitions == declared.partitions == 3
         assert declared.compacting and spec.config["cleanup.policy"] == "compact"
+
+
+def test_the_control_topic_keeps_the_last_announcements_however_old() -> None:
+    """Time retention would delete a quiet week's last model and policy announcements: a
+    restarted worker would then serve its configured model, a fresh learner the start weights."""
+    specs = {spec.name: spec for spec in topic_specs(KafkaSettings())}
+    control = specs[KafkaSettings().topics.name("control")]
+    assert control.partitions == 1 and control.config == {"cleanup.policy": "compact"}

@@ -97,12 +97,13 @@ class ControlListener:
         initial: Path | None,
         catalog: Mapping[str, Item],
         metrics: WorkerMetrics,
-        on_policy: Callable[[Any, str], None] | None = None,
+        on_policy: Callable[[Any, str, int], None] | None = None,
         kept_context: tuple[str, ...] = (),
     ) -> None:
         self.kafka = kafka
         self.kept_context = kept_context  # state.context_fields: what the user states keep
-        self.on_policy = on_policy  # (weights [F], version): announced policies go here
+        # (weights [F], version, announced_at ms): announced policies go here
+        self.on_policy = on_policy
         self.policy_version: str | None = None
         self.server = server
         self.initial = initial  # encoder.checkpoint: served before any announcement
@@ -157,7 +158,11 @@ class ControlListener:
         if self.on_policy is None or announcement.policy_version == self.policy_version:
             return
         try:
-            self.on_policy(np.asarray(announcement.weights), announcement.policy_version)
+            self.on_policy(
+                np.asarray(announcement.weights),
+                announcement.policy_version,
+                announcement.announced_at,
+            )
         except StreamrecError as exc:
             log.error("cannot serve policy %s: %s", announcement.policy_version, exc)
             return

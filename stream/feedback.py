@@ -88,6 +88,8 @@ class Feedback:
         self.experience = experience  # shared mode: closed impressions go to the learner process
         self.expiry: dict[int, deque[tuple[float, str]]] = {}
         self.reward_value = 0.0
+        self.started_ms = int(time.time() * 1000)
+        self.announced_updates = 0  # shared mode: versions announced since the start, taken up
         for reason in DropReason:  # a series per reason from the start: rate() and alerts see 0s
             metrics.rewards_dropped.labels(reason.value)
         on_policy(self.learner.weights, self.learner.version)
@@ -173,13 +175,16 @@ class Feedback:
             result.rolled_back,
         )
 
-    def serve_announced(self, weights: FloatArray, version: str) -> None:
+    def serve_announced(self, weights: FloatArray, version: str, announced_at_ms: int) -> None:
         """Shared mode: serve the learner process's version (stream/control.py). The local
         learner only mirrors it, so /stats and ``streamrec_policy_updates_total`` follow what
-        the slates use."""
+        the slates use; versions announced before this worker started (read again from the
+        control topic at start) are served but not counted as updates."""
         self.on_policy(weights, version)
         self.learner.weights, self.learner.version = weights, version
-        self.metrics.policy_updates.inc()
+        if announced_at_ms >= self.started_ms:
+            self.announced_updates += 1
+            self.metrics.policy_updates.inc()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -187,7 +192,7 @@ class Feedback:
             "reward_value": round(self.reward_value, 3),
             "responses_dropped": {k: n for k, n in self.joiner.counts.items() if k != "joined"},
             "policy_version": self.learner.version,
-            "policy_updates": self.learner.n_updates,
+            "policy_updates": self.learner.n_updates + self.announced_updates,
             "policy_rollbacks": self.learner.n_rollbacks,
             "open_impressions": sum(len(q) for q in self.expiry.values()),
         }

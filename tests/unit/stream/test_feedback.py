@@ -125,11 +125,13 @@ def test_an_announced_policy_is_served_and_shown_as_the_workers_policy(tmp_path:
     versions: list[str] = []
     feedback = _feedback(tmp_path, policies=versions)
     weights = np.array([0.5, 0.1, 0.0, 1.0, 0.2])
-    feedback.serve_announced(weights, "pl-abc-3")
-    assert versions[-1] == "pl-abc-3"
-    assert feedback.stats()["policy_version"] == "pl-abc-3"
+    feedback.serve_announced(weights, "pl-abc-2", feedback.started_ms - 60_000)  # read at start
+    feedback.serve_announced(weights, "pl-abc-3", feedback.started_ms + 1)
+    assert versions[-2:] == ["pl-abc-2", "pl-abc-3"]
+    stats = feedback.stats()
+    assert stats["policy_version"] == "pl-abc-3" and stats["policy_updates"] == 1
     assert feedback.learner.weights.tolist() == weights.tolist()
-    assert feedback.metrics.policy_updates._value.get() == 1
+    assert feedback.metrics.policy_updates._value.get() == 1  # the old one is not an update
 
 
 def test_every_drop_reason_and_error_code_is_exported_before_its_first_sample(

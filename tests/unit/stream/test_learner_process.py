@@ -120,7 +120,7 @@ def test_workers_serve_announced_policies_once_and_skip_bad_ones() -> None:
     served: list[str] = []
     listener = ControlListener(
         settings.kafka, server, None, {}, WorkerMetrics(CollectorRegistry(), "t"),
-        lambda weights, version: served.append(version),
+        lambda weights, version, announced_at: served.append(version),
     )  # fmt: skip
     good = policy_record("ac-3", [1.0, 0.5, 0.0, 1.0, 0.0], None)
     for raw in (good, good, b'{"type": "policy", "weights": "x"}', b"{"):

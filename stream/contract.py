@@ -11,9 +11,7 @@ deeper than ``MAX_DEPTH`` is rejected *before* parsing (deep nesting is what mad
 parser raise ``RecursionError`` and crash the ingest agent), and any other exception from parsing
 or validation is turned into a ``ContractError`` rather than left to reach faust.
 
-Timestamps are accepted as epoch milliseconds (int) or ISO-8601 strings with a zone (``Z`` or
-``+01:00``) and stored as epoch milliseconds. Epoch *seconds* are rejected on purpose: a value
-below 10^11 is ambiguous and is the commonest producer bug.
+What an id, a timestamp and the schema version may be: stream/contract_fields.py.
 """
 
 from __future__ import annotations
@@ -22,14 +20,11 @@ import base64
 import re
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -38,19 +33,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from streamrec.errors import ContractError
+from streamrec.stream.contract_fields import SCHEMA_VERSION, Identifier, TimestampMs, Version
 
-SCHEMA_VERSION: Literal[1] = 1
 MAX_EVENT_BYTES = 16 * 1024
 MAX_ITEM_BYTES = 64 * 1024
-MAX_ID_CHARS = 128
 MAX_CONTEXT_KEYS = 32
 # Deepest nesting of arrays/objects in a record. An event needs 2 (the record, its context);
 # the headroom is for unknown fields a newer producer may add. Far below the ~1,000 levels at
 # which recursive code (Python's parser, repr, pydantic) runs out of stack.
 MAX_DEPTH = 32
-# Earliest plausible event time (1990-01-01) and allowed producer clock skew into the future.
-MIN_TS_MS = 631_152_000_000
-MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
 
 EventType = Literal["view", "click", "add_to_cart", "purchase", "dwell", "rating"]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]  # Literal args
@@ -71,78 +62,6 @@ ERROR_CODES: dict[str, str] = {
 }
 
 
-def _parse_ts(value: Any) -> int:
-    """Epoch ms from an int (ms) or an ISO-8601 string with a zone; range-checked."""
-    if isinstance(value, bool):
-        raise PydanticCustomError(
-            "bad_timestamp", "must be epoch milliseconds or ISO-8601, got a boolean"
-        )
-    if isinstance(value, int):
-        ts = value
-    elif isinstance(value, float) and value.is_integer():
-        ts = int(value)
-    elif isinstance(value, str):
-        ts = _parse_iso(value)
-    else:
-        raise PydanticCustomError(
-            "bad_timestamp",
-            "must be epoch milliseconds or ISO-8601, got {got}",
-            {"got": repr(value)[:40]},
-        )
-    now_ms = int(time.time() * 1000)
-    if ts < MIN_TS_MS:
-        raise PydanticCustomError(
-            "bad_timestamp",
-            "{ts} is before 1990-01-01 in epoch milliseconds (epoch seconds? multiply by 1000)",
-            {"ts": ts},
-        )
-    if ts > now_ms + MAX_FUTURE_SKEW_MS:
-        raise PydanticCustomError(
-            "bad_timestamp", "{ts} is more than a day in the future", {"ts": ts}
-        )
-    return ts
-
-
-def _parse_iso(value: str) -> int:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise PydanticCustomError(
-            "bad_timestamp",
-            "must be epoch milliseconds or ISO-8601, got {got}",
-            {"got": value[:40]},
-        ) from None
-    if parsed.tzinfo is None:
-        raise PydanticCustomError(
-            "bad_timestamp", "ISO-8601 time {got} has no zone", {"got": value[:40]}
-        )
-    return int(parsed.timestamp() * 1000)
-
-
-def _check_version(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool) and value > SCHEMA_VERSION:
-        raise PydanticCustomError(
-            "unsupported_version",
-            "schema version {v} is newer than the supported {s}",
-            {"v": value, "s": SCHEMA_VERSION},
-        )
-    return value
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise PydanticCustomError("bad_value", "is blank (only whitespace)")
-    return value
-
-
-# ge= only puts the floor into the JSON Schema: _parse_ts has checked it, with a clearer message.
-TimestampMs = Annotated[int, Field(ge=MIN_TS_MS), BeforeValidator(_parse_ts)]
-Identifier = Annotated[
-    str,
-    Field(min_length=1, max_length=MAX_ID_CHARS, json_schema_extra={"pattern": r"\S"}),
-    AfterValidator(_not_blank),
-]
-Version = Annotated[Literal[1], BeforeValidator(_check_version)]
 ContextValue = str | int | float | bool
 
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.errors import ContractError
-from streamrec.stream import contract
+from streamrec.stream import contract, contract_fields
 from streamrec.stream.contract import (
     ERROR_CODES,
     EVENT_TYPES,
@@ -281,7 +281,7 @@ def _accepted_is_well_formed(event: Event) -> None:
     event.user_id.encode()  # the key check encodes it; a lone surrogate would raise here
     numbers = [event.value, *(event.context or {}).values()]
     assert all(math.isfinite(n) for n in numbers if isinstance(n, float))
-    assert event.ts >= contract.MIN_TS_MS
+    assert event.ts >= contract_fields.MIN_TS_MS
 
 
 @settings(max_examples=500, deadline=None)

@@ -95,8 +95,21 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         {"ts": 5},  # epoch seconds or a counter, not epoch ms
         {"user_id": " \t "},  # blank
         {"item_id": "\n"},
+        {"item_id": "\x1f"},  # a separator Python calls whitespace and JavaScript does not
+        {"item_id": "\ufeff \u3000"},  # a BOM JavaScript calls whitespace and Python does not
     ],
-    ids=["type", "user_id", "position", "v", "ts", "ts_small", "user_blank", "item_blank"],
+    ids=[
+        "type",
+        "user_id",
+        "position",
+        "v",
+        "ts",
+        "ts_small",
+        "user_blank",
+        "item_blank",
+        "item_unit_separator",
+        "item_bom",
+    ],
 )
 def test_schema_and_code_reject_the_same_bad_events(change: dict[str, Any]) -> None:
     bad = {**_readme_example_event(), **change}

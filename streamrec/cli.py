@@ -215,10 +215,7 @@ def produce(
     )
     figures = result.figures()
     rejected = [{"line": r.line, "code": r.code, "message": r.message} for r in result.rejected]
-    if as_json:
-        report("produce", {**figures, "rejections": rejected}, True)
-    else:
-        report("produce", figures, False)
+    report("produce", {**figures, "rejections": rejected} if as_json else figures, as_json)
     if rejected and not as_json:
         print_rows(f"rejected rows (first {min(show, len(rejected))})", rejected[:show])
     if rejected:  # the good rows went out; a script must still learn that some did not

@@ -32,6 +32,8 @@ async def replay_dataset(
     # With a RecBole file's extra columns; made as they are sent.
     dataset, events = stream_event_log(path, settings.data.cache_dir)
     total = min(limit, len(dataset.interactions)) if limit else len(dataset.interactions)
+    if total == 0:
+        raise ConfigError(f"dataset {dataset.name} has no events to replay")
     if resume_from >= total:
         raise ConfigError(
             f"--resume-from {resume_from} leaves nothing to send: the replay has {total} events"

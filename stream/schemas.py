@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, RootModel
 
 from streamrec import __version__
 from streamrec.settings import KafkaSettings
@@ -31,6 +31,7 @@ from streamrec.stream.contract import (
     ModelAnnouncement,
     Recommendation,
 )
+from streamrec.stream.control import PolicyAnnouncement
 from streamrec.stream.topics import topic_specs
 
 TopicName = Literal["events", "items", "recommendations", "deadletter", "control"]
@@ -38,6 +39,12 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ASYNCAPI_FILE = "asyncapi.yaml"
 # The AsyncAPI Kafka bindings version whose fields (partitions, topicConfiguration, key) we use.
 KAFKA_BINDING_VERSION = "0.5.0"
+
+
+class ControlRecord(
+    RootModel[Annotated[ModelAnnouncement | PolicyAnnouncement, Field(discriminator="type")]]
+):
+    """A control record: a model announcement or a policy announcement (``type`` says which)."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +92,13 @@ TOPICS: dict[TopicName, TopicContract] = {
         "operators (inspect, fix the producer, re-publish the original)",
     ),
     "control": TopicContract(
-        ModelAnnouncement,
-        "the constant `model`",
-        "Model version announcements, one partition so every worker applies them in one order.",
-        "`streamrec publish-model`",
-        "every model-mode worker, from the beginning of the topic",
+        ControlRecord,
+        "`model` or `policy`, as the record's type",
+        "Model and policy version announcements, one partition so every worker applies them "
+        "in one order; compacted, so the last of each stays.",
+        "`streamrec publish-model`, `streamrec trainer` (models); `streamrec learner` (policies)",
+        "every model-mode worker, from the beginning of the topic; `streamrec learner` (the last "
+        "policy, and policies announced while it runs)",
     ),
 }
 

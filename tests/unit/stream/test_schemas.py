@@ -24,6 +24,7 @@ from streamrec.stream.contract import (
     encode,
     validate_event,
 )
+from streamrec.stream.control import policy_record
 from streamrec.stream.schemas import (
     ASYNCAPI_FILE,
     TOPICS,
@@ -144,6 +145,9 @@ def test_records_the_worker_writes_match_their_schemas() -> None:
         model_version="m1", checkpoint="/models/m1", announced_at=1_700_000_000_000
     )
     _validator("control").validate(json.loads(encode(announcement)))
+    policy = policy_record("pl-ab12cd34-3", [0.5, 0.1, 0.0, 1.0, 0.2], None, ("ab12cd34", 1))
+    _validator("control").validate(json.loads(policy))
+    assert not _validator("control").is_valid({**json.loads(policy), "type": "neither"})
 
 
 def test_asyncapi_document_names_every_topic_and_its_schema() -> None:

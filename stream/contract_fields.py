@@ -25,6 +25,10 @@ MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
 # their \s differ on U+001C-U+001F, U+0085 and U+FEFF.
 NOT_BLANK = r"[^\s\u001c-\u001f\u0085\ufeff]"
 _NOT_BLANK = re.compile(NOT_BLANK)
+# No control characters: a tab or newline in an id breaks every tab- or line-separated file the
+# id reaches (the trainer's training files, logs, CSV exports).
+NO_CONTROL = r"^[^\u0000-\u001f\u007f]*$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _parse_ts(value: Any) -> int:
@@ -85,9 +89,14 @@ def _check_version(value: Any) -> Any:
     return value
 
 
-def _not_blank(value: str) -> str:
+def _check_id(value: str) -> str:
     if _NOT_BLANK.search(value) is None:
         raise PydanticCustomError("bad_value", "is blank (only whitespace)")
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise PydanticCustomError(
+            "bad_value", "contains the control character {c}", {"c": repr(control.group())}
+        )
     return value
 
 
@@ -95,7 +104,11 @@ def _not_blank(value: str) -> str:
 TimestampMs = Annotated[int, Field(ge=MIN_TS_MS), BeforeValidator(_parse_ts)]
 Identifier = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_ID_CHARS, json_schema_extra={"pattern": NOT_BLANK}),
-    AfterValidator(_not_blank),
+    Field(
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        json_schema_extra={"allOf": [{"pattern": NOT_BLANK}, {"pattern": NO_CONTROL}]},
+    ),
+    AfterValidator(_check_id),
 ]
 Version = Annotated[Literal[1], BeforeValidator(_check_version)]

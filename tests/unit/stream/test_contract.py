@@ -342,8 +342,11 @@ def test_a_recommendation_encoded_from_its_fields_has_the_records_bytes() -> Non
 
     def text() -> str:
         pools = [(0, 0x7F), (0x80, 0x2FFF), (0x10000, 0x10FFFF), (0x2028, 0x2029), (0, 0x1F)]
-        drawn = "".join(chr(rng.randint(*rng.choice(pools))) for _ in range(rng.randint(1, 20)))
-        return drawn if drawn.strip() else drawn + "x"  # a blank id is refused by the contract
+        return "".join(chr(rng.randint(*rng.choice(pools))) for _ in range(rng.randint(1, 20)))
+
+    def ident() -> str:  # ids refuse control characters and blanks; other text may hold them
+        kept = "".join(c for c in text() if c >= " " and c != "\x7f")
+        return kept if kept.strip() else kept + "x"
 
     def number() -> float:
         value = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
@@ -353,16 +356,18 @@ def test_a_recommendation_encoded_from_its_fields_has_the_records_bytes() -> Non
 
     for _ in range(3_000):
         items = [
-            SlateItem(item_id=text(), score=number(), propensity=rng.random() or 1.0, reason=text())
+            SlateItem(
+                item_id=ident(), score=number(), propensity=rng.random() or 1.0, reason=text()
+            )
             for _ in range(rng.randint(0, 12))
         ]
         fields: dict[str, Any] = {
-            "rec_id": text(),
-            "user_id": text(),
+            "rec_id": ident(),
+            "user_id": ident(),
             "items": items,
             "model_version": text(),
             "policy_version": text(),
-            "trigger_event_ids": [text() for _ in range(rng.randint(1, 3))],
+            "trigger_event_ids": [ident() for _ in range(rng.randint(1, 3))],
             "created_at": rng.randint(0, 2**62),
             "timing_ms": {text(): number() for _ in range(rng.randint(0, 7))},
         }

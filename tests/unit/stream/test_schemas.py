@@ -98,6 +98,7 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         {"item_id": "\n"},
         {"item_id": "\x1f"},  # a separator Python calls whitespace and JavaScript does not
         {"item_id": "\ufeff \u3000"},  # a BOM JavaScript calls whitespace and Python does not
+        {"user_id": "tab\tuser"},  # breaks the trainer's tab-separated training files
     ],
     ids=[
         "type",
@@ -110,6 +111,7 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         "item_blank",
         "item_unit_separator",
         "item_bom",
+        "user_tab",
     ],
 )
 def test_schema_and_code_reject_the_same_bad_events(change: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -116,23 +117,40 @@ class ControlListener:
     async def run(self) -> None:
         if self.initial is not None:
             await self._load(self.initial)
-        consumer = AIOKafkaConsumer(  # earliest: see learner_fence.last_policy
+        consumer = AIOKafkaConsumer(  # earliest: see last_announcements
             **aiokafka_kwargs(self.kafka),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        await consumer.start()
         try:
+            await consumer.start()
             tp = TopicPartition(self.kafka.topics.name("control"), 0)
             consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
             consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
-            while True:
-                batch = await consumer.getmany(timeout_ms=500)
-                for record in batch.get(tp, []):
-                    await self.on_record(record.value or b"")
+            await self.follow(consumer, tp, end)
         finally:
             await consumer.stop()
+
+    async def follow(self, consumer: Any, tp: TopicPartition, end: int) -> None:
+        """Act on every record from the consumer's position on. Of the model announcements
+        before ``end`` (the backlog a starting worker reads) only the newest is loaded:
+        loading each in turn cost a load per announcement ever made, and the trainer prunes
+        old checkpoints, whose loads failed and counted as failed swaps at every restart."""
+        newest: bytes | None = None
+        caught_up = await consumer.position(tp) >= end
+        while True:
+            for record in (await consumer.getmany(timeout_ms=500)).get(tp, []):
+                raw = record.value or b""
+                if not caught_up and _parse_model(raw) is not None:
+                    newest = raw
+                else:
+                    await self.on_record(raw)
+            if not caught_up and await consumer.position(tp) >= end:
+                caught_up = True
+                if newest is not None:
+                    await self.on_record(newest)
 
     async def on_record(self, raw: bytes) -> None:
         """Act on one control record: load the announced model unless it is served already,
@@ -219,6 +237,63 @@ def _warn_unkept_context(checkpoint: Path, kept: tuple[str, ...]) -> None:
             checkpoint.name,
             missing,
         )
+
+
+def parse_policy(raw: bytes) -> PolicyAnnouncement | None:
+    """The policy announcement in a control record, if it holds a valid one."""
+    if not is_policy_record(raw):
+        return None
+    try:
+        return PolicyAnnouncement.model_validate_json(raw)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class LastAnnouncements:
+    """What the control topic says now: its newest valid model and policy announcements."""
+
+    model: ModelAnnouncement | None
+    policy: PolicyAnnouncement | None
+    end: int  # the topic's end offset when read: follow from here for what comes next
+
+
+async def last_announcements(kafka: KafkaSettings) -> LastAnnouncements:
+    """Read the control topic to its end (a learner and a trainer start from what it says)."""
+    # An explicit seek to the first offset: seek_to_beginning lost a race with the position
+    # fetch assign() starts (it reset to "latest" in our tests); "earliest" for a compacted-away
+    # first offset.
+    consumer = AIOKafkaConsumer(
+        **aiokafka_kwargs(kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        await consumer.start()
+        tp = TopicPartition(kafka.topics.name("control"), 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+        model: ModelAnnouncement | None = None
+        policy: PolicyAnnouncement | None = None
+        while await consumer.position(tp) < end:
+            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                raw = record.value or b""
+                if is_policy_record(raw):
+                    policy = parse_policy(raw) or policy
+                else:
+                    model = _parse_model(raw) or model
+        return LastAnnouncements(model, policy, end)
+    finally:
+        await consumer.stop()
+
+
+def _parse_model(raw: bytes) -> ModelAnnouncement | None:
+    try:
+        return ModelAnnouncement.model_validate_json(raw)
+    except ValueError:
+        return None
 
 
 def is_policy_record(raw: bytes) -> bool:

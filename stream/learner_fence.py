@@ -16,7 +16,6 @@ between two lineages of weights, so:
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -26,9 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
-from streamrec.stream.control import PolicyAnnouncement, is_policy_record
-
-log = logging.getLogger(__name__)
+from streamrec.stream.control import PolicyAnnouncement, parse_policy
 
 Start = Literal["carry_on", "adopt"]
 
@@ -85,32 +82,6 @@ def displaces(announcement: PolicyAnnouncement, me: LearnerIdentity) -> bool:
     return other != (me.started, me.learner_id) and other < (me.started, me.learner_id)
 
 
-async def last_policy(kafka: KafkaSettings) -> tuple[PolicyAnnouncement | None, int]:
-    """The last policy announcement on the control topic and the topic's end offset."""
-    # An explicit seek to the first offset: seek_to_beginning lost a race with the position
-    # fetch assign() starts (it reset to "latest" in our tests); "earliest" for a compacted-away
-    # first offset.
-    consumer = AIOKafkaConsumer(
-        **aiokafka_kwargs(kafka),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        tp = TopicPartition(kafka.topics.name("control"), 0)
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
-        last: PolicyAnnouncement | None = None
-        while await consumer.position(tp) < end:
-            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                last = _policy(record.value or b"") or last
-        return last, end
-    finally:
-        await consumer.stop()
-
-
 class ControlWatch:
     """Follows the control topic from ``offset``; ``displaced_by`` is set when an older
     learner announces for the group."""
@@ -123,7 +94,7 @@ class ControlWatch:
 
     def see(self, raw: bytes) -> None:
         """Note a control record: a policy announcement that displaces this learner."""
-        announcement = _policy(raw)
+        announcement = parse_policy(raw)
         if announcement is not None and displaces(announcement, self.me):
             self.displaced_by = announcement
 
@@ -141,13 +112,3 @@ class ControlWatch:
                     self.see(record.value or b"")
         finally:
             await consumer.stop()
-
-
-def _policy(raw: bytes) -> PolicyAnnouncement | None:
-    """The policy announcement in a control record, if it holds a valid one."""
-    if not is_policy_record(raw):
-        return None
-    try:
-        return PolicyAnnouncement.model_validate_json(raw)
-    except ValueError:
-        return None  # workers log a malformed announcement; here it names no learner

@@ -42,13 +42,12 @@ from streamrec.models.policy.slate import FloatArray
 from streamrec.settings import Settings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
-from streamrec.stream.control import PolicyAnnouncement, policy_record
+from streamrec.stream.control import PolicyAnnouncement, last_announcements, policy_record
 from streamrec.stream.data_dir import lock_data_dir
 from streamrec.stream.experience import decode_experience
 from streamrec.stream.learner_fence import (
     ControlWatch,
     LearnerIdentity,
-    last_policy,
     new_learner_id,
     on_start,
 )
@@ -203,7 +202,8 @@ async def run_learner(
     with lock_data_dir(data_dir, "learner"):
         service = open_service(settings, data_dir)
         me = LearnerIdentity(service.learner.lineage, int(time.time() * 1000))
-        last, end = await last_policy(kafka)
+        told = await last_announcements(kafka)
+        last, end = told.policy, told.end
         held = None if service.fresh else service.learner.version
         start = on_start(last, me, held, service.legacy)
         if start == "adopt" and last is not None:

@@ -7,14 +7,16 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from aiokafka import TopicPartition
 from stream_doubles import metrics, value_of
 
 from streamrec.errors import ModelError
 from streamrec.settings import Settings
 from streamrec.stream.contract import Item, ModelAnnouncement, encode
-from streamrec.stream.control import ControlListener
+from streamrec.stream.control import ControlListener, policy_record
 
 
 class FakeServer:
@@ -133,3 +135,51 @@ def test_a_model_reading_context_the_states_do_not_keep_is_named_in_the_log(
     with caplog.at_level(logging.WARNING, "streamrec.stream.control"):
         asyncio.run(keeping._load(tmp_path / "v2"))
     assert caplog.text == "" and server.model_version == "v2"
+
+
+class _Backlog:
+    """A control partition: ``backlog`` records before the end offset, then ``live`` ones,
+    one record per fetch; raises _Done when both are read (ends ``follow``)."""
+
+    def __init__(self, backlog: list[bytes], live: list[bytes]) -> None:
+        self.records = [*backlog, *live]
+        self.next = 0
+
+    async def position(self, tp: object) -> int:
+        return self.next
+
+    async def getmany(self, timeout_ms: int) -> dict[object, list[SimpleNamespace]]:
+        if self.next == len(self.records):
+            raise _Done
+        record = SimpleNamespace(offset=self.next, value=self.records[self.next])
+        self.next += 1
+        return {TP: [record]}
+
+
+class _Done(Exception):
+    pass
+
+
+TP = TopicPartition("control", 0)
+
+
+def _model(version: str) -> bytes:
+    return encode(
+        ModelAnnouncement(model_version=version, checkpoint=f"/m/{version}", announced_at=1)
+    )
+
+
+def test_a_starting_worker_loads_only_the_newest_model_of_the_backlog() -> None:
+    served: list[str] = []
+    server, catalog = FakeServer(), {"i1": Item(item_id="i1", title="One")}
+    listener = ControlListener(
+        Settings().kafka, server, None, catalog, metrics(),  # type: ignore[arg-type]
+        lambda weights, version, at: served.append(version),
+    )  # fmt: skip
+    policy = policy_record("pl-a-1", [0.5, 0.1, 0.0, 1.0, 0.2], None)
+    backlog = [_model("pruned"), policy, _model("v2"), b"{not json"]
+    consumer = _Backlog(backlog, [_model("v3")])
+    with pytest.raises(_Done):
+        asyncio.run(listener.follow(consumer, TP, end=len(backlog)))
+    assert [p.name for p, _ in server.loads] == ["v2", "v3"]  # never the pruned v1
+    assert served == ["pl-a-1"] and value_of(listener.metrics.model_swap_failures) == 0

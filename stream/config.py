@@ -266,6 +266,15 @@ class TrainerSettings(BaseModel):
         None, description="Where candidates are written (default <cache>/trainer)."
     )
 
+    @model_validator(mode="after")
+    def _holdout_inside_window(self) -> TrainerSettings:
+        if self.holdout_events >= self.window_events:
+            raise ValueError(
+                f"trainer.holdout_events ({self.holdout_events}) must be below "
+                f"trainer.window_events ({self.window_events}): the rest is what a cycle trains on"
+            )
+        return self
+
 
 class ServingSettings(BaseModel):
     """The recommendation path inside the worker."""

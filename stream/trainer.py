@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from streamrec.errors import StreamrecError
 from streamrec.stream.config import TrainerSettings
 from streamrec.stream.contract import Event, Item
 
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 # window, catalog, out, the served checkpoint to start from (None: from scratch) -> the
 # candidate's checkpoint, or None when training found nothing better than the start
 TrainFn = Callable[[Sequence[Event], Sequence[Item], Path, Path | None], Path | None]
-ScoreFn = Callable[[Path, Sequence[Event], Sequence[Event]], float]  # ckpt, history, held out
+# checkpoint, history, held out -> NDCG@10, or None when no held-out event could be scored
+ScoreFn = Callable[[Path, Sequence[Event], Sequence[Event]], float | None]
 AnnounceFn = Callable[[Path], Awaitable[str]]  # checkpoint -> the version announced
 HorizonFn = Callable[[Path], int | None]  # checkpoint -> its newest training event time (ms)
 
@@ -82,10 +84,12 @@ class ContinualTrainer:
     since_cycle: int = 0
     history: list[CycleResult] = field(default_factory=list)
     horizon: int | None = field(init=False)
+    ids: set[str] = field(init=False)  # event ids in the window: a re-sent event is not new
 
     def __post_init__(self) -> None:
         self.window = deque(maxlen=self.settings.window_events)
-        self.horizon = self.horizon_of(self.served) if self.served is not None else None
+        self.ids = set()
+        self.horizon = self._horizon(self.served)
         if self.horizon is not None:  # said, so an operator whose trainer idles sees why
             log.info(
                 "the served model was trained on events up to %s: older events are context "
@@ -93,8 +97,21 @@ class ContinualTrainer:
                 datetime.fromtimestamp(self.horizon / 1000, UTC).isoformat(),
             )
 
+    def _horizon(self, checkpoint: Path | None) -> int | None:
+        """The newest event time ``checkpoint`` learned, at most now: one event stamped up to
+        a day ahead (the contract allows for clock skew) must not make every later one old."""
+        trained = self.horizon_of(checkpoint) if checkpoint is not None else None
+        return None if trained is None else min(trained, int(time.time() * 1000))
+
     def add(self, event: Event) -> None:
+        """Take an event into the window; a re-sent one (its id is in the window) is dropped,
+        as the worker drops it: twice in the held-out part it would score as a seen item."""
+        if event.event_id in self.ids:
+            return
+        if len(self.window) == self.window.maxlen:
+            self.ids.discard(self.window[0].event_id)
         self.window.append(event)
+        self.ids.add(event.event_id)
         if self.horizon is None or event.ts > self.horizon:
             self.since_cycle += 1
 
@@ -114,7 +131,11 @@ class ContinualTrainer:
         self.since_cycle = 0
         out = self.folder / f"candidate-{int(time.time() * 1000)}"
         catalog = list(self.catalog.values())
-        candidate = await asyncio.to_thread(self.train, train, catalog, out, self.served)
+        try:
+            candidate = await asyncio.to_thread(self.train, train, catalog, out, self.served)
+        except StreamrecError as exc:  # the window's data or the served model: the next cycle
+            log.error("training cycle failed, served model kept: %s", exc)  # may succeed
+            candidate = None
         if candidate is None:
             # Announcing the served weights again would only churn the workers; and items the
             # served model lacks would lose their cold-start text vectors to untrained rows.
@@ -128,10 +149,12 @@ class ContinualTrainer:
             else None
         )
         announced = None
-        if theirs is None or ours >= theirs * (1.0 - self.settings.tolerance):
+        if ours is None:  # no held-out event could be scored: no evidence either way
+            shutil.rmtree(out, ignore_errors=True)
+        elif theirs is None or ours >= theirs * (1.0 - self.settings.tolerance):
             announced = await self.announce(candidate)
             self.served = candidate
-            self.horizon = self.horizon_of(candidate)
+            self.horizon = self._horizon(candidate)
         else:
             shutil.rmtree(out, ignore_errors=True)
         self._prune()

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from aiokafka import AIOKafkaConsumer
 
-from streamrec.errors import ContractError, ModelError
+from streamrec.errors import ConfigError, ContractError, ModelError
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.config import TrainerSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, Item, parse_event, parse_item
-from streamrec.stream.control import announce_model
+from streamrec.stream.control import announce_model, last_announcements
 from streamrec.stream.testing import worker_env
 from streamrec.stream.trainer import AnnounceFn, ContinualTrainer, TrainFn
 from streamrec.stream.training_data import write_atomic
@@ -68,10 +68,12 @@ def train_on_window(settings: Settings) -> TrainFn:
     return train
 
 
-def next_item_ndcg(checkpoint: Path, history: Sequence[Event], held: Sequence[Event]) -> float:
+def next_item_ndcg(
+    checkpoint: Path, history: Sequence[Event], held: Sequence[Event]
+) -> float | None:
     """NDCG@10 of each held-out event's item given its user's items before it (``history``
     then the held-out events before it), seen items excluded; events of users with no earlier
-    event are not scored. 0.0 when nothing can be scored."""
+    event are not scored. None when nothing can be scored."""
     from streamrec.models.encoder.checkpoint import InferenceEncoder
 
     encoder = InferenceEncoder.load(checkpoint, device="cpu")
@@ -88,7 +90,7 @@ def next_item_ndcg(checkpoint: Path, history: Sequence[Event], held: Sequence[Ev
             targets.append(event.item_id)
         before.append(event.item_id)
     if not queries:
-        return 0.0
+        return None
     scores = encoder.encode(queries) @ encoder.item_vectors().T  # [B, N]
     gains = [
         _gain(row, index, seen, target)
@@ -124,14 +126,17 @@ async def run_trainer(settings: Settings) -> None:
     from streamrec.models.encoder.checkpoint import trained_until  # torch, not for every command
 
     folder = settings.trainer.folder or settings.data.cache_dir / "trainer"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"trainer.folder {folder} is not a usable folder ({exc})") from None
     trainer = ContinualTrainer(
         settings.trainer,
         train_on_window(settings),
         next_item_ndcg,
         announcer(settings),
         folder,
-        served=settings.encoder.checkpoint,
+        served=await served_model(settings),
         horizon_of=trained_until,
     )
     kafka, topics = settings.kafka, settings.kafka.topics
@@ -155,6 +160,26 @@ async def run_trainer(settings: Settings) -> None:
     finally:
         await events.stop()
         await items.stop()
+
+
+async def served_model(settings: Settings) -> Path | None:
+    """What the workers serve: the control topic's last model announcement (a restarted
+    trainer must judge and fine-tune what they serve, not the model they started with), else
+    ``encoder.checkpoint``. ConfigError when that setting names no checkpoint."""
+    announced = (await last_announcements(settings.kafka)).model
+    if announced is not None and (Path(announced.checkpoint) / "config.json").is_file():
+        return Path(announced.checkpoint)
+    if announced is not None:
+        log.warning(
+            "announced model %s is gone from %s", announced.model_version, announced.checkpoint
+        )
+    configured = settings.encoder.checkpoint
+    if configured is not None and not (configured / "config.json").is_file():
+        raise ConfigError(
+            f"encoder.checkpoint (STREAMREC_ENCODER__CHECKPOINT) {configured} is not a "
+            "checkpoint folder (no config.json); run `streamrec train` or fix the path"
+        )
+    return configured
 
 
 async def _rewind(consumer: AIOKafkaConsumer, topic: str, window: int) -> None:

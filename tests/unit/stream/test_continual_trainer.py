@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from streamrec.errors import DataError
 from streamrec.stream.config import TrainerSettings
 from streamrec.stream.contract import Event, Item
 from streamrec.stream.trainer import ContinualTrainer
@@ -165,3 +167,64 @@ def test_gain_is_the_ndcg_of_the_target_among_unseen_items() -> None:
     assert _gain(scores, index, [], "i1") == pytest.approx(1 / math.log2(3))
     assert _gain(scores, index, [], "i11") == 0.0  # rank 12: outside the top 10
     assert _gain(scores, index, [], "unknown") == 0.0
+
+
+def test_a_re_sent_event_is_not_taken_twice(tmp_path: Path) -> None:
+    """Twice in the held-out part, an event scores as a seen item: a replay sent twice once
+    made both models score 0.0 and the gate let anything through."""
+    trainer, _ = _trainer(tmp_path, [])
+    for n in [*range(40), *range(40)]:
+        trainer.add(_event(n))
+    assert len(trainer.window) == 40 and trainer.since_cycle == 40
+    for n in range(40, 140):  # events 0-39 leave the window: their ids may come back
+        trainer.add(_event(n))
+    trainer.add(_event(0))
+    assert trainer.window[-1].event_id == "e0" and len(trainer.ids) == len(trainer.window)
+
+
+def test_an_event_stamped_ahead_of_the_clock_does_not_make_later_events_old(
+    tmp_path: Path,
+) -> None:
+    day_ahead = int(time.time() * 1000) + 20 * 3600 * 1000
+    parts = Parts([])
+    trainer = ContinualTrainer(SETTINGS, parts.train, parts.score, parts.announce, tmp_path,
+                               served=tmp_path, horizon_of=lambda _: day_ahead)  # fmt: skip
+    assert trainer.horizon is not None and trainer.horizon <= time.time() * 1000
+    now = Event(event_id="late", user_id="u", item_id="i", type="view",
+                ts=int(time.time() * 1000) + 1_000)  # fmt: skip
+    trainer.add(now)
+    assert trainer.since_cycle == 1
+
+
+def test_a_candidate_is_not_announced_when_no_held_out_event_could_be_scored(
+    tmp_path: Path,
+) -> None:
+    trainer, parts = _trainer(tmp_path, [0.6])
+    trainer.score = lambda checkpoint, history, held: None
+    for n in range(50):
+        trainer.add(_event(n))
+    result = asyncio.run(trainer.cycle())
+    assert result.announced is None and parts.announced == []
+    assert list(trainer.folder.glob("candidate-*")) == []
+
+
+def test_a_failed_training_keeps_the_served_model_and_the_trainer_running(
+    tmp_path: Path,
+) -> None:
+    trainer, _ = _trainer(tmp_path, [0.6])
+    served = trainer.served
+
+    def broken(*args: object) -> Path | None:
+        raise DataError("window.inter:602: expected 7 tab-separated fields, got 2")
+
+    trainer.train = broken
+    for n in range(50):
+        trainer.add(_event(n))
+    result = asyncio.run(trainer.cycle())
+    assert result.candidate_ndcg is None and result.announced is None
+    assert trainer.served == served and list(trainer.folder.glob("candidate-*")) == []
+
+
+def test_the_held_out_part_must_leave_something_to_train_on() -> None:
+    with pytest.raises(ValueError, match=r"holdout_events .* must be below"):
+        TrainerSettings(window_events=1_000, holdout_events=1_000)

@@ -189,6 +189,7 @@ class StreamrecApp:
             self.observe,
             self.stats,
             self.refresher.latest,
+            self.readiness,
             s.serving.web_token,
         )
         self._assigned_at = time.perf_counter()
@@ -225,6 +226,7 @@ class StreamrecApp:
         # aiohttp handlers and coroutine receivers, which is what these are.
         page = cast(Any, self.app.page)
         page("/metrics")(self.pages.metrics)
+        page("/ready")(self.pages.ready)
         page("/stats")(self.pages.stats_page)
         page("/recommendations/{user_id}")(self.pages.recommendation)
         for signal, receiver in (
@@ -279,6 +281,16 @@ class StreamrecApp:
     def _recovering(self) -> bool:
         tables: Any = self.app.tables
         return bool(self.app.in_recovery or not tables.recovery.completed.is_set())
+
+    def readiness(self) -> str | None:
+        """Why this worker cannot answer yet (None: it can); the /ready probe."""
+        if self._recovering():
+            return "recovering its tables"
+        if not self.catalog.loaded:
+            return "reading the catalog"
+        if self.model_server is not None and self.model_server.model_version is None:
+            return "loading its model"
+        return None
 
     # -- observation ---------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
-"""The worker's web pages: ``/metrics`` (Prometheus), ``/stats`` (JSON figures) and
-``/recommendations/{user_id}`` (the user's latest slate, for pull clients and debugging).
+"""The worker's web pages: ``/metrics`` (Prometheus), ``/ready`` (200 once the worker can
+answer: tables recovered, catalog read, model loaded; 503 with the reason before), ``/stats``
+(JSON figures) and ``/recommendations/{user_id}`` (the user's latest slate, for pull clients
+and debugging).
 
 Which expose user data: ``/recommendations/{user_id}`` returns any user's latest slate (items,
 scores, the ids of the events it answers) and ``/stats`` the worker's figures with example
 latencies; with ``serving.web_token`` set both require ``Authorization: Bearer <token>`` and
-answer 401 otherwise. ``/metrics`` holds only aggregates (no user or item ids) and stays open
-for Prometheus and the probes.
+answer 401 otherwise. ``/metrics`` holds only aggregates (no user or item ids) and ``/ready``
+a reason at most; both stay open for Prometheus and the probes.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ class Pages:
         observe: Callable[[], Awaitable[None]],
         stats: Callable[[], dict[str, Any]],
         latest: Mapping[str, bytes],
+        readiness: Callable[[], str | None],
         token: SecretStr | None = None,
     ) -> None:
         self.registry = registry
+        self.readiness = readiness  # why the worker cannot answer yet; None once it can
         self.observe = observe  # brings the gauges up to date before a scrape
         self.stats = stats
         self.latest = latest  # user_id -> the encoded slate last published for them
@@ -59,6 +63,12 @@ class Pages:
         await self.observe()
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        reason = self.readiness()
+        if reason is None:
+            return web.json_response({"ready": True})
+        return web.json_response({"ready": False, "reason": reason}, status=503)
 
     async def stats_page(self, request: web.Request) -> web.Response:
         return self._refused(request) or web.json_response(self.stats())

@@ -47,6 +47,16 @@ def _scrape(host: str, port: int) -> str | None:
         return None
 
 
+def _ready(host: str, port: int) -> dict[str, object]:
+    """The /ready answer (its body), 200 or 503."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as refused:  # 503: not ready, with the reason
+        assert refused.code == 503
+        return dict(json.loads(refused.read()))
+
+
 def _sample(text: str, name: str) -> float:
     """Sum of a metric's samples (all labels) in an exposition text; 0 when absent."""
     return sum(
@@ -116,6 +126,8 @@ def test_worker_listens_where_told_and_exports_what_dashboard_and_alerts_read(
         wait_until(answered, 120, "one dead-lettered record and one published slate")
         text = _scrape(BIND, port)
         assert text is not None
+        # ready once its tables are recovered and its catalog read: what Kubernetes probes
+        wait_until(lambda: _ready(BIND, port) == {"ready": True}, 60, "/ready to answer 200")
     finally:
         worker.stop()
 

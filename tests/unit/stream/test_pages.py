@@ -15,7 +15,7 @@ from streamrec.stream.pages import Pages
 SLATE = b'{"user_id": "u1", "items": []}'
 
 
-def _pages(token: str | None) -> Pages:
+def _pages(token: str | None, waiting_for: list[str] | None = None) -> Pages:
     async def observe() -> None:
         return None
 
@@ -24,6 +24,7 @@ def _pages(token: str | None) -> Pages:
         observe,
         lambda: {"events_accepted": 3},
         {"u1": SLATE},
+        lambda: (waiting_for or [None])[0],
         SecretStr(token) if token is not None else None,
     )
 
@@ -35,6 +36,8 @@ def _get(pages: Pages, path: str, authorization: str | None = None) -> web.Respo
         return asyncio.run(pages.metrics(request))
     if path == "/stats":
         return asyncio.run(pages.stats_page(request))
+    if path == "/ready":
+        return asyncio.run(pages.ready(request))
     return asyncio.run(pages.recommendation(request, path.rsplit("/", 1)[1]))
 
 
@@ -62,3 +65,13 @@ def test_with_a_token_user_data_needs_it_and_metrics_stay_open() -> None:
 def test_the_refusal_says_how_to_send_the_token() -> None:
     body = json.loads(_get(_pages("t"), "/stats").body or b"{}")
     assert body["error"] == "unauthorized" and "STREAMREC_SERVING__WEB_TOKEN" in body["message"]
+
+
+def test_ready_says_why_not_until_the_worker_can_answer_and_needs_no_token() -> None:
+    waiting = ["loading its model"]
+    pages = _pages("s3cret-token", waiting)
+    response = _get(pages, "/ready")
+    assert response.status == 503
+    assert json.loads(response.body or b"") == {"ready": False, "reason": "loading its model"}
+    waiting.clear()
+    assert _get(pages, "/ready").status == 200  # the probes carry no token

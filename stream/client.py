@@ -24,6 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streamrec.errors import ContractError
 from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import (
@@ -94,8 +95,13 @@ async def read_slates(
 def response(slate: Recommendation, position: int, kind: EventType, **fields: Any) -> Event:
     """The event of the slate's user answering the item at ``position`` (0-based) of ``slate``.
 
-    ``fields`` adds optional event fields (``dwell_ms``, ``value``, ``context``).
+    ``fields`` adds optional event fields (``dwell_ms``, ``value``, ``context``). ContractError
+    (``bad_value``) for a position the slate does not have.
     """
+    if not 0 <= position < len(slate.items):
+        raise ContractError(
+            "bad_value", f"position {position} is not in the slate of {len(slate.items)} items"
+        )
     return validate_event(
         {
             "event_id": uuid.uuid4().hex,

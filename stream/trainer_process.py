@@ -52,6 +52,7 @@ def train_on_window(settings: Settings) -> TrainFn:
                 progress=False,
                 time_budget_s=settings.trainer.time_budget_s,
                 init=init,
+                explain_inputs=False,
             )
             if init is not None and trained["best_epoch"] == 0:
                 return None  # no epoch beat the served weights: nothing new to offer

@@ -170,14 +170,17 @@ def run_training(
     progress: bool = True,
     time_budget_s: float | None = None,
     init: Path | None = None,
+    explain_inputs: bool = True,
 ) -> dict[str, Any]:
     """Train (from the checkpoint ``init`` when given: models/encoder/warm_start.py), evaluate
-    on the test items (history excluded and included), save a checkpoint."""
+    on the test items (history excluded and included), save a checkpoint. ``explain_inputs``:
+    say which of the dataset's columns the encoder leaves unread (once per command, not at
+    every cycle of the continual trainer)."""
     dev = pick_device(device or settings.encoder.device)
     log = load_event_log(dataset, settings.data.cache_dir)
     ds = log.dataset
     enc, tc = preset_configs(settings, preset, len(ds.items), epochs, time_budget_s)
-    hint = unread_columns(log, enc.inputs)
+    hint = unread_columns(log, enc.inputs) if explain_inputs else None
     if hint is not None:
         err_console.print(f"[yellow]{hint}[/]")
     split = prepare_split(settings, log, enc, tc)

@@ -24,6 +24,7 @@ Training rows (``scheme``):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -35,6 +36,7 @@ from streamrec.stream.contract import Event
 from streamrec.stream.state import UserState, apply_event
 
 __all__ = ["Example", "WindowSplit", "build_split"]
+logger = logging.getLogger(__name__)  # "log" names a user's events here
 
 
 @dataclass
@@ -95,6 +97,13 @@ def build_split(
             by_user.setdefault(e.user_id, []).append(e)
         else:
             unknown += 1
+    if unknown and total > unknown:  # scored on fewer events than it was given: say so
+        logger.warning(
+            "%s of the %s events are of items the model does not know and are left out "
+            "(a checkpoint trained before those items appeared?)",
+            f"{unknown:,}",
+            f"{total:,}",
+        )
     split = WindowSplit(list(item_ids), [], [], [], [], [], [], [], [], [])
     for user, log in by_user.items():
         _add_user(split, user, log, index, featurizer, state, scheme)

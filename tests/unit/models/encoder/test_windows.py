@@ -113,3 +113,17 @@ def test_a_log_of_items_the_model_does_not_know_says_so() -> None:
     featurizer = Featurizer({item: n + 1 for n, item in enumerate(ITEMS)}, INPUTS, 4)
     with pytest.raises(DataError, match="5 of the 5 events are of items the model does not know"):
         build_split(log, ITEMS, featurizer, STATE, "window")
+
+
+def test_events_of_unknown_items_left_out_are_counted_in_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = _log([("u1", ITEMS[n % 8], "view", n * 30, n, None, None) for n in range(12)])
+    log += [
+        Event(event_id=f"x{n}", user_id="u1", item_id=f"new-{n}", type="view", ts=BASE_MS + n)
+        for n in range(4)
+    ]
+    featurizer = Featurizer({item: i + 1 for i, item in enumerate(ITEMS)}, INPUTS, 4)
+    with caplog.at_level("WARNING"):
+        build_split(log, ITEMS, featurizer, STATE, "window")
+    assert "4 of the 16 events are of items the model does not know" in caplog.text

@@ -36,7 +36,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ConfigError, DataError
 from streamrec.index.swap import SnapshotHolder
 from streamrec.models.encoder.event_log import load_event_log
 from streamrec.settings import Settings
@@ -139,6 +139,12 @@ def run_offline(settings: Settings, options: QualityOptions) -> dict[str, Any]:
     data = log.dataset
     events = list(itertools.islice(log.events, options.limit))
     first_scored = int(len(events) * options.split)
+    if len(events) - first_scored <= lag:
+        raise DataError(
+            f"{len(events)} events, {len(events) - first_scored} of them after the split at "
+            f"{options.split}: offline, a slate answers its event {lag} events later, so nothing "
+            "would be scored; use more events (--limit, --dataset), a smaller --lag or --split"
+        )
     encoder: dict[str, Any] = {}
     systems: dict[str, BuilderFactory] = {}
     if options.mode != "model":

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from streamrec.broker import EmbeddedKafka, free_port
 from streamrec.console import err_console
 from streamrec.datasets import Dataset
-from streamrec.errors import ConfigError, StreamrecError
+from streamrec.errors import ConfigError, DataError, StreamrecError
 from streamrec.models.encoder.event_log import load_event_log
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
 from streamrec.stream.config import TrainerSettings
@@ -158,6 +158,11 @@ def encoder_for(
         return {"checkpoint": str(options.checkpoint), "trained_on": "given (--checkpoint)"}
     from streamrec.models.encoder.pipeline import run_training
 
+    if not training:
+        raise DataError(
+            f"the split at {options.split} leaves no event before it to train the encoder on; "
+            "use a larger dataset or --split, or serve a model with --checkpoint"
+        )
     inter = write_atomic(
         training, list(dataset_items(dataset)), options.out / "train", f"{dataset.name}-train"
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from event_streams import stream
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ConfigError, DataError
 from streamrec.settings import Settings
 from streamrec.stream.tools import quality
-from streamrec.stream.tools.offline import heuristic_factory, replay
+from streamrec.stream.tools.offline import heuristic_factory, replay, run_offline
+from streamrec.stream.tools.quality_bench import QualityOptions
 
 EVENTS = stream("u1 a", "u1 b", "u2 a", "u2 b", "u1 c")
 
@@ -57,3 +60,16 @@ def test_lag_below_one_is_refused() -> None:
     settings = Settings()
     with pytest.raises(ConfigError):
         replay(EVENTS, settings, heuristic_factory(settings), lag=0)
+
+
+def test_a_stream_too_short_to_score_anything_is_refused(tmp_path: Path) -> None:
+    """Five events, split at half, answered 20 events late: nothing would be scored (it
+    printed a table of zeros and exited 0)."""
+    inter = tmp_path / "tiny.inter"
+    rows = [f"u{n % 2}\ti{n}\t4\t{1_000_000_000 + n}" for n in range(5)]
+    inter.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                     + "\n".join(rows) + "\n")  # fmt: skip
+    options = QualityOptions(mode="heuristic", rate=1000.0, split=0.5, out=tmp_path / "run",
+                             plot=tmp_path / "p.png", dataset=inter)  # fmt: skip
+    with pytest.raises(DataError, match="nothing would be scored"):
+        run_offline(Settings(), options)

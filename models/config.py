@@ -223,3 +223,10 @@ class LearnerSettings(BaseModel):
         description="Learner process: latest impressions on which each new version's doubly "
         "robust estimate is computed before it is announced.",
     )
+    reannounce_s: float = Field(
+        60.0,
+        gt=0,
+        description="Learner process: seconds after which it announces the version it holds "
+        "again when nothing new was learned, so a second learner for the group learns of it "
+        "(workers skip a version they serve).",
+    )

@@ -259,7 +259,8 @@ async def _learn(
 
             if reannounce:  # what it holds (workers skip a version they serve already)
                 await announce(service.learner.version, service.learner.weights.tolist(), None)
-            await _loop(consumer, service, announce, stop, fenced)
+            heartbeat = Heartbeat(settings.learner.reannounce_s, announce, service)
+            await _loop(consumer, service, heartbeat.announce, stop, fenced, heartbeat.beat)
     finally:
         await consumer.stop()
 
@@ -270,6 +271,7 @@ async def _loop(
     announce: Callable[[str, list[float], Any], Awaitable[None]],
     stop: Callable[[], bool],
     fenced: Callable[[], bool] = lambda: False,
+    idle: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Read, learn, checkpoint and announce until ``stop()``. Once ``fenced()`` (another
     learner holds the group) nothing more is saved, committed or announced: this learner's
@@ -293,8 +295,35 @@ async def _loop(
             # so the group's lag reads 0 once everything is read, not only at an update.
             await _checkpoint(consumer, service)
             kept = dict(service.positions)
+        if idle is not None:
+            await idle()
     if not fenced():
         await _checkpoint(consumer, service)  # a graceful stop keeps what followed the last update
+
+
+@dataclass
+class Heartbeat:
+    """Announces the held version again after ``every_s`` without an announcement: a learner
+    that learns nothing would otherwise never tell a second learner of the group that it runs
+    (stream/learner_fence.py), and both would run until one of them updated."""
+
+    every_s: float
+    send: Callable[[str, list[float], Any], Awaitable[None]]
+    service: LearnerService
+    clock: Callable[[], float] = time.monotonic
+    last: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.last = self.clock()
+
+    async def announce(self, version: str, weights: list[float], estimate: Any) -> None:
+        await self.send(version, weights, estimate)
+        self.last = self.clock()
+
+    async def beat(self) -> None:
+        if self.clock() - self.last >= self.every_s:
+            learner = self.service.learner
+            await self.announce(learner.version, learner.weights.tolist(), None)
 
 
 async def _checkpoint(consumer: AIOKafkaConsumer, service: LearnerService) -> None:

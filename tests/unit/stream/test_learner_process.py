@@ -20,7 +20,7 @@ from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.settings import Settings
 from streamrec.stream.control import ControlListener, PolicyAnnouncement, policy_record
 from streamrec.stream.experience import decode_experience, encode_experience
-from streamrec.stream.learner_process import LearnerService, _loop, open_service
+from streamrec.stream.learner_process import Heartbeat, LearnerService, _loop, open_service
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.serving import ModelServer
 
@@ -186,3 +186,24 @@ def test_a_learner_displaced_while_reading_neither_commits_nor_announces(tmp_pat
     )
     assert consumer.commits == [16] and len(announced) == 1
     assert open_service(_settings("reinforce"), tmp_path).positions == {0: 16}
+
+
+def test_an_idle_learner_announces_its_version_again_so_a_second_learner_learns_of_it(
+    tmp_path: Path,
+) -> None:
+    service = open_service(_settings("reinforce"), tmp_path)
+    sent: list[str] = []
+
+    async def send(version: str, weights: list[float], estimate: Any) -> None:
+        sent.append(version)
+
+    ticks = iter(range(0, 1000, 25))  # each read of the clock is 25 s later
+    heartbeat = Heartbeat(60.0, send, service, clock=lambda: float(next(ticks)))
+    polls = iter(range(6))
+    consumer = _Consumer([])
+    asyncio.run(
+        _loop(cast(Any, consumer), service, heartbeat.announce,
+              lambda: next(polls, None) is None, idle=heartbeat.beat)
+    )  # fmt: skip
+    # clock reads: 0 (start), then 25, 50, 75 (beat: 75 >= 60, resets at 100), 125, 150, 175
+    assert sent == [service.learner.version] * 2

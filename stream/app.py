@@ -289,7 +289,8 @@ class StreamrecApp:
         if not self.catalog.loaded:
             return "reading the catalog"
         if self.model_server is not None and self.model_server.model_version is None:
-            return "loading its model"
+            failed = self.control.load_failure if self.control else None
+            return f"no model could load ({failed})" if failed else "loading its model"
         return None
 
     # -- observation ---------------------------------------------------------------------------

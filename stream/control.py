@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ if TYPE_CHECKING:  # the service may live in a child process: no torch in this o
     from streamrec.stream.serving import ModelService
 
 log = logging.getLogger(__name__)
+# Model announcements of the backlog a starting worker keeps to fall back on, newest first.
+BACKLOG_MODELS = 8
 
 
 class PolicyAnnouncement(BaseModel):
@@ -111,6 +114,7 @@ class ControlListener:
         self.catalog = catalog  # the live catalog (item_id -> Item), read at each load
         self.metrics = metrics
         self.swaps = 0
+        self.load_failure: str | None = None  # why the last load failed (until one succeeds)
         self.cold_items = 0
         self.cold_last_s: float | None = None
 
@@ -137,20 +141,23 @@ class ControlListener:
         """Act on every record from the consumer's position on. Of the model announcements
         before ``end`` (the backlog a starting worker reads) only the newest is loaded:
         loading each in turn cost a load per announcement ever made, and the trainer prunes
-        old checkpoints, whose loads failed and counted as failed swaps at every restart."""
-        newest: bytes | None = None
+        old checkpoints, whose loads failed and counted as failed swaps at every restart. When
+        the newest cannot load, the one before it is tried, and so on (newest first)."""
+        backlog: deque[ModelAnnouncement] = deque(maxlen=BACKLOG_MODELS)
         caught_up = await consumer.position(tp) >= end
         while True:
             for record in (await consumer.getmany(timeout_ms=500)).get(tp, []):
                 raw = record.value or b""
-                if not caught_up and _parse_model(raw) is not None:
-                    newest = raw
+                announced = None if caught_up else _parse_model(raw)
+                if announced is not None:
+                    backlog.append(announced)
                 else:
                     await self.on_record(raw)
             if not caught_up and await consumer.position(tp) >= end:
                 caught_up = True
-                if newest is not None:
-                    await self.on_record(newest)
+                for announced in reversed(backlog):
+                    if await self._serve(announced):
+                        break
 
     async def on_record(self, raw: bytes) -> None:
         """Act on one control record: load the announced model unless it is served already,
@@ -163,9 +170,14 @@ class ControlListener:
         except ValueError as exc:
             log.error("ignoring malformed control record: %s", exc)
             return
+        await self._serve(announcement)
+
+    async def _serve(self, announcement: ModelAnnouncement) -> bool:
+        """Serve the announced model (loading it unless it is served already); False when
+        its checkpoint cannot load."""
         if announcement.model_version == self.server.model_version:
-            return
-        await self._load(Path(announcement.checkpoint))
+            return True
+        return await self._load(Path(announcement.checkpoint))
 
     def _policy(self, raw: bytes) -> None:
         try:
@@ -187,7 +199,7 @@ class ControlListener:
         self.policy_version = announcement.policy_version
         log.info("serving policy %s", announcement.policy_version)
 
-    async def _load(self, checkpoint: Path) -> None:
+    async def _load(self, checkpoint: Path) -> bool:
         server = self.server
         started = time.perf_counter()
         try:
@@ -200,13 +212,16 @@ class ControlListener:
             # two different failed checkpoints must both be told
             named = str(checkpoint).replace("%", "%%")
             log.error(f"cannot serve checkpoint {named}, keeping %s: %r", server.model_version, exc)
-            return
+            self.load_failure = f"{checkpoint}: {exc}"[:300]
+            return False
         self.swaps += 1
+        self.load_failure = None
         _warn_unkept_context(checkpoint, self.kept_context)
         self.metrics.model_version.clear()
         self.metrics.model_version.labels(version).set(1)
         self.metrics.index_items.set(server.index_size or 0)
         log.info("serving model %s (loaded in %.2f s)", version, time.perf_counter() - started)
+        return True
 
     async def on_items(self, items: list[Item], record_ts_ms: int) -> None:
         """Catalog listener: cold-start items the serving index lacks; records how long from

@@ -136,6 +136,9 @@ class ContinualTrainer:
         except StreamrecError as exc:  # the window's data or the served model: the next cycle
             log.error("training cycle failed, served model kept: %s", exc)  # may succeed
             candidate = None
+        except Exception:  # anything else (a full disk, torch): the trainer must outlive it too
+            log.exception("training cycle failed, served model kept")
+            candidate = None
         if candidate is None:
             # Announcing the served weights again would only churn the workers; and items the
             # served model lacks would lose their cold-start text vectors to untrained rows.

@@ -7,12 +7,16 @@ training (``models/encoder/item_text.py``) is the one serving embeds it from.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from streamrec.stream.contract import Event, Item
 from streamrec.stream.state import event_extra
 
+# A context key that can head a column (``context_<key>:token``): no whitespace, control
+# character or colon. Other keys are left out of the file; no model can be told to read them.
+_COLUMN_NAME = re.compile(r"[^\s:\x00-\x1f\x7f]+")
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"
 
@@ -26,14 +30,15 @@ def write_atomic(events: Iterable[Event], items: Iterable[Item], folder: Path, n
     folder.mkdir(parents=True, exist_ok=True)
     inter = folder / f"{name}.inter"
     events = list(events)
-    fields = sorted({f for e in events for f in e.context or {}})
+    fields = sorted({f for e in events for f in e.context or {} if _COLUMN_NAME.fullmatch(f)})
     header = [INTER_HEADER, "type:token", "value:float", *(f"context_{f}:token" for f in fields)]
     lines = ["\t".join(header)]
     lines += ["\t".join(_row(e, fields)) for e in events]
     inter.write_text("\n".join(lines) + "\n")
     rows = [ITEM_HEADER]
     rows += [  # a tab inside a title would shift the columns; categories are space-separated
-        f"{i.item_id}\t{_field(i.title)}\t\t" + " ".join(c.replace(" ", "_") for c in i.categories)
+        f"{i.item_id}\t{_field(i.title)}\t\t"
+        + " ".join(_field(c).replace(" ", "_") for c in i.categories)
         for i in items
     ]
     inter.with_suffix(".item").write_text("\n".join(rows) + "\n")

@@ -142,7 +142,8 @@ def run_offline(settings: Settings, options: QualityOptions) -> dict[str, Any]:
     if len(events) - first_scored <= lag:
         raise DataError(
             f"{len(events)} events, {len(events) - first_scored} of them after the split at "
-            f"{options.split}: offline, a slate answers its event {lag} events later, so nothing "
+            f"{options.split}: offline, a slate answers its event {lag} events later (--lag, "
+            f"default {DEFAULT_LAG}), so nothing "
             "would be scored; use more events (--limit, --dataset), a smaller --lag or --split"
         )
     encoder: dict[str, Any] = {}

@@ -183,3 +183,14 @@ def test_a_starting_worker_loads_only_the_newest_model_of_the_backlog() -> None:
         asyncio.run(listener.follow(consumer, TP, end=len(backlog)))
     assert [p.name for p, _ in server.loads] == ["v2", "v3"]  # never the pruned v1
     assert served == ["pl-a-1"] and value_of(listener.metrics.model_swap_failures) == 0
+
+
+def test_when_the_newest_backlog_model_cannot_load_the_one_before_it_is_served() -> None:
+    listener, server, _ = _listener()
+    backlog = [_model("v1"), _model("v2"), _model("broken")]  # v3's folder was deleted
+    with pytest.raises(_Done):
+        asyncio.run(listener.follow(_Backlog(backlog, []), TP, end=len(backlog)))
+    assert server.model_version == "v2" and [p.name for p, _ in server.loads] == ["v2"]
+    assert listener.load_failure is None  # the last load succeeded
+    _announce(listener, "damaged")
+    assert listener.load_failure is not None and "/m/damaged" in listener.load_failure

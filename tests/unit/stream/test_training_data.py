@@ -58,3 +58,22 @@ def test_events_without_extras_write_the_plain_columns_they_had(tmp_path: Path) 
         "value:float",
     ]  # fmt: skip
     assert row.split("\t") == ["u1", "i1", "3.0", str(T0 // 1000), "rating", "3.0"]
+
+
+def test_keys_and_categories_a_tab_separated_file_cannot_hold_never_break_it(
+    tmp_path: Path,
+) -> None:
+    """A context key with a tab or colon could not head a column and a tab in a category
+    shifted the item columns: every training cycle failed while they were in the window."""
+    odd = [
+        Event(event_id="a", user_id="u1", item_id="i1", type="view", ts=T0,
+              context={"de\tvice": "ios", "a:b": "x", "device": "tv"}),
+        Event(event_id="b", user_id="u1", item_id="i2", type="view", ts=T0 + 1_000),
+    ]  # fmt: skip
+    items = [Item(item_id="i1", title="one", categories=["ca\tt", "new\nline"]),
+             Item(item_id="i2", title="two")]  # fmt: skip
+    inter = write_atomic(odd, items, tmp_path, "w")
+    log = load_event_log(inter)
+    assert set(log.context_fields) == {"device"} and len(log.events) == 2
+    item_row = inter.with_suffix(".item").read_text().splitlines()[1]
+    assert item_row.split("\t") == ["i1", "one", "", "ca_t new_line"]

@@ -289,8 +289,8 @@ class StreamrecApp:
         if not self.catalog.loaded:
             return "reading the catalog"
         if self.model_server is not None and self.model_server.model_version is None:
-            failed = self.control.load_failure if self.control else None
-            return f"no model could load ({failed})" if failed else "loading its model"
+            failed = self.control is not None and self.control.load_failure is not None
+            return "no model could load (the log says why)" if failed else "loading its model"
         return None
 
     # -- observation ---------------------------------------------------------------------------

@@ -266,9 +266,10 @@ def parse_policy(raw: bytes) -> PolicyAnnouncement | None:
 
 @dataclass(frozen=True)
 class LastAnnouncements:
-    """What the control topic says now: its newest valid model and policy announcements."""
+    """What the control topic says now: its newest valid model announcements (oldest first, at
+    most ``BACKLOG_MODELS``) and its newest policy announcement."""
 
-    model: ModelAnnouncement | None
+    models: tuple[ModelAnnouncement, ...]
     policy: PolicyAnnouncement | None
     end: int  # the topic's end offset when read: follow from here for what comes next
 
@@ -290,16 +291,16 @@ async def last_announcements(kafka: KafkaSettings) -> LastAnnouncements:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
-        model: ModelAnnouncement | None = None
+        models: deque[ModelAnnouncement] = deque(maxlen=BACKLOG_MODELS)
         policy: PolicyAnnouncement | None = None
         while await consumer.position(tp) < end:
             for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
                 raw = record.value or b""
                 if is_policy_record(raw):
                     policy = parse_policy(raw) or policy
-                else:
-                    model = _parse_model(raw) or model
-        return LastAnnouncements(model, policy, end)
+                elif (model := _parse_model(raw)) is not None:
+                    models.append(model)
+        return LastAnnouncements(tuple(models), policy, end)
     finally:
         await consumer.stop()
 
@@ -315,6 +316,6 @@ def is_policy_record(raw: bytes) -> bool:
     """A control record that announces a policy (the others announce models)."""
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting: anyone can write to control
         return False
     return isinstance(data, dict) and data.get("type") == "policy"

@@ -123,46 +123,60 @@ class ContinualTrainer:
         return enough and (self.since_cycle >= s.every_events or timed)
 
     async def cycle(self) -> CycleResult:
-        """Train, score, maybe announce (module docstring); blocking parts in a thread."""
+        """Train, score, maybe announce (module docstring); blocking parts in a thread. A
+        cycle that fails anywhere (the window's data, torch, a full disk, the broker at
+        announce time) is logged and the served model kept: the trainer outlives it."""
         started = time.perf_counter()
         events = list(self.window)
         cut = len(events) - self.settings.holdout_events
         train, held = events[:cut], events[cut:]
         self.since_cycle = 0
         out = self.folder / f"candidate-{int(time.time() * 1000)}"
-        catalog = list(self.catalog.values())
         try:
-            candidate = await asyncio.to_thread(self.train, train, catalog, out, self.served)
-        except StreamrecError as exc:  # the window's data or the served model: the next cycle
-            log.error("training cycle failed, served model kept: %s", exc)  # may succeed
-            candidate = None
-        except Exception:  # anything else (a full disk, torch): the trainer must outlive it too
+            ours, theirs, announced = await self._attempt(train, held, out)
+        except StreamrecError as exc:
+            log.error("training cycle failed, served model kept: %s", exc)
+            ours = theirs = announced = None
+        except Exception:
             log.exception("training cycle failed, served model kept")
-            candidate = None
-        if candidate is None:
-            # Announcing the served weights again would only churn the workers; and items the
-            # served model lacks would lose their cold-start text vectors to untrained rows.
-            shutil.rmtree(out, ignore_errors=True)
-            seconds = time.perf_counter() - started
-            return self._record(CycleResult(len(train), len(held), None, None, None, seconds))
-        ours = await asyncio.to_thread(self.score, candidate, train, held)
-        theirs = (
-            await asyncio.to_thread(self.score, self.served, train, held)
-            if self.served is not None
-            else None
-        )
-        announced = None
-        if ours is None:  # no held-out event could be scored: no evidence either way
-            shutil.rmtree(out, ignore_errors=True)
-        elif theirs is None or ours >= theirs * (1.0 - self.settings.tolerance):
-            announced = await self.announce(candidate)
-            self.served = candidate
-            self.horizon = self._horizon(candidate)
-        else:
+            ours = theirs = announced = None
+        if announced is None:
             shutil.rmtree(out, ignore_errors=True)
         self._prune()
         seconds = time.perf_counter() - started
         return self._record(CycleResult(len(train), len(held), ours, theirs, announced, seconds))
+
+    async def _attempt(
+        self, train: list[Event], held: list[Event], out: Path
+    ) -> tuple[float | None, float | None, str | None]:
+        """(candidate's score, served model's score, the version announced or None)."""
+        catalog = list(self.catalog.values())
+        candidate = await asyncio.to_thread(self.train, train, catalog, out, self.served)
+        if candidate is None:
+            # Announcing the served weights again would only churn the workers; and items the
+            # served model lacks would lose their cold-start text vectors to untrained rows.
+            return None, None, None
+        ours = await asyncio.to_thread(self.score, candidate, train, held)
+        theirs = await self._served_score(train, held)
+        if ours is None:
+            return None, theirs, None  # no held-out event could be scored: no evidence
+        if theirs is not None and ours < theirs * (1.0 - self.settings.tolerance):
+            return ours, theirs, None  # a regression
+        announced = await self.announce(candidate)
+        self.served = candidate
+        self.horizon = self._horizon(candidate)
+        return ours, theirs, announced
+
+    async def _served_score(self, train: list[Event], held: list[Event]) -> float | None:
+        """The served model's score; None without one, or when it cannot be read any more
+        (a candidate that can beats it)."""
+        if self.served is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.score, self.served, train, held)
+        except StreamrecError as exc:
+            log.warning("cannot score the served model %s: %s", self.served, exc)
+            return None
 
     def _record(self, result: CycleResult) -> CycleResult:
         self.history.append(result)

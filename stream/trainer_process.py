@@ -164,13 +164,13 @@ async def run_trainer(settings: Settings) -> None:
 
 
 async def served_model(settings: Settings) -> Path | None:
-    """What the workers serve: the control topic's last model announcement (a restarted
-    trainer must judge and fine-tune what they serve, not the model they started with), else
-    ``encoder.checkpoint``. ConfigError when that setting names no checkpoint."""
-    announced = (await last_announcements(settings.kafka)).model
-    if announced is not None and (Path(announced.checkpoint) / "config.json").is_file():
-        return Path(announced.checkpoint)
-    if announced is not None:
+    """What the workers serve: the newest model announced on the control topic whose folder
+    is still there (a restarted trainer must judge and fine-tune what they serve, not the
+    model it started with; workers fall back the same way), else ``encoder.checkpoint``.
+    ConfigError when that setting names no checkpoint."""
+    for announced in reversed((await last_announcements(settings.kafka)).models):
+        if (Path(announced.checkpoint) / "config.json").is_file():
+            return Path(announced.checkpoint)
         log.warning(
             "announced model %s is gone from %s", announced.model_version, announced.checkpoint
         )

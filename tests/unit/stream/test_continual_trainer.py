@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.errors import DataError
+from streamrec.errors import BrokerError, DataError, ModelError
 from streamrec.stream.config import TrainerSettings
 from streamrec.stream.contract import Event, Item
 from streamrec.stream.trainer import ContinualTrainer
@@ -228,3 +228,34 @@ def test_a_failed_training_keeps_the_served_model_and_the_trainer_running(
 def test_the_held_out_part_must_leave_something_to_train_on() -> None:
     with pytest.raises(ValueError, match=r"holdout_events .* must be below"):
         TrainerSettings(window_events=1_000, holdout_events=1_000)
+
+
+def test_a_failed_announcement_or_an_unreadable_served_model_never_ends_the_trainer(
+    tmp_path: Path,
+) -> None:
+    trainer, parts = _trainer(tmp_path, [0.6, 0.7])
+    served = trainer.served
+
+    async def broker_down(checkpoint: Path) -> str:
+        raise BrokerError("kafka down")
+
+    trainer.announce = broker_down
+    for n in range(50):
+        trainer.add(_event(n))
+    result = asyncio.run(trainer.cycle())  # the candidate beat the served model, then failed
+    assert result.announced is None and trainer.served == served
+    assert list(trainer.folder.glob("candidate-*")) == []
+
+    trainer.announce = parts.announce
+    score = parts.score
+
+    def unreadable_served(
+        checkpoint: Path, history: Sequence[Event], held: Sequence[Event]
+    ) -> float | None:
+        if checkpoint == served:
+            raise ModelError("checkpoint file item_ids.json is missing")
+        return score(checkpoint, history, held)
+
+    trainer.score = unreadable_served
+    result = asyncio.run(trainer.cycle())
+    assert result.served_ndcg is None and result.announced is not None  # a readable one wins

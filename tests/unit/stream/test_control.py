@@ -194,3 +194,12 @@ def test_when_the_newest_backlog_model_cannot_load_the_one_before_it_is_served()
     assert listener.load_failure is None  # the last load succeeded
     _announce(listener, "damaged")
     assert listener.load_failure is not None and "/m/damaged" in listener.load_failure
+
+
+def test_a_deeply_nested_control_record_is_ignored_not_a_crash() -> None:
+    """Anyone who can write to control could otherwise crash every worker, at each restart
+    too while the compacted topic keeps the record."""
+    listener, server, _ = _listener()
+    asyncio.run(listener.on_record(b"[" * 200_000))
+    asyncio.run(listener.on_record(b'{"type": "policy", "weights": ' + b"[" * 200_000))
+    assert server.loads == [] and listener.swaps == 0

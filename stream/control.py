@@ -18,7 +18,8 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -57,6 +58,29 @@ class PolicyAnnouncement(BaseModel):
     )
     learner_id: str = Field("", description="The announcing learner (stream/learner_fence.py).")
     learner_started: int = Field(0, description="When that learner process started, epoch ms.")
+
+
+@asynccontextmanager
+async def control_reader(
+    kafka: KafkaSettings,
+) -> AsyncIterator[tuple[AIOKafkaConsumer, TopicPartition]]:
+    """A started consumer assigned the control topic's one partition (no group: every reader
+    reads all of it); the caller seeks. ``earliest``, so a reset never skips records: with
+    ``seek_to_beginning`` a reset to the default "latest" once won a race with it in our tests,
+    which is why readers seek to an explicit offset."""
+    consumer = AIOKafkaConsumer(
+        **aiokafka_kwargs(kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        await consumer.start()
+        tp = TopicPartition(kafka.topics.name("control"), 0)
+        consumer.assign([tp])
+        yield consumer, tp
+    finally:
+        await consumer.stop()
 
 
 def policy_record(
@@ -121,21 +145,10 @@ class ControlListener:
     async def run(self) -> None:
         if self.initial is not None:
             await self._load(self.initial)
-        consumer = AIOKafkaConsumer(  # earliest: see last_announcements
-            **aiokafka_kwargs(self.kafka),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        try:
-            await consumer.start()
-            tp = TopicPartition(self.kafka.topics.name("control"), 0)
-            consumer.assign([tp])
+        async with control_reader(self.kafka) as (consumer, tp):
             end = (await consumer.end_offsets([tp]))[tp]
             consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
             await self.follow(consumer, tp, end)
-        finally:
-            await consumer.stop()
 
     async def follow(self, consumer: Any, tp: TopicPartition, end: int) -> None:
         """Act on every record from the consumer's position on. Of the model announcements
@@ -276,19 +289,7 @@ class LastAnnouncements:
 
 async def last_announcements(kafka: KafkaSettings) -> LastAnnouncements:
     """Read the control topic to its end (a learner and a trainer start from what it says)."""
-    # An explicit seek to the first offset: seek_to_beginning lost a race with the position
-    # fetch assign() starts (it reset to "latest" in our tests); "earliest" for a compacted-away
-    # first offset.
-    consumer = AIOKafkaConsumer(
-        **aiokafka_kwargs(kafka),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    try:
-        await consumer.start()
-        tp = TopicPartition(kafka.topics.name("control"), 0)
-        consumer.assign([tp])
+    async with control_reader(kafka) as (consumer, tp):
         end = (await consumer.end_offsets([tp]))[tp]
         consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
         models: deque[ModelAnnouncement] = deque(maxlen=BACKLOG_MODELS)
@@ -301,8 +302,6 @@ async def last_announcements(kafka: KafkaSettings) -> LastAnnouncements:
                 elif (model := _parse_model(raw)) is not None:
                     models.append(model)
         return LastAnnouncements(tuple(models), policy, end)
-    finally:
-        await consumer.stop()
 
 
 def _parse_model(raw: bytes) -> ModelAnnouncement | None:

@@ -20,12 +20,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings
-from streamrec.stream.connection import aiokafka_kwargs
-from streamrec.stream.control import PolicyAnnouncement, parse_policy
+from streamrec.stream.control import PolicyAnnouncement, control_reader, parse_policy
 
 Start = Literal["carry_on", "adopt"]
 
@@ -78,8 +75,7 @@ def displaces(announcement: PolicyAnnouncement, me: LearnerIdentity) -> bool:
     cannot see). Start times are wall clocks: keep the hosts' clocks in sync."""
     if not announcement.learner_id:
         return False  # announced by a learner from before ids: nobody to give way to
-    other = (announcement.learner_started, announcement.learner_id)
-    return other != (me.started, me.learner_id) and other < (me.started, me.learner_id)
+    return (announcement.learner_started, announcement.learner_id) < (me.started, me.learner_id)
 
 
 class ControlWatch:
@@ -99,16 +95,8 @@ class ControlWatch:
             self.displaced_by = announcement
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **aiokafka_kwargs(self.kafka), group_id=None, enable_auto_commit=False
-        )
-        try:
-            await consumer.start()
-            tp = TopicPartition(self.kafka.topics.name("control"), 0)
-            consumer.assign([tp])
+        async with control_reader(self.kafka) as (consumer, tp):
             consumer.seek(tp, self.offset)
             while self.displaced_by is None:
                 for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
                     self.see(record.value or b"")
-        finally:
-            await consumer.stop()

@@ -174,7 +174,7 @@ def open_service(settings: Settings, data_dir: Path) -> LearnerService:
     legacy = not fresh and not learner.lineage
     learner.lineage = learner.lineage or new_learner_id()  # the learner's id, kept in its file
     if fresh:  # even its start version names its lineage: "pl-0" is every fresh learner's
-        learner.version = f"{learner.prefix}-{learner.lineage}-0"
+        learner.version = learner.version_name(0)
     return LearnerService(learner, path, settings.learner.ope_window, fresh, legacy)
 
 

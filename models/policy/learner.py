@@ -234,8 +234,7 @@ class OnlineLearner:
         self.weights = new
         self.n_updates += 1
         # Both counters only grow, so a version name is never reused after a rollback.
-        name = "-".join(part for part in (self.prefix, self.lineage) if part)
-        self.version = f"{name}-{self.n_updates + self.n_rollbacks}"
+        self.version = self.version_name(self.n_updates + self.n_rollbacks)
         self._reference.extend(self._current)
         self._current = []
         self.clear_batch()
@@ -281,6 +280,10 @@ class OnlineLearner:
         return UpdateResult(self.version, False, True, batch, current, 0.0)
 
     # ---------------------------------------------------------------- persistence
+
+    def version_name(self, count: int) -> str:
+        """The name of version ``count``: ``<prefix>-<count>``, with the lineage between."""
+        return "-".join(part for part in (self.prefix, self.lineage, str(count)) if part)
 
     def adopt(self, weights: FloatArray, version: str) -> None:
         """Serve ``weights`` under ``version`` from now on (another learner's last policy): the

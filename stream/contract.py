@@ -42,6 +42,12 @@ MAX_CONTEXT_KEYS = 32
 # the headroom is for unknown fields a newer producer may add. Far below the ~1,000 levels at
 # which recursive code (Python's parser, repr, pydantic) runs out of stack.
 MAX_DEPTH = 32
+# What a dead letter keeps of a rejected record. Its value goes out base64 (4/3 larger) with the
+# key, so these keep it far below the producer's 1 MiB request limit, which a record the broker
+# accepted (its own limit is also about 1 MiB) would otherwise exceed and crash the agent with.
+DEAD_LETTER_ORIGINAL_BYTES = MAX_ITEM_BYTES  # every record under a size limit is kept whole
+DEAD_LETTER_KEY_BYTES = 1024
+DEAD_LETTER_MESSAGE_CHARS = 2000
 
 EventType = Literal["view", "click", "add_to_cart", "purchase", "dwell", "rating"]
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]  # Literal args
@@ -145,7 +151,14 @@ class DeadLetter(_Record):
     offset: int
     error_code: str
     error_message: str
-    original_b64: str = Field(description="The original value bytes, base64.")
+    original_b64: str = Field(
+        description=f"The original value bytes, base64: the first {DEAD_LETTER_ORIGINAL_BYTES} "
+        "when it was longer (see original_size)."
+    )
+    original_size: int | None = Field(
+        default=None,
+        description="Length of the original value in bytes; absent in records of older workers.",
+    )
     failed_at: int = Field(description="Epoch milliseconds.")
 
     def original(self) -> bytes:
@@ -324,7 +337,8 @@ def dead_letter(
         partition=partition,
         offset=offset,
         error_code=error.code,
-        error_message=error.message,
-        original_b64=base64.b64encode(raw).decode(),
+        error_message=error.message[:DEAD_LETTER_MESSAGE_CHARS],
+        original_b64=base64.b64encode(raw[:DEAD_LETTER_ORIGINAL_BYTES]).decode(),
+        original_size=len(raw),
         failed_at=int(time.time() * 1000),
     )

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streamrec.errors import ContractError
-from streamrec.stream.contract import ERROR_CODES, dead_letter, encode
+from streamrec.stream.contract import DEAD_LETTER_KEY_BYTES, ERROR_CODES, dead_letter, encode
 from streamrec.stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ class DeadLetters:
         log.warning(
             "dead-lettered %s[%s]@%s: %s (%s)", topic, partition, offset, error.message, error.code
         )
-        await self.send(key if isinstance(key, bytes) else None, encode(record))
+        kept_key = key[:DEAD_LETTER_KEY_BYTES] if isinstance(key, bytes) else None
+        await self.send(kept_key, encode(record))
         if topic == self.items_topic:
             self.items_by_code[error.code] = self.items_by_code.get(error.code, 0) + 1
             self.metrics.items_rejected.labels(error.code).inc()

@@ -27,6 +27,8 @@ from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.state import UserState, apply_event
 from streamrec.stream.write_behind import CachedTable
 
+SHOWN_KEY_BYTES = 64
+
 
 class Downstream(Protocol):
     """Where ingest hands an applied event: the reward join and the refresher."""
@@ -144,9 +146,16 @@ def _check_key(key: Any, event: Event) -> None:
     """Events must be keyed by user_id: an unkeyed record lands on any partition, where it would
     split the user's state (and the seen set and dedupe ids in it) across workers."""
     if key != event.user_id.encode():
-        got = "has no key" if key is None else f"key {key!r} differs from user_id"
+        got = "has no key" if key is None else f"key {_shown(key)} differs from its user_id"
         raise ContractError(
             "bad_key",
-            f"record {got} {event.user_id!r}; events must be keyed by user_id so one user's "
+            f"record {got} ({event.user_id!r}); events must be keyed by user_id so one user's "
             "events stay in order on one partition",
         )
+
+
+def _shown(key: Any) -> str:
+    """``key`` for a message: a hostile key can be as large as the broker allows."""
+    if isinstance(key, bytes) and len(key) > SHOWN_KEY_BYTES:
+        return f"{key[:SHOWN_KEY_BYTES]!r}... ({len(key)} bytes)"
+    return repr(key)

@@ -83,6 +83,30 @@ def test_deeply_nested_records_are_dead_lettered_and_the_agent_never_restarts(
     assert {code_of.get(raw) for raw in non_finite} == {"invalid_json"}
 
 
+def test_records_near_the_brokers_size_limit_are_dead_lettered_and_the_agent_never_restarts(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    # The broker takes records up to about 1 MiB, as does the worker's producer: a dead letter
+    # carrying such a record whole (base64, its key quoted in the message) failed to send and
+    # crashed the agent, the record neither applied nor dead-lettered.
+    good = [_good(n) for n in range(40)]
+    huge_value = b"x" * 1_000_000
+    long_key = b"K" * 600_000
+    stream: list[tuple[bytes, bytes]] = [(e.user_id.encode(), encode(e)) for e in good]
+    stream.insert(10, (b"u1", huge_value))
+    stream.insert(20, (long_key, encode(_good(999))))
+    stats = _through_a_worker(kafka_settings, tmp_path, stream)
+    assert stats["events_accepted"] == len(good) and stats["dead_lettered"] == 2, stats
+    letters = asyncio.run(
+        read_topic(kafka_settings, kafka_settings.topics.name("deadletter"), 2, timeout_s=30)
+    )
+    bodies = sorted((json.loads(r.value) for r in letters), key=lambda b: b["error_code"])
+    assert [(b["error_code"], b["original_size"]) for b in bodies] == [
+        ("bad_key", len(encode(_good(999)))),
+        ("too_large", len(huge_value)),
+    ]
+
+
 def _corpus() -> list[tuple[str, bytes, str]]:
     """(kind, record, the code it must be dead-lettered with): 48 kinds of hostile or broken
     events, from bytes that are not text to well-formed JSON with one field out of contract."""

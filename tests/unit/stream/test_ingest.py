@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 from stream_doubles import Deltas, Record, Sent, item_stats, metrics, record, value_of
 
 from streamrec.settings import Settings
-from streamrec.stream.contract import Event
+from streamrec.stream.contract import DEAD_LETTER_ORIGINAL_BYTES, Event
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.ingest import Ingest
 from streamrec.stream.state import UserState
@@ -100,6 +101,26 @@ def test_bad_input_is_dead_lettered_with_its_code_and_good_events_still_apply() 
     assert "has no key" in letters[2]["error_message"]
     assert down.marked == [("e3", 0, 1)]
     assert value_of(ingest.metrics.dead_lettered) == 3
+
+
+def test_a_record_larger_than_a_producer_request_is_dead_lettered_within_the_limits() -> None:
+    # The broker accepts records of about 1 MiB; the dead letter of one (base64 value, key and a
+    # message quoting the key) must still fit the producer's 1 MiB request, or the send fails
+    # and the agent crashes with the record neither applied nor dead-lettered.
+    ingest, down, sent, _, _ = _ingest()
+    huge = Record(b"u1", b"x" * 1_000_000, record(_event(1), 0, 5).message)
+    good = record(_event(2), 0, 6)
+    long_key = record(_event(3), 0, 7, key=b"K" * 600_000)
+    _run(ingest, huge, good, long_key)
+    (k1, v1), (k2, v2) = sent.records
+    assert len(k1 or b"") + len(v1) < 200_000 and len(k2 or b"") + len(v2) < 200_000
+    letters = [json.loads(v1), json.loads(v2)]
+    assert [letter["error_code"] for letter in letters] == ["too_large", "bad_key"]
+    assert [letter["original_size"] for letter in letters] == [1_000_000, len(long_key.value)]
+    assert base64.b64decode(letters[0]["original_b64"]) == b"x" * DEAD_LETTER_ORIGINAL_BYTES
+    assert base64.b64decode(letters[1]["original_b64"]) == long_key.value  # kept whole
+    assert "(600000 bytes)" in letters[1]["error_message"]
+    assert down.marked == [("e2", 0, 1)]
 
 
 def test_a_response_goes_to_the_reward_join_and_every_event_ticks_its_partition() -> None:

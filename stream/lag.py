@@ -39,6 +39,7 @@ class LagWatch:
         self.metrics = metrics
         self._last_read: dict[TP, int | None] = {}
         self._stuck: dict[TP, int] = {}
+        self._exported: set[str] = set()  # partitions with a lag series
 
     def reset(self) -> None:
         """Forget progress seen so far (a new assignment starts over)."""
@@ -47,15 +48,23 @@ class LagWatch:
 
     async def check(self) -> None:
         consumer = self.consumer()
-        for tp in consumer.assignment():
-            if tp.topic != self.events_topic:
-                continue
+        owned = [tp for tp in consumer.assignment() if tp.topic == self.events_topic]
+        self._drop_series({str(tp.partition) for tp in owned})
+        for tp in owned:
             read = read_offset(consumer, tp)
             highwater = consumer.highwater(tp)
             lag = None if highwater is None else highwater - ((read or -1) + 1)
             if lag is not None:
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(lag, 0))
+                self._exported.add(str(tp.partition))
             await self._unstick(consumer, tp, read, lag)
+
+    def _drop_series(self, owned: set[str]) -> None:
+        """Remove the lag of partitions a rebalance took away: its last value would stay
+        exported for good (and a lag alert firing) while another worker drains it."""
+        for partition in self._exported - owned:
+            self.metrics.consumer_lag.remove(partition)
+        self._exported &= owned
 
     async def _unstick(self, consumer: Any, tp: TP, read: int | None, lag: int | None) -> None:
         """Resume a partition that is not fetched and made no progress since the last look,

@@ -25,9 +25,10 @@ class Consumer:
         self.resumed: list[TP] = []
         self.sought: list[tuple[TP, int]] = []
         self.flow_active = True
+        self.owned = {EVENTS, TP("user_state-changelog", 0)}
 
     def assignment(self) -> set[TP]:
-        return {EVENTS, TP("user_state-changelog", 0)}
+        return self.owned
 
     def highwater(self, tp: TP) -> int | None:
         return self._highwater
@@ -115,3 +116,18 @@ def test_progress_between_looks_restarts_the_count() -> None:
         consumer._read_offset[EVENTS] = read // 2  # progress every other look
         _look(watch)
     assert consumer.sought == []
+
+
+def test_the_lag_of_a_partition_taken_away_by_a_rebalance_is_no_longer_exported() -> None:
+    consumer = Consumer(highwater=100, fetching=True, read=40)
+    watch = _watch(consumer)
+    _look(watch)
+    assert _lag_series(watch) == {"0": 59.0}
+    consumer.owned = {TP("user_state-changelog", 0)}
+    _look(watch)
+    assert _lag_series(watch) == {}
+
+
+def _lag_series(watch: LagWatch) -> dict[str, float]:
+    samples = watch.metrics.consumer_lag.collect()[0].samples
+    return {s.labels["partition"]: s.value for s in samples}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from streamrec.datasets import Dataset
@@ -215,14 +216,27 @@ def dataset_events(dataset: Dataset) -> Iterator[Event]:
     the same ids and the worker's deduplication makes the second replay a no-op.
     """
     for n, it in enumerate(dataset.interactions):
-        yield Event(
-            event_id=f"{dataset.name}-{n}",
-            user_id=it.user_id,
-            item_id=it.item_id,
-            type="rating",
-            ts=it.ts * 1000,
-            value=float(it.rating),
-        )
+        try:
+            yield Event(
+                event_id=f"{dataset.name}-{n}",
+                user_id=it.user_id,
+                item_id=it.item_id,
+                type="rating",
+                ts=it.ts * 1000,
+                value=float(it.rating),
+            )
+        except ValidationError as exc:
+            # A file the dataset readers take can still break the event contract (an id with
+            # a tab, a time in the future): say which row, not pydantic's traceback.
+            reason = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise DataError(
+                f"dataset {dataset.name!r}: event {n} in time order (user {it.user_id!r}, item "
+                f"{it.item_id!r}, ts {it.ts}) breaks the event contract: {reason}"
+            ) from None
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(map(str, loc)) or "event"
 
 
 def dataset_items(dataset: Dataset) -> Iterator[Item]:

@@ -6,6 +6,7 @@ Each reader names the file and line of anything malformed (``DataError``).
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,9 @@ from pathlib import Path
 from streamrec.datasets import Dataset, Interaction, Item
 from streamrec.errors import DataError
 
+# Epoch seconds beyond the year 5000: epoch milliseconds of any date after 1973, the usual
+# mistake in an exported log.
+LATEST_SECONDS = 10**11
 # u.item carries 19 genre flags in this order (u.genre in the same archive lists them).
 ML100K_GENRES = (
     "unknown",
@@ -70,12 +74,19 @@ def _interaction(path: Path, lineno: int, fields: list[str]) -> Interaction:
         rating_v = float(rating)
     except ValueError:
         raise DataError(f"{path}:{lineno}: rating {rating!r} is not a number") from None
+    if not math.isfinite(rating_v):
+        raise DataError(f"{path}:{lineno}: rating {rating!r} is not a finite number")
     try:
         ts_v = int(float(ts))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise DataError(
-            f"{path}:{lineno}: timestamp {ts!r} is not a number; expected epoch seconds"
+            f"{path}:{lineno}: timestamp {ts!r} is not a finite number; expected epoch seconds"
         ) from None
+    if ts_v > LATEST_SECONDS:
+        raise DataError(
+            f"{path}:{lineno}: timestamp {ts} is after the year 5000 in epoch seconds; "
+            "expected epoch seconds (milliseconds? divide by 1000)"
+        )
     return Interaction(user, item, rating_v, ts_v)
 
 
@@ -257,7 +268,8 @@ def load_recbole(inter: Path, name: str) -> Dataset:
         for _, row in _atomic_rows(item_file):
             if "item_id" not in row:
                 raise DataError(f"{item_file}:1: header lacks item_id:token")
-            items[row["item_id"]] = _atomic_item(row)
+            item = _atomic_item(row)  # ids stripped as the interactions' are, so they match
+            items[item.item_id] = item
     return _finish(name, interactions, items)
 
 
@@ -274,4 +286,4 @@ def _atomic_item(row: dict[str, str]) -> Item:
         title = ""
     # token_seq fields are space-separated; ML genres hold no spaces ("Film-Noir", "Sci-Fi").
     genre_t = tuple(g for g in genres.split() if g and g.lower() != "unknown")
-    return Item(row["item_id"], title.strip(), genre_t, year)
+    return Item(row["item_id"].strip(), title.strip(), genre_t, year)

@@ -97,6 +97,14 @@ def test_recbole_atomic_layout(tmp_path: Path) -> None:
     assert ds.items["b"] == Item("b", "", (), None)
 
 
+def test_recbole_item_ids_are_stripped_as_the_interactions_are(tmp_path: Path) -> None:
+    _write(tmp_path / "x.inter", "user_id:token\titem_id:token\ttimestamp:float\nu\tSKU-1 \t1\n")
+    _write(tmp_path / "x.item", "item_id:token\ttitle:token_seq\nSKU-1 \tLamp\n")
+    ds = load_dataset(tmp_path / "x.inter")
+    assert ds.interactions[0].item_id == "SKU-1" and ds.items["SKU-1"].title == "Lamp"
+    assert list(ds.items) == ["SKU-1"]
+
+
 def test_recbole_inter_without_rating_defaults_to_one(tmp_path: Path) -> None:
     _write(tmp_path / "x.inter", "user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\n")
     assert load_dataset(tmp_path / "x.inter").interactions == [Interaction("u", "a", 1.0, 1)]
@@ -108,6 +116,12 @@ def test_recbole_inter_without_rating_defaults_to_one(tmp_path: Path) -> None:
         ({"u.data": "1\t2\t3\t4\n1\t2\t3\n"}, r"u\.data:2: expected 4 tab-separated"),
         ({"u.data": "1\t2\tfive\t4\n"}, r"u\.data:1: rating 'five' is not a number"),
         ({"u.data": "1\t2\t3\tyesterday\n"}, r"u\.data:1: timestamp 'yesterday'.*epoch seconds"),
+        ({"u.data": "1\t2\t3\tinf\n"}, r"u\.data:1: timestamp 'inf' is not a finite number"),
+        ({"u.data": "1\t2\tnan\t4\n"}, r"u\.data:1: rating 'nan' is not a finite number"),
+        (
+            {"ratings.csv": "userId,movieId,rating,timestamp\n1,2,3,1717200011000\n"},
+            r"ratings\.csv:2: timestamp 1717200011000 .*milliseconds\? divide by 1000",
+        ),
         (
             {"u.data": "1\t2\t3\t4\n", "u.item": "2|T (1990)|d||u|0|1\n"},
             r"u\.item:1: expected 19 genre flags",

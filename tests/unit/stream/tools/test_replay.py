@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from streamrec.datasets import Dataset, Interaction
-from streamrec.errors import ConfigError, DeliveryError
+from streamrec.errors import ConfigError, DataError, DeliveryError
 from streamrec.models.encoder.event_log import load_event_log, stream_event_log
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream import producer as producer_module
@@ -158,6 +158,15 @@ def test_the_replays_events_are_made_one_at_a_time_and_equal_the_trainings(
     _, events = stream_event_log(inter)
     assert not isinstance(events, list)
     assert list(events) == load_event_log(inter).events
+
+
+def test_a_dataset_row_that_breaks_the_event_contract_is_named_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    inter = tmp_path / "future.inter"
+    inter.write_text("user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t4102444800\n")
+    with pytest.raises(DataError, match=r"event 0 .*user 'u1', item 'i1'.*ts: .*in the future"):
+        list(stream_event_log(inter)[1])
 
 
 def _shop(tmp_path: Path) -> Path:

@@ -50,6 +50,7 @@ RecordKind = Literal["events", "items"]
 # CSV cells are text; these fields are numbers in the JSON contract.
 _CSV_INTS = {"ts", "dwell_ms", "position", "v", "created_at"}
 _CSV_FLOATS = {"value"}
+CSV_CONTEXT_PREFIX = "context_"
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def _csv_row(row: dict[str, str]) -> dict[str, Any]:
                 obj[key] = cell  # left for the contract to reject with its own message
         elif key == "categories":
             obj[key] = [c for c in cell.split("|") if c]
+        elif key.startswith(CSV_CONTEXT_PREFIX):  # as a RecBole .inter names context columns
+            obj.setdefault("context", {})[key.removeprefix(CSV_CONTEXT_PREFIX)] = cell
         else:
             obj[key] = cell
     return obj

@@ -147,6 +147,10 @@ def unread_columns(log: EventLog, inputs: TokenInputs) -> str | None:
     unread = []
     if not inputs.types and len({e.type for e in log.events}) > 1:
         unread.append("event types (STREAMREC_ENCODER__EVENT_TYPES=true)")
+    # A rating file's values are its ratings, which the README found worth nothing on ML-100K;
+    # values of other events (dwell) are what the shop data this hint is for carries.
+    if not inputs.values and any(e.value is not None and e.type != "rating" for e in log.events):
+        unread.append("values such as dwell (STREAMREC_ENCODER__EVENT_VALUES=true)")
     fields = [f for f in log.context_fields if f not in inputs.context_fields]
     if fields:
         names = ",".join(f'"{f}"' for f in fields)

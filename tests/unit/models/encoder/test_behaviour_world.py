@@ -184,6 +184,8 @@ def test_training_names_the_columns_an_encoder_would_leave_unread(tmp_path: Path
     assert hint is not None
     assert "STREAMREC_ENCODER__EVENT_TYPES=true" in hint
     assert "STREAMREC_ENCODER__CONTEXT_FIELDS='[\"device\"]'" in hint
-    assert unread_columns(log, TokenInputs(types=True, context_fields=("device",))) is None
+    assert "STREAMREC_ENCODER__EVENT_VALUES=true" in hint
+    read_all = TokenInputs(types=True, values=True, context_fields=("device",))
+    assert unread_columns(log, read_all) is None
     ml = EventLog(log.dataset, [e.model_copy(update={"type": "rating"}) for e in log.events], ())
     assert unread_columns(ml, TokenInputs()) is None  # one type, no context: nothing unread

@@ -19,7 +19,7 @@ from streamrec.models.encoder.event_log import load_event_log, stream_event_log
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream import producer as producer_module
 from streamrec.stream.contract import Event, encode
-from streamrec.stream.producer import dataset_events, produce_file, publish
+from streamrec.stream.producer import dataset_events, produce_file, publish, read_records
 from streamrec.stream.tools import replay as replay_module
 
 
@@ -76,6 +76,20 @@ def test_produce_resumes_at_a_line_and_reports_only_the_rows_after_it(
     report = asyncio.run(produce_file(KafkaSettings(), path, "events", False, resume_from_line=3))
     assert [json.loads(value)["event_id"] for _, value in sent] == ["e2", "e3", "e5"]
     assert [r.line for r in report.rejected] == [5]
+
+
+def test_a_csv_rows_context_columns_become_the_events_context(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,user_id,item_id,type,ts,context_device,context_locale\n"
+        "e1,u1,SKU-1,view,1700000000000,mobile,de-DE\n"
+        "e2,u1,SKU-2,click,1700000001000,,\n"
+    )
+    rows = [record for _, record in read_records(path, "events")]
+    assert [getattr(r, "context", "rejected") for r in rows] == [
+        {"device": "mobile", "locale": "de-DE"},
+        None,
+    ]
 
 
 def test_produce_names_the_line_to_resume_from_when_the_broker_stays_away(

@@ -22,13 +22,15 @@ MIN_TS_MS = 631_152_000_000
 MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
 # An id holds one character that is not whitespace. The class is spelled out so that Python's
 # re (the worker), JavaScript regexes (JSON Schema validators) and Rust's regex agree on it:
-# their \s differ on U+001C-U+001F, U+0085 and U+FEFF.
-NOT_BLANK = r"[^\s\u001c-\u001f\u0085\ufeff]"
+# their \s differ on U+001C-U+001F, U+0085 and U+FEFF. Zero-width spaces and joiners count as
+# blank too: an id of only those looks empty everywhere it is shown.
+NOT_BLANK = r"[^\s\u001c-\u001f\u0085\ufeff\u200b-\u200d\u2060]"
 _NOT_BLANK = re.compile(NOT_BLANK)
-# No control characters: a tab or newline in an id breaks every tab- or line-separated file the
-# id reaches (the trainer's training files, logs, CSV exports).
-NO_CONTROL = r"^[^\u0000-\u001f\u007f]*$"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# No control characters (C0, DEL, C1) nor line or paragraph separators: a tab or a line break in
+# an id breaks every tab- or line-separated file the id reaches (the trainer's training files,
+# logs, CSV exports), and Python's splitlines() also breaks lines at U+0085, U+2028 and U+2029.
+NO_CONTROL = r"^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _parse_ts(value: Any) -> int:

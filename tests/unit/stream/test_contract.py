@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import struct
 import time
 from typing import Any
@@ -345,8 +346,8 @@ def test_a_recommendation_encoded_from_its_fields_has_the_records_bytes() -> Non
         return "".join(chr(rng.randint(*rng.choice(pools))) for _ in range(rng.randint(1, 20)))
 
     def ident() -> str:  # ids refuse control characters and blanks; other text may hold them
-        kept = "".join(c for c in text() if c >= " " and c != "\x7f")
-        return kept if kept.strip() else kept + "x"
+        kept = "".join(c for c in text() if re.fullmatch(contract_fields.NO_CONTROL, c))
+        return kept if re.search(contract_fields.NOT_BLANK, kept) else kept + "x"
 
     def number() -> float:
         value = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]

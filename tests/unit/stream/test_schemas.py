@@ -99,6 +99,10 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         {"item_id": "\x1f"},  # a separator Python calls whitespace and JavaScript does not
         {"item_id": "\ufeff \u3000"},  # a BOM JavaScript calls whitespace and Python does not
         {"user_id": "tab\tuser"},  # breaks the trainer's tab-separated training files
+        {"user_id": "a\x85b"},  # NEL, a C1 control where splitlines() breaks a line
+        {"user_id": "a\x9bb"},  # C1 control
+        {"item_id": "a\u2028b"},  # line separator
+        {"item_id": "\u200b\u2060"},  # only zero-width characters: shows as empty
     ],
     ids=[
         "type",
@@ -112,6 +116,10 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         "item_unit_separator",
         "item_bom",
         "user_tab",
+        "user_nel",
+        "user_c1",
+        "item_line_separator",
+        "item_zero_width",
     ],
 )
 def test_schema_and_code_reject_the_same_bad_events(change: dict[str, Any]) -> None:

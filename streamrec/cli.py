@@ -290,17 +290,20 @@ _register_stage_commands()
 
 def main() -> None:
     """Console entry point: errors we raise on purpose print one clear line, exit code 2."""
+    # soft_wrap: one line however long. Rich otherwise wraps at 80 columns where stderr is no
+    # terminal (a worker's log, a pod's output), splitting the error over several lines.
     try:
         app()
     except StreamrecError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise SystemExit(2) from None
     except KafkaConnectionError as exc:
         err_console.print(
             f"[bold red]error:[/] {exc}: is the broker up? (`streamrec kafka start`, or set "
-            "STREAMREC_KAFKA__BOOTSTRAP_SERVERS)"
+            "STREAMREC_KAFKA__BOOTSTRAP_SERVERS)",
+            soft_wrap=True,
         )
         raise SystemExit(2) from None
     except OSError as exc:  # a port in use, a data dir that is a file, a full disk
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise SystemExit(2) from None

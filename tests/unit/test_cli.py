@@ -56,7 +56,9 @@ def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 2
-    return " ".join(capsys.readouterr().err.split())
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines  # however long: not wrapped at the 80 columns of no terminal
+    return lines[0]
 
 
 def test_an_unreachable_broker_is_one_line_not_a_traceback(

@@ -2,16 +2,20 @@
 
 Topics are created explicitly, never by auto-creation on first produce: the worker's tables
 require every co-partitioned topic to have the same partition count, and an auto-created topic
-gets the broker default instead (faust then refuses to start with PartitionsMismatch).
+gets the broker default instead. faust checks this only when a table is first written from an
+event of a topic, so a worker with a mismatch starts, reports ready and then crashes on that
+event with PartitionsMismatch, at every restart; ``check_copartitioned`` refuses it at start.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 
@@ -99,13 +103,63 @@ async def create_topics(
         await admin.close()
 
 
-async def describe_topics(kafka: KafkaSettings) -> dict[str, int]:
-    """Topic name -> partition count for every topic on the cluster."""
+async def describe_topics(kafka: KafkaSettings, only: list[str] | None = None) -> dict[str, int]:
+    """Topic name -> partition count for every topic on the cluster (those of ``only`` that
+    exist, when given)."""
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(kafka))
     await admin.start()
     try:
         names = await admin.list_topics()
+        if only is not None:
+            names = [name for name in names if name in only]
         described = await admin.describe_topics(names)
         return {d["topic"]: len(d["partitions"]) for d in described}
     finally:
         await admin.close()
+
+
+def partitions_problem(
+    kafka: KafkaSettings, events: int, changelogs: Mapping[str, int | None]
+) -> str | None:
+    """Why the worker's tables cannot run on these topics, or None when they can.
+
+    ``events`` is the events topic's partition count; ``changelogs`` maps each table to its
+    changelog topic's count, None where that topic does not exist yet (it will be created).
+    """
+    differing = {table: n for table, n in changelogs.items() if n is not None and n != events}
+    if not differing:
+        return None
+    counts = sorted(set(differing.values()))
+    have = ", ".join(
+        f"{n} ({', '.join(t for t, m in differing.items() if m == n)})" for n in counts
+    )
+    # Deleted changelogs come back with the configured count, so the fix names the setting.
+    fix = (
+        "delete those changelogs and each worker's <data dir>/v1/tables, then start with "
+        f"STREAMREC_KAFKA__TOPICS__PARTITIONS={events} (losing their table state)"
+    )
+    if len(counts) == 1:
+        fix += (
+            f", or point the workers at a new events topic with {counts[0]} partitions "
+            "(STREAMREC_KAFKA__TOPICS__EVENTS)"
+        )
+    return (
+        f"events topic {kafka.topics.name('events')} has {events} partitions but its table "
+        f"changelogs have {have}: a topic's partition count is fixed after the first start "
+        f"(changelog partition n holds the state of events partition n); {fix}"
+    )
+
+
+async def check_copartitioned(kafka: KafkaSettings) -> None:
+    """ConfigError when the events topic and an existing table changelog differ in partition
+    count (faust would crash on the first event of a partition the changelog lacks)."""
+    events = kafka.topics.name("events")
+    tables = {table: changelog_topic(kafka, table) for table in WORKER_TABLES}
+    counts = await describe_topics(kafka, [events, *tables.values()])
+    if events not in counts:  # deleted since create_topics: faust creates it with the setting's
+        return
+    problem = partitions_problem(
+        kafka, counts[events], {table: counts.get(name) for table, name in tables.items()}
+    )
+    if problem is not None:
+        raise ConfigError(problem)

@@ -1,4 +1,5 @@
-"""``streamrec worker``: ensure the topics exist, build the app, run faust's worker."""
+"""``streamrec worker``: ensure the topics exist and fit the tables, build the app, run faust's
+worker."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from typing import Any, cast
 import faust
 
 from streamrec.errors import BrokerError
-from streamrec.settings import Settings
+from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream import logs
 from streamrec.stream.app import create_app
 from streamrec.stream.data_dir import lock_data_dir
 from streamrec.stream.health import BrokerWatch, MetadataProbe, hard_exit_after
-from streamrec.stream.topics import create_topics
+from streamrec.stream.topics import check_copartitioned, create_topics
 
 # How long a worker that gives up on the broker lets faust's shutdown try to flush and commit
 # (through the broker it gave up on) before it exits anyway.
@@ -40,12 +41,20 @@ async def _freeze(sender: Any, **kwargs: Any) -> None:
     gc.freeze()
 
 
+async def _prepare_topics(kafka: KafkaSettings) -> None:
+    await create_topics(kafka)
+    await check_copartitioned(kafka)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker until it is stopped (SIGTERM/SIGINT); blocks."""
     lock = lock_data_dir(settings.state.data_dir)  # held until the process ends, kill -9 too
-    # Topics first, with the configured partitions: faust's tables refuse to start when a
-    # source topic and its changelog disagree (which auto-creation would cause).
-    asyncio.run(create_topics(settings.kafka))
+    # Topics first, with the configured partitions (auto-creation would give the broker's
+    # default). faust checks a table's changelog against its source topic only when an event
+    # first writes the table: a mismatch (events grown with create_partitions, or created apart
+    # from its changelogs) would start, report ready, then crash on that event at every
+    # restart. So it is refused here, before anything runs.
+    asyncio.run(_prepare_topics(settings.kafka))
     if settings.serving.mode == "model" and not settings.serving.model_process:
         import torch
 

@@ -1,6 +1,7 @@
 """The topics streamrec creates before a worker starts include its tables' changelogs, named,
 partitioned and compacted as faust declares them (a changelog faust had to create itself was
-unknown to its consumer for minutes: every write to that table failed meanwhile)."""
+unknown to its consumer for minutes: every write to that table failed meanwhile); a changelog
+whose partition count differs from the events topic's is refused with the ways out."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from prometheus_client import CollectorRegistry
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
 from streamrec.stream.app import create_app
 from streamrec.stream.config import StateSettings
-from streamrec.stream.topics import WORKER_TABLES, topic_specs
+from streamrec.stream.topics import (
+    IMPRESSIONS,
+    USER_STATE,
+    WORKER_TABLES,
+    partitions_problem,
+    topic_specs,
+)
 
 
 def test_every_worker_table_changelog_is_created_as_faust_declares_it() -> None:
@@ -31,3 +38,38 @@ def test_the_control_topic_keeps_the_last_announcements_however_old() -> None:
     specs = {spec.name: spec for spec in topic_specs(KafkaSettings())}
     control = specs[KafkaSettings().topics.name("control")]
     assert control.partitions == 1 and control.config == {"cleanup.policy": "compact"}
+
+
+KAFKA = KafkaSettings(topics=TopicSettings(prefix="t1."))
+
+
+def test_equal_counts_and_changelogs_not_created_yet_are_fine() -> None:
+    assert partitions_problem(KAFKA, 4, {USER_STATE: 4, IMPRESSIONS: 4}) is None
+    assert partitions_problem(KAFKA, 4, {USER_STATE: None, IMPRESSIONS: None}) is None
+    assert partitions_problem(KAFKA, 2, {USER_STATE: 2, IMPRESSIONS: None}) is None
+
+
+def test_events_grown_past_its_changelogs_is_refused_with_both_ways_out() -> None:
+    """Events raised from 4 to 6 partitions with create_partitions, changelogs still at 4."""
+    problem = partitions_problem(KAFKA, 6, {USER_STATE: 4, IMPRESSIONS: 4})
+    assert problem == (
+        "events topic t1.events has 6 partitions but its table changelogs have "
+        "4 (user_state, impressions): a topic's partition count is fixed after the first start "
+        "(changelog partition n holds the state of events partition n); delete those "
+        "changelogs and each worker's <data dir>/v1/tables, then start with "
+        "STREAMREC_KAFKA__TOPICS__PARTITIONS=6 (losing their table state), or point the "
+        "workers at a new events topic with 4 partitions (STREAMREC_KAFKA__TOPICS__EVENTS)"
+    )
+
+
+def test_only_the_changelogs_that_differ_are_named() -> None:
+    problem = partitions_problem(KAFKA, 2, {USER_STATE: 4, IMPRESSIONS: 2})
+    assert problem is not None
+    assert "changelogs have 4 (user_state):" in problem and "impressions" not in problem
+
+
+def test_changelogs_that_disagree_among_themselves_leave_no_events_count_to_move_to() -> None:
+    problem = partitions_problem(KAFKA, 6, {USER_STATE: 4, IMPRESSIONS: 8})
+    assert problem is not None
+    assert "changelogs have 4 (user_state), 8 (impressions):" in problem
+    assert "new events topic" not in problem and "PARTITIONS=6" in problem

@@ -47,6 +47,8 @@ class Catalog:
         self.listeners: list[ItemListener] = []
         self.on_inactive: list[Callable[[frozenset[str]], None]] = []  # told of every change
         self._inactive_changes = 0
+        for outcome in ("accepted", "rejected"):  # exported at 0 before the first record
+            metrics.items_consumed.labels(outcome)
 
     async def run(self) -> None:
         """Read the topic from the beginning, then follow it; runs for the worker's lifetime."""

@@ -92,6 +92,8 @@ class Feedback:
         self.announced_updates = 0  # shared mode: versions announced since the start, taken up
         for reason in DropReason:  # a series per reason from the start: rate() and alerts see 0s
             metrics.rewards_dropped.labels(reason.value)
+        for kind in learner.reward_weights:
+            metrics.rewards.labels(kind)
         on_policy(self.learner.weights, self.learner.version)
 
     def store(self, impression: Impression, partition: int) -> bool:

@@ -49,3 +49,10 @@ def test_excluding_adds_the_inactive_items_to_what_a_user_has_seen() -> None:
     assert excluding(seen, frozenset()) is seen  # nothing inactive: the fast container as is
     both = excluding(seen, {"x"})
     assert "s" in both and "x" in both and "y" not in both
+
+
+def test_both_outcomes_are_exported_at_zero_before_the_first_record() -> None:
+    catalog, _ = _catalog()
+    samples = catalog.metrics.items_consumed.collect()[0].samples
+    totals = {s.labels["outcome"]: s.value for s in samples if s.name.endswith("_total")}
+    assert totals == {"accepted": 0.0, "rejected": 0.0}

@@ -146,3 +146,15 @@ def test_every_drop_reason_and_error_code_is_exported_before_its_first_sample(
     exported = generate_latest(metrics.registry).decode()
     for code in ERROR_CODES:
         assert f'streamrec_events_rejected_total{{code="{code}"}} 0.0' in exported
+
+
+def test_every_reward_type_is_exported_at_zero_from_the_start(
+    tmp_path: Path,
+) -> None:
+    # A dashboard's rate() and an alert's increase() see the first reward only when the series
+    # was there before it.
+    feedback = _feedback(tmp_path)
+    samples = feedback.metrics.rewards.collect()[0].samples
+    rewards = [s for s in samples if s.name.endswith("_total")]
+    assert {s.labels["type"] for s in rewards} == set(Settings().learner.reward_weights)
+    assert {s.value for s in rewards} == {0.0}

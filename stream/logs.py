@@ -7,9 +7,9 @@ one per ``interval_s``; the one that passes after a quiet stretch says how many 
 (``... [suppressed 1234 similar in the last 5 s]``). Records below ``level`` are not touched.
 
 Keys are message *templates* (``record.msg`` before ``%`` formatting), so "Unable connect to
-node with id 1: ..." is one key whatever the error text. The last suppressed count of a key is
-reported only when that key logs again; an outage that ends is followed by silence, and the
-metrics (not the log) are the place to read how long it lasted.
+node with id 1: ..." is one key whatever the error text. A count still held back when its key
+goes quiet is written by ``flush`` (every ``interval_s`` on a thread ``install`` starts), so a
+burst of dead letters logs its first line and then how many more there were, not one line alone.
 
 Nothing is installed at import time: ``install`` is called by the worker command once faust has
 configured its handlers (``stream/worker.py``).
@@ -18,6 +18,7 @@ configured its handlers (``stream/worker.py``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 # Attribute set on a record once decided, so the filter can sit on several handlers and a record
 # reaching all of them is counted once and marked once.
 _DECIDED = "_streamrec_repeat_passed"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,12 +55,14 @@ class RepeatFilter(logging.Filter):
         self.clock = clock
         self.max_keys = max_keys
         self._seen: dict[tuple[str, str], _Seen] = {}
+        self._lock = threading.Lock()  # flush runs on its own thread
 
     def filter(self, record: logging.LogRecord) -> bool:
         decided = getattr(record, _DECIDED, None)
         if decided is not None:
             return bool(decided)
-        passed = self._decide(record)
+        with self._lock:
+            passed = self._decide(record)
         setattr(record, _DECIDED, passed)
         return passed
 
@@ -86,9 +90,32 @@ class RepeatFilter(logging.Filter):
         seen.suppressed = 0
         return True
 
+    def flush(self) -> None:
+        """Log the count of each key held back and quiet for ``interval_s`` since its last line."""
+        now = self.clock()
+        with self._lock:
+            due = [
+                (key, seen.suppressed, now - seen.passed_at)
+                for key, seen in self._seen.items()
+                if seen.suppressed and now - seen.passed_at >= self.interval_s
+            ]
+            for key, _, _ in due:
+                self._seen[key] = _Seen(passed_at=now)
+        for (name, template), count, span in due:
+            # Marked as decided: one summary line per key, however many keys are due at once.
+            log.warning(
+                "[suppressed %d similar in the last %.0f s] %s: %s",
+                count,
+                span,
+                name,
+                template[:200],
+                extra={_DECIDED: True},
+            )
+
 
 def install(interval_s: float, handlers: Iterable[logging.Handler] | None = None) -> RepeatFilter:
-    """Put one ``RepeatFilter`` on ``handlers`` (default: the root logger's); returns it.
+    """Put one ``RepeatFilter`` on ``handlers`` (default: the root logger's) and flush it every
+    ``interval_s`` on a daemon thread; returns it.
 
     On handlers, not loggers: a logger's filter sees only records logged on that very logger,
     while aiokafka logs on a dozen child loggers that all reach the root handlers.
@@ -96,4 +123,12 @@ def install(interval_s: float, handlers: Iterable[logging.Handler] | None = None
     repeat = RepeatFilter(interval_s)
     for handler in logging.getLogger().handlers if handlers is None else handlers:
         handler.addFilter(repeat)
+    if interval_s > 0:
+        threading.Thread(target=_flush_forever, args=(repeat,), daemon=True).start()
     return repeat
+
+
+def _flush_forever(repeat: RepeatFilter) -> None:
+    while True:
+        time.sleep(repeat.interval_s)
+        repeat.flush()

@@ -86,6 +86,33 @@ def test_records_below_warning_are_untouched(captured: Captured) -> None:
     assert captured.lines == [f"fetched {n}" for n in range(4)]
 
 
+def test_a_burst_that_goes_quiet_is_followed_by_its_count(clock: Clock) -> None:
+    # 46 dead letters within a second wrote one line and then nothing: an operator could not
+    # tell one bad record from many.
+    repeat = RepeatFilter(5.0, clock=clock)
+    burst, summary = Captured(), Captured()
+    burst.addFilter(repeat)
+    summary.addFilter(repeat)
+    log, logs_log = logging.getLogger("test.logs.burst"), logging.getLogger("streamrec.stream.logs")
+    log.addHandler(burst)
+    logs_log.addHandler(summary)
+    try:
+        for n in range(46):
+            log.warning("dead-lettered %s (%s)", n, "not_utf8")
+        log.warning("other %s", 1)  # passed, nothing held back: no summary
+        repeat.flush()  # not quiet for 5 s yet
+        clock.now += 5
+        repeat.flush()
+        repeat.flush()  # reported once
+    finally:
+        log.removeHandler(burst)
+        logs_log.removeHandler(summary)
+    assert burst.lines == ["dead-lettered 0 (not_utf8)", "other 1"]
+    assert summary.lines == [
+        "[suppressed 45 similar in the last 5 s] test.logs.burst: dead-lettered %s (%s)"
+    ]
+
+
 def test_key_table_is_bounded_and_forgets_the_oldest(captured: Captured) -> None:
     for template in ("a %s", "b %s", "c %s", "d %s"):  # max_keys=3: "a" is dropped for "d"
         _log().warning(template, 1)

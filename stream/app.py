@@ -380,6 +380,7 @@ def _faust_app(s: Settings) -> faust.App:
         # Bounded polls keep each handler loop short so heartbeats are never starved
         # (rebalance storms: robinhood/faust #259, #402).
         broker_max_poll_records=500,
+        broker_session_timeout=s.kafka.session_timeout_s,
         # Each event writes 3-5 changelog records; without a linger every one of them is its
         # own produce request and socket writes dominate the profile (23% of CPU measured).
         producer_linger_ms=5,

@@ -110,6 +110,16 @@ class KafkaSettings(BaseModel):
         "commits) before it exits with code 1 and a log line saying so; restarting it is safe. "
         "At most 1,100 s: faust's producer fails its sends after 1,200 s, less clearly.",
     )
+    session_timeout_s: float = Field(
+        60.0,
+        ge=10,
+        le=90,
+        description="How long the group waits for a silent worker (kill -9, a lost host) before "
+        "its partitions move to the others: their events wait that long. Shorter fails over "
+        "sooner but expels a worker whose heartbeats a busy CPU delays. 60 s is faust's default; "
+        "at least 10 (the broker's minimum is 6, heartbeats go every 3), at most 90 (faust's "
+        "request timeout).",
+    )
 
 
 class BrokerSettings(BaseModel):

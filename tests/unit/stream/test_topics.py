@@ -32,6 +32,14 @@ def test_every_worker_table_changelog_is_created_as_faust_declares_it() -> None:
         assert declared.compacting and spec.config["cleanup.policy"] == "compact"
 
 
+def test_the_groups_session_timeout_is_the_setting() -> None:
+    # How long a killed worker's partitions wait for another: 60 s of stalled events is
+    # faust's default, and ops could not shorten it.
+    kafka = KafkaSettings(session_timeout_s=20)
+    settings = Settings(kafka=kafka, state=StateSettings(store_url="memory://"))
+    assert create_app(settings, CollectorRegistry()).app.conf.broker_session_timeout == 20
+
+
 def test_the_control_topic_keeps_the_last_announcements_however_old() -> None:
     """Time retention would delete a quiet week's last model and policy announcements: a
     restarted worker would then serve its configured model, a fresh learner the start weights."""

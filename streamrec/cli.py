@@ -218,6 +218,8 @@ def produce(
     report("produce", {**figures, "rejections": rejected} if as_json else figures, as_json)
     if rejected and not as_json:
         print_rows(f"rejected rows (first {min(show, len(rejected))})", rejected[:show])
+    if result.accepted == 0 and not rejected and resume_from_line == 0:
+        err_console.print(f"warning: {path} has no records; nothing was published", soft_wrap=True)
     if rejected:  # the good rows went out; a script must still learn that some did not
         raise typer.Exit(PRODUCED_WITH_REJECTIONS)
 

@@ -117,3 +117,19 @@ def test_produce_reports_bad_rows_and_keeps_every_good_one(
 
     got = asyncio.run(_read_all(kafka_settings, kafka_settings.topics.name("events"), GOOD))
     assert got == expected_per_user
+
+
+def test_an_empty_file_is_said_to_publish_nothing(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n")
+    asyncio.run(create_topics(kafka_settings))
+    env = {
+        "STREAMREC_KAFKA__BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "STREAMREC_KAFKA__TOPICS__PREFIX": kafka_settings.topics.prefix,
+    }
+    result = CliRunner().invoke(app, ["produce", str(path), "--json"], env=env)
+    assert result.exit_code == 0, result.output  # no new events is not a failure
+    assert json.loads(result.stdout)["accepted"] == 0
+    assert "has no records; nothing was published" in result.stderr

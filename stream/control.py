@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # the service may live in a child process: no torch in this o
 log = logging.getLogger(__name__)
 # Model announcements of the backlog a starting worker keeps to fall back on, newest first.
 BACKLOG_MODELS = 8
+# Below this share of the catalog in a loaded model's training items, the swap is warned about.
+UNKNOWN_CATALOG_SHARE = 0.5
 
 
 class PolicyAnnouncement(BaseModel):
@@ -230,6 +232,7 @@ class ControlListener:
         self.swaps += 1
         self.load_failure = None
         _warn_unkept_context(checkpoint, self.kept_context)
+        _warn_unknown_catalog(checkpoint, self.catalog)
         self.metrics.model_version.clear()
         self.metrics.model_version.labels(version).set(1)
         self.metrics.index_items.set(server.index_size or 0)
@@ -264,6 +267,24 @@ def _warn_unkept_context(checkpoint: Path, kept: tuple[str, ...]) -> None:
             "unknown. Set state.context_fields to include them (STREAMREC_STATE__CONTEXT_FIELDS)",
             checkpoint.name,
             missing,
+        )
+
+
+def _warn_unknown_catalog(checkpoint: Path, catalog: Mapping[str, object]) -> None:
+    """A model that knows few of the catalog's items (trained on another catalog?) serves them
+    from their text alone: say so, since nothing else would."""
+    try:
+        known = set(json.loads((checkpoint / "item_ids.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return  # the load itself succeeded; an unreadable extra costs only this warning
+    trained = sum(item in known for item in catalog)
+    if catalog and trained < UNKNOWN_CATALOG_SHARE * len(catalog):
+        log.warning(
+            "model %s was trained on %d of the %d catalog items; the others are served from "
+            "their text vectors only (was it trained on another dataset?)",
+            checkpoint.name,
+            trained,
+            len(catalog),
         )
 
 

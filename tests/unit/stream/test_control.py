@@ -137,6 +137,29 @@ def test_a_model_reading_context_the_states_do_not_keep_is_named_in_the_log(
     assert caplog.text == "" and server.model_version == "v2"
 
 
+def test_a_model_trained_on_few_of_the_catalogs_items_is_named_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    catalog = {f"SKU-{n}": Item(item_id=f"SKU-{n}", title=f"Lamp {n}") for n in range(4)}
+    listener = ControlListener(
+        Settings().kafka,
+        FakeServer(),  # type: ignore[arg-type]
+        None,
+        catalog,
+        metrics(),
+    )
+    for version, items in (("movies", ["1", "2", "SKU-0"]), ("shop", ["SKU-0", "SKU-1", "x"])):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "item_ids.json").write_text(json.dumps(items))
+    with caplog.at_level(logging.WARNING, "streamrec.stream.control"):
+        asyncio.run(listener._load(tmp_path / "movies"))
+    assert "trained on 1 of the 4 catalog items" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "streamrec.stream.control"):
+        asyncio.run(listener._load(tmp_path / "shop"))  # half the catalog: not warned about
+    assert caplog.text == ""
+
+
 class _Backlog:
     """A control partition: ``backlog`` records before the end offset, then ``live`` ones,
     one record per fetch; raises _Done when both are read (ends ``follow``)."""

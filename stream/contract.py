@@ -237,6 +237,8 @@ def _decode_object(raw: bytes, limit: int) -> dict[str, Any]:
             raise ContractError(
                 "too_deep", f"arrays/objects nested {depth} levels deep; at most {MAX_DEPTH}"
             )
+    if not raw:
+        raise ContractError("invalid_json", "the record is empty (no value, or a tombstone)")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -251,8 +253,19 @@ def _decode_object(raw: bytes, limit: int) -> dict[str, Any]:
         # Not expected from orjson, whose depth is bounded; kept so the promise holds anyway.
         raise ContractError("invalid_json", f"cannot parse: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
-        raise ContractError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+        got = _JSON_KINDS.get(type(obj), type(obj).__name__)
+        raise ContractError("not_an_object", f"expected a JSON object, got {got}")
     return obj
+
+
+_JSON_KINDS = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+}
 
 
 def _validate(model: type[_R], obj: dict[str, Any]) -> _R:

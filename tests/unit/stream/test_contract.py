@@ -373,3 +373,16 @@ def test_a_recommendation_encoded_from_its_fields_has_the_records_bytes() -> Non
             "timing_ms": {text(): number() for _ in range(rng.randint(0, 7))},
         }
         assert encode_recommendation(**fields) == encode(Recommendation(**fields))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"null", "expected a JSON object, got null"),
+        (b"[1]", "expected a JSON object, got an array"),
+        (b"", "the record is empty"),
+    ],
+)
+def test_rejections_speak_json_not_python(raw: bytes, message: str) -> None:
+    with pytest.raises(ContractError, match=message):
+        parse_event(raw)

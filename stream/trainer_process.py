@@ -60,7 +60,7 @@ def train_on_window(settings: Settings) -> TrainFn:
 
         try:
             return run(start)
-        except ModelError as exc:  # e.g. the served model was trained with other settings
+        except ModelError as exc:  # e.g. the served checkpoint cannot be read any more
             if start is None:
                 raise
             log.warning("training from scratch: %s", exc)

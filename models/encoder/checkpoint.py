@@ -51,7 +51,14 @@ from streamrec.models.encoder.network import (
 )
 from streamrec.stream.state import UserState
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "InferenceEncoder", "load_encoder", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "InferenceEncoder",
+    "load_encoder",
+    "read_config",
+    "save_checkpoint",
+]
 
 FORMAT = "streamrec.sequence-encoder"
 FORMAT_VERSION = 2
@@ -160,11 +167,9 @@ def _read_json(path: Path) -> Any:
         raise ModelError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); retrain") from exc
 
 
-def load_encoder(
-    folder: Path, device: torch.device | str = "cpu"
-) -> tuple[SequenceEncoder, dict[str, Any], list[str], torch.Tensor]:
-    """Load (model in eval mode, config.json, item ids, fallback user vector [D])."""
-    folder = Path(folder)
+def read_config(folder: Path) -> tuple[dict[str, Any], EncoderConfig]:
+    """A checkpoint's config.json and the encoder config in it (the architecture and inputs it
+    was built with), without loading its weights; ModelError when they cannot be read."""
     config = _read_json(folder / "config.json")
     if not isinstance(config, dict):
         raise ModelError(f"{folder}/config.json is not a checkpoint config (not an object)")
@@ -174,11 +179,20 @@ def load_encoder(
             f"{config.get('format_version')}, this streamrec reads {FORMAT} v1 to "
             f"v{FORMAT_VERSION}; upgrade streamrec to load a newer checkpoint"
         )
-    item_ids = _read_json(folder / "item_ids.json")
     try:
-        model = SequenceEncoder(EncoderConfig.from_dict(config["encoder"]))
+        return config, EncoderConfig.from_dict(config["encoder"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{folder}/config.json has no usable encoder config ({exc!r})") from exc
+
+
+def load_encoder(
+    folder: Path, device: torch.device | str = "cpu"
+) -> tuple[SequenceEncoder, dict[str, Any], list[str], torch.Tensor]:
+    """Load (model in eval mode, config.json, item ids, fallback user vector [D])."""
+    folder = Path(folder)
+    config, encoder = read_config(folder)
+    item_ids = _read_json(folder / "item_ids.json")
+    model = SequenceEncoder(encoder)
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise ModelError(f"checkpoint weights {weights} are missing; re-run `streamrec train`")

@@ -43,9 +43,25 @@ from streamrec.models.encoder.inputs import (
 
 _DEFAULTS = EncoderSettings.model_fields
 
-__all__ = ["PAD", "EncoderConfig", "SequenceEncoder", "left_pad", "safe_batch_size"]
+__all__ = [
+    "INPUT_SETTINGS",
+    "PAD",
+    "EncoderConfig",
+    "SequenceEncoder",
+    "left_pad",
+    "safe_batch_size",
+]
 
 PAD = 0  # padding index of the item embedding; real items start at 1
+
+# The encoder settings that switch on an input besides item ids -> their ``TokenInputs`` field.
+INPUT_SETTINGS = {
+    "event_types": "types",
+    "event_values": "values",
+    "time_gaps": "gaps",
+    "summary_tokens": "summary_tokens",
+    "context_fields": "context_fields",
+}
 
 # DESIGN pitfall: fused attention kernels crashed at batch * heads * L^2 >= 2^31 (torch 2.11, bf16).
 _ATTN_ELEMENT_LIMIT = 2**31
@@ -84,14 +100,14 @@ class EncoderConfig:
         """The encoder ``settings`` describe, for a catalog of ``n_items``."""
         skip = {"n_items", "inputs"}
         shape = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name not in skip}
-        inputs = TokenInputs(
-            types=settings.event_types,
-            values=settings.event_values,
-            gaps=settings.time_gaps,
-            summary_tokens=settings.summary_tokens,
-            context_fields=tuple(settings.context_fields),
-        )
-        return cls(n_items=n_items, inputs=inputs, **shape)
+        chosen = {field: getattr(settings, name) for name, field in INPUT_SETTINGS.items()}
+        return cls(n_items=n_items, inputs=TokenInputs(**chosen), **shape)
+
+    def setting(self, name: str) -> Any:
+        """The value of the encoder setting ``name`` (models/config.py) this config has."""
+        if name in INPUT_SETTINGS:
+            return getattr(self.inputs, INPUT_SETTINGS[name])
+        return getattr(self, name)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> EncoderConfig:

@@ -33,7 +33,7 @@ from streamrec.models.encoder.event_log import EventLog, load_event_log
 from streamrec.models.encoder.inputs import Featurizer, TokenInputs
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.training import TrainConfig, model_scorer, pick_device, train
-from streamrec.models.encoder.warm_start import warm_state
+from streamrec.models.encoder.warm_start import warm_config, warm_state
 from streamrec.models.encoder.windows import WindowSplit, build_split
 from streamrec.settings import Settings
 
@@ -176,14 +176,16 @@ def run_training(
     init: Path | None = None,
     explain_inputs: bool = True,
 ) -> dict[str, Any]:
-    """Train (from the checkpoint ``init`` when given: models/encoder/warm_start.py), evaluate
-    on the test items (history excluded and included), save a checkpoint. ``explain_inputs``:
-    say which of the dataset's columns the encoder leaves unread (once per command, not at
-    every cycle of the continual trainer)."""
+    """Train (from the checkpoint ``init`` when given, with the architecture and inputs it
+    records: models/encoder/warm_start.py), evaluate on the test items (history excluded and
+    included), save a checkpoint. ``explain_inputs``: say which of the dataset's columns the
+    encoder leaves unread (once per command, not at every cycle of the continual trainer)."""
     dev = pick_device(device or settings.encoder.device)
     log = load_event_log(dataset, settings.data.cache_dir)
     ds = log.dataset
     enc, tc = preset_configs(settings, preset, len(ds.items), epochs, time_budget_s)
+    if init is not None:
+        enc = warm_config(init, enc, settings.encoder)
     hint = unread_columns(log, enc.inputs) if explain_inputs else None
     if hint is not None:
         err_console.print(f"[yellow]{hint}[/]")

@@ -10,21 +10,54 @@ trained on the first half 0.90x.
 
 The window defines the new item map, so item embeddings are copied by item id: items the
 checkpoint knows start from their learned rows, new items from the usual initialisation.
-Every other weight is copied as is; the architecture must match.
+Every other weight is copied as is; the architecture must match, so the new encoder takes the
+architecture and inputs the checkpoint records (``warm_config``), not the encoder settings':
+workers read them from the checkpoint, so a trainer started without the STREAMREC_ENCODER__*
+variables the model was trained with once fell back to training an ids-only model from scratch.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from streamrec.errors import ModelError
-from streamrec.models.encoder.checkpoint import load_encoder
-from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
+from streamrec.models.config import EncoderSettings
+from streamrec.models.encoder.checkpoint import load_encoder, read_config
+from streamrec.models.encoder.network import INPUT_SETTINGS, EncoderConfig, SequenceEncoder
 
+log = logging.getLogger(__name__)
 ITEM_TABLE = "item_emb.weight"
+SHAPE = ("hidden_size", "layers", "heads", "inner_size", "max_len")  # besides the inputs
+
+
+def warm_config(
+    checkpoint: Path, configured: EncoderConfig, asked: EncoderSettings
+) -> EncoderConfig:
+    """``configured`` (from ``asked``, the encoder settings) with the shape and inputs that
+    ``checkpoint`` records. Logs one warning when ``asked`` explicitly sets one of them to
+    something else; the unset ones are only defaults and say nothing about the model."""
+    _, recorded = read_config(checkpoint)
+    ignored = [
+        name
+        for name in sorted(asked.model_fields_set & {*SHAPE, *INPUT_SETTINGS})
+        if getattr(asked, name) != recorded.setting(name)
+    ]
+    if ignored:
+        log.warning(
+            "fine-tuning %s with the shape and inputs it records (inputs %s), not the encoder "
+            "settings' %s: a warm start keeps the model's architecture (to change it, train "
+            "one from scratch with `streamrec train` and publish it)",
+            checkpoint,
+            recorded.inputs.describe(),
+            ", ".join(ignored),
+        )
+    shape = {name: getattr(recorded, name) for name in SHAPE}
+    return replace(configured, inputs=recorded.inputs, **shape)
 
 
 def warm_state(
@@ -51,11 +84,7 @@ def warm_state(
 
 
 def _same_architecture(old: EncoderConfig, new: EncoderConfig, checkpoint: Path) -> None:
-    differ = [
-        name
-        for name in ("hidden_size", "layers", "heads", "inner_size", "max_len", "inputs")
-        if getattr(old, name) != getattr(new, name)
-    ]
+    differ = [name for name in (*SHAPE, "inputs") if getattr(old, name) != getattr(new, name)]
     if differ:
         raise ModelError(
             f"cannot warm start from {checkpoint}: its {', '.join(differ)} differ from the "

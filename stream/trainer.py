@@ -8,18 +8,23 @@ records it; a checkpoint without it makes every event new), so a trainer started
 that already learned the window idles instead of relearning it. Every ``trainer.every_events``
 new events, or ``trainer.every_s`` seconds when fewer came, one cycle:
 
-1. hold out the newest ``trainer.holdout_events`` events of the window;
-2. train a candidate on the rest (the encoder pipeline on RecBole files of the window,
-   ``trainer.time_budget_s`` at most), starting from the served model's weights
-   (models/encoder/warm_start.py says why), so items that appeared since the served model was
-   trained get learned vectors instead of their cold-start text vectors; when no epoch beats
-   the served weights on the window's validation there is no candidate, and the cycle ends;
-3. score the candidate and the served model on the held-out events: for each whose user has an
+1. take the served model to be what the workers serve: the newest model announced on
+   ``control`` whose checkpoint loads. Usually that is the trainer's own last candidate; after a
+   ``streamrec publish-model`` it is the published one (once, the trainer kept its own and
+   announced candidates fine-tuned from it over the published model);
+2. hold out the newest ``trainer.holdout_events`` events of the window;
+3. train a candidate on the rest (the encoder pipeline on RecBole files of the window,
+   ``trainer.time_budget_s`` at most), starting from the served model's weights, with the
+   shape and inputs its checkpoint records (models/encoder/warm_start.py says why), so items
+   that appeared since the served model was trained get learned vectors instead of their
+   cold-start text vectors; when no epoch beats the served weights on the window's
+   validation there is no candidate, and the cycle ends;
+4. score the candidate and the served model on the held-out events: for each whose user has an
    earlier event in the window, NDCG@10 of its item given the user's items before it, seen
    items excluded (the quality bench's protocol, offline);
-4. announce the candidate on ``control`` (every worker hot-swaps, stream/control.py) only when
+5. announce the candidate on ``control`` (every worker hot-swaps, stream/control.py) only when
    it does not regress: its NDCG@10 at least the served one's times ``1 - trainer.tolerance``;
-5. keep the newest ``trainer.keep_checkpoints`` checkpoint folders, delete older ones.
+6. keep the newest ``trainer.keep_checkpoints`` checkpoint folders, delete older ones.
 
 The model never sees a held-out event before it is scored, and every event a served model
 trained on came before the model was announced: nothing is scored by a model that saw it.
@@ -49,10 +54,16 @@ TrainFn = Callable[[Sequence[Event], Sequence[Item], Path, Path | None], Path | 
 ScoreFn = Callable[[Path, Sequence[Event], Sequence[Event]], float | None]
 AnnounceFn = Callable[[Path], Awaitable[str]]  # checkpoint -> the version announced
 HorizonFn = Callable[[Path], int | None]  # checkpoint -> its newest training event time (ms)
+NewestFn = Callable[[], Awaitable[Path | None]]  # the newest announced model that loads, if any
 
 
 def no_horizon(checkpoint: Path) -> int | None:
     """Every event is new (for parts that do not record what a model was trained on)."""
+    return None
+
+
+async def nothing_announced() -> Path | None:
+    """No model announced (for parts that do not read the control topic)."""
     return None
 
 
@@ -81,6 +92,7 @@ class ContinualTrainer:
     catalog: dict[str, Item] = field(default_factory=dict)
     served: Path | None = None
     horizon_of: HorizonFn = no_horizon
+    newest: NewestFn = nothing_announced
     since_cycle: int = 0
     history: list[CycleResult] = field(default_factory=list)
     horizon: int | None = field(init=False)
@@ -150,6 +162,7 @@ class ContinualTrainer:
         self, train: list[Event], held: list[Event], out: Path
     ) -> tuple[float | None, float | None, str | None]:
         """(candidate's score, served model's score, the version announced or None)."""
+        await self._follow_control()
         catalog = list(self.catalog.values())
         candidate = await asyncio.to_thread(self.train, train, catalog, out, self.served)
         if candidate is None:
@@ -166,6 +179,22 @@ class ContinualTrainer:
         self.served = candidate
         self.horizon = self._horizon(candidate)
         return ours, theirs, announced
+
+    async def _follow_control(self) -> None:
+        """Serve (judge against, fine-tune from) the newest model announced on ``control``
+        when it is not the one served now: one announced by someone else since."""
+        announced = await self.newest()
+        served = self.served.resolve() if self.served is not None else None
+        if announced is None or announced.resolve() == served:
+            return  # nothing announced loads (keep what is served), or it is ours
+        log.info(
+            "serving model %s announced on control, not by this trainer: judging and "
+            "fine-tuning it instead of %s",
+            announced,
+            self.served,
+        )
+        self.served = announced
+        self.horizon = self._horizon(announced)
 
     async def _served_score(self, train: list[Event], held: list[Event]) -> float | None:
         """The served model's score; None without one, or when it cannot be read any more

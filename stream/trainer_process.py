@@ -139,6 +139,7 @@ async def run_trainer(settings: Settings) -> None:
         folder,
         served=await served_model(settings),
         horizon_of=trained_until,
+        newest=lambda: announced_model(settings.kafka),
     )
     kafka, topics = settings.kafka, settings.kafka.topics
     events = AIOKafkaConsumer(
@@ -164,16 +165,12 @@ async def run_trainer(settings: Settings) -> None:
 
 
 async def served_model(settings: Settings) -> Path | None:
-    """What the workers serve: the newest model announced on the control topic whose folder
-    is still there (a restarted trainer must judge and fine-tune what they serve, not the
-    model it started with; workers fall back the same way), else ``encoder.checkpoint``.
-    ConfigError when that setting names no checkpoint."""
-    for announced in reversed((await last_announcements(settings.kafka)).models):
-        if (Path(announced.checkpoint) / "config.json").is_file():
-            return Path(announced.checkpoint)
-        log.warning(
-            "announced model %s is gone from %s", announced.model_version, announced.checkpoint
-        )
+    """What the workers serve when the trainer starts: ``announced_model`` (a restarted
+    trainer must judge and fine-tune what they serve, not the model it started with), else
+    ``encoder.checkpoint``. ConfigError when that setting names no checkpoint."""
+    announced = await announced_model(settings.kafka)
+    if announced is not None:
+        return announced
     configured = settings.encoder.checkpoint
     if configured is not None and not (configured / "config.json").is_file():
         raise ConfigError(
@@ -181,6 +178,23 @@ async def served_model(settings: Settings) -> Path | None:
             "checkpoint folder (no config.json); run `streamrec train` or fix the path"
         )
     return configured
+
+
+async def announced_model(kafka: KafkaSettings) -> Path | None:
+    """The newest model announced on the control topic whose checkpoint loads (workers fall
+    back the same way: stream/control.py); None when none does. Read at the trainer's start
+    and at each cycle's, so a model published meanwhile is the one judged and fine-tuned."""
+    from streamrec.models.encoder.checkpoint import verify_checkpoint
+
+    for announced in reversed((await last_announcements(kafka)).models):
+        checkpoint = Path(announced.checkpoint)
+        try:
+            await asyncio.to_thread(verify_checkpoint, checkpoint)
+        except ModelError as exc:
+            log.warning("announced model %s does not load: %s", announced.model_version, exc)
+            continue
+        return checkpoint
+    return None
 
 
 async def _rewind(consumer: AIOKafkaConsumer, topic: str, window: int) -> None:

@@ -1,13 +1,19 @@
 """The continual trainer on the real broker: it trains on the stream's window, announces its
-candidate, and a model-mode worker under load swaps to it."""
+candidate, and a model-mode worker under load swaps to it; a model published beside it is the
+one it judges and fine-tunes next."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
+import logging
+import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from streamrec.broker import free_port
 from streamrec.datasets import load_dataset
@@ -15,11 +21,19 @@ from streamrec.models.config import EncoderSettings, TrainSettings
 from streamrec.models.encoder.checkpoint import trained_until
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.config import TrainerSettings
+from streamrec.stream.contract import Event, Item
+from streamrec.stream.control import announce_model
 from streamrec.stream.producer import dataset_events, dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, wait_until
 from streamrec.stream.topics import create_topics
 from streamrec.stream.trainer import ContinualTrainer
-from streamrec.stream.trainer_process import announcer, next_item_ndcg, train_on_window
+from streamrec.stream.trainer_process import (
+    announced_model,
+    announcer,
+    next_item_ndcg,
+    served_model,
+    train_on_window,
+)
 
 
 def _version(checkpoint: Path) -> str:
@@ -89,3 +103,57 @@ def test_the_trainers_candidate_is_announced_and_served_under_load(
         assert (worker.stats() or {}).get("events_accepted", 0) > 0
     finally:
         worker.stop()
+
+
+def test_a_model_published_beside_the_trainer_is_the_one_its_next_cycle_judges_and_fine_tunes(
+    kafka_settings: KafkaSettings,
+    tmp_path: Path,
+    checkpoints: list[Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Once, the trainer read the control topic only at its start: after a publish-model it
+    still judged and fine-tuned its own model, and its candidate overrode the publish."""
+    asyncio.run(create_topics(kafka_settings))
+    own, published = (c.resolve() for c in checkpoints)
+    asyncio.run(announce_model(kafka_settings, own, _version(own)))
+    settings = Settings(
+        kafka=kafka_settings,
+        trainer=TrainerSettings(window_events=3_000, holdout_events=300, tolerance=0.99),
+    )
+    starts: list[Path | None] = []
+
+    def train(
+        events: Sequence[Event], catalog: Sequence[Item], out: Path, start: Path | None
+    ) -> Path | None:
+        """The start's weights as the candidate: which model a cycle starts from is checked
+        here, not what training makes of it (the first test trains)."""
+        starts.append(start)
+        assert start is not None
+        return Path(shutil.copytree(start, out / "model"))
+
+    trainer = ContinualTrainer(
+        settings.trainer,
+        train,
+        next_item_ndcg,
+        announcer(settings),
+        tmp_path / "trainer",
+        served=asyncio.run(served_model(settings)),
+        newest=lambda: announced_model(kafka_settings),
+    )
+    trainer.folder.mkdir()
+    assert trainer.served == own
+    # `streamrec publish-model`, then an announcement whose folder is gone (workers skip it)
+    asyncio.run(announce_model(kafka_settings, published, _version(published)))
+    asyncio.run(announce_model(kafka_settings, tmp_path / "gone", "enc-gone"))
+    events = list(itertools.islice(dataset_events(load_dataset(None)), 3_000))
+    for event in events:
+        trainer.add(event)
+    with caplog.at_level(logging.INFO, logger="streamrec.stream.trainer"):
+        first = asyncio.run(trainer.cycle())
+        candidate = trainer.served
+        second = asyncio.run(trainer.cycle())  # its own announcement is no switch
+    assert first.announced is not None and second.announced is not None
+    assert starts == [published, candidate]
+    assert first.served_ndcg == next_item_ndcg(published, events[:2_700], events[2_700:])
+    switches = [r.getMessage() for r in caplog.records if "not by this trainer" in r.msg]
+    assert len(switches) == 1 and str(published) in switches[0]

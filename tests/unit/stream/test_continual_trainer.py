@@ -1,9 +1,10 @@
 """The continual trainer's cycle with stand-in parts: what is held out, what is announced,
-what is kept on disk; and the held-out scoring's gain."""
+what is kept on disk, which model is judged; and the held-out scoring's gain."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -259,3 +260,51 @@ def test_a_failed_announcement_or_an_unreadable_served_model_never_ends_the_trai
     trainer.score = unreadable_served
     result = asyncio.run(trainer.cycle())
     assert result.served_ndcg is None and result.announced is not None  # a readable one wins
+
+
+def test_a_model_published_meanwhile_is_judged_and_fine_tuned_instead_of_the_trainers_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``streamrec publish-model`` beside a running trainer: its next candidate starts from the
+    published model and is compared with it. Once, the trainer kept judging and fine-tuning
+    its own last candidate, and announcing the next one overrode the publish."""
+    trainer, parts = _trainer(tmp_path, [0.6, 0.7, 0.8])
+    assert trainer.served is not None
+    control = [trainer.served.resolve()]  # the newest loadable announcement last
+
+    async def newest() -> Path | None:
+        return control[-1]
+
+    async def announce(checkpoint: Path) -> str:
+        control.append(checkpoint.resolve())  # as announce_model records it
+        return await parts.announce(checkpoint)
+
+    trainer.newest, trainer.announce = newest, announce
+    own = []
+    for cycle in range(3):
+        if cycle == 1:  # someone publishes a model between the first two cycles
+            published = tmp_path / "published"
+            published.mkdir()
+            control.append(published)
+        for n in range(40):
+            trainer.add(_event(cycle * 40 + n))
+        with caplog.at_level(logging.INFO, logger="streamrec.stream.trainer"):
+            own.append(asyncio.run(trainer.cycle()))
+    assert parts.starts == [tmp_path / "served", published, parts.announced[1]]
+    assert own[1].served_ndcg == 0.5  # the published model's score, not candidate 0's 0.6
+    assert [o.announced is not None for o in own] == [True, True, True]
+    switches = [r.getMessage() for r in caplog.records if "not by this trainer" in r.msg]
+    assert len(switches) == 1 and str(published) in switches[0]
+
+
+def test_the_served_model_is_kept_when_nothing_announced_loads(tmp_path: Path) -> None:
+    trainer, parts = _trainer(tmp_path, [0.6])
+
+    async def nothing() -> Path | None:
+        return None
+
+    trainer.newest = nothing
+    for n in range(50):
+        trainer.add(_event(n))
+    asyncio.run(trainer.cycle())
+    assert parts.starts == [tmp_path / "served"]

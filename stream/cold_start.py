@@ -19,7 +19,7 @@ from streamrec.stream.contract import Item
 
 if TYPE_CHECKING:
     from streamrec.models.encoder.text import TextEncoder
-    from streamrec.stream.serving import ServedModel
+    from streamrec.stream.served_model import ServedModel
 
 log = logging.getLogger(__name__)
 

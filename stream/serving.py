@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -45,10 +44,8 @@ from streamrec.index.candidates import (
     fuse_ranked,
 )
 from streamrec.index.config import IndexSettings
-from streamrec.index.item_index import ItemIndex
-from streamrec.index.swap import ServingSnapshot, SnapshotHolder
+from streamrec.index.swap import SnapshotHolder
 from streamrec.models.config import PolicySettings
-from streamrec.models.encoder.checkpoint import InferenceEncoder
 from streamrec.models.policy.rerankers import make_reranker
 from streamrec.models.policy.slate import (
     CandidateSet,
@@ -72,32 +69,13 @@ from streamrec.stream.ranker import (
     make_ranker,
     ranker_figures_of,
 )
+from streamrec.stream.served_model import ServedModel, load_snapshot
 
 if TYPE_CHECKING:
     from streamrec.stream.refresh import BuiltBatch, RefreshInput, SlateBuilder
 
 log = logging.getLogger(__name__)
 RECENT_FOR_POLICY = 10  # the user's newest items the policy's novelty and critic compare with
-
-
-@dataclass
-class ServedModel:
-    """The model half of a snapshot: the encoder and its item vectors by id."""
-
-    encoder: InferenceEncoder
-    vectors: ItemVectors
-    cold_items: set[str] = field(default_factory=set)
-
-
-def load_snapshot(
-    checkpoint: Path, index: IndexSettings, device: str
-) -> ServingSnapshot[ServedModel]:
-    """Load a checkpoint and build its item index (seconds for ML-100K; run off the loop)."""
-    encoder = InferenceEncoder.load(checkpoint, device=device)
-    vectors = encoder.item_vectors()
-    item_index = ItemIndex.build(encoder.item_ids, vectors, index, encoder.model_version)
-    model = ServedModel(encoder, ItemVectors(encoder.item_ids, vectors))
-    return ServingSnapshot(encoder.model_version, model, item_index)
 
 
 class ModelBuilder:

@@ -115,7 +115,8 @@ def model_factory(settings: Settings, checkpoint: Path) -> BuilderFactory:
     import torch
 
     from streamrec.stream.ranker import make_ranker
-    from streamrec.stream.serving import ModelBuilder, load_snapshot
+    from streamrec.stream.served_model import load_snapshot
+    from streamrec.stream.serving import ModelBuilder
 
     torch.set_num_threads(settings.serving.model_threads)
     snapshot = load_snapshot(checkpoint, settings.index, settings.encoder.device)

@@ -116,7 +116,8 @@ class StreamrecApp:
             s.serving.learned_snapshot_s,
         )
         self.memory.load()
-        self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject)
+        rejects = self.dead_letters.reject
+        self.catalog = Catalog(s.kafka, self.metrics, rejects, s.serving.catalog_only)
         if self.model_server is not None:
             self.catalog.on_inactive.append(self.model_server.set_inactive)
         impressions = self.app.Table(
@@ -152,7 +153,7 @@ class StreamrecApp:
             self.feedback.store,
             self.fusion,
             self.metrics,
-            lambda: self.catalog.inactive,
+            self.catalog.unservable,
         )
         self.ingest = Ingest(
             s.state,

@@ -37,8 +37,11 @@ ItemListener = Callable[[list[Item], int], Awaitable[None]]
 class Catalog:
     """item_id -> latest active Item, fed by the compacted items topic."""
 
-    def __init__(self, kafka: KafkaSettings, metrics: WorkerMetrics, reject: RejectFn) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, metrics: WorkerMetrics, reject: RejectFn, listed_only: bool
+    ) -> None:
         self.kafka = kafka
+        self.listed_only = listed_only  # serving.catalog_only
         self.metrics = metrics
         self.reject = reject
         self.items: dict[str, Item] = {}
@@ -49,6 +52,10 @@ class Catalog:
         self._inactive_changes = 0
         for outcome in ("accepted", "rejected"):  # exported at 0 before the first record
             metrics.items_consumed.labels(outcome)
+
+    def unservable(self) -> Unservable:
+        """What no slate may show now (see ``Unservable``)."""
+        return Unservable(self.inactive, self.items if self.listed_only else None)
 
     async def run(self) -> None:
         """Read the topic from the beginning, then follow it; runs for the worker's lifetime."""
@@ -117,10 +124,24 @@ class Catalog:
         self._inactive_changes += 1
 
 
-def excluding(seen: Container[str], inactive: Collection[str]) -> Container[str]:
-    """What a user's slate must leave out: ``seen`` and the catalog's inactive items. ``seen``
-    itself (often a dict, tested at C speed) while no item is inactive."""
-    return _Either(seen, inactive) if inactive else seen
+def excluding(seen: Container[str], unservable: Container[str]) -> Container[str]:
+    """What a user's slate must leave out: ``seen`` and the items no slate may show. ``seen``
+    itself (often a dict, tested at C speed) while there are none."""
+    return _Either(seen, unservable) if unservable else seen
+
+
+class Unservable(Container[str]):
+    """Items no slate may show: the deactivated ones and, when ``listed`` is given
+    (``serving.catalog_only``), every item not in it (the ids of active catalog records)."""
+
+    def __init__(self, inactive: Collection[str], listed: Container[str] | None) -> None:
+        self.inactive, self.listed = inactive, listed
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.inactive or (self.listed is not None and item not in self.listed)
+
+    def __bool__(self) -> bool:
+        return bool(self.inactive) or self.listed is not None
 
 
 class _Either(Container[str]):

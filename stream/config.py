@@ -290,6 +290,12 @@ class ServingSettings(BaseModel):
     mode: Literal["heuristic", "model"] = Field(
         "heuristic", description="heuristic: trending + co-visitation; model: encoder + FAISS."
     )
+    catalog_only: bool = Field(
+        False,
+        description="Recommend only items with an active record on the items topic. Off, slates "
+        "may hold any item events name (co-visitation and trending learn from events), which a "
+        "frontend without that item's record cannot show.",
+    )
     model_threads: int = Field(
         1,
         ge=1,

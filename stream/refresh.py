@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -117,11 +117,11 @@ class HeuristicBuilder:
         self,
         weights: Callable[[], Weights],
         depth: int,
-        inactive: Callable[[], Collection[str]] = frozenset,
+        unservable: Callable[[], Container[str]] = frozenset,
     ) -> None:
         self.weights = weights
         self.depth = depth  # of the source lists handed back for the fusion learner
-        self.inactive = inactive  # the catalog's deactivated items
+        self.unservable = unservable  # what the catalog lets no slate show (stream/catalog.py)
         self._trending: SharedList | None = None
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
@@ -143,7 +143,7 @@ class HeuristicBuilder:
     ) -> tuple[list[SlateItem], dict[str, list[str]]]:
         history = entry.state.history()
         covisited = covisitation_candidates(entry.covisits, history, self.depth)
-        seen = excluding(entry.state.seen.probe(), self.inactive())
+        seen = excluding(entry.state.seen.probe(), self.unservable())
         trending = self._shared(entry.trending)
         if trending is None:
             sources = {COVISITATION: covisited, TRENDING: entry.trending}
@@ -218,7 +218,7 @@ class Refresher:
         store: StoreFn,
         fusion: FusionLearner,
         metrics: WorkerMetrics,
-        inactive: Callable[[], Collection[str]] = frozenset,
+        unservable: Callable[[], Container[str]] = frozenset,
     ) -> None:
         self.serving = serving
         self.stats = stats
@@ -227,7 +227,7 @@ class Refresher:
         self.store = store
         self.metrics = metrics
         self.fusion = fusion
-        self.heuristic = HeuristicBuilder(lambda: fusion.weights, serving.fusion.depth, inactive)
+        self.heuristic = HeuristicBuilder(lambda: fusion.weights, serving.fusion.depth, unservable)
         self.published = 0
         self.dirty: OrderedDict[str, Pending] = OrderedDict()
         # Encoded slates: bytes are invisible to the garbage collector, while 100,000 slate

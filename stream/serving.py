@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Container, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -57,7 +57,7 @@ from streamrec.models.policy.slate import (
     unit_rows,
 )
 from streamrec.models.policy.stochastic import StochasticReranker
-from streamrec.stream.catalog import excluding
+from streamrec.stream.catalog import Unservable, excluding
 from streamrec.stream.cold_start import ColdStart, item_text_of
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item, SlateItem
@@ -89,10 +89,10 @@ class ModelBuilder:
         weights: Callable[[], Weights],
         reranker: Reranker | None = None,
         ranker: LearnedRanker | None = None,
-        inactive: Callable[[], Collection[str]] = frozenset,
+        unservable: Callable[[], Container[str]] = frozenset,
     ) -> None:
         self.holder = holder
-        self.inactive = inactive  # the catalog's deactivated items
+        self.unservable = unservable  # what the catalog lets no slate show (stream/catalog.py)
         self.serving = serving
         self.weights = weights  # the fusion weights in use (stream/fusion.py)
         self.reranker = reranker or make_reranker(policy)
@@ -108,13 +108,13 @@ class ModelBuilder:
         listed = [entry.state.seen_items() for entry in batch]
         hits = snap.index.search(users, self.serving.candidates, listed)
         t2 = time.perf_counter()
-        weights, inactive = self.weights(), self.inactive()
+        weights, unservable = self.weights(), self.unservable()
         table = snap.encoder.vectors.table()  # once: cold start may add items meanwhile
         requests, fused, lists = [], [], []
         for row, (entry, found) in enumerate(zip(batch, hits, strict=True)):
             sources = self._sources(entry, found)
             # FAISS left out the seen items the state can list; the seen set leaves out the rest.
-            seen = excluding(entry.state.seen.probe(), inactive)
+            seen = excluding(entry.state.seen.probe(), unservable)
             if self.ranker is None:
                 ranked = fuse_ranked(
                     sources, self.serving.candidates, weights=weights, exclude=seen
@@ -287,10 +287,15 @@ class ModelServer:
         self._policy: tuple[FloatArray, str] | None = None
         self._ranker: tuple[Mapping[str, float], int] | None = None
         self._inactive: frozenset[str] = frozenset()
+        self._listed: set[str] | None = set() if serving.catalog_only else None  # catalog ids
 
     def set_inactive(self, item_ids: frozenset[str]) -> None:
         """The catalog's deactivated items, never to be recommended from the next batch on."""
         self._inactive = item_ids
+
+    def _list(self, item_ids: Iterable[str]) -> None:
+        if self._listed is not None:  # serving.catalog_only: only these may be recommended
+            self._listed.update(item_ids)
 
     def set_ranker(self, weights: Mapping[str, float], updates: int) -> None:
         """Serve the learned ranker from weights fitted before (``ranker_figures``: a restart's
@@ -324,6 +329,7 @@ class ModelServer:
 
     def add_items(self, items: list[Item]) -> int:
         """Cold-start the items the index lacks (none before a model is loaded)."""
+        self._list(item.item_id for item in items)
         return self.cold.add(items) if self.cold is not None else 0
 
     def ranker_figures(self) -> dict[str, object] | None:
@@ -350,7 +356,7 @@ class ModelServer:
                 self.policy,
                 self.weights,
                 ranker=make_ranker(self.serving),
-                inactive=lambda: self._inactive,
+                unservable=lambda: Unservable(self._inactive, self._listed),
             )
             if self._policy is not None:
                 self.set_policy(*self._policy)
@@ -372,6 +378,7 @@ class ModelServer:
                 return vectors
 
             self.holder.swap(snapshot, ticket, reencode=reencode)
+        self._list(catalog)
         if self.cold is not None and catalog:
             self.cold.add(list(catalog.values()))
         return str(snapshot.model_version)

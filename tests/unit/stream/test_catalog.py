@@ -13,13 +13,13 @@ from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog, excluding
 
 
-def _catalog() -> tuple[Catalog, list[str]]:
+def _catalog(listed_only: bool = False) -> tuple[Catalog, list[str]]:
     rejected: list[str] = []
 
     async def reject(raw: bytes, key: bytes | None, error: ContractError, *where: object) -> None:
         rejected.append(error.code)
 
-    return Catalog(Settings().kafka, metrics(), reject), rejected
+    return Catalog(Settings().kafka, metrics(), reject, listed_only), rejected
 
 
 def _record(item_id: str, active: bool = True) -> bytes:
@@ -56,3 +56,14 @@ def test_both_outcomes_are_exported_at_zero_before_the_first_record() -> None:
     samples = catalog.metrics.items_consumed.collect()[0].samples
     totals = {s.labels["outcome"]: s.value for s in samples if s.name.endswith("_total")}
     assert totals == {"accepted": 0.0, "rejected": 0.0}
+
+
+def test_with_catalog_only_an_item_without_an_active_record_is_unservable() -> None:
+    catalog, _ = _catalog(listed_only=True)
+    assert "a" in catalog.unservable()  # named by events only, so far
+    asyncio.run(catalog.accept(_record("a"), b"a", 0, 0))
+    assert "a" not in catalog.unservable()
+    asyncio.run(catalog.accept(_record("a", active=False), b"a", 0, 1))
+    assert "a" in catalog.unservable()
+    everything, _ = _catalog()
+    assert "a" not in everything.unservable() and not everything.unservable()

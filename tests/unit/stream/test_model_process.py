@@ -31,8 +31,13 @@ BATCH = [
 ]
 
 
-def _server(kind: type[ModelProcess] | type[ModelServer], reranker: str) -> ModelServer:
-    s = Settings(policy={"reranker": reranker})  # type: ignore[arg-type]
+def _server(
+    kind: type[ModelProcess] | type[ModelServer], reranker: str, catalog_only: bool = False
+) -> ModelServer:
+    s = Settings(
+        policy={"reranker": reranker},  # type: ignore[arg-type]
+        serving={"catalog_only": catalog_only},  # type: ignore[arg-type]
+    )
     return kind(s.serving, s.policy, s.index, "cpu", lambda: WEIGHTS)  # type: ignore[return-value]
 
 
@@ -160,6 +165,30 @@ def test_inactive_items_leave_the_model_paths_slates(
         server.set_inactive(frozenset(before))  # the catalog deactivated every item shown
         after = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
         assert after and not after & before
+    finally:
+        if isinstance(server, ModelProcess):
+            server.close()
+
+
+@pytest.mark.parametrize("kind", [ModelServer, ModelProcess])
+def test_with_catalog_only_the_model_path_recommends_only_catalog_items(
+    checkpoint: Path, kind: type[ModelProcess] | type[ModelServer]
+) -> None:
+    server = _server(kind, "relevance", catalog_only=True)
+    try:
+        everything = _server(ModelServer, "relevance")
+        everything.load(checkpoint, {})
+        assert everything.builder is not None
+        shown = sorted({i.item_id for s in everything.builder.build(BATCH, 5).slates for i in s})
+        listed = {item: Item(item_id=item, title=f"T {item}") for item in shown[::2]}
+        server.load(checkpoint, listed)
+        assert server.builder is not None
+        slates = server.builder.build(BATCH, 5).slates
+        assert {i.item_id for slate in slates for i in slate} <= set(listed)
+        assert any(slates)
+        server.add_items([Item(item_id=shown[1], title="listed later")])
+        later = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
+        assert later <= {*listed, shown[1]}
     finally:
         if isinstance(server, ModelProcess):
             server.close()

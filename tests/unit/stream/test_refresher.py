@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Container
 
 from stream_doubles import Sent, item_stats, metrics
 
@@ -19,6 +20,7 @@ from streamrec.index.candidates import (
 )
 from streamrec.models.policy.rewards import Impression
 from streamrec.settings import Settings
+from streamrec.stream.catalog import Unservable
 from streamrec.stream.contract import Event, SlateItem
 from streamrec.stream.fusion import FusionLearner
 from streamrec.stream.item_stats import ItemDelta, ItemStats
@@ -54,7 +56,7 @@ class FixedBuilder:
 
 
 def _refresher(
-    model: SlateBuilder | None = None, inactive: frozenset[str] = frozenset()
+    model: SlateBuilder | None = None, unservable: Container[str] = frozenset()
 ) -> tuple[Refresher, Sent, list[Impression]]:
     settings = Settings()
     stats = item_stats(settings)
@@ -66,7 +68,7 @@ def _refresher(
 
     fusion = FusionLearner(settings.serving.fusion, settings.serving.slate_size)
     refresher = Refresher(
-        settings.serving, stats, lambda: model, sent, store, fusion, metrics(), lambda: inactive
+        settings.serving, stats, lambda: model, sent, store, fusion, metrics(), lambda: unservable
     )
     return refresher, sent, stored
 
@@ -124,13 +126,22 @@ def test_the_heuristic_path_never_recommends_what_the_user_has_seen() -> None:
 def test_the_heuristic_path_never_recommends_an_inactive_item() -> None:
     listed = []
     for inactive in (frozenset(), frozenset({"b"})):
-        refresher, sent, _ = _refresher(inactive=inactive)
+        refresher, sent, _ = _refresher(unservable=inactive)
         for n, item in enumerate(["a", "b", "c", "b"]):
             _mark(refresher, f"v{n}", 1, item)  # b trends most
         _answer(refresher, 4)
         listed.append({i["item_id"] for _, b in sent.records for i in json.loads(b)["items"]})
     assert "b" in listed[0]  # it would be recommended
     assert listed[1] and "b" not in listed[1]
+
+
+def test_with_catalog_only_the_heuristic_path_shows_only_listed_items() -> None:
+    refresher, sent, _ = _refresher(unservable=Unservable(frozenset(), {"a", "c"}))
+    for n, item in enumerate(["a", "b", "c", "b", "d"]):
+        _mark(refresher, f"v{n}", 1, item)  # b trends most
+    _answer(refresher, 5)
+    shown = {i["item_id"] for _, b in sent.records for i in json.loads(b)["items"]}
+    assert shown and shown <= {"a", "c"}
 
 
 def test_the_model_path_is_used_once_a_model_is_loaded() -> None:

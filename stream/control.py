@@ -118,7 +118,8 @@ async def announce_model(
 
 
 class ControlListener:
-    """Loads the configured checkpoint at start, then follows announcements."""
+    """Serves the newest announced model at start (the configured checkpoint when none loads),
+    then follows announcements."""
 
     def __init__(
         self,
@@ -136,7 +137,7 @@ class ControlListener:
         self.on_policy = on_policy
         self.policy_version: str | None = None
         self.server = server
-        self.initial = initial  # encoder.checkpoint: served before any announcement
+        self.initial = initial  # encoder.checkpoint: served when no announced model loads
         self.catalog = catalog  # the live catalog (item_id -> Item), read at each load
         self.metrics = metrics
         self.swaps = 0
@@ -145,8 +146,6 @@ class ControlListener:
         self.cold_last_s: float | None = None
 
     async def run(self) -> None:
-        if self.initial is not None:
-            await self._load(self.initial)
         async with control_reader(self.kafka) as (consumer, tp):
             end = (await consumer.end_offsets([tp]))[tp]
             consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
@@ -160,6 +159,8 @@ class ControlListener:
         the newest cannot load, the one before it is tried, and so on (newest first)."""
         backlog: deque[ModelAnnouncement] = deque(maxlen=BACKLOG_MODELS)
         caught_up = await consumer.position(tp) >= end
+        if caught_up:  # nothing announced before: the configured checkpoint
+            await self._serve_first(backlog)
         while True:
             for record in (await consumer.getmany(timeout_ms=500)).get(tp, []):
                 raw = record.value or b""
@@ -170,9 +171,17 @@ class ControlListener:
                     await self.on_record(raw)
             if not caught_up and await consumer.position(tp) >= end:
                 caught_up = True
-                for announced in reversed(backlog):
-                    if await self._serve(announced):
-                        break
+                await self._serve_first(backlog)
+
+    async def _serve_first(self, backlog: deque[ModelAnnouncement]) -> None:
+        """Serve the newest announced model that loads, else ``encoder.checkpoint``. (Loading
+        the configured checkpoint first cost a restarted worker seconds of loading a model it
+        swapped out as soon as it had read the backlog.)"""
+        for announced in reversed(backlog):
+            if await self._serve(announced):
+                return
+        if self.initial is not None:
+            await self._load(self.initial)
 
     async def on_record(self, raw: bytes) -> None:
         """Act on one control record: load the announced model unless it is served already,

@@ -219,6 +219,23 @@ def test_when_the_newest_backlog_model_cannot_load_the_one_before_it_is_served()
     assert listener.load_failure is not None and "/m/damaged" in listener.load_failure
 
 
+def test_the_configured_checkpoint_is_loaded_only_when_no_announced_model_loads() -> None:
+    # A restarted worker loaded encoder.checkpoint (seconds) and then swapped at once to the
+    # newest announced model.
+    for backlog, loaded in (
+        ([_model("v1"), _model("v2")], ["v2"]),
+        ([_model("broken")], ["configured"]),
+        ([], ["configured"]),
+    ):
+        server = FakeServer()
+        listener = ControlListener(
+            Settings().kafka, server, Path("/m/configured"), {}, metrics(),  # type: ignore[arg-type]
+        )  # fmt: skip
+        with pytest.raises(_Done):
+            asyncio.run(listener.follow(_Backlog(backlog, []), TP, end=len(backlog)))
+        assert [p.name for p, _ in server.loads] == loaded
+
+
 def test_a_deeply_nested_control_record_is_ignored_not_a_crash() -> None:
     """Anyone who can write to control could otherwise crash every worker, at each restart
     too while the compacted topic keeps the record."""

@@ -49,7 +49,11 @@ class TextEncoder:
     def __init__(self, folder: Path | None = None, device: str = "cpu") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the Hub
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        # Its "Loading weights" bar (under a second here) went to every trainer log and past
+        # --no-progress; our own bars say what is slow.
+        hf_logging.disable_progress_bar()
         self.folder = folder or minilm_dir()
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)

@@ -34,3 +34,9 @@ def test_vectors_are_normalised_sensible_and_cached(
 
     monkeypatch.setattr(text_encoder, "TextEncoder", no_model)
     np.testing.assert_array_equal(cached_text_vectors(texts, tmp_path), vecs)
+
+
+@pytest.mark.slow
+def test_loading_the_model_draws_no_progress_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    text_encoder.TextEncoder()
+    assert "Loading weights" not in capfd.readouterr().err

@@ -33,7 +33,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from streamrec.errors import ContractError
-from streamrec.stream.contract_fields import SCHEMA_VERSION, Identifier, TimestampMs, Version
+from streamrec.stream.contract_fields import (
+    SCHEMA_VERSION,
+    Identifier,
+    TimestampMs,
+    Version,
+    WholeNumber,
+)
 
 MAX_EVENT_BYTES = 16 * 1024
 MAX_ITEM_BYTES = 64 * 1024
@@ -89,10 +95,10 @@ class Event(_Record):
     item_id: Identifier
     type: EventType
     ts: TimestampMs = Field(description="Event time, epoch milliseconds.")
-    dwell_ms: Annotated[int, Field(ge=0, le=86_400_000)] | None = None
+    dwell_ms: Annotated[int, Field(ge=0, le=86_400_000), WholeNumber] | None = None
     value: float | None = Field(None, description="Rating or other numeric payload.")
     rec_id: Identifier | None = Field(None, description="Set when responding to a slate.")
-    position: Annotated[int, Field(ge=0, le=1000)] | None = None
+    position: Annotated[int, Field(ge=0, le=1000), WholeNumber] | None = None
     context: dict[str, ContextValue] | None = None
 
     @field_validator("context")

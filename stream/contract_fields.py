@@ -71,8 +71,8 @@ def _parse_iso(value: str) -> int:
     except ValueError:
         raise PydanticCustomError(
             "bad_timestamp",
-            "must be epoch milliseconds or ISO-8601, got {got}",
-            {"got": value[:40]},
+            "must be epoch milliseconds or ISO-8601, got {got}{hint}",
+            {"got": repr(value[:40]), "hint": _digits_hint(value)},
         ) from None
     if parsed.tzinfo is None:
         raise PydanticCustomError(
@@ -102,6 +102,19 @@ def _check_id(value: str) -> str:
     return value
 
 
+def _whole(value: Any) -> Any:
+    """A float with no fraction as the int it is: JSON Schema's ``integer`` takes 5300.0 (and
+    many producers' JSON writers emit it), so the worker must too."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _digits_hint(value: str) -> str:
+    return " (send epoch milliseconds as a JSON number, not a string)" if value.isdigit() else ""
+
+
+WholeNumber = BeforeValidator(_whole)
 # ge= only puts the floor into the JSON Schema: _parse_ts has checked it, with a clearer message.
 TimestampMs = Annotated[int, Field(ge=MIN_TS_MS), BeforeValidator(_parse_ts)]
 Identifier = Annotated[

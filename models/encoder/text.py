@@ -53,7 +53,7 @@ class TextEncoder:
 
         # Its "Loading weights" bar (under a second here) went to every trainer log and past
         # --no-progress; our own bars say what is slow.
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
         self.folder = folder or minilm_dir()
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)

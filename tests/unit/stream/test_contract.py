@@ -386,3 +386,15 @@ def test_a_recommendation_encoded_from_its_fields_has_the_records_bytes() -> Non
 def test_rejections_speak_json_not_python(raw: bytes, message: str) -> None:
     with pytest.raises(ContractError, match=message):
         parse_event(raw)
+
+
+def test_whole_floats_are_taken_as_integers_as_the_json_schema_takes_them() -> None:
+    event = parse_event(_raw({**GOOD, "dwell_ms": 5300.0, "position": 2.0}))
+    assert (event.dwell_ms, event.position) == (5300, 2)
+    assert isinstance(event.dwell_ms, int)
+    assert _code(_raw({**GOOD, "dwell_ms": 5300.5})) == "wrong_type"
+
+
+def test_a_timestamp_sent_as_a_string_of_digits_is_told_to_be_a_number() -> None:
+    with pytest.raises(ContractError, match="as a JSON number, not a string"):
+        parse_event(_raw({**GOOD, "ts": "1796130134000"}))

@@ -119,7 +119,7 @@ class StreamrecApp:
         rejects = self.dead_letters.reject
         self.catalog = Catalog(s.kafka, self.metrics, rejects, s.serving.catalog_only)
         if self.model_server is not None:
-            self.catalog.on_inactive.append(self.model_server.set_inactive)
+            self.catalog.on_unservable.append(self.model_server.set_unservable)
         impressions = self.app.Table(
             IMPRESSIONS,
             default=None,

@@ -48,14 +48,26 @@ class Catalog:
         self.inactive: set[str] = set()  # deactivated or deleted items: never recommended
         self.loaded = False
         self.listeners: list[ItemListener] = []
-        self.on_inactive: list[Callable[[frozenset[str]], None]] = []  # told of every change
+        # told what no slate may show whenever it changes (the model process keeps a copy)
+        self.on_unservable: list[Callable[[Unservable], None]] = []
         self._inactive_changes = 0
         for outcome in ("accepted", "rejected"):  # exported at 0 before the first record
             metrics.items_consumed.labels(outcome)
 
     def unservable(self) -> Unservable:
-        """What no slate may show now (see ``Unservable``)."""
+        """What no slate may show now (see ``Unservable``), read live."""
         return Unservable(self.inactive, self.items if self.listed_only else None)
+
+    def _tell(self, inactive_changed: bool, fresh: bool, loaded_now: bool) -> None:
+        """Send listeners a frozen copy of what no slate may show, when it changed: the
+        inactive set, and with ``listed_only`` the listed ids (new records, and the load's end,
+        so a catalog with no record at all is told too)."""
+        if not (inactive_changed or (self.listed_only and (fresh or loaded_now))):
+            return
+        listed = frozenset(self.items) if self.listed_only else None
+        frozen = Unservable(frozenset(self.inactive), listed)
+        for tell in self.on_unservable:
+            tell(frozen)
 
     async def run(self) -> None:
         """Read the topic from the beginning, then follow it; runs for the worker's lifetime."""
@@ -81,13 +93,12 @@ class Catalog:
                         if item is not None:
                             fresh.append(item)
                             oldest_ms = min(oldest_ms, record.timestamp)
-                if changes != self._inactive_changes:
-                    for tell in self.on_inactive:
-                        tell(frozenset(self.inactive))
+                loaded_now = not self.loaded and all(await _at_least(consumer, end))
+                self._tell(changes != self._inactive_changes, bool(fresh), loaded_now)
                 if fresh:
                     for listener in self.listeners:
                         await listener(fresh, oldest_ms)
-                if not self.loaded and all(await _at_least(consumer, end)):
+                if loaded_now:
                     self.loaded = True
                     log.info("catalog loaded: %d items", len(self.items))
         finally:

@@ -45,6 +45,7 @@ from streamrec.errors import StreamrecError
 from streamrec.index.config import IndexSettings
 from streamrec.models.config import PolicySettings
 from streamrec.models.policy.slate import FloatArray
+from streamrec.stream.catalog import Unservable
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item
 from streamrec.stream.fusion import Weights
@@ -95,8 +96,8 @@ class ModelProcess:
         self._ranker_figures: dict[str, object] | None = None
         self._ranker: tuple[Mapping[str, float], int] | None = None  # to start a child's from
         self._ranker_sent: tuple[Mapping[str, float], int] | None = None
-        self._inactive: frozenset[str] = frozenset()
-        self._inactive_sent: frozenset[str] | None = frozenset()  # what the child excludes
+        self._unservable = Unservable(frozenset(), None)  # what the catalog lets no slate show
+        self._unservable_sent: Unservable | None = self._unservable  # what the child excludes
 
     @property
     def builder(self) -> ModelProcess | None:
@@ -166,9 +167,9 @@ class ModelProcess:
             return ranker_figures_of(self._ranker)
         return self._ranker_figures
 
-    def set_inactive(self, item_ids: frozenset[str]) -> None:
-        """The catalog's deactivated items (sent to the child with the next request)."""
-        self._inactive = item_ids
+    def set_unservable(self, unservable: Unservable) -> None:
+        """What the catalog lets no slate show (sent to the child with the next request)."""
+        self._unservable = unservable
 
     def set_ranker(self, weights: Mapping[str, float], updates: int) -> None:
         """Start the child's learned ranker from these weights (sent with the next request)."""
@@ -213,9 +214,9 @@ class ModelProcess:
             if self._policy is not self._policy_sent:
                 conn.send((-1, "policy", self._policy))
                 self._policy_sent = self._policy
-            if self._inactive is not self._inactive_sent:
-                conn.send((-1, "inactive", (self._inactive,)))
-                self._inactive_sent = self._inactive
+            if self._unservable is not self._unservable_sent:
+                conn.send((-1, "unservable", (self._unservable,)))
+                self._unservable_sent = self._unservable
             if self._ranker is not self._ranker_sent:
                 conn.send((-1, "ranker", self._ranker))
                 self._ranker_sent = self._ranker
@@ -245,7 +246,7 @@ class ModelProcess:
         # A new child's ranker continues from what the last one had learned.
         self._ranker = ranker_state(self._ranker_figures) or self._ranker
         self._ranker_sent = None
-        self._inactive_sent = None
+        self._unservable_sent = None
         threading.Thread(target=self._read, args=(conn, child, waiting), daemon=True).start()
         conn.send(self.settings)
         if self._checkpoint is not None:
@@ -340,8 +341,8 @@ def serve(
             server.set_policy(*args)
         elif op == "ranker":
             server.set_ranker(*args)
-        elif op == "inactive":
-            server.set_inactive(*args)
+        elif op == "unservable":
+            server.set_unservable(*args)
         elif op == "build":
             weights[0] = args[0]
             answer(request_id, build, *args[1:])

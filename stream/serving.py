@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -265,7 +265,7 @@ class ModelService(Protocol):
 
     def set_ranker(self, weights: Mapping[str, float], updates: int) -> None: ...
 
-    def set_inactive(self, item_ids: frozenset[str]) -> None: ...
+    def set_unservable(self, unservable: Unservable) -> None: ...
 
 
 class ModelServer:
@@ -286,16 +286,11 @@ class ModelServer:
         self.builder: ModelBuilder | None = None
         self._policy: tuple[FloatArray, str] | None = None
         self._ranker: tuple[Mapping[str, float], int] | None = None
-        self._inactive: frozenset[str] = frozenset()
-        self._listed: set[str] | None = set() if serving.catalog_only else None  # catalog ids
+        self._unservable = Unservable(frozenset(), None)  # until the catalog says
 
-    def set_inactive(self, item_ids: frozenset[str]) -> None:
-        """The catalog's deactivated items, never to be recommended from the next batch on."""
-        self._inactive = item_ids
-
-    def _list(self, item_ids: Iterable[str]) -> None:
-        if self._listed is not None:  # serving.catalog_only: only these may be recommended
-            self._listed.update(item_ids)
+    def set_unservable(self, unservable: Unservable) -> None:
+        """What the catalog lets no slate show (a frozen copy), from the next batch on."""
+        self._unservable = unservable
 
     def set_ranker(self, weights: Mapping[str, float], updates: int) -> None:
         """Serve the learned ranker from weights fitted before (``ranker_figures``: a restart's
@@ -329,7 +324,6 @@ class ModelServer:
 
     def add_items(self, items: list[Item]) -> int:
         """Cold-start the items the index lacks (none before a model is loaded)."""
-        self._list(item.item_id for item in items)
         return self.cold.add(items) if self.cold is not None else 0
 
     def ranker_figures(self) -> dict[str, object] | None:
@@ -356,7 +350,7 @@ class ModelServer:
                 self.policy,
                 self.weights,
                 ranker=make_ranker(self.serving),
-                unservable=lambda: Unservable(self._inactive, self._listed),
+                unservable=lambda: self._unservable,
             )
             if self._policy is not None:
                 self.set_policy(*self._policy)
@@ -378,7 +372,6 @@ class ModelServer:
                 return vectors
 
             self.holder.swap(snapshot, ticket, reencode=reencode)
-        self._list(catalog)
         if self.cold is not None and catalog:
             self.cold.add(list(catalog.values()))
         return str(snapshot.model_version)

@@ -10,7 +10,7 @@ from stream_doubles import metrics
 
 from streamrec.errors import ContractError
 from streamrec.settings import Settings
-from streamrec.stream.catalog import Catalog, excluding
+from streamrec.stream.catalog import Catalog, Unservable, excluding
 
 
 def _catalog(listed_only: bool = False) -> tuple[Catalog, list[str]]:
@@ -67,3 +67,21 @@ def test_with_catalog_only_an_item_without_an_active_record_is_unservable() -> N
     assert "a" in catalog.unservable()
     everything, _ = _catalog()
     assert "a" not in everything.unservable() and not everything.unservable()
+
+
+def test_listeners_are_told_the_listed_ids_when_records_arrive_and_at_the_loads_end() -> None:
+    # A model process (which keeps its own copy) must learn what is listed from the catalog,
+    # not only from what it loaded with: its first load can start before the catalog is read.
+    catalog, _ = _catalog(listed_only=True)
+    told: list[Unservable] = []
+    catalog.on_unservable.append(told.append)
+    catalog._tell(inactive_changed=False, fresh=False, loaded_now=True)  # an empty catalog too
+    asyncio.run(catalog.accept(_record("a"), b"a", 0, 0))
+    catalog._tell(inactive_changed=False, fresh=True, loaded_now=False)
+    catalog._tell(inactive_changed=False, fresh=False, loaded_now=False)  # nothing new
+    assert [t.listed for t in told] == [frozenset(), frozenset({"a"})]
+    assert "b" in told[-1] and "a" not in told[-1]
+    unlisted, _ = _catalog()
+    unlisted.on_unservable.append(told.append)
+    unlisted._tell(inactive_changed=False, fresh=True, loaded_now=True)  # only inactive matters
+    assert len(told) == 2

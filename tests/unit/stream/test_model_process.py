@@ -15,6 +15,7 @@ from model_doubles import IDS, refresh_input, small_checkpoint
 
 from streamrec.errors import StreamrecError
 from streamrec.settings import Settings
+from streamrec.stream.catalog import Unservable
 from streamrec.stream.contract import Item
 from streamrec.stream.model_process import ModelProcess, ModelProcessError
 from streamrec.stream.ranker import FEATURES, START
@@ -31,13 +32,8 @@ BATCH = [
 ]
 
 
-def _server(
-    kind: type[ModelProcess] | type[ModelServer], reranker: str, catalog_only: bool = False
-) -> ModelServer:
-    s = Settings(
-        policy={"reranker": reranker},  # type: ignore[arg-type]
-        serving={"catalog_only": catalog_only},  # type: ignore[arg-type]
-    )
+def _server(kind: type[ModelProcess] | type[ModelServer], reranker: str) -> ModelServer:
+    s = Settings(policy={"reranker": reranker})  # type: ignore[arg-type]
     return kind(s.serving, s.policy, s.index, "cpu", lambda: WEIGHTS)  # type: ignore[return-value]
 
 
@@ -162,7 +158,8 @@ def test_inactive_items_leave_the_model_paths_slates(
         server.load(checkpoint, {})
         assert server.builder is not None
         before = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
-        server.set_inactive(frozenset(before))  # the catalog deactivated every item shown
+        # the catalog deactivated every item shown
+        server.set_unservable(Unservable(frozenset(before), None))
         after = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
         assert after and not after & before
     finally:
@@ -171,24 +168,18 @@ def test_inactive_items_leave_the_model_paths_slates(
 
 
 @pytest.mark.parametrize("kind", [ModelServer, ModelProcess])
-def test_with_catalog_only_the_model_path_recommends_only_catalog_items(
+def test_with_catalog_only_the_model_path_recommends_only_listed_items(
     checkpoint: Path, kind: type[ModelProcess] | type[ModelServer]
 ) -> None:
-    server = _server(kind, "relevance", catalog_only=True)
+    server = _server(kind, "relevance")
     try:
-        everything = _server(ModelServer, "relevance")
-        everything.load(checkpoint, {})
-        assert everything.builder is not None
-        shown = sorted({i.item_id for s in everything.builder.build(BATCH, 5).slates for i in s})
-        listed = {item: Item(item_id=item, title=f"T {item}") for item in shown[::2]}
-        server.load(checkpoint, listed)
+        server.load(checkpoint, {})
         assert server.builder is not None
+        shown = sorted({i.item_id for s in server.builder.build(BATCH, 5).slates for i in s})
+        listed = frozenset(shown[::2])
+        server.set_unservable(Unservable(frozenset(), listed))  # the catalog's listed ids
         slates = server.builder.build(BATCH, 5).slates
-        assert {i.item_id for slate in slates for i in slate} <= set(listed)
-        assert any(slates)
-        server.add_items([Item(item_id=shown[1], title="listed later")])
-        later = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
-        assert later <= {*listed, shown[1]}
+        assert any(slates) and {i.item_id for slate in slates for i in slate} <= listed
     finally:
         if isinstance(server, ModelProcess):
             server.close()

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class _Seen:
     passed_at: float
     suppressed: int = 0
+    held_at: float = 0.0  # when the last suppressed record came
 
 
 class RepeatFilter(logging.Filter):
@@ -56,6 +57,7 @@ class RepeatFilter(logging.Filter):
         self.max_keys = max_keys
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._lock = threading.Lock()  # flush runs on its own thread
+        self.stopped = threading.Event()  # ends the thread ``install`` started
 
     def filter(self, record: logging.LogRecord) -> bool:
         decided = getattr(record, _DECIDED, None)
@@ -79,6 +81,7 @@ class RepeatFilter(logging.Filter):
             return True
         if now - seen.passed_at < self.interval_s:
             seen.suppressed += 1
+            seen.held_at = now
             return False
         if seen.suppressed:
             # No '%' in the suffix, so the record's own %-formatting with its args is unchanged.
@@ -91,16 +94,18 @@ class RepeatFilter(logging.Filter):
         return True
 
     def flush(self) -> None:
-        """Log the count of each key held back and quiet for ``interval_s`` since its last line."""
+        """Log the count of each key whose records have stopped (none for ``interval_s``) with
+        some held back: a key still logging reports its count on its next passing line, with
+        the real message, so summaries never stand in for a running burst's lines."""
         now = self.clock()
         with self._lock:
             due = [
                 (key, seen.suppressed, now - seen.passed_at)
                 for key, seen in self._seen.items()
-                if seen.suppressed and now - seen.passed_at >= self.interval_s
+                if seen.suppressed and now - seen.held_at >= self.interval_s
             ]
             for key, _, _ in due:
-                self._seen[key] = _Seen(passed_at=now)
+                self._seen[key].suppressed = 0
         for (name, template), count, span in due:
             # Marked as decided: one summary line per key, however many keys are due at once.
             log.warning(
@@ -129,6 +134,5 @@ def install(interval_s: float, handlers: Iterable[logging.Handler] | None = None
 
 
 def _flush_forever(repeat: RepeatFilter) -> None:
-    while True:
-        time.sleep(repeat.interval_s)
+    while not repeat.stopped.wait(repeat.interval_s):
         repeat.flush()

@@ -104,13 +104,26 @@ def test_a_burst_that_goes_quiet_is_followed_by_its_count(clock: Clock) -> None:
         clock.now += 5
         repeat.flush()
         repeat.flush()  # reported once
+        # A burst still running reports on its own next line, not in summaries.
+        for _ in range(3):
+            for n in range(9):
+                clock.now += 0.5
+                log.warning("dead-lettered %s (%s)", n, "bad_key")
+                repeat.flush()
     finally:
         log.removeHandler(burst)
         logs_log.removeHandler(summary)
-    assert burst.lines == ["dead-lettered 0 (not_utf8)", "other 1"]
+    assert burst.lines[:2] == ["dead-lettered 0 (not_utf8)", "other 1"]
     assert summary.lines == [
         "[suppressed 45 similar in the last 5 s] test.logs.burst: dead-lettered %s (%s)"
     ]
+    # 27 records 0.5 s apart: a line every 5 s, each with the count held back before it
+    assert [line.split(" [")[0] for line in burst.lines[2:]] == [
+        "dead-lettered 0 (bad_key)",
+        "dead-lettered 1 (bad_key)",
+        "dead-lettered 2 (bad_key)",
+    ]
+    assert all("[suppressed 9 similar" in line for line in burst.lines[3:])
 
 
 def test_key_table_is_bounded_and_forgets_the_oldest(captured: Captured) -> None:
@@ -133,11 +146,12 @@ def test_one_filter_on_several_handlers_counts_a_record_once() -> None:
     log = logging.getLogger("test.logs.shared")
     log.propagate = False
     log.handlers = [first, second]
-    install(60.0, [first, second])
+    repeat = install(60.0, [first, second])
     try:
         for _ in range(3):
             log.error("same %s", "thing")
     finally:
+        repeat.stopped.set()
         log.handlers = []
         log.propagate = True
     # Counted per record, not per handler: both handlers write the first, neither a repeat.

@@ -111,7 +111,8 @@ def _whole(value: Any) -> Any:
 
 
 def _digits_hint(value: str) -> str:
-    return " (send epoch milliseconds as a JSON number, not a string)" if value.isdigit() else ""
+    digits = value.isascii() and value.isdigit()
+    return " (send epoch milliseconds as a JSON number, not a string)" if digits else ""
 
 
 WholeNumber = BeforeValidator(_whole)

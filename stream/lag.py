@@ -53,7 +53,8 @@ class LagWatch:
         for tp in owned:
             read = read_offset(consumer, tp)
             highwater = consumer.highwater(tp)
-            lag = None if highwater is None else highwater - ((read or -1) + 1)
+            # read: the last offset read (None before the first): next to read is read + 1
+            lag = None if highwater is None else highwater - (-1 if read is None else read) - 1
             if lag is not None:
                 self.metrics.consumer_lag.labels(str(tp.partition)).set(max(lag, 0))
                 self._exported.add(str(tp.partition))

@@ -131,3 +131,10 @@ def test_the_lag_of_a_partition_taken_away_by_a_rebalance_is_no_longer_exported(
 def _lag_series(watch: LagWatch) -> dict[str, float]:
     samples = watch.metrics.consumer_lag.collect()[0].samples
     return {s.labels["partition"]: s.value for s in samples}
+
+
+def test_lag_after_reading_offset_0_counts_the_records_after_it() -> None:
+    consumer = Consumer(highwater=10, fetching=True, read=0)
+    watch = _watch(consumer)
+    _look(watch)
+    assert _lag_series(watch) == {"0": 9.0}  # offsets 1-9 unread

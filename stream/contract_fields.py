@@ -29,8 +29,10 @@ _NOT_BLANK = re.compile(NOT_BLANK)
 # No control characters (C0, DEL, C1) nor line or paragraph separators: a tab or a line break in
 # an id breaks every tab- or line-separated file the id reaches (the trainer's training files,
 # logs, CSV exports), and Python's splitlines() also breaks lines at U+0085, U+2028 and U+2029.
-NO_CONTROL = r"^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# In the JSON Schema as "not" this pattern: an anchored "^[^...]*$" would let a trailing newline
+# through Python's re, whose $ also matches before a final newline.
+CONTROL_CHAR = r"[\u0000-\u001f\u007f-\u009f\u2028\u2029]"
+_CONTROL = re.compile(CONTROL_CHAR)
 
 
 def _parse_ts(value: Any) -> int:
@@ -123,7 +125,7 @@ Identifier = Annotated[
     Field(
         min_length=1,
         max_length=MAX_ID_CHARS,
-        json_schema_extra={"allOf": [{"pattern": NOT_BLANK}, {"pattern": NO_CONTROL}]},
+        json_schema_extra={"allOf": [{"pattern": NOT_BLANK}, {"not": {"pattern": CONTROL_CHAR}}]},
     ),
     AfterValidator(_check_id),
 ]

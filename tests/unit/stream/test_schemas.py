@@ -103,6 +103,7 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         {"user_id": "a\x9bb"},  # C1 control
         {"item_id": "a\u2028b"},  # line separator
         {"item_id": "\u200b\u2060"},  # only zero-width characters: shows as empty
+        {"user_id": "trailing\n"},  # Python's $ matches before a final newline
     ],
     ids=[
         "type",
@@ -120,6 +121,7 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         "user_c1",
         "item_line_separator",
         "item_zero_width",
+        "user_trailing_newline",
     ],
 )
 def test_schema_and_code_reject_the_same_bad_events(change: dict[str, Any]) -> None:

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 BACKLOG_MODELS = 8
 # Below this share of the catalog in a loaded model's training items, the swap is warned about.
 UNKNOWN_CATALOG_SHARE = 0.5
+# How long a starting worker waits for the control backlog (whose newest model replaces
+# encoder.checkpoint) before it serves the configured checkpoint anyway: a topic that cannot be
+# read must not leave it with no model.
+CATCH_UP_S = 30.0
 
 
 class PolicyAnnouncement(BaseModel):
@@ -144,12 +148,33 @@ class ControlListener:
         self.load_failure: str | None = None  # why the last load failed (until one succeeds)
         self.cold_items = 0
         self.cold_last_s: float | None = None
+        self._loading = asyncio.Lock()  # one load at a time (start-up's fallback may race)
 
     async def run(self) -> None:
-        async with control_reader(self.kafka) as (consumer, tp):
-            end = (await consumer.end_offsets([tp]))[tp]
-            consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
-            await self.follow(consumer, tp, end)
+        fallback = asyncio.create_task(self._initial_after(CATCH_UP_S))
+        try:
+            async with control_reader(self.kafka) as (consumer, tp):
+                end = (await consumer.end_offsets([tp]))[tp]
+                consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+                await self.follow(consumer, tp, end)
+        except Exception:
+            await self._serve_initial()  # the control topic failed: serve what is configured
+            raise
+        finally:
+            fallback.cancel()
+
+    async def _initial_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self._serve_initial()
+
+    async def _serve_initial(self) -> None:
+        """Serve ``encoder.checkpoint`` unless a model is served (checked once the load lock is
+        held, so it never replaces an announced model loaded meanwhile)."""
+        if self.initial is None:
+            return
+        async with self._loading:
+            if self.server.model_version is None:
+                await self._load_now(self.initial)
 
     async def follow(self, consumer: Any, tp: TopicPartition, end: int) -> None:
         """Act on every record from the consumer's position on. Of the model announcements
@@ -180,8 +205,7 @@ class ControlListener:
         for announced in reversed(backlog):
             if await self._serve(announced):
                 return
-        if self.initial is not None:
-            await self._load(self.initial)
+        await self._serve_initial()
 
     async def on_record(self, raw: bytes) -> None:
         """Act on one control record: load the announced model unless it is served already,
@@ -224,6 +248,11 @@ class ControlListener:
         log.info("serving policy %s", announcement.policy_version)
 
     async def _load(self, checkpoint: Path) -> bool:
+        """Serve ``checkpoint``; False (the served model kept) when it cannot load."""
+        async with self._loading:
+            return await self._load_now(checkpoint)
+
+    async def _load_now(self, checkpoint: Path) -> bool:
         server = self.server
         started = time.perf_counter()
         try:

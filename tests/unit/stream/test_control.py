@@ -243,3 +243,57 @@ def test_a_deeply_nested_control_record_is_ignored_not_a_crash() -> None:
     asyncio.run(listener.on_record(b"[" * 200_000))
     asyncio.run(listener.on_record(b'{"type": "policy", "weights": ' + b"[" * 200_000))
     assert server.loads == [] and listener.swaps == 0
+
+
+class _Stuck:
+    """A control partition whose backlog never arrives."""
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 5 for tp in tps}
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        pass
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 0
+
+    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[object]]:
+        await asyncio.sleep(3600)
+        return {}
+
+
+def test_a_control_topic_that_fails_or_stalls_still_gets_the_configured_model_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Since the configured checkpoint waits for the backlog, a control topic that cannot be
+    # read must not leave the worker with no model (and /ready false for good).
+    import contextlib
+
+    from streamrec.stream import control
+
+    @contextlib.asynccontextmanager
+    async def failing(kafka: object) -> object:
+        raise ConnectionError("no broker")
+        yield
+
+    @contextlib.asynccontextmanager
+    async def stuck(kafka: object) -> object:
+        yield _Stuck(), TP
+
+    monkeypatch.setattr(control, "CATCH_UP_S", 0.05)
+    for reader in (failing, stuck):
+        monkeypatch.setattr(control, "control_reader", reader)
+        server = FakeServer()
+        listener = ControlListener(
+            Settings().kafka, server, Path("/m/configured"), {}, metrics(),  # type: ignore[arg-type]
+        )  # fmt: skip
+
+        async def started(listener: ControlListener = listener) -> None:
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(listener.run(), timeout=1.0)
+
+        asyncio.run(started())
+        assert [p.name for p, _ in server.loads] == ["configured"], reader

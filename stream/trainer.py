@@ -54,7 +54,8 @@ TrainFn = Callable[[Sequence[Event], Sequence[Item], Path, Path | None], Path | 
 ScoreFn = Callable[[Path, Sequence[Event], Sequence[Event]], float | None]
 AnnounceFn = Callable[[Path], Awaitable[str]]  # checkpoint -> the version announced
 HorizonFn = Callable[[Path], int | None]  # checkpoint -> its newest training event time (ms)
-NewestFn = Callable[[], Awaitable[Path | None]]  # the newest announced model that loads, if any
+# served model -> the newest announced model that loads, if any
+NewestFn = Callable[[Path | None], Awaitable[Path | None]]
 
 
 def no_horizon(checkpoint: Path) -> int | None:
@@ -62,7 +63,7 @@ def no_horizon(checkpoint: Path) -> int | None:
     return None
 
 
-async def nothing_announced() -> Path | None:
+async def nothing_announced(served: Path | None) -> Path | None:
     """No model announced (for parts that do not read the control topic)."""
     return None
 
@@ -183,7 +184,11 @@ class ContinualTrainer:
     async def _follow_control(self) -> None:
         """Serve (judge against, fine-tune from) the newest model announced on ``control``
         when it is not the one served now: one announced by someone else since."""
-        announced = await self.newest()
+        try:
+            announced = await self.newest(self.served)
+        except Exception as exc:  # the control topic unreadable: this cycle keeps its model
+            log.warning("cannot read the announced models, keeping %s: %r", self.served, exc)
+            return
         served = self.served.resolve() if self.served is not None else None
         if announced is None or announced.resolve() == served:
             return  # nothing announced loads (keep what is served), or it is ours

@@ -139,7 +139,7 @@ async def run_trainer(settings: Settings) -> None:
         folder,
         served=await served_model(settings),
         horizon_of=trained_until,
-        newest=lambda: announced_model(settings.kafka),
+        newest=lambda served: announced_model(settings.kafka, served),
     )
     kafka, topics = settings.kafka, settings.kafka.topics
     events = AIOKafkaConsumer(
@@ -180,14 +180,17 @@ async def served_model(settings: Settings) -> Path | None:
     return configured
 
 
-async def announced_model(kafka: KafkaSettings) -> Path | None:
+async def announced_model(kafka: KafkaSettings, served: Path | None = None) -> Path | None:
     """The newest model announced on the control topic whose checkpoint loads (workers fall
     back the same way: stream/control.py); None when none does. Read at the trainer's start
-    and at each cycle's, so a model published meanwhile is the one judged and fine-tuned."""
+    and at each cycle's, so a model published meanwhile is the one judged and fine-tuned.
+    ``served`` (the trainer's model, which its cycle loads anyway) is not loaded to check it."""
     from streamrec.models.encoder.checkpoint import verify_checkpoint
 
     for announced in reversed((await last_announcements(kafka)).models):
         checkpoint = Path(announced.checkpoint)
+        if served is not None and checkpoint.resolve() == served.resolve():
+            return checkpoint
         try:
             await asyncio.to_thread(verify_checkpoint, checkpoint)
         except ModelError as exc:

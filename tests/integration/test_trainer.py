@@ -138,7 +138,7 @@ def test_a_model_published_beside_the_trainer_is_the_one_its_next_cycle_judges_a
         announcer(settings),
         tmp_path / "trainer",
         served=asyncio.run(served_model(settings)),
-        newest=lambda: announced_model(kafka_settings),
+        newest=lambda served: announced_model(kafka_settings, served),
     )
     trainer.folder.mkdir()
     assert trainer.served == own

@@ -272,7 +272,7 @@ def test_a_model_published_meanwhile_is_judged_and_fine_tuned_instead_of_the_tra
     assert trainer.served is not None
     control = [trainer.served.resolve()]  # the newest loadable announcement last
 
-    async def newest() -> Path | None:
+    async def newest(served: Path | None) -> Path | None:
         return control[-1]
 
     async def announce(checkpoint: Path) -> str:
@@ -300,7 +300,7 @@ def test_a_model_published_meanwhile_is_judged_and_fine_tuned_instead_of_the_tra
 def test_the_served_model_is_kept_when_nothing_announced_loads(tmp_path: Path) -> None:
     trainer, parts = _trainer(tmp_path, [0.6])
 
-    async def nothing() -> Path | None:
+    async def nothing(served: Path | None) -> Path | None:
         return None
 
     trainer.newest = nothing
@@ -308,3 +308,18 @@ def test_the_served_model_is_kept_when_nothing_announced_loads(tmp_path: Path) -
         trainer.add(_event(n))
     asyncio.run(trainer.cycle())
     assert parts.starts == [tmp_path / "served"]
+
+
+def test_a_control_topic_that_cannot_be_read_keeps_the_served_model_for_the_cycle(
+    tmp_path: Path,
+) -> None:
+    trainer, parts = _trainer(tmp_path, [0.6])
+
+    async def unreadable(served: Path | None) -> Path | None:
+        raise ConnectionError("broker unreachable")
+
+    trainer.newest = unreadable
+    for n in range(50):
+        trainer.add(_event(n))
+    result = asyncio.run(trainer.cycle())
+    assert parts.starts == [tmp_path / "served"] and result.announced is not None

@@ -113,7 +113,13 @@ async def describe_topics(kafka: KafkaSettings, only: list[str] | None = None) -
         if only is not None:
             names = [name for name in names if name in only]
         described = await admin.describe_topics(names)
-        return {d["topic"]: len(d["partitions"]) for d in described}
+        # A broker that has not learned of a topic created a moment ago answers with an error
+        # code and no partitions: not known yet, rather than a topic of 0 partitions.
+        return {
+            d["topic"]: len(d["partitions"])
+            for d in described
+            if d.get("error_code", 0) == 0 and d["partitions"]
+        }
     finally:
         await admin.close()
 

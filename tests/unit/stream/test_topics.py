@@ -5,6 +5,9 @@ whose partition count differs from the events topic's is refused with the ways o
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from prometheus_client import CollectorRegistry
 
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
@@ -81,3 +84,31 @@ def test_changelogs_that_disagree_among_themselves_leave_no_events_count_to_move
     assert problem is not None
     assert "changelogs have 4 (user_state), 8 (impressions):" in problem
     assert "new events topic" not in problem and "PARTITIONS=6" in problem
+
+
+def test_a_topic_a_broker_does_not_know_yet_is_left_out_not_counted_as_0_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamrec.stream import topics
+
+    class Admin:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        async def start(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+        async def list_topics(self) -> list[str]:
+            return ["events", "fresh"]
+
+        async def describe_topics(self, names: list[str]) -> list[dict[str, object]]:
+            return [
+                {"topic": "events", "error_code": 0, "partitions": [{}, {}]},
+                {"topic": "fresh", "error_code": 3, "partitions": []},  # unknown to this node
+            ]
+
+    monkeypatch.setattr(topics, "AIOKafkaAdminClient", Admin)
+    assert asyncio.run(topics.describe_topics(KafkaSettings())) == {"events": 2}

@@ -270,7 +270,8 @@ class ControlListener:
         self.swaps += 1
         self.load_failure = None
         _warn_unkept_context(checkpoint, self.kept_context)
-        _warn_unknown_catalog(checkpoint, self.catalog)
+        # off the loop: a catalog of millions of ids takes a moment to compare
+        await asyncio.to_thread(_warn_unknown_catalog, checkpoint, list(self.catalog))
         self.metrics.model_version.clear()
         self.metrics.model_version.labels(version).set(1)
         self.metrics.index_items.set(server.index_size or 0)
@@ -308,7 +309,7 @@ def _warn_unkept_context(checkpoint: Path, kept: tuple[str, ...]) -> None:
         )
 
 
-def _warn_unknown_catalog(checkpoint: Path, catalog: Mapping[str, object]) -> None:
+def _warn_unknown_catalog(checkpoint: Path, catalog: list[str]) -> None:
     """A model that knows few of the catalog's items (trained on another catalog?) serves them
     from their text alone: say so, since nothing else would."""
     try:

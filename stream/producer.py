@@ -50,7 +50,8 @@ RecordKind = Literal["events", "items"]
 # CSV cells are text; these fields are numbers in the JSON contract.
 _CSV_INTS = {"ts", "dwell_ms", "position", "v", "created_at"}
 _CSV_FLOATS = {"value"}
-CSV_CONTEXT_PREFIX = "context_"
+# Columns named context_<field> fill the event's context, in produce's CSV and a RecBole .inter.
+CONTEXT_COLUMN_PREFIX = "context_"
 
 
 @dataclass(frozen=True)
@@ -88,23 +89,33 @@ class ProduceReport:
 
 def _csv_row(row: dict[str, str]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
+    context: dict[str, str] = {}
     for key, cell in row.items():
         if key is None or cell is None or cell == "":
             continue  # an empty cell means "absent", as in the JSON contract
-        if key in _CSV_INTS and cell.lstrip("-").isdigit():
-            obj[key] = int(cell)
-        elif key in _CSV_FLOATS:
-            try:
-                obj[key] = float(cell)
-            except ValueError:
-                obj[key] = cell  # left for the contract to reject with its own message
+        if key in _CSV_INTS or key in _CSV_FLOATS:
+            obj[key] = _number(cell, whole=key in _CSV_INTS)
         elif key == "categories":
             obj[key] = [c for c in cell.split("|") if c]
-        elif key.startswith(CSV_CONTEXT_PREFIX):  # as a RecBole .inter names context columns
-            obj.setdefault("context", {})[key.removeprefix(CSV_CONTEXT_PREFIX)] = cell
+        elif key.startswith(CONTEXT_COLUMN_PREFIX):  # as a RecBole .inter names context columns
+            context[key.removeprefix(CONTEXT_COLUMN_PREFIX)] = cell
         else:
             obj[key] = cell
+    if context:
+        # next to a `context` column too: the contract then refuses the row (context must be
+        # an object), rather than one of the two being dropped unseen
+        obj["context"] = context if "context" not in obj else [obj["context"], context]
     return obj
+
+
+def _number(cell: str, whole: bool) -> int | float | str:
+    """A cell as the JSON number it spells (an int where ``whole`` and it has no fraction, as
+    the contract reads 5300.0); else the text, for the contract to refuse with its message."""
+    try:
+        value = int(cell) if whole and cell.lstrip("-").isdigit() else float(cell)
+    except ValueError:
+        return cell
+    return value
 
 
 def read_records(path: Path, kind: RecordKind) -> Iterator[tuple[int, Event | Item | Rejection]]:
@@ -220,7 +231,7 @@ def dataset_events(dataset: Dataset) -> Iterator[Event]:
     """
     for n, it in enumerate(dataset.interactions):
         try:
-            yield Event(
+            event = Event(
                 event_id=f"{dataset.name}-{n}",
                 user_id=it.user_id,
                 item_id=it.item_id,
@@ -236,6 +247,7 @@ def dataset_events(dataset: Dataset) -> Iterator[Event]:
                 f"dataset {dataset.name!r}: event {n} in time order (user {it.user_id!r}, item "
                 f"{it.item_id!r}, ts {it.ts}) breaks the event contract: {reason}"
             ) from None
+        yield event
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

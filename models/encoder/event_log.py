@@ -25,11 +25,10 @@ from pathlib import Path
 from streamrec.datasets import Dataset, load_dataset
 from streamrec.errors import DataError
 from streamrec.stream.contract import EVENT_TYPES, Event
-from streamrec.stream.producer import dataset_events
+from streamrec.stream.producer import CONTEXT_COLUMN_PREFIX, dataset_events
 
 __all__ = ["EventLog", "dataset_as_events", "load_event_log", "stream_event_log"]
 
-_CONTEXT_PREFIX = "context_"
 _EARLIEST_S = 631_152_000  # 1990-01-01, the contract's lower bound
 _SHIFTED_START_S = 946_684_800  # 2000-01-01
 
@@ -114,7 +113,9 @@ def _extra_columns(
     no rows when the file has no extra columns."""
     with open(inter, encoding="utf-8") as f:
         header = [c.partition(":")[0] for c in f.readline().rstrip("\r\n").split("\t")]
-        fields = tuple(c[len(_CONTEXT_PREFIX) :] for c in header if c.startswith(_CONTEXT_PREFIX))
+        fields = tuple(
+            c[len(CONTEXT_COLUMN_PREFIX) :] for c in header if c.startswith(CONTEXT_COLUMN_PREFIX)
+        )
         if "type" not in header and "value" not in header and not fields:
             return [], ()
         rows = []
@@ -144,7 +145,9 @@ def _row(
         if value is not None and not math.isfinite(value):
             raise DataError(f"{inter}:{lineno}: value {raw!r} is not finite")
         update["value"] = value
-    context = {f: row[_CONTEXT_PREFIX + f] for f in fields if row.get(_CONTEXT_PREFIX + f)}
+    context = {
+        f: row[CONTEXT_COLUMN_PREFIX + f] for f in fields if row.get(CONTEXT_COLUMN_PREFIX + f)
+    }
     if context:
         update["context"] = context
     ts = int(float(row["timestamp"]))

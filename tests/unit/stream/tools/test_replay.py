@@ -92,6 +92,20 @@ def test_a_csv_rows_context_columns_become_the_events_context(tmp_path: Path) ->
     ]
 
 
+def test_a_csv_with_a_context_column_and_context_columns_is_refused_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,user_id,item_id,type,ts,dwell_ms,context,context_device\n"
+        "e1,u1,SKU-1,view,1700000000000,5300.0,x,mobile\n"
+        "e2,u1,SKU-2,view,1700000001000,5300.0,,mobile\n"
+    )
+    (_, first), (_, second) = read_records(path, "events")
+    assert getattr(first, "code", None) == "wrong_type"
+    assert getattr(second, "dwell_ms", None) == 5300  # a whole float, as in JSON
+
+
 def test_produce_names_the_line_to_resume_from_when_the_broker_stays_away(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

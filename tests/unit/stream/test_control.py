@@ -45,9 +45,10 @@ class FakeServer:
         return checkpoint.name
 
 
-def _listener() -> tuple[ControlListener, FakeServer, dict[str, Item]]:
+def _listener(initial: Path | None = None) -> tuple[ControlListener, FakeServer, dict[str, Item]]:
     server, catalog = FakeServer(), {"i1": Item(item_id="i1", title="One")}
-    listener = ControlListener(Settings().kafka, server, None, catalog, metrics())  # type: ignore[arg-type]
+    # FakeServer has the parts of ModelService the listener uses
+    listener = ControlListener(Settings().kafka, server, initial, catalog, metrics())  # type: ignore[arg-type]
     return listener, server, catalog
 
 
@@ -140,14 +141,9 @@ def test_a_model_reading_context_the_states_do_not_keep_is_named_in_the_log(
 def test_a_model_trained_on_few_of_the_catalogs_items_is_named_in_the_log(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    catalog = {f"SKU-{n}": Item(item_id=f"SKU-{n}", title=f"Lamp {n}") for n in range(4)}
-    listener = ControlListener(
-        Settings().kafka,
-        FakeServer(),  # type: ignore[arg-type]
-        None,
-        catalog,
-        metrics(),
-    )
+    listener, _, catalog = _listener()
+    catalog.clear()
+    catalog.update({f"SKU-{n}": Item(item_id=f"SKU-{n}", title=f"Lamp {n}") for n in range(4)})
     for version, items in (("movies", ["1", "2", "SKU-0"]), ("shop", ["SKU-0", "SKU-1", "x"])):
         (tmp_path / version).mkdir()
         (tmp_path / version / "item_ids.json").write_text(json.dumps(items))
@@ -227,10 +223,7 @@ def test_the_configured_checkpoint_is_loaded_only_when_no_announced_model_loads(
         ([_model("broken")], ["configured"]),
         ([], ["configured"]),
     ):
-        server = FakeServer()
-        listener = ControlListener(
-            Settings().kafka, server, Path("/m/configured"), {}, metrics(),  # type: ignore[arg-type]
-        )  # fmt: skip
+        listener, server, _ = _listener(Path("/m/configured"))
         with pytest.raises(_Done):
             asyncio.run(listener.follow(_Backlog(backlog, []), TP, end=len(backlog)))
         assert [p.name for p, _ in server.loads] == loaded
@@ -286,10 +279,7 @@ def test_a_control_topic_that_fails_or_stalls_still_gets_the_configured_model_se
     monkeypatch.setattr(control, "CATCH_UP_S", 0.05)
     for reader in (failing, stuck):
         monkeypatch.setattr(control, "control_reader", reader)
-        server = FakeServer()
-        listener = ControlListener(
-            Settings().kafka, server, Path("/m/configured"), {}, metrics(),  # type: ignore[arg-type]
-        )  # fmt: skip
+        listener, server, _ = _listener(Path("/m/configured"))
 
         async def started(listener: ControlListener = listener) -> None:
             with contextlib.suppress(ConnectionError, TimeoutError):

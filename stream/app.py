@@ -127,9 +127,8 @@ class StreamrecApp:
             key_type=str,
             options=s.state.rocksdb_options(),
         )
-        # shared learner: closed impressions go out on the experience topic (in the closing
-        # event's context, so they are flushed before its offset commits), policies come back
-        # on control
+        # shared learner: closed impressions go out on experience in the closing event's context
+        # (flushed before its offset commits); policies come back on control
         self.experience = (
             ExperiencePublisher(lambda key, value: experience_topic.send_soon(key=key, value=value))
             if s.learner.mode == "shared"
@@ -175,6 +174,7 @@ class StreamrecApp:
                 self.metrics,
                 self.feedback.serve_announced if s.learner.mode == "shared" else None,
                 kept_context=s.state.context_fields,
+                catalog_loaded=lambda: self.catalog.loaded,
             )
             if self.model_server
             else None

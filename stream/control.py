@@ -47,6 +47,7 @@ UNKNOWN_CATALOG_SHARE = 0.5
 # encoder.checkpoint) before it serves the configured checkpoint anyway: a topic that cannot be
 # read must not leave it with no model.
 CATCH_UP_S = 30.0
+CATALOG_POLL_S = 0.05
 
 
 class PolicyAnnouncement(BaseModel):
@@ -134,8 +135,12 @@ class ControlListener:
         metrics: WorkerMetrics,
         on_policy: Callable[[Any, str, int], None] | None = None,
         kept_context: tuple[str, ...] = (),
+        catalog_loaded: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kafka = kafka
+        # the first load waits for it: a model loaded with a partial catalog cold-started none
+        # of the rest (they arrive while no model serves), nor failed for lacking a projection
+        self.catalog_loaded = catalog_loaded
         self.kept_context = kept_context  # state.context_fields: what the user states keep
         # (weights [F], version, announced_at ms): announced policies go here
         self.on_policy = on_policy
@@ -199,9 +204,14 @@ class ControlListener:
                 await self._serve_first(backlog)
 
     async def _serve_first(self, backlog: deque[ModelAnnouncement]) -> None:
-        """Serve the newest announced model that loads, else ``encoder.checkpoint``. (Loading
-        the configured checkpoint first cost a restarted worker seconds of loading a model it
-        swapped out as soon as it had read the backlog.)"""
+        """Serve the newest announced model that loads, else ``encoder.checkpoint``, once the
+        catalog is read (at most ``CATCH_UP_S``). (Loading the configured checkpoint first cost
+        a restarted worker seconds of loading a model it swapped out as soon as it had read the
+        backlog.)"""
+        waited = 0.0
+        while not self.catalog_loaded() and waited < CATCH_UP_S:
+            await asyncio.sleep(CATALOG_POLL_S)
+            waited += CATALOG_POLL_S
         for announced in reversed(backlog):
             if await self._serve(announced):
                 return
@@ -255,8 +265,9 @@ class ControlListener:
     async def _load_now(self, checkpoint: Path) -> bool:
         server = self.server
         started = time.perf_counter()
+        catalog = dict(self.catalog)
         try:
-            version = await asyncio.to_thread(server.load, checkpoint, dict(self.catalog))
+            version = await asyncio.to_thread(server.load, checkpoint, catalog)
         except Exception as exc:  # an announced checkpoint is outside input: a damaged file
             # raises whatever its parser raises (safetensors, transformers), and the worker must
             # keep serving its model, not crash on every restart while the announcement stands.
@@ -271,11 +282,15 @@ class ControlListener:
         self.load_failure = None
         _warn_unkept_context(checkpoint, self.kept_context)
         # off the loop: a catalog of millions of ids takes a moment to compare
-        await asyncio.to_thread(_warn_unknown_catalog, checkpoint, list(self.catalog))
+        await asyncio.to_thread(_warn_unknown_catalog, version, checkpoint, list(self.catalog))
         self.metrics.model_version.clear()
         self.metrics.model_version.labels(version).set(1)
         self.metrics.index_items.set(server.index_size or 0)
         log.info("serving model %s (loaded in %.2f s)", version, time.perf_counter() - started)
+        # records read during the load: on_items skipped them while no model served
+        late = [item for item_id, item in list(self.catalog.items()) if item_id not in catalog]
+        if late:
+            await self.on_items(late, int(time.time() * 1000))
         return True
 
     async def on_items(self, items: list[Item], record_ts_ms: int) -> None:
@@ -309,7 +324,7 @@ def _warn_unkept_context(checkpoint: Path, kept: tuple[str, ...]) -> None:
         )
 
 
-def _warn_unknown_catalog(checkpoint: Path, catalog: list[str]) -> None:
+def _warn_unknown_catalog(version: str, checkpoint: Path, catalog: list[str]) -> None:
     """A model that knows few of the catalog's items (trained on another catalog?) serves them
     from their text alone: say so, since nothing else would."""
     try:
@@ -321,7 +336,7 @@ def _warn_unknown_catalog(checkpoint: Path, catalog: list[str]) -> None:
         log.warning(
             "model %s was trained on %d of the %d catalog items; the others are served from "
             "their text vectors only (was it trained on another dataset?)",
-            checkpoint.name,
+            version,
             trained,
             len(catalog),
         )

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from streamrec.errors import ModelError
 from streamrec.index.candidates import (
     COVISITATION,
     EMBEDDING,
@@ -44,7 +45,7 @@ from streamrec.index.candidates import (
     fuse_ranked,
 )
 from streamrec.index.config import IndexSettings
-from streamrec.index.swap import SnapshotHolder
+from streamrec.index.swap import ServingSnapshot, SnapshotHolder
 from streamrec.models.config import PolicySettings
 from streamrec.models.policy.rerankers import make_reranker
 from streamrec.models.policy.slate import (
@@ -338,10 +339,13 @@ class ModelServer:
         """Serve ``checkpoint``: the first load, or an atomic swap from the current model.
 
         Blocking (loads weights, builds the index); call it from a worker thread. Catalog items
-        the new model does not know get text vectors through the new model's projection.
+        the new model does not know get text vectors through the new model's projection; a
+        model that cannot give them any is refused before it serves (ModelError), so what
+        serves is always what ``model_version`` says.
         """
+        snapshot = load_snapshot(checkpoint, self.index, self.device)
+        _check_cold_start(snapshot, catalog)
         if self.holder is None:
-            snapshot = load_snapshot(checkpoint, self.index, self.device)
             holder = SnapshotHolder(snapshot)
             self.cold = ColdStart(holder)
             self.builder = ModelBuilder(
@@ -360,7 +364,6 @@ class ModelServer:
             self.cold.text_encoder()  # load now, so the first new item does not wait for it
         else:
             ticket = self.holder.begin_rebuild()
-            snapshot = load_snapshot(checkpoint, self.index, self.device)
             cold = self.cold
             assert cold is not None  # set together with the holder
 
@@ -373,5 +376,18 @@ class ModelServer:
 
             self.holder.swap(snapshot, ticket, reencode=reencode)
         if self.cold is not None and catalog:
-            self.cold.add(list(catalog.values()))
+            try:
+                self.cold.add(list(catalog.values()))
+            except Exception as exc:  # the model serves: a failed load must not be reported
+                log.error("model %s serves, but cold start failed: %r", snapshot.model_version, exc)
         return str(snapshot.model_version)
+
+
+def _check_cold_start(snapshot: ServingSnapshot[ServedModel], catalog: Mapping[str, Item]) -> None:
+    encoder = snapshot.encoder.encoder
+    unknown = sum(item not in snapshot.index for item in catalog)
+    if unknown and not encoder.has_projection:
+        raise ModelError(
+            f"checkpoint {snapshot.model_version} has no text projection, so it cannot serve "
+            f"the {unknown} catalog items it was not trained on; train it with text (the default)"
+        )

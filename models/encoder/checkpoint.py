@@ -314,6 +314,11 @@ class InferenceEncoder:
             out[start : start + len(batch)] = self._users(items, None, [len(s) for s in batch])
         return out
 
+    @property
+    def has_projection(self) -> bool:
+        """Whether items it was not trained on can get vectors from their text (cold start)."""
+        return self._projection is not None
+
     def text_vectors_to_item_space(self, text_vecs: np.ndarray) -> np.ndarray:
         """Project text vectors [M, T] (all-MiniLM-L6-v2, normalised) to item vectors [M, D]."""
         if self._projection is None:

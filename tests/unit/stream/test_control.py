@@ -287,3 +287,32 @@ def test_a_control_topic_that_fails_or_stalls_still_gets_the_configured_model_se
 
         asyncio.run(started())
         assert [p.name for p, _ in server.loads] == ["configured"], reader
+
+
+def test_the_first_load_waits_for_the_catalog_and_cold_starts_what_came_during_it() -> None:
+    # The catalog is read at start beside the first load: a load with a partial catalog
+    # cold-started none of the rest (on_items skips items while no model serves), so a
+    # restarted shop worker served its model's own items only.
+    listener, server, catalog = _listener()
+    catalog.clear()
+    reads = iter(range(3))
+
+    def loaded() -> bool:  # the catalog task reads one more record at each look
+        n = next(reads, None)
+        if n is None:
+            return True
+        catalog[f"i{n}"] = Item(item_id=f"i{n}", title=f"Item {n}")
+        return False
+
+    listener.catalog_loaded = loaded
+    original = server.load
+
+    def load_while_a_record_arrives(checkpoint: Path, given: dict[str, Item]) -> str:
+        catalog["late"] = Item(item_id="late", title="Published during the load")
+        return original(checkpoint, given)
+
+    server.load = load_while_a_record_arrives  # type: ignore[method-assign]  # a slow load
+    with pytest.raises(_Done):
+        asyncio.run(listener.follow(_Backlog([_model("v1")], []), TP, end=1))
+    assert server.loads == [(Path("/m/v1"), ["i0", "i1", "i2"])]
+    assert server.cold == ["late"]

@@ -183,3 +183,29 @@ def test_with_catalog_only_the_model_path_recommends_only_listed_items(
     finally:
         if isinstance(server, ModelProcess):
             server.close()
+
+
+@pytest.mark.parametrize("kind", [ModelServer, ModelProcess])
+def test_a_model_that_cannot_cold_start_the_catalog_is_refused_before_it_serves(
+    checkpoint: Path, tmp_path: Path, kind: type[ModelProcess] | type[ModelServer]
+) -> None:
+    # It used to be swapped in and then fail its cold start: the child served it while the
+    # worker reported the old model, and re-announcing the old one was skipped as served.
+    plain = small_checkpoint(tmp_path / "plain")  # no text projection
+    catalog = {"new-1": Item(item_id="new-1", title="A lamp the models never saw")}
+    server = _server(kind, "relevance")
+    try:
+        with pytest.raises(StreamrecError, match="no text projection"):
+            server.load(plain, catalog)  # the first load, too
+        assert server.model_version is None
+        first = server.load(checkpoint, catalog)
+        assert server.index_size == len(IDS) + 1  # new-1 cold-started
+        with pytest.raises(StreamrecError, match="no text projection"):
+            server.load(plain, catalog)
+        assert server.builder is not None and server.model_version == first
+        assert server.index_size == len(IDS) + 1  # still the first model's index
+        server.load(plain, {})  # nothing to cold start: it may serve
+        assert server.index_size == len(IDS)
+    finally:
+        if isinstance(server, ModelProcess):
+            server.close()

@@ -172,8 +172,10 @@ class ContinualTrainer:
             return None, None, None
         ours = await asyncio.to_thread(self.score, candidate, train, held)
         theirs = await self._served_score(train, held)
-        if ours is None:
-            return None, theirs, None  # no held-out event could be scored: no evidence
+        if not ours:
+            # no held-out event could be scored, or the candidate ranked none of them in its top
+            # 10 (a tie at 0 with the served model is no evidence either)
+            return ours, theirs, None
         if theirs is not None and ours < theirs * (1.0 - self.settings.tolerance):
             return ours, theirs, None  # a regression
         announced = await self.announce(candidate)

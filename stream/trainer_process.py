@@ -74,7 +74,7 @@ def next_item_ndcg(
 ) -> float | None:
     """NDCG@10 of each held-out event's item given its user's items before it (``history``
     then the held-out events before it), seen items excluded; events of users with no earlier
-    event are not scored. None when nothing can be scored."""
+    event, and repeats of an item the user had, are not scored. None when nothing can be."""
     from streamrec.models.encoder.checkpoint import InferenceEncoder
 
     encoder = InferenceEncoder.load(checkpoint, device="cpu")
@@ -86,7 +86,8 @@ def next_item_ndcg(
     targets: list[str] = []
     for event in held:
         before = past.setdefault(event.user_id, [])
-        if before:
+        # a repeat (view, cart, purchase of one item) cannot be ranked with seen items excluded
+        if before and event.item_id not in before:
             queries.append(list(before))
             targets.append(event.item_id)
         before.append(event.item_id)
@@ -103,8 +104,8 @@ def next_item_ndcg(
 def _gain(scores: np.ndarray, index: dict[str, int], seen: list[str], target: str) -> float:
     """1 / log2(2 + rank) of ``target`` among unseen items when in the top 10, else 0."""
     row = index.get(target)
-    if row is None or target in seen:
-        return 0.0  # an item the model does not know (or a repeat) cannot be ranked
+    if row is None:
+        return 0.0  # an item the model does not know cannot be ranked
     scores = scores.copy()
     scores[[index[i] for i in set(seen) if i in index]] = -np.inf
     rank = int((scores > scores[row]).sum())

@@ -323,3 +323,33 @@ def test_a_control_topic_that_cannot_be_read_keeps_the_served_model_for_the_cycl
         trainer.add(_event(n))
     result = asyncio.run(trainer.cycle())
     assert parts.starts == [tmp_path / "served"] and result.announced is not None
+
+
+def test_a_candidate_that_ranks_no_held_out_event_is_not_announced(tmp_path: Path) -> None:
+    # Held-out events that are all repeats or new items scored both models 0.0, and the tie
+    # passed as "no regression": a candidate went out on no evidence.
+    trainer, parts = _trainer(tmp_path, [0.0])
+    served = trainer.served
+    for n in range(50):
+        trainer.add(_event(n))
+    result = asyncio.run(trainer.cycle())
+    assert result.announced is None and parts.announced == [] and trainer.served == served
+
+
+def test_repeats_are_not_scored_and_nothing_scoreable_is_none(tmp_path: Path) -> None:
+    from model_doubles import small_checkpoint
+
+    from streamrec.stream.trainer_process import next_item_ndcg
+
+    checkpoint = small_checkpoint(tmp_path)
+
+    def event(n: int, item: str) -> Event:
+        return Event(event_id=f"r{n}", user_id="u1", item_id=item, type="view",
+                     ts=1_700_000_000_000 + n)  # fmt: skip
+
+    history = [event(0, "i1"), event(1, "i2")]
+    assert next_item_ndcg(checkpoint, history, [event(2, "i1"), event(3, "i2")]) is None
+    # the repeat is history for what follows it, not a target: one target, i3, after i1 i2 i1
+    alone = next_item_ndcg(checkpoint, [*history, event(2, "i1")], [event(3, "i3")])
+    scored = next_item_ndcg(checkpoint, history, [event(2, "i1"), event(3, "i3")])
+    assert scored is not None and scored == alone

@@ -33,6 +33,7 @@ from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, ModelAnnouncement, encode
 from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.model_checks import warn_unkept_context, warn_unknown_catalog
 from streamrec.stream.producer import kafka_producer
 
 if TYPE_CHECKING:  # the service may live in a child process: no torch in this one
@@ -41,8 +42,6 @@ if TYPE_CHECKING:  # the service may live in a child process: no torch in this o
 log = logging.getLogger(__name__)
 # Model announcements of the backlog a starting worker keeps to fall back on, newest first.
 BACKLOG_MODELS = 8
-# Below this share of the catalog in a loaded model's training items, the swap is warned about.
-UNKNOWN_CATALOG_SHARE = 0.5
 # How long a starting worker waits for the control backlog (whose newest model replaces
 # encoder.checkpoint) before it serves the configured checkpoint anyway: a topic that cannot be
 # read must not leave it with no model.
@@ -275,14 +274,15 @@ class ControlListener:
             # the checkpoint in the template: the log limiter (stream/logs.py) keys on it, and
             # two different failed checkpoints must both be told
             named = str(checkpoint).replace("%", "%%")
-            log.error(f"cannot serve checkpoint {named}, keeping %s: %r", server.model_version, exc)
+            kept = server.model_version or "no model yet"
+            log.error(f"cannot serve checkpoint {named}, keeping %s: %r", kept, exc)
             self.load_failure = f"{checkpoint}: {exc}"[:300]
             return False
         self.swaps += 1
         self.load_failure = None
-        _warn_unkept_context(checkpoint, self.kept_context)
+        warn_unkept_context(checkpoint, self.kept_context)
         # off the loop: a catalog of millions of ids takes a moment to compare
-        await asyncio.to_thread(_warn_unknown_catalog, version, checkpoint, list(self.catalog))
+        await asyncio.to_thread(warn_unknown_catalog, version, checkpoint, list(self.catalog))
         self.metrics.model_version.clear()
         self.metrics.model_version.labels(version).set(1)
         self.metrics.index_items.set(server.index_size or 0)
@@ -299,47 +299,20 @@ class ControlListener:
         server = self.server
         if server.model_version is None:
             return
-        added = await asyncio.to_thread(server.add_items, items)
+        try:
+            added = await asyncio.to_thread(server.add_items, items)
+        except Exception as exc:  # e.g. a model without a text projection: the catalog task
+            # (and with it the worker) must outlive it; the items stay out of the index
+            self.metrics.cold_start_failures.inc()
+            log.error(
+                f"cannot add {len(items)} catalog items to model %s: %r", server.model_version, exc
+            )
+            return
         if added:
             self.cold_items += added
             self.cold_last_s = max(0.0, time.time() - record_ts_ms / 1000)
             self.metrics.index_items.set(server.index_size or 0)
             log.info("%d new items searchable %.3f s after their record", added, self.cold_last_s)
-
-
-def _warn_unkept_context(checkpoint: Path, kept: tuple[str, ...]) -> None:
-    """A model trained on context fields the user states do not keep reads them as unknown."""
-    try:
-        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-        fields = config["encoder"].get("inputs", {}).get("context_fields", [])
-    except (OSError, ValueError, KeyError, AttributeError):
-        return  # the load itself succeeded; an unreadable extra costs only this warning
-    missing = [f for f in fields if f not in kept]
-    if missing:
-        log.warning(
-            "model %s reads event context %s that user states do not keep; it sees them as "
-            "unknown. Set state.context_fields to include them (STREAMREC_STATE__CONTEXT_FIELDS)",
-            checkpoint.name,
-            missing,
-        )
-
-
-def _warn_unknown_catalog(version: str, checkpoint: Path, catalog: list[str]) -> None:
-    """A model that knows few of the catalog's items (trained on another catalog?) serves them
-    from their text alone: say so, since nothing else would."""
-    try:
-        known = set(json.loads((checkpoint / "item_ids.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        return  # the load itself succeeded; an unreadable extra costs only this warning
-    trained = sum(item in known for item in catalog)
-    if catalog and trained < UNKNOWN_CATALOG_SHARE * len(catalog):
-        log.warning(
-            "model %s was trained on %d of the %d catalog items; the others are served from "
-            "their text vectors only (was it trained on another dataset?)",
-            version,
-            trained,
-            len(catalog),
-        )
 
 
 def parse_policy(raw: bytes) -> PolicyAnnouncement | None:

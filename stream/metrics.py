@@ -194,6 +194,12 @@ class WorkerMetrics:
             "log names the checkpoint and the error).",
             registry=registry,
         )
+        self.cold_start_failures = Counter(
+            f"{ns}_cold_start_failures",
+            "Catalog batches the serving model could not add to its index (the items stay out "
+            "of slates until a model that can; the log says why).",
+            registry=registry,
+        )
         self.model_version = Gauge(
             f"{ns}_model_info",
             "1 for the model version being served.",

@@ -128,12 +128,12 @@ def test_a_model_reading_context_the_states_do_not_keep_is_named_in_the_log(
         metrics(),
         kept_context=("device",),
     )
-    with caplog.at_level(logging.WARNING, "streamrec.stream.control"):
+    with caplog.at_level(logging.WARNING, "streamrec.stream.model_checks"):
         asyncio.run(keeping._load(tmp_path / "v1"))
     assert "['page']" in caplog.text and "STREAMREC_STATE__CONTEXT_FIELDS" in caplog.text
     caplog.clear()
     keeping.kept_context = ("device", "page")
-    with caplog.at_level(logging.WARNING, "streamrec.stream.control"):
+    with caplog.at_level(logging.WARNING, "streamrec.stream.model_checks"):
         asyncio.run(keeping._load(tmp_path / "v2"))
     assert caplog.text == "" and server.model_version == "v2"
 
@@ -147,11 +147,11 @@ def test_a_model_trained_on_few_of_the_catalogs_items_is_named_in_the_log(
     for version, items in (("movies", ["1", "2", "SKU-0"]), ("shop", ["SKU-0", "SKU-1", "x"])):
         (tmp_path / version).mkdir()
         (tmp_path / version / "item_ids.json").write_text(json.dumps(items))
-    with caplog.at_level(logging.WARNING, "streamrec.stream.control"):
+    with caplog.at_level(logging.WARNING, "streamrec.stream.model_checks"):
         asyncio.run(listener._load(tmp_path / "movies"))
     assert "trained on 1 of the 4 catalog items" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, "streamrec.stream.control"):
+    with caplog.at_level(logging.WARNING, "streamrec.stream.model_checks"):
         asyncio.run(listener._load(tmp_path / "shop"))  # half the catalog: not warned about
     assert caplog.text == ""
 
@@ -316,3 +316,18 @@ def test_the_first_load_waits_for_the_catalog_and_cold_starts_what_came_during_i
         asyncio.run(listener.follow(_Backlog([_model("v1")], []), TP, end=1))
     assert server.loads == [(Path("/m/v1"), ["i0", "i1", "i2"])]
     assert server.cold == ["late"]
+
+
+def test_catalog_items_the_model_cannot_index_are_logged_and_counted_not_a_crash() -> None:
+    # A model without a text projection that knew the whole catalog at load raised from
+    # add_items on the first new item, which ended the catalog task and the worker.
+    listener, server, _ = _listener()
+    _announce(listener, "v1")
+
+    def no_projection(items: list[Item]) -> int:
+        raise ModelError("checkpoint v1 has no text projection")
+
+    server.add_items = no_projection  # type: ignore[method-assign]  # a model without text
+    asyncio.run(listener.on_items([Item(item_id="new", title="New")], record_ts_ms=0))
+    assert value_of(listener.metrics.cold_start_failures) == 1
+    assert listener.cold_items == 0

@@ -305,7 +305,7 @@ class ControlListener:
             # (and with it the worker) must outlive it; the items stay out of the index
             self.metrics.cold_start_failures.inc()
             log.error(
-                f"cannot add {len(items)} catalog items to model %s: %r", server.model_version, exc
+                "cannot add %d catalog items to model %s: %r", len(items), server.model_version, exc
             )
             return
         if added:

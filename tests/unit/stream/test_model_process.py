@@ -150,36 +150,23 @@ def test_unusable_ranker_weights_leave_the_start_weights(checkpoint: Path) -> No
 
 
 @pytest.mark.parametrize("kind", [ModelServer, ModelProcess])
-def test_inactive_items_leave_the_model_paths_slates(
-    checkpoint: Path, kind: type[ModelProcess] | type[ModelServer]
-) -> None:
-    server = _server(kind, "relevance")
-    try:
-        server.load(checkpoint, {})
-        assert server.builder is not None
-        before = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
-        # the catalog deactivated every item shown
-        server.set_unservable(Unservable(frozenset(before), None))
-        after = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
-        assert after and not after & before
-    finally:
-        if isinstance(server, ModelProcess):
-            server.close()
-
-
-@pytest.mark.parametrize("kind", [ModelServer, ModelProcess])
-def test_with_catalog_only_the_model_path_recommends_only_listed_items(
-    checkpoint: Path, kind: type[ModelProcess] | type[ModelServer]
+@pytest.mark.parametrize("rule", ["deactivated", "catalog_only"])
+def test_what_the_catalog_lets_no_slate_show_leaves_the_model_paths_slates(
+    checkpoint: Path, kind: type[ModelProcess] | type[ModelServer], rule: str
 ) -> None:
     server = _server(kind, "relevance")
     try:
         server.load(checkpoint, {})
         assert server.builder is not None
         shown = sorted({i.item_id for s in server.builder.build(BATCH, 5).slates for i in s})
-        listed = frozenset(shown[::2])
-        server.set_unservable(Unservable(frozenset(), listed))  # the catalog's listed ids
-        slates = server.builder.build(BATCH, 5).slates
-        assert any(slates) and {i.item_id for slate in slates for i in slate} <= listed
+        if rule == "deactivated":  # the catalog deactivated every item shown
+            unservable, allowed = Unservable(frozenset(shown), None), set(IDS) - set(shown)
+        else:  # catalog_only: half of them listed
+            unservable = Unservable(frozenset(), frozenset(shown[::2]))
+            allowed = set(shown[::2])
+        server.set_unservable(unservable)
+        after = {i.item_id for slate in server.builder.build(BATCH, 5).slates for i in slate}
+        assert after and after <= allowed
     finally:
         if isinstance(server, ModelProcess):
             server.close()

@@ -35,6 +35,7 @@ from streamrec.stream.contract import Item, ModelAnnouncement, encode
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.model_checks import warn_unkept_context, warn_unknown_catalog
 from streamrec.stream.producer import kafka_producer
+from streamrec.stream.topics import create_topics, topic_specs
 
 if TYPE_CHECKING:  # the service may live in a child process: no torch in this one
     from streamrec.stream.serving import ModelService
@@ -116,8 +117,12 @@ async def announce_model(
         checkpoint=str(checkpoint.resolve()),
         announced_at=int(time.time() * 1000),
     )
+    control = kafka.topics.name("control")
+    # Before any worker made it, the broker would auto-create it with its default partitions
+    # and no compaction, and workers read partition 0 only: the announcement could be lost.
+    await create_topics(kafka, [spec for spec in topic_specs(kafka) if spec.name == control])
     async with kafka_producer(kafka) as producer:
-        await producer.send_and_wait(kafka.topics.name("control"), encode(record), key=b"model")
+        await producer.send_and_wait(control, encode(record), key=b"model")
     return record
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from streamrec.broker import free_port
 from streamrec.settings import KafkaSettings
+from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import MAX_EVENT_BYTES, Event, encode
 from streamrec.stream.producer import kafka_producer
 from streamrec.stream.testing import WorkerProcess, group_caught_up, read_topic, wait_until
@@ -105,6 +107,22 @@ def test_records_near_the_brokers_size_limit_are_dead_lettered_and_the_agent_nev
         ("bad_key", len(encode(_good(999)))),
         ("too_large", len(huge_value)),
     ]
+
+
+def test_events_compressed_with_every_codec_kafka_producers_use_are_applied(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    # Java and librdkafka producers often compress (or the topic's compression.type does).
+    # Without cramjam aiokafka cannot read snappy, lz4 or zstd batches: the worker never got
+    # past the first such batch.
+    codecs = ("gzip", "snappy", "lz4", "zstd")
+    good = [_good(n) for n in range(40 * len(codecs))]
+    batches = {
+        codec: [(e.user_id.encode(), encode(e)) for e in good[n :: len(codecs)]]
+        for n, codec in enumerate(codecs)
+    }
+    stats = _through_a_worker(kafka_settings, tmp_path, [], batches)
+    assert stats["events_accepted"] == len(good) and stats["dead_lettered"] == 0, stats
 
 
 def _corpus() -> list[tuple[str, bytes, str]]:
@@ -198,10 +216,14 @@ def test_a_corpus_of_48_hostile_kinds_is_dead_lettered_by_code_and_nothing_good_
 
 
 def _through_a_worker(
-    kafka_settings: KafkaSettings, tmp_path: Path, stream: list[tuple[bytes, bytes]]
+    kafka_settings: KafkaSettings,
+    tmp_path: Path,
+    stream: list[tuple[bytes, bytes]],
+    compressed: dict[str, list[tuple[bytes, bytes]]] | None = None,
 ) -> dict[str, Any]:
-    """Send ``stream`` (key, value) to a fresh worker, wait until it has committed every record,
-    stop it and return its /stats; fails if faust's supervisor ever restarted an agent."""
+    """Send ``stream`` (key, value) to a fresh worker, then each of ``compressed`` with its
+    codec, wait until it has committed every record, stop it and return its /stats; fails if
+    faust's supervisor ever restarted an agent."""
     events = kafka_settings.topics.name("events")
     asyncio.run(create_topics(kafka_settings))
 
@@ -209,6 +231,14 @@ def _through_a_worker(
         async with kafka_producer(kafka_settings) as producer:
             for key, value in stream:
                 await producer.send(events, value, key=key)
+        for codec, records in (compressed or {}).items():
+            producer = AIOKafkaProducer(**aiokafka_kwargs(kafka_settings), compression_type=codec)
+            await producer.start()
+            try:
+                await asyncio.gather(*[producer.send(events, v, key=k) for k, v in records])
+                await producer.flush()
+            finally:
+                await producer.stop()
 
     worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port()).start()
     try:

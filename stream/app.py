@@ -33,18 +33,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-import faust
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog
 from streamrec.stream.compat import fetch_only_active, forget_acks, on_agent_error
-from streamrec.stream.connection import faust_broker_url, faust_credentials
 from streamrec.stream.control import ControlListener
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.durability import drain, flush_before_commit
 from streamrec.stream.experience import ExperiencePublisher
+from streamrec.stream.faust_app import faust_app
 from streamrec.stream.feedback import Feedback
 from streamrec.stream.fusion import FusionLearner, Weights
 from streamrec.stream.health import count_agent_crashes
@@ -55,8 +54,9 @@ from streamrec.stream.lag import LagWatch
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.pages import Pages
 from streamrec.stream.refresh import Refresher
+from streamrec.stream.routing import events_router
 from streamrec.stream.serving_memory import ServingMemory
-from streamrec.stream.topics import IMPRESSIONS, USER_STATE, worker_app_id
+from streamrec.stream.topics import IMPRESSIONS, USER_STATE
 from streamrec.stream.write_behind import CachedTable, WriteBehind
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class StreamrecApp:
         self.started_at = time.time()
         self.last_recovery_s: float | None = None
         self.owned: set[int] = set()
-        self.app = _faust_app(s)
+        self.app = faust_app(s)
         topics = s.kafka.topics
         raw: dict[str, Any] = {**RAW, "partitions": topics.partitions}
         self.events_topic = self.app.topic(topics.name("events"), **raw)
@@ -116,8 +116,9 @@ class StreamrecApp:
             s.serving.learned_snapshot_s,
         )
         self.memory.load()
-        rejects = self.dead_letters.reject
-        self.catalog = Catalog(s.kafka, self.metrics, rejects, s.serving.catalog_only)
+        self.catalog = Catalog(
+            s.kafka, self.metrics, self.dead_letters.reject, s.serving.catalog_only
+        )
         if self.model_server is not None:
             self.catalog.on_unservable.append(self.model_server.set_unservable)
         impressions = self.app.Table(
@@ -164,6 +165,9 @@ class StreamrecApp:
             self.feedback,
             self.refresher.mark,
             self.metrics,
+            events_router(
+                self.events_topic, lambda: self.app.consumer, self.metrics.events_forwarded
+            ),
         )
         self.control = (
             ControlListener(
@@ -314,6 +318,7 @@ class StreamrecApp:
             "events_consumed": counts.consumed,
             "events_accepted": counts.accepted,
             "duplicates_dropped": counts.duplicates,
+            "events_forwarded": self.ingest.router.count,
             "dead_lettered": self.dead_letters.count,
             "rejected_by_code": self.dead_letters.by_code,
             "items_rejected_by_code": self.dead_letters.items_by_code,
@@ -365,33 +370,6 @@ def _model_service(s: Settings, weights: Callable[[], Weights]) -> ModelService 
 
 def _no_policy(weights: Any, version: str) -> None:
     """The heuristic path has no learnable policy to hand new weights to."""
-
-
-def _faust_app(s: Settings) -> faust.App:
-    return faust.App(
-        worker_app_id(s.kafka),
-        broker=faust_broker_url(s.kafka),
-        broker_credentials=faust_credentials(s.kafka),
-        store=s.state.store_url,
-        datadir=str(s.state.data_dir),
-        topic_partitions=s.kafka.topics.partitions,
-        topic_replication_factor=s.kafka.topics.replication_factor,
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        # Bounded polls keep each handler loop short so heartbeats are never starved
-        # (rebalance storms: robinhood/faust #259, #402).
-        broker_max_poll_records=500,
-        broker_session_timeout=s.kafka.session_timeout_s,
-        # Each event writes 3-5 changelog records; without a linger every one of them is its
-        # own produce request and socket writes dominate the profile (23% of CPU measured).
-        producer_linger_ms=5,
-        # Standby replicas double table traffic; a restarted worker replays its changelog.
-        table_standby_replicas=0,
-        web_enabled=True,
-        web_port=s.serving.web_port,
-        web_bind=s.serving.web_bind,
-        web_in_thread=False,
-    )
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> StreamrecApp:

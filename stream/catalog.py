@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.errors import ContractError
 from streamrec.settings import KafkaSettings
-from streamrec.stream.compat import assign_all
+from streamrec.stream.compat import READ_COMMITTED, assign_all
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, parse_item
 from streamrec.stream.metrics import WorkerMetrics
@@ -72,8 +72,11 @@ class Catalog:
     async def run(self) -> None:
         """Read the topic from the beginning, then follow it; runs for the worker's lifetime."""
         topic = self.kafka.topics.name("items")
-        consumer = AIOKafkaConsumer(
-            **aiokafka_kwargs(self.kafka), enable_auto_commit=False, group_id=None
+        consumer = AIOKafkaConsumer(  # aborted transactions' records are not the catalog
+            **aiokafka_kwargs(self.kafka),
+            enable_auto_commit=False,
+            group_id=None,
+            isolation_level=READ_COMMITTED,
         )
         await consumer.start()
         try:

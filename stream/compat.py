@@ -22,7 +22,10 @@ from aiokafka.cluster import ClusterMetadata
 # faust routes table writes to the partition of the event in this context variable and has no
 # public setter for it (write-behind flushes write outside the agent's own event).
 from faust.streams import _current_event
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP, EventT
+
+READ_COMMITTED = "read_committed"  # aiokafka's value for ``isolation_level``
 
 # (object the worker holds, private attribute): checked by tests/unit/stream/test_compat.py.
 TOUCH_POINTS: tuple[tuple[str, str], ...] = (
@@ -42,6 +45,8 @@ TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("aiokafka consumer", "_client"),
     ("aiokafka client", "_metadata_update"),
     ("faust app", "_on_agent_error"),
+    ("faust consumer thread", "_create_worker_consumer"),
+    ("aiokafka consumer", "_isolation_level"),
 )
 
 
@@ -209,3 +214,24 @@ def on_agent_error(app: Any, hook: AgentErrorHook) -> None:
         await original(agent, exc)
 
     app._on_agent_error = on_error
+
+
+def read_committed_only() -> None:
+    """Make faust's worker consumers read committed records only (``isolation_level``). Once.
+
+    faust creates its aiokafka consumer in ``_create_worker_consumer`` with
+    ``read_uncommitted`` unless its own producer is transactional, and has no setting for it;
+    aiokafka reads the attribute when the consumer starts, after creation.
+    """
+    thread = AIOKafkaConsumerThread
+    create = thread._create_worker_consumer
+    if getattr(create, "read_committed", False):
+        return
+
+    def committed(self: Any, transport: Any) -> AIOKafkaConsumer:
+        consumer = create(self, transport)
+        consumer._isolation_level = READ_COMMITTED
+        return consumer
+
+    committed.read_committed = True  # type: ignore[attr-defined]  # marks an installed wrapper
+    thread._create_worker_consumer = committed  # type: ignore[method-assign]

@@ -24,6 +24,7 @@ from streamrec.stream.config import StateSettings
 from streamrec.stream.contract import Event, parse_event
 from streamrec.stream.item_stats import ItemDelta
 from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.routing import Router
 from streamrec.stream.state import UserState, apply_event
 from streamrec.stream.write_behind import CachedTable
 
@@ -66,6 +67,7 @@ class Ingest:
         feedback: Downstream,
         mark: MarkFn,
         metrics: WorkerMetrics,
+        router: Router,
     ) -> None:
         self.settings = settings
         self.user_state = user_state
@@ -76,6 +78,7 @@ class Ingest:
         self.feedback = feedback
         self.mark = mark
         self.metrics = metrics
+        self.router = router  # events on another partition than their key's go on to it
         self.counts = IngestCounts()
 
     async def run(self, stream: faust.StreamT[bytes]) -> None:
@@ -103,6 +106,8 @@ class Ingest:
             _check_key(event.key, parsed)
         except ContractError as exc:
             await self.reject(raw, event.key, exc, message.topic, message.partition, message.offset)
+            return
+        if await self.router.forward(event.key, raw, message.partition):
             return
         applied = self.apply(parsed, message.partition, message.offset)
         if applied is not None:

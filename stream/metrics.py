@@ -47,6 +47,12 @@ class WorkerMetrics:
             ["code"],
             registry=registry,
         )
+        self.events_forwarded = Counter(
+            f"{ns}_events_forwarded",
+            "Events that arrived on another partition than their key's (a producer with a "
+            "partitioner other than Kafka's default) and were sent on to it.",
+            registry=registry,
+        )
         self.duplicates = Counter(
             f"{ns}_events_duplicate",
             "Events dropped as already applied (same event_id).",

@@ -14,12 +14,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from streamrec.broker import free_port
 from streamrec.settings import KafkaSettings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.config import StateSettings
@@ -27,6 +28,7 @@ from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event
 from streamrec.stream.item_stats import ItemDelta, ItemStats
 from streamrec.stream.state import UserState, apply_event
+from streamrec.stream.topics import create_topics, worker_app_id
 
 
 def worker_env(kafka: KafkaSettings, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -112,6 +114,37 @@ class WorkerProcess:
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+# What faust's supervisor writes when an agent dies and when it brings it back.
+CRASH_SIGNS = ("Crashed reason=", "Restarting dead")
+
+
+def through_a_worker(
+    kafka: KafkaSettings, data_dir: Path, send: Callable[[], Coroutine[Any, Any, None]]
+) -> dict[str, Any]:
+    """Start a fresh worker, run ``send`` (it publishes to the topics), wait until the worker
+    has committed every events record, stop it and return its last /stats; AssertionError if
+    it died or faust's supervisor ever restarted an agent."""
+    events = kafka.topics.name("events")
+    asyncio.run(create_topics(kafka))
+    worker = WorkerProcess(kafka, data_dir, free_port()).start()
+    try:
+        wait_until(lambda: worker.stats() is not None, 90, "the worker web server")
+        asyncio.run(send())
+
+        def caught_up() -> bool:
+            assert worker.alive(), f"worker died:\n{worker.log_tail()}"
+            return bool(asyncio.run(group_caught_up(kafka, worker_app_id(kafka), events)))
+
+        wait_until(caught_up, 180, "the worker to commit every record", interval_s=2.0)
+        stats = worker.stats() or {}
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    crashes = [line for line in log.splitlines() if any(s in line for s in CRASH_SIGNS)]
+    assert crashes == [], "an agent crashed:\n" + "\n".join(crashes[:5])
+    return stats
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.5) -> None:

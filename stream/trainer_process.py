@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from streamrec.errors import ConfigError, ContractError, ModelError
 from streamrec.settings import KafkaSettings, Settings
-from streamrec.stream.compat import assign_all
+from streamrec.stream.compat import READ_COMMITTED, assign_all
 from streamrec.stream.config import TrainerSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, Item, parse_event, parse_item
@@ -143,10 +143,11 @@ async def run_trainer(settings: Settings) -> None:
         newest=lambda served: announced_model(settings.kafka, served),
     )
     kafka, topics = settings.kafka, settings.kafka.topics
+    committed = {**aiokafka_kwargs(kafka), "isolation_level": READ_COMMITTED}
     events = AIOKafkaConsumer(
-        **aiokafka_kwargs(kafka), group_id=f"{topics.prefix}trainer", enable_auto_commit=True
+        **committed, group_id=f"{topics.prefix}trainer", enable_auto_commit=True
     )
-    items = AIOKafkaConsumer(**aiokafka_kwargs(kafka), group_id=None, enable_auto_commit=False)
+    items = AIOKafkaConsumer(**committed, group_id=None, enable_auto_commit=False)
     await events.start()
     await items.start()
     try:

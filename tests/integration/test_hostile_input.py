@@ -15,20 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from streamrec.broker import free_port
 from streamrec.settings import KafkaSettings
-from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import MAX_EVENT_BYTES, Event, encode
 from streamrec.stream.producer import kafka_producer
-from streamrec.stream.testing import WorkerProcess, group_caught_up, read_topic, wait_until
-from streamrec.stream.topics import create_topics, worker_app_id
+from streamrec.stream.testing import read_topic, through_a_worker
 
 pytestmark = pytest.mark.slow
-
-# What faust's supervisor writes when an agent dies and when it brings it back (mode 0.4).
-CRASH_SIGNS = ("Crashed reason=", "Restarting dead")
 
 
 def _deep(n: int) -> bytes:
@@ -107,22 +100,6 @@ def test_records_near_the_brokers_size_limit_are_dead_lettered_and_the_agent_nev
         ("bad_key", len(encode(_good(999)))),
         ("too_large", len(huge_value)),
     ]
-
-
-def test_events_compressed_with_every_codec_kafka_producers_use_are_applied(
-    kafka_settings: KafkaSettings, tmp_path: Path
-) -> None:
-    # Java and librdkafka producers often compress (or the topic's compression.type does).
-    # Without cramjam aiokafka cannot read snappy, lz4 or zstd batches: the worker never got
-    # past the first such batch.
-    codecs = ("gzip", "snappy", "lz4", "zstd")
-    good = [_good(n) for n in range(40 * len(codecs))]
-    batches = {
-        codec: [(e.user_id.encode(), encode(e)) for e in good[n :: len(codecs)]]
-        for n, codec in enumerate(codecs)
-    }
-    stats = _through_a_worker(kafka_settings, tmp_path, [], batches)
-    assert stats["events_accepted"] == len(good) and stats["dead_lettered"] == 0, stats
 
 
 def _corpus() -> list[tuple[str, bytes, str]]:
@@ -216,45 +193,11 @@ def test_a_corpus_of_48_hostile_kinds_is_dead_lettered_by_code_and_nothing_good_
 
 
 def _through_a_worker(
-    kafka_settings: KafkaSettings,
-    tmp_path: Path,
-    stream: list[tuple[bytes, bytes]],
-    compressed: dict[str, list[tuple[bytes, bytes]]] | None = None,
+    kafka_settings: KafkaSettings, tmp_path: Path, stream: list[tuple[bytes, bytes]]
 ) -> dict[str, Any]:
-    """Send ``stream`` (key, value) to a fresh worker, then each of ``compressed`` with its
-    codec, wait until it has committed every record, stop it and return its /stats; fails if
-    faust's supervisor ever restarted an agent."""
-    events = kafka_settings.topics.name("events")
-    asyncio.run(create_topics(kafka_settings))
-
     async def send() -> None:
         async with kafka_producer(kafka_settings) as producer:
             for key, value in stream:
-                await producer.send(events, value, key=key)
-        for codec, records in (compressed or {}).items():
-            producer = AIOKafkaProducer(**aiokafka_kwargs(kafka_settings), compression_type=codec)
-            await producer.start()
-            try:
-                await asyncio.gather(*[producer.send(events, v, key=k) for k, v in records])
-                await producer.flush()
-            finally:
-                await producer.stop()
+                await producer.send(kafka_settings.topics.name("events"), value, key=key)
 
-    worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port()).start()
-    try:
-        wait_until(lambda: worker.stats() is not None, 90, "the worker web server")
-        asyncio.run(send())
-
-        def caught_up() -> bool:
-            assert worker.alive(), f"worker died:\n{worker.log_tail()}"
-            group = worker_app_id(kafka_settings)
-            return bool(asyncio.run(group_caught_up(kafka_settings, group, events)))
-
-        wait_until(caught_up, 180, "the worker to commit every record", interval_s=2.0)
-        stats = worker.stats() or {}
-    finally:
-        worker.stop()
-    log = worker.log_path.read_text(errors="replace")
-    crashes = [line for line in log.splitlines() if any(s in line for s in CRASH_SIGNS)]
-    assert crashes == [], "the ingest agent crashed:\n" + "\n".join(crashes[:5])
-    return stats
+    return through_a_worker(kafka_settings, tmp_path / "w", send)

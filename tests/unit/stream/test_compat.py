@@ -13,9 +13,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer.fetcher import Fetcher, FetchResult
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
-from streamrec.stream.compat import TOUCH_POINTS, fetch_only_active
+from streamrec.stream.compat import TOUCH_POINTS, fetch_only_active, read_committed_only
 
 
 async def _build() -> dict[str, Any]:
@@ -28,6 +29,7 @@ async def _build() -> dict[str, Any]:
         "faust consumer": app.consumer,
         "faust producer": app.producer,
         "faust producer buffer.pending": app.producer.buffer.pending,
+        "faust consumer thread": AIOKafkaConsumerThread,
         "aiokafka consumer": AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9"),
         "aiokafka client": AIOKafkaClient(bootstrap_servers="127.0.0.1:9"),
     }
@@ -45,6 +47,22 @@ def test_each_private_touch_point_exists(
     assert hasattr(holders[holder], attribute), (
         f"{holder} has no {attribute} any more: stream/compat.py must follow the upgrade"
     )
+
+
+def test_the_workers_consumer_skips_aborted_transactions() -> None:
+    async def isolation() -> str:
+        app = faust.App("compat-isolation", broker="kafka://127.0.0.1:9", store="memory://")
+        read_committed_only()
+        installed = AIOKafkaConsumerThread._create_worker_consumer
+        read_committed_only()
+        assert AIOKafkaConsumerThread._create_worker_consumer is installed, "wrapped twice"
+        thread: Any = app.consumer._thread  # type: ignore[attr-defined]
+        consumer = thread._create_worker_consumer(app.transport)
+        await consumer._client.close()
+        return str(consumer._isolation_level)
+
+    # faust's own choice without a transactional producer is read_uncommitted
+    assert asyncio.run(isolation()) == "read_committed"
 
 
 class _PartitionRecords:

@@ -9,9 +9,10 @@ import json
 from stream_doubles import Deltas, Record, Sent, item_stats, metrics, record, value_of
 
 from streamrec.settings import Settings
-from streamrec.stream.contract import DEAD_LETTER_ORIGINAL_BYTES, Event
+from streamrec.stream.contract import DEAD_LETTER_ORIGINAL_BYTES, Event, encode
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.ingest import Ingest
+from streamrec.stream.routing import Router, home_partition
 from streamrec.stream.state import UserState
 from streamrec.stream.write_behind import CachedTable
 
@@ -32,9 +33,21 @@ class Downstream:
         self.marked.append((event.event_id, partition, state.count))
 
 
+class Forwards:
+    """The events topic's ``send`` to a partition, keeping what it was given."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes, int]] = []
+
+    async def __call__(self, key: bytes, value: bytes, partition: int) -> None:
+        self.records.append((key, value, partition))
+
+
 def _ingest(
-    owned: set[int] | None = None,
+    owned: set[int] | None = None, partitions: int | None = None, forwards: Forwards | None = None
 ) -> tuple[Ingest, Downstream, Sent, list[Record], Deltas]:
+    """An ingest over in-memory doubles; ``partitions``: the events topic's count as the
+    consumer knows it (None: not known yet, nothing is forwarded)."""
     settings = Settings()
     down, sent, remembered = Downstream(), Sent(), []
     m = metrics()
@@ -49,6 +62,7 @@ def _ingest(
         down,
         down.mark,
         m,
+        Router(lambda: partitions, forwards or Forwards(), m.events_forwarded),
     )
     return ingest, down, sent, remembered, deltas
 
@@ -135,3 +149,29 @@ def test_a_record_of_a_revoked_partition_is_skipped_untouched() -> None:
     _run(ingest, record(_event(1), 3, 1))
     assert down.marked == [] and remembered == [] and ingest.counts.consumed == 0
     assert value_of(ingest.metrics.revoked_skipped) == 1
+
+
+def test_an_event_on_another_partition_than_its_keys_is_forwarded_not_applied() -> None:
+    # librdkafka's default partitioner (CRC32) puts most keys elsewhere than murmur2 does: such
+    # an event applied where it landed split the user's state and lost their rewards.
+    forwards = Forwards()
+    ingest, down, sent, _, _ = _ingest(owned={0, 1, 2, 3}, partitions=4, forwards=forwards)
+    home = home_partition(b"u1", 4)
+    away = (home + 1) % 4
+    _run(ingest, record(_event(1), away, 7), record(_event(2), home, 3))
+    assert forwards.records == [(b"u1", encode(_event(1)), home)]
+    assert down.marked == [("e2", home, 1)], "only the event on its home partition is applied"
+    assert ingest.router.count == 1 and ingest.counts.accepted == 1 and sent.records == []
+    assert ingest.user_state.get("u1", away) is None
+    assert ingest.metrics.events_forwarded._value.get() == 1
+
+
+def test_nothing_is_forwarded_before_the_partition_count_is_known_or_for_bad_records() -> None:
+    forwards = Forwards()
+    ingest, down, _, _, _ = _ingest(owned={0, 1, 2, 3}, forwards=forwards)
+    away = (home_partition(b"u1", 4) + 1) % 4
+    _run(ingest, record(_event(1), away, 7))
+    assert down.marked == [("e1", away, 1)] and forwards.records == []
+    ingest, _, sent, _, _ = _ingest(owned={0, 1, 2, 3}, partitions=4, forwards=forwards)
+    _run(ingest, record(_event(2), away, 8, key=b"someone-else"))
+    assert forwards.records == [] and len(sent.records) == 1, "a bad key is dead-lettered"

@@ -1,0 +1,81 @@
+"""Events that arrived on another partition than their key's are forwarded to it.
+
+Every worker table (a user's state with its seen set and dedupe ids, the impressions its
+responses join) lives in the partition of the user's events, so all of one user's events must
+reach one partition. Kafka's default partitioner (Java clients, aiokafka, kafka-python) puts a
+key on murmur2(key) mod the partition count; librdkafka's default (confluent-kafka, kcat and
+most non-JVM clients) hashes with CRC32. One service publishing with the other partitioner split
+users' states in two and dropped rewards as ``unknown_rec``. Such an event is sent on to its
+key's partition instead of being applied where it landed: there it is applied in order with
+the user's other events, and a crash before the commit re-sends a copy the user's dedupe ids
+drop. Each forward is counted and logged with the fix (the producer's partitioner).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+from aiokafka.partitioner import murmur2
+from faust.types import ConsumerT
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+# (key, value, partition) -> sent: the worker passes its events topic's ``send``.
+ForwardFn = Callable[[bytes, bytes, int], Awaitable[Any]]
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (Java's ``Utils.toPositive``)."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+class Router:
+    """Forwards events that landed on a partition other than their key's (see module doc)."""
+
+    def __init__(
+        self, partitions: Callable[[], int | None], send: ForwardFn, forwarded: Counter
+    ) -> None:
+        self.partitions = partitions  # the events topic's count; None until the consumer knows
+        self.send = send
+        self.forwarded = forwarded
+        self.count = 0
+
+    async def forward(self, key: bytes, raw: bytes, partition: int) -> bool:
+        """Send the record on and say True when ``partition`` is not its key's home."""
+        count = self.partitions()
+        if not count:
+            return False
+        home = home_partition(key, count)
+        if home == partition:
+            return False
+        log.warning(
+            "an event of user %r arrived on events partition %s; Kafka's default partitioner "
+            "(murmur2 of the key) puts it on %s: forwarded there. A producer of the events "
+            "topic uses another partitioner (librdkafka's default is CRC32: set "
+            "partitioner=murmur2_random there), which would split users' states.",
+            key[:64].decode(errors="replace"),
+            partition,
+            home,
+        )
+        await self.send(key, raw, home)
+        self.count += 1
+        self.forwarded.inc()
+        return True
+
+
+def events_router(
+    topic: faust.TopicT, consumer: Callable[[], ConsumerT], forwarded: Counter
+) -> Router:
+    """A ``Router`` for the worker's events ``topic``: its partition count as the consumer
+    knows it (fixed while a worker runs: stream/topics.py), forwards sent by faust's producer,
+    so the offset they leave from commits only once they are in Kafka."""
+    name = topic.get_topic_name()
+    return Router(
+        lambda: consumer().topic_partitions(name),
+        lambda key, value, partition: topic.send(key=key, value=value, partition=partition),
+        forwarded,
+    )

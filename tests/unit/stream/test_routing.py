@@ -1,0 +1,35 @@
+"""The partition an event belongs on is the one Java clients and aiokafka choose."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from streamrec.stream.routing import home_partition
+
+# Apache Kafka's own expected murmur2 values (clients' UtilsTest), signed as Java gives them.
+JAVA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 4, 12, 64])
+def test_home_partition_is_javas_default_partitioner(partitions: int) -> None:
+    for key, hashed in JAVA_MURMUR2.items():
+        # Java: Utils.toPositive(murmur2(key)) % numPartitions
+        assert home_partition(key, partitions) == (hashed & 0x7FFFFFFF) % partitions, key
+
+
+def test_home_partition_is_aiokafkas_default_partitioner() -> None:
+    choose = DefaultPartitioner()
+    keys = [f"user-{n}".encode() for n in range(500)] + ["é€😀".encode()]
+    for partitions in (2, 4, 7):
+        everything = list(range(partitions))
+        assert [home_partition(k, partitions) for k in keys] == [
+            choose(k, everything, everything) for k in keys
+        ]

@@ -31,7 +31,7 @@ from streamrec.settings import KafkaSettings, TopicSettings, default_cache_dir
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, encode
 from streamrec.stream.delivery import DeliveryReport, OrderedPublisher, Record
-from streamrec.stream.testing import WorkerProcess, wait_until
+from streamrec.stream.testing import CRASH_SIGNS, WorkerProcess, wait_until
 from streamrec.stream.topics import create_topics
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -40,7 +40,6 @@ OUTAGE_S = 20.0
 REPEAT_INTERVAL_S = 5.0
 # Enough users that a re-sent duplicate is still among its user's remembered event ids.
 EVENTS, USERS = 6_000, 300
-CRASH_SIGNS = ("Crashed reason=", "Restarting dead")
 _RECORD = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+\] \[\d+\] \[(\w+)\] (.*)$")
 _SUPPRESSED = re.compile(r" \[suppressed \d+ similar in the last \d+ s\]")
 

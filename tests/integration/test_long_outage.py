@@ -30,7 +30,7 @@ from streamrec.settings import KafkaSettings, TopicSettings, default_cache_dir
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, encode
 from streamrec.stream.delivery import DeliveryReport, OrderedPublisher, Record
-from streamrec.stream.testing import WorkerProcess, group_caught_up, wait_until
+from streamrec.stream.testing import CRASH_SIGNS, WorkerProcess, group_caught_up, wait_until
 from streamrec.stream.topics import create_topics, worker_app_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -42,7 +42,6 @@ EVENTS, USERS = 6_000, 300
 # aiokafka templates once per 5 s each, the outage's start and its reminder); 187,000 lines
 # for a 30 s outage before the repeat filter.
 MAX_OUTAGE_LINES = 150
-CRASH_SIGNS = ("Crashed reason=", "Restarting dead")
 _RECORD = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+\] \[\d+\] \[(\w+)\] (.*)$")
 _SUPPRESSED = re.compile(r" \[suppressed \d+ similar in the last \d+ s\]")
 

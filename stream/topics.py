@@ -9,15 +9,25 @@ event with PartitionsMismatch, at every restart; ``check_copartitioned`` refuses
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# How long an admin call is retried on retriable errors: a dead broker is fenced by the
+# controller after broker.session.timeout.ms (9 s by default).
+ADMIN_RETRY_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -76,31 +86,93 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
 async def create_topics(
     kafka: KafkaSettings, specs: list[TopicSpec] | None = None
 ) -> dict[str, bool]:
-    """Create missing topics; returns name -> True when created now, False when it existed."""
+    """Create missing topics; returns name -> True when created now, False when it existed.
+    ConfigError when Kafka refuses one (its reason), or when missing changelogs would get
+    another partition count than an existing events topic (the worker could never start)."""
     specs = specs if specs is not None else topic_specs(kafka)
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(kafka))
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        created: dict[str, bool] = {}
-        for spec in specs:
-            if spec.name in existing:
-                created[spec.name] = False
-                continue
-            new = NewTopic(
-                spec.name,
-                spec.partitions,
-                kafka.topics.replication_factor,
-                topic_configs=spec.config,
-            )
-            try:
-                await admin.create_topics([new])
-                created[spec.name] = True
-            except TopicAlreadyExistsError:  # another process won the race; that is fine
-                created[spec.name] = False
+        existing = set(await retried(admin.list_topics))
+        missing = [spec for spec in specs if spec.name not in existing]
+        await _check_new_changelogs(kafka, admin, missing)
+        if missing:
+            await warn_unreplicated(kafka, admin)
+        created = {spec.name: False for spec in specs}
+        for spec in missing:
+            created[spec.name] = await _create(kafka, admin, spec)
         return created
     finally:
         await admin.close()
+
+
+async def retried(call: Callable[[], Awaitable[T]], for_s: float = ADMIN_RETRY_S) -> T:
+    """``call()``, again while Kafka answers with a retriable error: just after a broker dies
+    the admin client still picks it (NodeNotReadyError) until the controller fences it."""
+    deadline = time.monotonic() + for_s
+    while True:
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _create(kafka: KafkaSettings, admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:
+    """Create one topic: True when created, False when another process won the race."""
+    new = NewTopic(
+        spec.name, spec.partitions, kafka.topics.replication_factor, topic_configs=spec.config
+    )
+    try:
+        response = await retried(lambda: admin.create_topics([new]))
+    except TopicAlreadyExistsError:
+        return False
+    for name, code, *rest in getattr(response, "topic_errors", []):
+        if name != spec.name or code == 0:
+            continue
+        if code == TopicAlreadyExistsError.errno:
+            return False
+        reason = (rest[0] if rest else None) or for_code(code).__name__
+        raise ConfigError(f"Kafka refused to create topic {spec.name}: {reason} (error {code})")
+    return True
+
+
+async def _check_new_changelogs(
+    kafka: KafkaSettings, admin: AIOKafkaAdminClient, missing: list[TopicSpec]
+) -> None:
+    """ConfigError before the changelogs are first created with another partition count than
+    an events topic that already exists (a shop's own tooling may have created it). Where a
+    changelog exists already, ``check_copartitioned`` names every count and the ways out."""
+    changelogs = {changelog_topic(kafka, table) for table in WORKER_TABLES}
+    new = [spec for spec in missing if spec.name in changelogs]
+    events = kafka.topics.name("events")
+    if len(new) < len(changelogs) or events in {spec.name for spec in missing}:
+        return
+    described = await retried(lambda: admin.describe_topics([events]))
+    count = next((len(d["partitions"]) for d in described if d.get("error_code", 0) == 0), 0)
+    if count and any(spec.partitions != count for spec in new):
+        raise ConfigError(
+            f"events topic {events} exists with {count} partitions, but its table changelogs "
+            f"would be created with {new[0].partitions} (a worker could then never start): "
+            f"set STREAMREC_KAFKA__TOPICS__PARTITIONS={count}"
+        )
+
+
+async def warn_unreplicated(kafka: KafkaSettings, admin: AIOKafkaAdminClient) -> None:
+    """One warning when topics are about to be created with fewer replicas than the cluster
+    could keep: a changelog on one broker loses the workers' table state with that broker."""
+    cluster = await retried(admin.describe_cluster)
+    brokers = len(cluster.get("brokers", []))
+    factor = kafka.topics.replication_factor
+    if factor < min(brokers, 3):
+        log.warning(
+            "creating topics with replication factor %d on a cluster of %d brokers: losing one "
+            "broker loses their records, the workers' table state included; set "
+            "STREAMREC_KAFKA__TOPICS__REPLICATION_FACTOR (3 is usual)",
+            factor,
+            brokers,
+        )
 
 
 async def describe_topics(kafka: KafkaSettings, only: list[str] | None = None) -> dict[str, int]:
@@ -109,10 +181,10 @@ async def describe_topics(kafka: KafkaSettings, only: list[str] | None = None) -
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(kafka))
     await admin.start()
     try:
-        names = await admin.list_topics()
+        names = await retried(admin.list_topics)
         if only is not None:
             names = [name for name in names if name in only]
-        described = await admin.describe_topics(names)
+        described = await retried(lambda: admin.describe_topics(names))
         # A broker that has not learned of a topic created a moment ago answers with an error
         # code and no partitions: not known yet, rather than a topic of 0 partitions.
         return {

@@ -7,13 +7,22 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from streamrec.broker import free_port
+from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.testing import WorkerProcess
-from streamrec.stream.topics import TopicSpec, changelog_topic, create_topics
+from streamrec.stream.topics import (
+    WORKER_TABLES,
+    TopicSpec,
+    changelog_topic,
+    create_topics,
+    describe_topics,
+    topic_specs,
+)
 
 # Start-up until the refusal is a few seconds (imports, two admin round trips); a worker that
 # was not refused would run on and meet this instead.
@@ -76,3 +85,26 @@ def test_events_created_apart_from_its_changelogs_is_refused_naming_the_created_
         f"error: events topic {events} has 2 partitions but its table changelogs have "
         "4 (user_state, impressions):"
     ), "\n".join(lines[-40:])
+
+
+def test_topics_kafka_refuses_are_an_error_not_created(kafka_settings: KafkaSettings) -> None:
+    """A replication factor the cluster cannot meet: Kafka answers each topic with error 38.
+    ``topics create`` printed "created" and exited 0 with no topic made."""
+    topics = kafka_settings.topics.model_copy(update={"replication_factor": 5})
+    kafka = kafka_settings.model_copy(update={"topics": topics})
+    with pytest.raises(ConfigError, match=r"Kafka refused to create topic .*\(error 38\)"):
+        asyncio.run(create_topics(kafka))
+    assert not set(asyncio.run(describe_topics(kafka))) & {s.name for s in topic_specs(kafka)}
+
+
+def test_changelogs_are_not_created_beside_an_events_topic_of_another_count(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """A shop's tooling made the events topic with 12 partitions; the changelogs would have
+    been created with the configured 4 and every worker refused from then on."""
+    events = kafka_settings.topics.name("events")
+    asyncio.run(create_topics(kafka_settings, [TopicSpec(events, 12)]))
+    with pytest.raises(ConfigError, match="set STREAMREC_KAFKA__TOPICS__PARTITIONS=12"):
+        asyncio.run(create_topics(kafka_settings))
+    changelogs = {changelog_topic(kafka_settings, table) for table in WORKER_TABLES}
+    assert not set(asyncio.run(describe_topics(kafka_settings))) & changelogs

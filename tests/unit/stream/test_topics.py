@@ -6,8 +6,11 @@ whose partition count differs from the events topic's is refused with the ways o
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any, cast
 
 import pytest
+from aiokafka.errors import InvalidReplicationFactorError, NodeNotReadyError
 from prometheus_client import CollectorRegistry
 
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
@@ -18,7 +21,9 @@ from streamrec.stream.topics import (
     USER_STATE,
     WORKER_TABLES,
     partitions_problem,
+    retried,
     topic_specs,
+    warn_unreplicated,
 )
 
 
@@ -112,3 +117,49 @@ def test_a_topic_a_broker_does_not_know_yet_is_left_out_not_counted_as_0_partiti
 
     monkeypatch.setattr(topics, "AIOKafkaAdminClient", Admin)
     assert asyncio.run(topics.describe_topics(KafkaSettings())) == {"events": 2}
+
+
+class _Flaky:
+    """An admin call that fails ``times`` times with ``error`` first."""
+
+    def __init__(self, times: int, error: Exception) -> None:
+        self.times, self.error, self.calls = times, error, 0
+
+    async def __call__(self) -> list[str]:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.error
+        return ["t"]
+
+
+def test_admin_calls_are_retried_while_kafka_says_the_error_is_retriable() -> None:
+    # Just after a broker dies the admin client still sends to it: NodeNotReadyError for
+    # about 9 s made `topics list` and a restarting worker fail with a traceback.
+    flaky = _Flaky(2, NodeNotReadyError("node 3"))
+    assert asyncio.run(retried(flaky)) == ["t"] and flaky.calls == 3
+    refused = _Flaky(1, InvalidReplicationFactorError("3 brokers"))
+    with pytest.raises(InvalidReplicationFactorError):
+        asyncio.run(retried(refused))
+    assert refused.calls == 1, "an answer that will not change is not asked again"
+    endless = _Flaky(10**6, NodeNotReadyError("gone"))
+    with pytest.raises(NodeNotReadyError):
+        asyncio.run(retried(endless, for_s=0.6))
+
+
+class _Cluster:
+    def __init__(self, brokers: int) -> None:
+        self.brokers = brokers
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": n} for n in range(self.brokers)]}
+
+
+@pytest.mark.parametrize(("brokers", "factor", "warned"), [(3, 1, True), (3, 3, False),
+                                                          (1, 1, False), (5, 2, True)])  # fmt: skip
+def test_topics_with_fewer_replicas_than_the_cluster_could_keep_are_warned_of(
+    brokers: int, factor: int, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    kafka = KafkaSettings(topics=TopicSettings(replication_factor=factor))
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.topics"):
+        asyncio.run(warn_unreplicated(kafka, cast(Any, _Cluster(brokers))))
+    assert ("REPLICATION_FACTOR" in caplog.text) == warned, caplog.text

@@ -26,6 +26,7 @@ from streamrec.stream.compat import READ_COMMITTED, assign_all
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, parse_item
 from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.routing import home_partition
 
 log = logging.getLogger(__name__)
 # DeadLetters.reject: (raw, key, error, topic, partition, offset)
@@ -51,6 +52,7 @@ class Catalog:
         # told what no slate may show whenever it changes (the model process keeps a copy)
         self.on_unservable: list[Callable[[Unservable], None]] = []
         self._inactive_changes = 0
+        self.partitions = 0  # of the items topic, once read: where each key belongs
         for outcome in ("accepted", "rejected"):  # exported at 0 before the first record
             metrics.items_consumed.labels(outcome)
 
@@ -81,6 +83,7 @@ class Catalog:
         await consumer.start()
         try:
             partitions = await assign_all(consumer, topic)
+            self.partitions = len(partitions)
             await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
             while True:
@@ -111,12 +114,15 @@ class Catalog:
         self, raw: bytes | None, key: bytes | None, partition: int, offset: int
     ) -> Item | None:
         """Apply one record of the items topic; the item when it is a valid record."""
+        if key and self.partitions and home_partition(key, self.partitions) != partition:
+            _warn_misplaced(key, partition, home_partition(key, self.partitions))
         if raw is None and key:  # a tombstone: the compacted topic deletes its item
             self._set_active(key.decode("utf-8", "replace"), False)
             return None
         raw = raw or b""
         try:
             item = parse_item(raw)
+            _check_key(key, item)
         except ContractError as exc:
             self.metrics.items_consumed.labels("rejected").inc()
             await self.reject(raw, key, exc, self.kafka.topics.name("items"), partition, offset)
@@ -136,6 +142,32 @@ class Catalog:
             self.items.pop(item_id, None)
             self.inactive.add(item_id)
         self._inactive_changes += 1
+
+
+def _check_key(key: bytes | None, item: Item) -> None:
+    """Catalog records must be keyed by item_id: compaction keeps the latest record per key, so
+    a record under another key is never replaced by the item's later ones or its tombstone."""
+    if key != item.item_id.encode():
+        got = "has no key" if key is None else f"key {key[:64]!r} differs from its item_id"
+        raise ContractError(
+            "bad_key",
+            f"catalog record {got} ({item.item_id!r}); items must be keyed by item_id so "
+            "compaction keeps each item's latest record",
+        )
+
+
+def _warn_misplaced(key: bytes, partition: int, home: int) -> None:
+    # Not repairable by the reader: every worker reads the whole topic at start, in no order
+    # across partitions, and compaction works per partition.
+    log.warning(
+        "catalog record of item %r is on items partition %s, but Kafka's default partitioner "
+        "(murmur2 of the key) puts it on %s: a later record or tombstone of the item on its "
+        "own partition never replaces this one, so a deleted item can come back at a restart. "
+        "Publish items with the default partitioner (librdkafka: partitioner=murmur2_random).",
+        key[:64].decode("utf-8", "replace"),
+        partition,
+        home,
+    )
 
 
 def excluding(seen: Container[str], unservable: Container[str]) -> Container[str]:

@@ -70,7 +70,7 @@ ERROR_CODES: dict[str, str] = {
     "unknown_event_type": "`type` is not one of the known event types",
     "bad_timestamp": "a timestamp is not epoch ms or ISO-8601 with a zone, or is out of range",
     "bad_value": "a field's value is out of its allowed range or length",
-    "bad_key": "the record key differs from the user_id it must equal",
+    "bad_key": "the record key differs from the user_id (events) or item_id (items) it must equal",
 }
 
 

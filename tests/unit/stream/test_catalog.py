@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
+import pytest
 from stream_doubles import metrics
 
 from streamrec.errors import ContractError
 from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog, Unservable, excluding
+from streamrec.stream.routing import home_partition
 
 
 def _catalog(listed_only: bool = False) -> tuple[Catalog, list[str]]:
@@ -85,3 +88,27 @@ def test_listeners_are_told_the_listed_ids_when_records_arrive_and_at_the_loads_
     unlisted.on_unservable.append(told.append)
     unlisted._tell(inactive_changed=False, fresh=True, loaded_now=True)  # only inactive matters
     assert len(told) == 2
+
+
+def test_a_catalog_record_keyed_by_anything_but_its_item_id_is_dead_lettered() -> None:
+    # Compaction keeps the latest record per key: an item under another key (or none) was
+    # listed, then lost or never deletable once compacted.
+    catalog, rejected = _catalog()
+    for key in (b"other", None, b"\xff", b"a "):
+        asyncio.run(catalog.accept(_record("a"), key, 0, 0))
+    asyncio.run(catalog.accept(_record("b"), b"b", 0, 1))
+    assert rejected == ["bad_key"] * 4 and set(catalog.items) == {"b"}
+
+
+def test_a_record_on_another_partition_than_its_keys_is_kept_and_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    catalog, rejected = _catalog()
+    catalog.partitions = 4
+    home = home_partition(b"a", 4)
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.catalog"):
+        asyncio.run(catalog.accept(_record("a"), b"a", home, 0))
+        assert caplog.text == ""
+        asyncio.run(catalog.accept(None, b"a", (home + 1) % 4, 0))  # its tombstone, misplaced
+    assert "murmur2_random" in caplog.text and f"puts it on {home}" in caplog.text
+    assert catalog.inactive == {"a"} and rejected == [], "applied live all the same"

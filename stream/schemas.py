@@ -176,6 +176,8 @@ def _topic_configuration(config: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"cleanup.policy": config.get("cleanup.policy", "delete").split(",")}
     if "retention.ms" in config:
         out["retention.ms"] = int(config["retention.ms"])
+    if "message.timestamp.type" in config:
+        out["message.timestamp.type"] = config["message.timestamp.type"]
     return out
 
 

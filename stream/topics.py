@@ -67,7 +67,9 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
     ]
     return [
         *changelogs,
-        TopicSpec(t.name("events"), t.partitions),
+        # The worker's event-to-slate latency starts at the record's Kafka timestamp: the
+        # broker's append time, not a producer's (backfills set it to the event's own time).
+        TopicSpec(t.name("events"), t.partitions, {"message.timestamp.type": "LogAppendTime"}),
         # The catalog is a table keyed by item_id: compaction keeps the latest record per item.
         TopicSpec(t.name("items"), t.partitions, {"cleanup.policy": "compact"}),
         TopicSpec(t.name("recommendations"), t.partitions),

@@ -10,6 +10,7 @@ default partitioner split users' states across partitions and dropped their rewa
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,23 @@ def test_events_and_responses_another_partitioner_placed_reach_their_users_parti
     assert stats["events_forwarded"] == 2 * len(users), stats
     assert stats["users_in_state"] == len(users) + 7, "one state per user, not two"
     assert stats["feedback"]["rewards_joined"] == len(users), stats["feedback"]
+
+
+def test_latency_is_measured_from_the_brokers_append_not_a_producers_old_timestamp(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    # Backfills (and Kafka Streams apps) set a record's timestamp to the event's own time: a day
+    # old here, which read as a p99 event-to-slate latency of 86,400 s.
+    events = kafka_settings.topics.name("events")
+    day_ago_ms = int(time.time() * 1000) - 86_400_000
+    backfill = [_event(n, f"b{n % 6}") for n in range(30)]
+
+    async def send() -> None:
+        async with kafka_producer(kafka_settings) as producer:
+            for e in backfill:
+                key = e.user_id.encode()
+                await producer.send(events, encode(e), key=key, timestamp_ms=day_ago_ms)
+
+    stats = through_a_worker(kafka_settings, tmp_path / "w", send)
+    assert stats["events_accepted"] == len(backfill)
+    assert 0 < stats["latency"]["p99_ms"] < 60_000, stats["latency"]

@@ -74,6 +74,13 @@ ERROR_CODES: dict[str, str] = {
 }
 
 
+# Confluent's serializers frame a value as a 0 byte, a 4-byte schema id, then the payload.
+SCHEMA_REGISTRY_HINT = (
+    "the record starts with Confluent Schema Registry framing (a 0 byte and a 4-byte schema id "
+    "before the JSON): streamrec reads plain JSON values, so publish with a plain JSON or "
+    "string serializer"
+)
+
 ContextValue = str | int | float | bool
 
 
@@ -248,6 +255,8 @@ def _decode_object(raw: bytes, limit: int) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if raw[:1] == b"\x00" and len(raw) > 5 and raw[5:6] in (b"{", b"["):
+            raise ContractError("invalid_json", SCHEMA_REGISTRY_HINT) from None
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as bad:

@@ -373,3 +373,14 @@ def test_a_recommendation_encoded_from_its_fields_has_the_records_bytes() -> Non
             "timing_ms": {text(): number() for _ in range(rng.randint(0, 7))},
         }
         assert encode_recommendation(**fields) == encode(Recommendation(**fields))
+
+
+def test_schema_registry_framing_is_named_in_the_rejection() -> None:
+    # A 0 byte and a 4-byte schema id before the JSON: what Confluent's JSON serializer sends.
+    plain = b'{"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts": 1}'
+    with pytest.raises(ContractError) as framed:
+        parse_event(b"\x00\x00\x00\x00\x07" + plain)
+    assert framed.value.code == "invalid_json" and "Schema Registry" in framed.value.message
+    with pytest.raises(ContractError) as other:
+        parse_event(b"\x00garbage")
+    assert other.value.code != "invalid_json" or "Schema Registry" not in other.value.message

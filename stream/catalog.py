@@ -26,9 +26,10 @@ from streamrec.stream.compat import READ_COMMITTED, assign_all
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, parse_item
 from streamrec.stream.metrics import WorkerMetrics
-from streamrec.stream.routing import home_partition
+from streamrec.stream.routing import check_key, home_partition
 
 log = logging.getLogger(__name__)
+KEY_RULE = "items must be keyed by item_id so compaction keeps each item's latest record"
 # DeadLetters.reject: (raw, key, error, topic, partition, offset)
 RejectFn = Callable[[bytes, bytes | None, ContractError, str, int, int], Awaitable[None]]
 # Called with the new records and the oldest record timestamp among them (epoch ms).
@@ -122,7 +123,9 @@ class Catalog:
         raw = raw or b""
         try:
             item = parse_item(raw)
-            _check_key(key, item)
+            # compaction keeps the latest record per key: under another key an item is never
+            # replaced by its later records or deleted by its tombstone
+            check_key(key, item.item_id, "catalog record", KEY_RULE)
         except ContractError as exc:
             self.metrics.items_consumed.labels("rejected").inc()
             await self.reject(raw, key, exc, self.kafka.topics.name("items"), partition, offset)
@@ -142,18 +145,6 @@ class Catalog:
             self.items.pop(item_id, None)
             self.inactive.add(item_id)
         self._inactive_changes += 1
-
-
-def _check_key(key: bytes | None, item: Item) -> None:
-    """Catalog records must be keyed by item_id: compaction keeps the latest record per key, so
-    a record under another key is never replaced by the item's later ones or its tombstone."""
-    if key != item.item_id.encode():
-        got = "has no key" if key is None else f"key {key[:64]!r} differs from its item_id"
-        raise ContractError(
-            "bad_key",
-            f"catalog record {got} ({item.item_id!r}); items must be keyed by item_id so "
-            "compaction keeps each item's latest record",
-        )
 
 
 def _warn_misplaced(key: bytes, partition: int, home: int) -> None:

@@ -24,11 +24,11 @@ from streamrec.stream.config import StateSettings
 from streamrec.stream.contract import Event, parse_event
 from streamrec.stream.item_stats import ItemDelta
 from streamrec.stream.metrics import WorkerMetrics
-from streamrec.stream.routing import Router
+from streamrec.stream.routing import Router, check_key
 from streamrec.stream.state import UserState, apply_event
 from streamrec.stream.write_behind import CachedTable
 
-SHOWN_KEY_BYTES = 64
+KEY_RULE = "events must be keyed by user_id so one user's events stay in order on one partition"
 
 
 class Downstream(Protocol):
@@ -103,7 +103,8 @@ class Ingest:
         raw = event.value if isinstance(event.value, bytes) else b""
         try:
             parsed = parse_event(raw)
-            _check_key(event.key, parsed)
+            # Unkeyed, a record lands on any partition and splits the user's state.
+            check_key(event.key, parsed.user_id, "record", KEY_RULE)
         except ContractError as exc:
             await self.reject(raw, event.key, exc, message.topic, message.partition, message.offset)
             return
@@ -145,22 +146,3 @@ class Ingest:
         self.counts.accepted += 1
         self.metrics.events_accepted.inc()
         return state, delta
-
-
-def _check_key(key: Any, event: Event) -> None:
-    """Events must be keyed by user_id: an unkeyed record lands on any partition, where it would
-    split the user's state (and the seen set and dedupe ids in it) across workers."""
-    if key != event.user_id.encode():
-        got = "has no key" if key is None else f"key {_shown(key)} differs from its user_id"
-        raise ContractError(
-            "bad_key",
-            f"record {got} ({event.user_id!r}); events must be keyed by user_id so one user's "
-            "events stay in order on one partition",
-        )
-
-
-def _shown(key: Any) -> str:
-    """``key`` for a message: a hostile key can be as large as the broker allows."""
-    if isinstance(key, bytes) and len(key) > SHOWN_KEY_BYTES:
-        return f"{key[:SHOWN_KEY_BYTES]!r}... ({len(key)} bytes)"
-    return repr(key)

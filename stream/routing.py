@@ -22,9 +22,29 @@ from aiokafka.partitioner import murmur2
 from faust.types import ConsumerT
 from prometheus_client import Counter
 
+from streamrec.errors import ContractError
+
 log = logging.getLogger(__name__)
 # (key, value, partition) -> sent: the worker passes its events topic's ``send``.
 ForwardFn = Callable[[bytes, bytes, int], Awaitable[Any]]
+
+
+SHOWN_KEY_BYTES = 64
+
+
+def check_key(key: object, expected: str, record: str, why: str) -> None:
+    """ContractError ``bad_key`` unless ``key`` is ``expected`` in UTF-8: ``record`` names the
+    record in the message (``"record"``, ``"catalog record"``), ``why`` says what the key is for."""
+    if key != expected.encode():
+        got = "has no key" if key is None else f"key {shown_key(key)} differs from its id"
+        raise ContractError("bad_key", f"{record} {got} ({expected!r}); {why}")
+
+
+def shown_key(key: object) -> str:
+    """``key`` for a message: a hostile key can be as large as the broker allows."""
+    if isinstance(key, bytes) and len(key) > SHOWN_KEY_BYTES:
+        return f"{key[:SHOWN_KEY_BYTES]!r}... ({len(key)} bytes)"
+    return repr(key)
 
 
 def home_partition(key: bytes, partitions: int) -> int:

@@ -8,7 +8,9 @@ worker thread; the swap itself is atomic between refresh batches (stream/serving
 Policy announcements (``PolicyAnnouncement``, key ``policy``) come from the one learner process
 (stream/learner_process.py) and carry the policy's weights inline (a few numbers, so no shared
 file system is needed); every worker hands them to its serving reranker, so all of the
-consumer group serves the same version. A worker that sees none keeps its last policy.
+consumer group serves the same version. A worker that sees none keeps its last policy, and so
+does one that sees weights the policy cannot use (checked as the record is parsed; counted in
+``policy_announcements_rejected``): the topic is compacted, so such a record stays.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from streamrec.errors import StreamrecError
+from streamrec.errors import ConfigError, StreamrecError
+from streamrec.models.policy.stochastic import policy_weights
 from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, ModelAnnouncement, encode
@@ -65,6 +68,17 @@ class PolicyAnnouncement(BaseModel):
     )
     learner_id: str = Field("", description="The announcing learner (stream/learner_fence.py).")
     learner_started: int = Field(0, description="When that learner process started, epoch ms.")
+
+    @field_validator("weights")
+    @classmethod
+    def _servable(cls, weights: list[float]) -> list[float]:
+        """Weights the policy can serve, checked before any worker or learner acts on them:
+        the topic is compacted, so one bad announcement would otherwise stand for good."""
+        try:
+            policy_weights(weights)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return weights
 
 
 @asynccontextmanager
@@ -242,10 +256,9 @@ class ControlListener:
         return await self._load(Path(announcement.checkpoint))
 
     def _policy(self, raw: bytes) -> None:
-        try:
-            announcement = PolicyAnnouncement.model_validate_json(raw)
-        except ValueError as exc:
-            log.error("ignoring malformed policy announcement: %s", exc)
+        announcement = parse_policy(raw)
+        if announcement is None:
+            self.metrics.policy_announcements_rejected.inc()
             return
         if self.on_policy is None or announcement.policy_version == self.policy_version:
             return
@@ -256,6 +269,7 @@ class ControlListener:
                 announcement.announced_at,
             )
         except StreamrecError as exc:
+            self.metrics.policy_announcements_rejected.inc()
             log.error("cannot serve policy %s: %s", announcement.policy_version, exc)
             return
         self.policy_version = announcement.policy_version
@@ -321,12 +335,18 @@ class ControlListener:
 
 
 def parse_policy(raw: bytes) -> PolicyAnnouncement | None:
-    """The policy announcement in a control record, if it holds a valid one."""
+    """The policy announcement in a control record, if it holds a valid one (an invalid one
+    is logged: workers keep their policy, a learner neither adopts it nor is fenced by it)."""
     if not is_policy_record(raw):
         return None
     try:
         return PolicyAnnouncement.model_validate_json(raw)
-    except ValueError:
+    except ValidationError as exc:
+        version = str(json.loads(raw).get("policy_version", "?"))[:80]  # a dict: checked above
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        log.error("ignoring policy announcement %r: %s", version, problems)
         return None
 
 

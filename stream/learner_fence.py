@@ -4,6 +4,9 @@ Every learner process has an id (kept in its state file) and announces its versi
 and its start time (stream/control.py). Two learners for one group would switch every worker
 between two lineages of weights, so:
 
+Only valid announcements count (stream/control.py's ``parse_policy``): one whose weights the
+policy cannot use is logged and treated as none, so it is neither adopted nor a fence.
+
 * at start, a learner reads the control topic's last policy announcement. Its own (or none):
   it carries on. Another learner's, and this one has no state yet (a fresh replacement for a
   lost one): it adopts the announced weights and version, so workers are not rolled back to

@@ -200,6 +200,12 @@ class WorkerMetrics:
             "log names the checkpoint and the error).",
             registry=registry,
         )
+        self.policy_announcements_rejected = Counter(
+            f"{ns}_policy_announcements_rejected",
+            "Policy announcements on control this worker did not serve (malformed, or weights "
+            "the policy cannot use; it kept serving its policy, the log says why).",
+            registry=registry,
+        )
         self.cold_start_failures = Counter(
             f"{ns}_cold_start_failures",
             "Catalog batches the serving model could not add to its index (the items stay out "

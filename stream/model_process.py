@@ -45,6 +45,7 @@ from streamrec.errors import StreamrecError
 from streamrec.index.config import IndexSettings
 from streamrec.models.config import PolicySettings
 from streamrec.models.policy.slate import FloatArray
+from streamrec.models.policy.stochastic import policy_weights
 from streamrec.stream.catalog import Unservable
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Item
@@ -177,8 +178,9 @@ class ModelProcess:
 
     def set_policy(self, weights: FloatArray, version: str) -> None:
         """Serve the learner's policy from the next batch on. Called on the event loop, so it
-        only records it: the next request carries it to the child."""
-        self._policy = (weights, version)
+        only records it: the next request carries it to the child, so weights the child's
+        reranker would refuse are refused here (ConfigError), before they are kept."""
+        self._policy = (policy_weights(weights), version)
 
     def close(self) -> None:
         with self._lock:

@@ -57,7 +57,7 @@ from streamrec.models.policy.slate import (
     UserContext,
     unit_rows,
 )
-from streamrec.models.policy.stochastic import StochasticReranker
+from streamrec.models.policy.stochastic import StochasticReranker, policy_weights
 from streamrec.stream.catalog import Unservable, excluding
 from streamrec.stream.cold_start import ColdStart, item_text_of
 from streamrec.stream.config import ServingSettings
@@ -308,9 +308,10 @@ class ModelServer:
         """Serve the learner's policy (weights [F], version); kept for a model loaded later.
 
         Only the stochastic reranker has learnable weights; with a fixed reranker this is a
-        no-op apart from remembering them.
+        no-op apart from remembering them. ConfigError for weights the policy cannot use, and
+        they are not kept: every later model load would fail on them.
         """
-        self._policy = (weights, version)
+        self._policy = (policy_weights(weights), version)
         reranker = self.builder.reranker if self.builder is not None else None
         if isinstance(reranker, StochasticReranker):
             reranker.set_params(weights, version)

@@ -195,7 +195,7 @@ class StochasticReranker:
             raise ConfigError(f"temperature must be > 0; got {temperature}")
         self.temperature = temperature
         self.state_half_life_s = state_half_life_s
-        self._params = (_weights(DEFAULT_WEIGHTS if weights is None else weights), version)
+        self._params = (policy_weights(DEFAULT_WEIGHTS if weights is None else weights), version)
         self._rng = np.random.default_rng(seed)
 
     @property
@@ -213,7 +213,7 @@ class StochasticReranker:
         sampled while the learner (on another thread) swaps is sampled, logged and versioned
         with one set of weights, so its propensities are the logging policy's.
         """
-        self._params = (_weights(weights), version)
+        self._params = (policy_weights(weights), version)
 
     def rerank(self, context: UserContext, candidates: Sequence[Candidate], k: int) -> Slate:
         return self.rerank_batch([(context, CandidateSet.of(candidates))], k)[0]
@@ -273,8 +273,14 @@ class StochasticReranker:
         )
 
 
-def _weights(values: FloatArray) -> FloatArray:
+def policy_weights(values: FloatArray | Sequence[float]) -> FloatArray:
+    """``values`` as the policy's weights ``[F]``; ConfigError unless there is one finite weight
+    per feature of ``FEATURES`` (NaN or infinite logits leave no distribution to sample)."""
     weights = np.array(values, dtype=np.float64)
     if weights.shape != (N_FEATURES,):
-        raise ConfigError(f"weights must have {N_FEATURES} entries {FEATURES}")
+        raise ConfigError(
+            f"weights must have {N_FEATURES} entries {FEATURES}; got shape {weights.shape}"
+        )
+    if not np.isfinite(weights).all():
+        raise ConfigError(f"weights must be finite; got {weights.tolist()}")
     return weights

@@ -92,6 +92,31 @@ def test_one_learner_per_group(kafka_settings: KafkaSettings, tmp_path: Path) ->
     asyncio.run(displaced())
 
 
+def test_an_announcement_of_unusable_weights_neither_fences_nor_is_adopted(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """Before, after one announcement of 3 weights a learner with state was refused ("another
+    learner holds the group") and a fresh one too ("has 3 weights, this learner 5"), for good:
+    control is compacted under the key ``policy``."""
+    asyncio.run(create_topics(kafka_settings))
+    settings = Settings(kafka=kafka_settings)
+    own = asyncio.run(run_learner(settings, tmp_path / "own", _after_polls(2)))  # announces
+    evil = {"type": "policy", "policy_version": "evil-dims3", "weights": [1, 2, 3],
+            "announced_at": 1, "learner_id": "bbbb2222", "learner_started": 1}  # fmt: skip
+
+    async def send() -> None:
+        async with kafka_producer(kafka_settings) as producer:
+            control = kafka_settings.topics.name("control")
+            await producer.send_and_wait(control, json.dumps(evil).encode(), key=b"policy")
+
+    asyncio.run(send())
+    again = asyncio.run(run_learner(settings, tmp_path / "own", _after_polls(2)))
+    assert again.learner.version == own.learner.version
+    fresh = asyncio.run(run_learner(settings, tmp_path / "fresh", _after_polls(2)))
+    assert fresh.learner.version == own.learner.version  # adopted the last valid one
+    assert fresh.learner.weights.tolist() == own.learner.weights.tolist()
+
+
 def test_a_learner_whose_control_watch_fails_stops_rather_than_run_unfenced(
     kafka_settings: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

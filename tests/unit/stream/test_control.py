@@ -238,6 +238,39 @@ def test_a_deeply_nested_control_record_is_ignored_not_a_crash() -> None:
     assert server.loads == [] and listener.swaps == 0
 
 
+def _anyones_policy(version: str, weights: object, learner: tuple[str, int] = ("", 0)) -> bytes:
+    """A policy announcement as anyone can write it to control, past policy_record's checks."""
+    return json.dumps(
+        {"type": "policy", "policy_version": version, "weights": weights, "announced_at": 1,
+         "learner_id": learner[0], "learner_started": learner[1]}
+    ).encode()  # fmt: skip
+
+
+def test_a_policy_announcement_the_policy_cannot_serve_is_skipped_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, the 3 weights reached the reranker: the model process died on them, and every
+    later model load failed, while the compacted topic kept the announcement."""
+    served: list[tuple[str, list[float]]] = []
+    server, catalog = FakeServer(), {"i1": Item(item_id="i1", title="One")}
+    listener = ControlListener(
+        Settings().kafka, server, None, catalog, metrics(),  # type: ignore[arg-type]
+        lambda weights, version, at: served.append((version, list(weights))),
+    )  # fmt: skip
+    good = [0.5, 0.1, 0.0, 1.0, 0.2]
+    asyncio.run(listener.on_record(policy_record("pl-a-1", good, None)))
+    for version, weights in (("evil-dims3", [1, 2, 3]), ("evil-nan", [float("nan")] + [0] * 4)):
+        with caplog.at_level(logging.ERROR):
+            caplog.clear()
+            asyncio.run(listener.on_record(_anyones_policy(version, weights)))
+        assert len(caplog.records) == 1 and version in caplog.text
+    assert "5 entries" in caplog.text or "finite" in caplog.text
+    assert served == [("pl-a-1", good)] and listener.policy_version == "pl-a-1"
+    assert value_of(listener.metrics.policy_announcements_rejected) == 2
+    _announce(listener, "v1")  # model loads never depend on a policy announcement
+    assert server.model_version == "v1"
+
+
 class _Stuck:
     """A control partition whose backlog never arrives."""
 

@@ -3,18 +3,25 @@ way at run time, and version names that never cross lineages."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from aiokafka import TopicPartition
 
 from streamrec.errors import ConfigError, ModelError
 from streamrec.models.config import LearnerSettings
 from streamrec.settings import Settings
+from streamrec.stream import control
 from streamrec.stream.control import PolicyAnnouncement, policy_record
 from streamrec.stream.data_dir import lock_data_dir
 from streamrec.stream.learner_fence import ControlWatch, LearnerIdentity, displaces, on_start
 from streamrec.stream.learner_process import open_service
+from tests.unit.stream.test_control import TP, _anyones_policy, _Backlog
 from tests.unit.stream.test_learner_process import _records
 
 ME = LearnerIdentity("aaaa1111", started=2_000)
@@ -78,6 +85,46 @@ def test_the_watch_keeps_the_announcement_that_displaced_it() -> None:
     assert watch.displaced_by is None
     watch.see(policy_record("pl-c-1", [0.0] * 5, None, ("cccc3333", 1_000)))
     assert watch.displaced_by is not None and watch.displaced_by.learner_id == "cccc3333"
+
+
+class _Control(_Backlog):
+    """The control partition as ``last_announcements`` reads it."""
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.records) for tp in tps}
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 0 for tp in tps}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.next = offset
+
+    async def getmany(  # type: ignore[override]  # the learner names its partition
+        self, tp: TopicPartition, timeout_ms: int
+    ) -> dict[object, list[SimpleNamespace]]:
+        return await super().getmany(timeout_ms)
+
+
+def test_an_announcement_of_unusable_weights_is_neither_adopted_nor_a_fence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, a learner with state was refused ("another learner holds the group"), a fresh
+    one failed to adopt the 3 weights, and a running one gave way to it."""
+    mine = policy_record("pl-aaaa1111-3", [0.5, 0.1, 0.0, 1.0, 0.2], None, (ME.learner_id, 1))
+    evil = _anyones_policy("evil-dims3", [1, 2, 3], ("bbbb2222", 1_000))
+
+    @asynccontextmanager
+    async def reader(kafka: object) -> AsyncIterator[tuple[_Control, TopicPartition]]:
+        yield _Control([mine, evil], []), TP
+
+    monkeypatch.setattr(control, "control_reader", reader)
+    last = asyncio.run(control.last_announcements(Settings().kafka)).policy
+    assert last is not None and last.policy_version == "pl-aaaa1111-3"
+    assert on_start(last, ME, "pl-aaaa1111-3") == "carry_on"
+    assert on_start(last, LearnerIdentity("cccc3333", 3_000), None) == "adopt"  # valid weights
+    watch = ControlWatch(Settings().kafka, ME, offset=0)
+    watch.see(evil)  # from a learner that started before this one
+    assert watch.displaced_by is None
 
 
 def test_versions_carry_the_learners_id_and_it_survives_a_restart(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from model_doubles import refresh_input, small_checkpoint
 
+from streamrec.errors import ConfigError
 from streamrec.index.candidates import covisitation_candidates, fuse
 from streamrec.models.policy.slate import Candidate, UserContext
 from streamrec.models.policy.stochastic import StochasticReranker
@@ -51,6 +52,19 @@ def test_the_learners_policy_reaches_a_model_loaded_after_it(tmp_path: Path) -> 
     assert reranker.weights.tolist() == weights.tolist()
     built = server.builder.build([refresh_input("u1", ["i1", "i2"])], slate_size=3)
     assert built.policy_version == "pl-7"
+
+
+def test_a_policy_the_reranker_cannot_use_is_refused_and_never_kept_for_a_load(
+    tmp_path: Path,
+) -> None:
+    """Before, it was kept and handed to every later load, which failed on it: no model."""
+    server = _server("stochastic")
+    server.set_policy(np.array([1.0, 0.5, 0.0, 0.0, 0.0]), "pl-7")
+    for bad in (np.array([1.0, 2.0, 3.0]), np.array([np.nan, 0.0, 0.0, 0.0, 0.0])):
+        with pytest.raises(ConfigError):
+            server.set_policy(bad, "evil")
+    server.load(small_checkpoint(tmp_path), {})
+    assert server.builder is not None and server.builder.reranker.version == "pl-7"
 
 
 def test_batched_slates_equal_the_per_slate_path_they_replaced(tmp_path: Path) -> None:

@@ -21,8 +21,12 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from streamrec.errors import ContractError
+from streamrec.models.policy.critic import N_STATE
 from streamrec.models.policy.rewards import Impression, Reward
+from streamrec.models.policy.slate import N_FEATURES
 
 EXPERIENCE_VERSION = 1
 
@@ -42,7 +46,8 @@ def encode_experience(impression: Impression, rewards: Sequence[Reward]) -> byte
 
 
 def decode_experience(raw: bytes) -> tuple[Impression, list[Reward]]:
-    """Inverse of :func:`encode_experience`; raises ``ContractError`` (``bad_experience``)."""
+    """Inverse of :func:`encode_experience`; raises ``ContractError`` (``bad_experience``) for
+    a record the learner cannot learn from, so nothing it carries reaches an update."""
     try:
         data = json.loads(raw)
         if data.get("v") != EXPERIENCE_VERSION:
@@ -55,13 +60,41 @@ def decode_experience(raw: bytes) -> tuple[Impression, list[Reward]]:
         ]  # fmt: skip
     except ContractError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # anyone can write to the topic: whatever a record makes the
+        # parsers raise (RecursionError on deep nesting, OverflowError on int(1e400)) is its fault
         raise ContractError("bad_experience", f"experience record: {exc!r}") from exc
     if any(not 0 <= r.position < len(impression.items) for r in rewards):
         raise ContractError(
             "bad_experience", f"experience {impression.rec_id}: reward position outside the slate"
         )
+    problem = _unlearnable(impression, rewards)
+    if problem:
+        raise ContractError("bad_experience", f"experience {impression.rec_id}: {problem}")
     return impression, rewards
+
+
+def _unlearnable(impression: Impression, rewards: Sequence[Reward]) -> str | None:
+    """Why the learner could not use these arrays (a wrong shape fails its matrix products at
+    the next update; a NaN, infinity or zero temperature turns its weights NaN), else None."""
+    k = len(impression.items)
+    shapes = {
+        "features": (impression.features, (k, N_FEATURES)),
+        "expected_features": (impression.expected_features, (k, N_FEATURES)),
+        "params": (impression.params, (N_FEATURES,)),
+        "state": (impression.state, (N_STATE,)),
+        "diversity": (impression.diversity, (2,)),  # the slate's and its reference's
+    }
+    for name, (array, shape) in shapes.items():
+        if array is not None and array.shape != shape:
+            return f"{name} has shape {array.shape}, expected {shape}"
+    numbers = [impression.created_at, *impression.propensities, *(r.value for r in rewards)]
+    arrays = [np.asarray(numbers), *(a for a, _ in shapes.values() if a is not None)]
+    if not all(np.isfinite(a).all() for a in arrays):
+        return "a number is NaN or infinite"
+    temperature = impression.temperature
+    if temperature is not None and not (np.isfinite(temperature) and temperature > 0):
+        return f"temperature must be finite and > 0; got {temperature}"
+    return None
 
 
 class ExperiencePublisher:

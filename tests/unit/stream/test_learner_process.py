@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -100,6 +102,55 @@ def test_repeated_records_are_learned_once(tmp_path: Path) -> None:
     service.handle(0, 2, b"not json")
     assert service.counts == {"observed": 1, "bad": 1, "dup": 1}
     assert service.positions == {0: 3}
+
+
+def _edited(raw: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    data = json.loads(raw)
+    edit(data)
+    return json.dumps(data).encode()  # NaN written as Python's json writes (and reads) it
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda data: data["impression"].__setitem__(key, value)
+
+
+UNLEARNABLE = {
+    "features with 3 columns": _set("features", [[0.1, 0.2, 0.3]] * 4),
+    "params of the wrong length": _set("params", [1.0, 0.0]),
+    "feature rows not matching the items": _set("expected_features", [[0.0] * 5] * 3),
+    "a state of the wrong length": _set("state", [1.0]),
+    "temperature 0": _set("temperature", 0),
+    "temperature NaN": _set("temperature", float("nan")),
+    "a NaN feature": lambda d: d["impression"]["features"][0].__setitem__(2, float("nan")),
+    "a NaN reward": lambda d: d.__setitem__("rewards", [{**d["rewards"][0], "value": "NaN"}]),
+    "an infinite reward position": lambda d: d["rewards"][0].__setitem__("position", 1e400),
+}
+
+
+@pytest.mark.parametrize("name", UNLEARNABLE)
+@pytest.mark.parametrize("algorithm", ["reinforce", "actor_critic"])
+def test_an_unlearnable_record_is_skipped_and_the_learner_learns_on(
+    tmp_path: Path, algorithm: str, name: str
+) -> None:
+    """Before, it reached an update (a matmul error, or NaN weights saved and committed), and
+    the learner crashed on it at every restart, its saved offsets being before it."""
+    records = _records(40)
+    clicked = next(r for r in records if json.loads(r)["rewards"])
+    bad = _edited(clicked, UNLEARNABLE[name])
+    with pytest.raises(ContractError) as rejected:
+        decode_experience(bad)
+    assert rejected.value.code == "bad_experience"
+    service = open_service(_settings(algorithm), tmp_path)
+    for offset, raw in enumerate([records[0], bad, *records[1:]]):
+        service.handle(0, offset, raw)
+    assert service.counts["bad"] == 1 and service.learner.n_updates >= 1
+    assert np.isfinite(service.learner.weights).all()
+
+
+def test_a_deeply_nested_experience_record_is_a_bad_record_not_a_crash(tmp_path: Path) -> None:
+    service = open_service(_settings("reinforce"), tmp_path)
+    service.handle(0, 0, b'{"v": 1, "impression": ' + b"[" * 200_000)
+    assert service.counts["bad"] == 1 and service.positions == {0: 1}
 
 
 def test_each_update_is_announced_with_its_doubly_robust_estimate(tmp_path: Path) -> None:

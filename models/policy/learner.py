@@ -41,6 +41,7 @@ version are restored and the pending batch is discarded.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -59,6 +60,7 @@ from streamrec.models.policy.slate import N_FEATURES, FloatArray
 from streamrec.models.policy.stochastic import DEFAULT_WEIGHTS
 
 FORMAT = "streamrec-learner/1"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ class OnlineLearner:
             return self._roll_back(batch, current)
         if not batch:
             return UpdateResult(self.version, False, False, 0, current, 0.0)
+        baseline = self.baseline.copy()
         step = self.step_size() * self.batch_gradient()
         norm = float(np.linalg.norm(step))
         if norm > self.settings.max_step:
@@ -230,6 +233,11 @@ class OnlineLearner:
         size = float(np.linalg.norm(new))
         if size > self.max_norm:
             new *= self.max_norm / size
+        if not np.isfinite(new).all():  # an overflow: saved or served, NaN would stand for good
+            log.error("update on %d impressions gave non-finite weights; batch dropped", batch)
+            self.baseline = baseline
+            self.clear_batch()
+            return UpdateResult(self.version, False, False, batch, current, float("nan"))
         self.previous = (self.weights.copy(), self.version)
         self.weights = new
         self.n_updates += 1
@@ -248,12 +256,9 @@ class OnlineLearner:
     def step_size(self) -> float:
         """Learning rate of the next update: ``lr / sqrt(1 + n_updates / lr_decay_updates)``.
 
-        Per-batch gradients are mostly click noise (one slate's reward-to-go varies far more
-        than its mean moves with the weights), so at a constant rate the weights keep wandering
-        once they are near the optimum, and the policy serves wherever the walk happens to
-        be. A rate decaying like ``1/sqrt(n)`` averages that noise out over more and more
-        batches, while the early updates, when the gradient is large, stay fast.
-        """
+        Per-batch gradients are mostly click noise, so at a constant rate the weights keep
+        wandering near the optimum; a rate decaying like ``1/sqrt(n)`` averages that noise out
+        while the early updates, when the gradient is large, stay fast (module docstring)."""
         lr, decay = float(self.settings.lr), float(self.settings.lr_decay_updates)
         if decay == 0:
             return lr
@@ -360,6 +365,8 @@ class OnlineLearner:
             ) from exc
         if meta.get("format") != FORMAT or tensors.get("weights") is None:
             raise ModelError(f"{path} is not a {FORMAT} file; it was written by something else")
+        if not np.isfinite(tensors["weights"]).all():  # saved before updates were checked
+            raise ModelError(f"{path} holds non-finite weights; delete it to restart")
         if meta.get("algorithm", "pl") != cls.prefix:
             raise ModelError(
                 f"{path} holds a {meta.get('algorithm')!r} learner, not {cls.prefix!r}; set "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,27 @@ def test_versions_are_never_reused_after_rollback() -> None:
     assert learner.n_rollbacks == 1
     issued = [v for i, v in enumerate(seen) if i != 2]  # index 2 is the restored pl-1
     assert len(set(issued)) == len(issued) and seen[2] == "pl-1"
+
+
+def test_an_update_that_overflows_is_dropped_and_the_weights_kept(tmp_path: Path) -> None:
+    """Before, the NaN weights were saved (and, in the learner process, committed) before
+    anything checked them, so every restart served or announced NaN again."""
+    learner = OnlineLearner(LearnerSettings(batch_size=1), PolicySettings())
+    start, baseline = learner.weights.copy(), learner.baseline.copy()
+    huge = _impression("pl-0", learner.weights)
+    learner.observe(replace(huge, features=np.full((1, 5), 1e308)), np.array([1.0]))
+    with np.errstate(over="ignore", invalid="ignore"):  # numpy's warnings: the overflow
+        result = learner.update()
+    assert not result.applied and learner.version == "pl-0" and learner.pending() == 0
+    assert np.array_equal(learner.weights, start) and np.array_equal(learner.baseline, baseline)
+    learner.observe(_impression("pl-0", learner.weights), np.array([1.0]))
+    assert learner.update().applied and np.isfinite(learner.weights).all()
+
+
+def test_load_refuses_non_finite_weights(tmp_path: Path) -> None:
+    path = tmp_path / "learner.safetensors"
+    learner = OnlineLearner(LearnerSettings(), PolicySettings())
+    learner.weights[2] = np.nan  # as a learner before the update check could save them
+    learner.save(path)
+    with pytest.raises(ModelError, match="non-finite"):
+        OnlineLearner.load(path, LearnerSettings(), PolicySettings())

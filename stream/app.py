@@ -308,6 +308,7 @@ class StreamrecApp:
         self.metrics.table_writes_pending.labels("user_state").set(self.user_state.pending())
         self.metrics.table_entries.labels("catalog").set(len(self.catalog.items))
         self.metrics.show_fusion(self.fusion.weights, self.fusion.power)
+        self.metrics.show_policy(self.feedback.learner.version)
         await self.lag.check()
 
     def stats(self) -> dict[str, Any]:

@@ -218,6 +218,14 @@ class WorkerMetrics:
             ["version"],
             registry=registry,
         )
+        self._policy_shown: str | None = None
+        self.policy_version = Gauge(
+            f"{ns}_policy_info",
+            "1 for the reranking policy version being served (the shared learner's announced "
+            "one in shared mode).",
+            ["version"],
+            registry=registry,
+        )
         self.fusion_weight = Gauge(
             f"{ns}_fusion_weight",
             "Weight of each candidate source in reciprocal rank fusion, learned on next events "
@@ -237,3 +245,10 @@ class WorkerMetrics:
         for source, weight in weights.items():
             self.fusion_weight.labels(source).set(weight)
         self.fusion_sharpness.set(power)
+
+    def show_policy(self, version: str) -> None:
+        """Set the policy gauge to ``version`` alone (a no-op while it is served already)."""
+        if self._policy_shown != version:
+            self.policy_version.clear()
+            self.policy_version.labels(version).set(1)
+            self._policy_shown = version

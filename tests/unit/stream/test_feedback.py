@@ -158,3 +158,14 @@ def test_every_reward_type_is_exported_at_zero_from_the_start(
     rewards = [s for s in samples if s.name.endswith("_total")]
     assert {s.labels["type"] for s in rewards} == set(Settings().learner.reward_weights)
     assert {s.value for s in rewards} == {0.0}
+
+
+def test_the_served_policy_version_is_one_gauge_series() -> None:
+    # Ops had the served version in /stats only (behind the web token), not in /metrics.
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    metrics.show_policy("pl-0")
+    metrics.show_policy("pl-abc-3")
+    metrics.show_policy("pl-abc-3")
+    series = next(s for s in registry.collect() if s.name == "streamrec_policy_info").samples
+    assert [(s.labels["version"], s.value) for s in series] == [("pl-abc-3", 1.0)]

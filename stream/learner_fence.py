@@ -28,6 +28,9 @@ from streamrec.settings import KafkaSettings
 from streamrec.stream.control import PolicyAnnouncement, control_reader, parse_policy
 
 Start = Literal["carry_on", "adopt"]
+# A rival learner announces after this one started (it re-announces every reannounce_s), give
+# or take the hosts' clock skew; an older announcement seen while running was copied back.
+CLOCK_SLACK_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def displaces(announcement: PolicyAnnouncement, me: LearnerIdentity) -> bool:
     cannot see). Start times are wall clocks: keep the hosts' clocks in sync."""
     if not announcement.learner_id:
         return False  # announced by a learner from before ids: nobody to give way to
+    if announcement.announced_at < me.started - CLOCK_SLACK_MS:
+        return False  # announced before this learner started: a replayed record, not a rival
     return (announcement.learner_started, announcement.learner_id) < (me.started, me.learner_id)
 
 

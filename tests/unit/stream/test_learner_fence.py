@@ -4,6 +4,7 @@ way at run time, and version names that never cross lineages."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -75,6 +76,16 @@ def test_only_an_older_learner_displaces_a_running_one() -> None:
     twin = LearnerIdentity("0000ffff", ME.started)
     assert displaces(_announced("pl-t-1", twin.learner_id, twin.started), ME)
     assert not displaces(_announced("pl-a-1", ME.learner_id, ME.started), twin)
+
+
+def test_an_old_announcement_copied_back_onto_control_displaces_nobody() -> None:
+    # A replayed record of a learner that "started" long ago stopped the running learner,
+    # and its restart was then refused.
+    now = int(time.time() * 1000)
+    me = LearnerIdentity("aaaa1111", started=now)
+    old = _announced("pl-d-9", "deadbeef", started=1)
+    assert not displaces(old.model_copy(update={"announced_at": now - 3_600_000}), me)
+    assert displaces(old.model_copy(update={"announced_at": now + 5_000}), me), "a live rival"
 
 
 def test_the_watch_keeps_the_announcement_that_displaced_it() -> None:

@@ -181,6 +181,7 @@ def open_service(settings: Settings, data_dir: Path) -> LearnerService:
 async def _seek(
     consumer: AIOKafkaConsumer, tps: list[TopicPartition], saved: dict[int, int]
 ) -> None:
+    starts: dict[int, str] = {}
     for tp in tps:
         # What this learner saved is what it learned; the group's commit is only for a learner
         # with no state (it continues where its predecessor's commits stopped). Another
@@ -191,6 +192,9 @@ async def _seek(
             consumer.seek(tp, start)
         else:
             await consumer.seek_to_beginning(tp)
+        origin = "saved" if tp.partition in saved else "group commit" if start else "beginning"
+        starts[tp.partition] = f"{start or 0} ({origin})"
+    log.info("experience read from offsets %s", starts)
 
 
 async def run_learner(
@@ -208,6 +212,16 @@ async def run_learner(
         start = on_start(last, me, held, service.legacy)
         if start == "adopt" and last is not None:
             service.adopt(last)
+        log.info(
+            "learner %s starts %s at policy %s",
+            me.learner_id,
+            "from the announced policy"
+            if start == "adopt"
+            else "afresh"
+            if held is None
+            else "from its saved state",
+            service.learner.version,
+        )
         watch = ControlWatch(kafka, me, end)
         task = asyncio.create_task(watch.run())
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,14 +63,20 @@ def _after_polls(n: int, started: asyncio.Event | None = None) -> Callable[[], b
     return stop
 
 
-def test_one_learner_per_group(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+def test_one_learner_per_group(
+    kafka_settings: KafkaSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     asyncio.run(create_topics(kafka_settings))
     settings = Settings(kafka=kafka_settings)
     stale = open_service(settings, tmp_path / "stale")
     stale.save()  # a learner that ran before the other one took the group
     asyncio.run(_announce(kafka_settings, "pl-bbbb2222-9", ("bbbb2222", 1)))
 
-    fresh = asyncio.run(run_learner(settings, tmp_path / "fresh", _after_polls(2)))
+    with caplog.at_level(logging.INFO, logger="streamrec.stream.learner_process"):
+        fresh = asyncio.run(run_learner(settings, tmp_path / "fresh", _after_polls(2)))
+    # ops can tell from the log what a learner started from (it said nothing before)
+    assert "starts from the announced policy at policy pl-bbbb2222-9" in caplog.text
+    assert "experience read from offsets {0: '0 (beginning)'" in caplog.text
     assert fresh.learner.version == "pl-bbbb2222-9"
     assert fresh.learner.weights.tolist() == WEIGHTS
     assert asyncio.run(_policies(kafka_settings)) == ["pl-bbbb2222-9"]  # no pl-0 went out

@@ -10,6 +10,7 @@ breaking the at-least-once guarantee.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Set
 from contextlib import contextmanager
@@ -18,6 +19,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.cluster import ClusterMetadata
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 # faust routes table writes to the partition of the event in this context variable and has no
 # public setter for it (write-behind flushes write outside the agent's own event).
@@ -47,7 +51,21 @@ TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("faust app", "_on_agent_error"),
     ("faust consumer thread", "_create_worker_consumer"),
     ("aiokafka consumer", "_isolation_level"),
+    # rebootstrap_on_outage: connect to a bootstrap host as the client connects to its brokers
+    ("aiokafka client", "_client_id"),
+    ("aiokafka client", "_request_timeout_ms"),
+    ("aiokafka client", "_ssl_context"),
+    ("aiokafka client", "_security_protocol"),
+    ("aiokafka client", "_connections_max_idle_ms"),
+    ("aiokafka client", "_sasl_mechanism"),
+    ("aiokafka client", "_sasl_plain_username"),
+    ("aiokafka client", "_sasl_plain_password"),
+    ("aiokafka client", "_sasl_kerberos_service_name"),
+    ("aiokafka client", "_sasl_kerberos_domain_name"),
+    ("aiokafka client", "_sasl_oauth_token_provider"),
 )
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -235,3 +253,93 @@ def read_committed_only() -> None:
 
     committed.read_committed = True  # type: ignore[attr-defined]  # marks an installed wrapper
     thread._create_worker_consumer = committed  # type: ignore[method-assign]
+
+
+def rebootstrap_on_outage() -> None:
+    """Make every aiokafka client ask its bootstrap servers for metadata when no broker of its
+    own cluster view answers (``AIOKafkaClient._metadata_update``). Once, for every client of
+    the process: faust's consumer and producer, streamrec's own clients, the health probe.
+
+    aiokafka asks only the brokers of its current view (aio-libs/aiokafka#456; the Java client
+    has ``metadata.recovery.strategy=rebootstrap``). A view refreshed while other brokers were
+    fenced lists the one broker that stayed up; when that one dies, the client stalls for as
+    long as it is down although the others lead every partition (seen on 3 brokers).
+    """
+    update = AIOKafkaClient._metadata_update
+    if getattr(update, "rebootstraps", False):
+        return
+
+    async def rebootstrapping(
+        self: AIOKafkaClient, cluster_metadata: ClusterMetadata, topics: Iterable[str] | None
+    ) -> bool:
+        if await update(self, cluster_metadata, topics):
+            return True
+        metadata = await _bootstrap_metadata(self, topics)
+        if metadata is None:
+            return False
+        cluster_metadata.update_metadata(metadata)
+        if cluster_metadata is not self.cluster:
+            # A throwaway view (the health probe's one-topic ask) was answered: the client's
+            # own view is as stale, so refresh it for its own topics, in its own task.
+            self.force_metadata_update()
+        return True
+
+    rebootstrapping.rebootstraps = True  # type: ignore[attr-defined]  # marks an installed wrapper
+    AIOKafkaClient._metadata_update = rebootstrapping
+
+
+async def _bootstrap_metadata(client: AIOKafkaClient, topics: Iterable[str] | None) -> Any:
+    """The first answer listing brokers from a bootstrap host that is not a broker of the
+    client's view (those were just asked), each over a fresh connection; None if none.
+
+    The request names the same ``topics`` as the failed one: an answer for other topics would
+    make the consumer read its subscribed topics as deleted.
+    """
+    known = {(broker.host, broker.port): broker.nodeId for broker in client.cluster.brokers()}
+    request = MetadataRequest(list(topics) if topics else None)
+    for host, port, _ in client.hosts:
+        if (host, port) in known:
+            continue
+        metadata = await _ask(client, host, port, request)
+        if metadata is not None and metadata.brokers:
+            log.warning(
+                "no broker of this client's cluster view %s answered a metadata request; "
+                "re-bootstrapped from %s:%s, which lists brokers %s",
+                sorted(known.values()),
+                host,
+                port,
+                sorted(broker[0] for broker in metadata.brokers),
+            )
+            return metadata
+    return None
+
+
+async def _ask(client: AIOKafkaClient, host: str, port: int, request: MetadataRequest) -> Any:
+    """``request``'s answer from ``host:port`` over a connection of its own, made with the
+    client's settings (TLS and SASL included) and closed after; None if it does not answer."""
+    try:
+        conn = await create_conn(
+            host,
+            port,
+            client_id=client._client_id,
+            request_timeout_ms=client._request_timeout_ms,
+            ssl_context=client._ssl_context,
+            security_protocol=client._security_protocol,
+            max_idle_ms=client._connections_max_idle_ms,
+            sasl_mechanism=client._sasl_mechanism,
+            sasl_plain_username=client._sasl_plain_username,
+            sasl_plain_password=client._sasl_plain_password,
+            sasl_kerberos_service_name=client._sasl_kerberos_service_name,
+            sasl_kerberos_domain_name=client._sasl_kerberos_domain_name,
+            sasl_oauth_token_provider=client._sasl_oauth_token_provider,
+        )
+    except (TimeoutError, OSError, KafkaError) as err:
+        log.debug("bootstrap host %s:%s unreachable: %r", host, port, err)
+        return None
+    try:
+        return await conn.send(request)
+    except (TimeoutError, KafkaError) as err:
+        log.debug("bootstrap host %s:%s did not answer metadata: %r", host, port, err)
+        return None
+    finally:
+        conn.close()

@@ -11,6 +11,7 @@ from aiokafka.helpers import create_ssl_context
 
 from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings
+from streamrec.stream.compat import rebootstrap_on_outage
 
 
 def _ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
@@ -34,7 +35,12 @@ def _sasl_parts(kafka: KafkaSettings) -> tuple[str, str, str]:
 
 
 def aiokafka_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
-    """Connection arguments for AIOKafkaProducer/Consumer/AdminClient."""
+    """Connection arguments for AIOKafkaProducer/Consumer/AdminClient.
+
+    Every streamrec client (the CLI tools, learner, trainer, health probe) is built with these,
+    so this is where aiokafka learns to fall back to the bootstrap list when every broker it
+    knows is gone (``rebootstrap_on_outage``; installed once per process, idempotent)."""
+    rebootstrap_on_outage()
     kwargs: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap_servers,
         "security_protocol": kafka.security_protocol,

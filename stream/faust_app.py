@@ -4,6 +4,9 @@ faust reads records of aborted transactions unless it runs exactly-once itself: 
 that publishes events, catalog records or responses in a transaction and aborts it would have
 them applied, credited as rewards and listed (seen with a transactional confluent-kafka
 producer). Every consumer of producers' topics reads committed records only.
+
+aiokafka never asks its bootstrap servers again once it has a cluster view; every client of
+the worker falls back to them when no broker of its view answers (``rebootstrap_on_outage``).
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ from __future__ import annotations
 import faust
 
 from streamrec.settings import Settings
-from streamrec.stream.compat import read_committed_only
+from streamrec.stream.compat import read_committed_only, rebootstrap_on_outage
 from streamrec.stream.connection import faust_broker_url, faust_credentials
 from streamrec.stream.topics import worker_app_id
 
 
 def faust_app(s: Settings) -> faust.App:
     """The worker's faust app: at-least-once, bounded polls, a 5 ms linger, no standbys;
-    its consumer reads committed records only (``read_committed_only``)."""
+    its consumer reads committed records only (``read_committed_only``), and every aiokafka
+    client of the process re-bootstraps when its known brokers are gone
+    (``rebootstrap_on_outage``)."""
     read_committed_only()
+    rebootstrap_on_outage()
     return faust.App(
         worker_app_id(s.kafka),
         broker=faust_broker_url(s.kafka),

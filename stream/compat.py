@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Set
 from contextlib import contextmanager
@@ -255,6 +256,10 @@ def read_committed_only() -> None:
     thread._create_worker_consumer = committed  # type: ignore[method-assign]
 
 
+REBOOTSTRAP_EVERY_S = 1.0
+_last_rebootstrap: weakref.WeakKeyDictionary[AIOKafkaClient, float] = weakref.WeakKeyDictionary()
+
+
 def rebootstrap_on_outage() -> None:
     """Make every aiokafka client ask its bootstrap servers for metadata when no broker of its
     own cluster view answers (``AIOKafkaClient._metadata_update``). Once, for every client of
@@ -274,6 +279,12 @@ def rebootstrap_on_outage() -> None:
     ) -> bool:
         if await update(self, cluster_metadata, topics):
             return True
+        # aiokafka retries a failed update many times a second; while every broker is down a
+        # bootstrap address that is not a broker's own (a DNS alias) is tried once a second.
+        now = time.monotonic()
+        if now - _last_rebootstrap.get(self, -REBOOTSTRAP_EVERY_S) < REBOOTSTRAP_EVERY_S:
+            return False
+        _last_rebootstrap[self] = now
         metadata = await _bootstrap_metadata(self, topics)
         if metadata is None:
             return False

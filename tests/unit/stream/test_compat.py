@@ -278,3 +278,22 @@ def test_a_bootstrap_answer_without_brokers_is_a_failed_update(
     # the live host answers with no brokers (a topic being created): the view is kept
     assert asyncio.run(scenario()) == (False, {1})
     assert dialled == [_ALIVE]
+
+
+def test_a_client_asks_its_bootstrap_list_at_most_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka retries a failed update many times a second; during a full outage each retry
+    would dial the bootstrap hosts again."""
+    dialled, _, _ = _bootstrap_double(monkeypatch, _answer([], "events"))
+    rebootstrap_on_outage()
+
+    async def scenario() -> list[bool]:
+        client = _stale_client()
+        try:
+            return [await client._metadata_update(client.cluster, {"events"}) for _ in range(5)]
+        finally:
+            await client.close()
+
+    assert asyncio.run(scenario()) == [False] * 5
+    assert dialled == [_ALIVE], "one attempt for five failed updates within a second"

@@ -69,7 +69,9 @@ RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
 class StreamrecApp:
     """The faust app and its parts; wiring only (each part gets what it uses)."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, registry: CollectorRegistry | None, events_partitions: int
+    ) -> None:
         s = settings
         self.settings = s
         self.metrics = WorkerMetrics(registry or CollectorRegistry(), s.metrics.namespace)
@@ -165,9 +167,7 @@ class StreamrecApp:
             self.feedback,
             self.refresher.mark,
             self.metrics,
-            events_router(
-                self.events_topic, lambda: self.app.consumer, self.metrics.events_forwarded
-            ),
+            events_router(self.events_topic, events_partitions, self.metrics.events_forwarded),
         )
         self.control = (
             ControlListener(
@@ -373,6 +373,11 @@ def _no_policy(weights: Any, version: str) -> None:
     """The heuristic path has no learnable policy to hand new weights to."""
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> StreamrecApp:
-    """Build the worker app from settings (nothing happens at import time)."""
-    return StreamrecApp(settings, registry)
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    events_partitions: int | None = None,
+) -> StreamrecApp:
+    """Build the worker app from settings (nothing happens at import time); the events topic
+    has ``events_partitions`` (default: the setting, which a new topic gets)."""
+    return StreamrecApp(settings, registry, events_partitions or settings.kafka.topics.partitions)

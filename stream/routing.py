@@ -19,7 +19,6 @@ from typing import Any
 
 import faust
 from aiokafka.partitioner import murmur2
-from faust.types import ConsumerT
 from prometheus_client import Counter
 
 from streamrec.errors import ContractError
@@ -87,15 +86,13 @@ class Router:
         return True
 
 
-def events_router(
-    topic: faust.TopicT, consumer: Callable[[], ConsumerT], forwarded: Counter
-) -> Router:
-    """A ``Router`` for the worker's events ``topic``: its partition count as the consumer
-    knows it (fixed while a worker runs: stream/topics.py), forwards sent by faust's producer,
-    so the offset they leave from commits only once they are in Kafka."""
-    name = topic.get_topic_name()
+def events_router(topic: faust.TopicT, partitions: int, forwarded: Counter) -> Router:
+    """A ``Router`` for the worker's events ``topic`` of ``partitions`` (read at start: the
+    count is fixed while a worker runs, stream/topics.py), forwards sent by faust's producer,
+    so the offset they leave from commits only once they are in Kafka. (faust's consumer knows
+    the count only on the group's leader, which alone forwarded.)"""
     return Router(
-        lambda: consumer().topic_partitions(name),
+        lambda: partitions,
         lambda key, value, partition: topic.send(key=key, value=value, partition=partition),
         forwarded,
     )

@@ -230,16 +230,18 @@ def partitions_problem(
     )
 
 
-async def check_copartitioned(kafka: KafkaSettings) -> None:
-    """ConfigError when the events topic and an existing table changelog differ in partition
-    count (faust would crash on the first event of a partition the changelog lacks)."""
+async def check_copartitioned(kafka: KafkaSettings) -> int:
+    """The events topic's partition count; ConfigError when it and an existing table changelog
+    differ in partition count (faust would crash on the first event of a partition the
+    changelog lacks)."""
     events = kafka.topics.name("events")
     tables = {table: changelog_topic(kafka, table) for table in WORKER_TABLES}
     counts = await describe_topics(kafka, [events, *tables.values()])
     if events not in counts:  # deleted since create_topics: faust creates it with the setting's
-        return
+        return kafka.topics.partitions
     problem = partitions_problem(
         kafka, counts[events], {table: counts.get(name) for table, name in tables.items()}
     )
     if problem is not None:
         raise ConfigError(problem)
+    return counts[events]

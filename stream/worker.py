@@ -41,9 +41,10 @@ async def _freeze(sender: Any, **kwargs: Any) -> None:
     gc.freeze()
 
 
-async def _prepare_topics(kafka: KafkaSettings) -> None:
+async def _prepare_topics(kafka: KafkaSettings) -> int:
+    """The events topic's partition count, once every topic exists and fits (see below)."""
     await create_topics(kafka)
-    await check_copartitioned(kafka)
+    return await check_copartitioned(kafka)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
@@ -54,12 +55,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     # first writes the table: a mismatch (events grown with create_partitions, or created apart
     # from its changelogs) would start, report ready, then crash on that event at every
     # restart. So it is refused here, before anything runs.
-    asyncio.run(_prepare_topics(settings.kafka))
+    events_partitions = asyncio.run(_prepare_topics(settings.kafka))
     if settings.serving.mode == "model" and not settings.serving.model_process:
         import torch
 
         torch.set_num_threads(settings.serving.model_threads)
-    worker_app = create_app(settings)
+    worker_app = create_app(settings, events_partitions=events_partitions)
     # Modules, models and the catalog live as long as the process: 520,000 objects that each
     # full collection would scan again, and faust collects four times per rebalance (200 ms
     # each, measured). Frozen after start-up and after each recovery, they are left out of

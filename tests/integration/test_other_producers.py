@@ -16,13 +16,20 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streamrec.broker import free_port
 from streamrec.settings import KafkaSettings
 from streamrec.stream.client import read_slates, response
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, Item, Recommendation, encode
 from streamrec.stream.producer import kafka_producer
 from streamrec.stream.routing import home_partition
-from streamrec.stream.testing import through_a_worker
+from streamrec.stream.testing import (
+    WorkerProcess,
+    group_caught_up,
+    through_a_worker,
+    wait_until,
+)
+from streamrec.stream.topics import create_topics, worker_app_id
 
 pytestmark = pytest.mark.slow
 TS = 1_700_000_000_000
@@ -157,3 +164,39 @@ def test_latency_is_measured_from_the_brokers_append_not_a_producers_old_timesta
     stats = through_a_worker(kafka_settings, tmp_path / "w", send)
     assert stats["events_accepted"] == len(backfill)
     assert 0 < stats["latency"]["p99_ms"] < 60_000, stats["latency"]
+
+
+def test_every_worker_of_the_group_forwards_not_only_its_leader(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    # The partition count came from faust's consumer, which knows it on the group's leader
+    # only: the other workers applied misplaced events where they landed.
+    events = kafka_settings.topics.name("events")
+    count = kafka_settings.topics.partitions
+    asyncio.run(create_topics(kafka_settings))
+    workers = [
+        WorkerProcess(kafka_settings, tmp_path / f"w{n}", free_port()).start() for n in (0, 1)
+    ]
+    try:
+        for w in workers:  # both own partitions: the rebalance is over
+            wait_until(lambda w=w: bool((w.stats() or {}).get("partitions")), 120, "assignment")
+        misplaced = [_event(n, f"m{n % 16}") for n in range(48)]
+
+        async def send() -> None:
+            async with kafka_producer(kafka_settings) as producer:
+                for e in misplaced:
+                    away = (home_partition(e.user_id.encode(), count) + 1) % count
+                    await producer.send(events, encode(e), key=e.user_id.encode(), partition=away)
+
+        asyncio.run(send())
+        group = worker_app_id(kafka_settings)
+        wait_until(lambda: asyncio.run(group_caught_up(kafka_settings, group, events)), 180,
+                   "both workers to commit every record", interval_s=2.0)  # fmt: skip
+        stats = [w.stats() or {} for w in workers]
+    finally:
+        for w in workers:
+            w.stop()
+    assert all(s["events_forwarded"] > 0 for s in stats), stats
+    assert sum(s["events_forwarded"] for s in stats) == len(misplaced)
+    assert sum(s["events_accepted"] for s in stats) == len(misplaced)
+    assert sum(s["users_in_state"] for s in stats) == 16, "one state per user, not two"

@@ -152,9 +152,10 @@ def _warn_misplaced(key: bytes, partition: int, home: int) -> None:
     # across partitions, and compaction works per partition.
     log.warning(
         "catalog record of item %r is on items partition %s, but Kafka's default partitioner "
-        "(murmur2 of the key) puts it on %s: a later record or tombstone of the item on its "
-        "own partition never replaces this one, so a deleted item can come back at a restart. "
-        "Publish items with the default partitioner (librdkafka: partitioner=murmur2_random).",
+        "(murmur2 of the key) puts it on %s: compaction works per partition, so this record "
+        "and the item's records there never replace each other (a deletion or change may not "
+        "hold after a restart, and workers can disagree). Publish items with the default "
+        "partitioner (librdkafka: partitioner=murmur2_random).",
         key[:64].decode("utf-8", "replace"),
         partition,
         home,

@@ -108,7 +108,7 @@ class Ingest:
         except ContractError as exc:
             await self.reject(raw, event.key, exc, message.topic, message.partition, message.offset)
             return
-        if await self.router.forward(event.key, raw, message.partition):
+        if await self.router.forward(event.key, raw, message.partition, message.headers):
             return
         applied = self.apply(parsed, message.partition, message.offset)
         if applied is not None:

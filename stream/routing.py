@@ -24,8 +24,8 @@ from prometheus_client import Counter
 from streamrec.errors import ContractError
 
 log = logging.getLogger(__name__)
-# (key, value, partition) -> sent: the worker passes its events topic's ``send``.
-ForwardFn = Callable[[bytes, bytes, int], Awaitable[Any]]
+# (key, value, partition, headers) -> sent: the worker passes its events topic's ``send``.
+ForwardFn = Callable[[bytes, bytes, int, Any], Awaitable[Any]]
 
 
 SHOWN_KEY_BYTES = 64
@@ -63,8 +63,9 @@ class Router:
         self.forwarded = forwarded
         self.count = 0
 
-    async def forward(self, key: bytes, raw: bytes, partition: int) -> bool:
-        """Send the record on and say True when ``partition`` is not its key's home."""
+    async def forward(self, key: bytes, raw: bytes, partition: int, headers: Any = None) -> bool:
+        """Send the record (with its ``headers``) on and say True when ``partition`` is not
+        its key's home."""
         count = self.partitions()
         if not count:
             return False
@@ -80,7 +81,7 @@ class Router:
             partition,
             home,
         )
-        await self.send(key, raw, home)
+        await self.send(key, raw, home, headers)
         self.count += 1
         self.forwarded.inc()
         return True
@@ -93,6 +94,8 @@ def events_router(topic: faust.TopicT, partitions: int, forwarded: Counter) -> R
     the count only on the group's leader, which alone forwarded.)"""
     return Router(
         lambda: partitions,
-        lambda key, value, partition: topic.send(key=key, value=value, partition=partition),
+        lambda key, value, partition, headers: topic.send(
+            key=key, value=value, partition=partition, headers=headers
+        ),
         forwarded,
     )

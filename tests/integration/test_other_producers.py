@@ -26,6 +26,7 @@ from streamrec.stream.routing import home_partition
 from streamrec.stream.testing import (
     WorkerProcess,
     group_caught_up,
+    read_topic,
     through_a_worker,
     wait_until,
 )
@@ -114,6 +115,7 @@ def test_events_and_responses_another_partitioner_placed_reach_their_users_parti
     count = kafka_settings.topics.partitions
     users = [f"p{n}" for n in range(10)]
     views = [_event(n, user, "view") for n, user in enumerate(users)]
+    sent_views = {encode(e) for e in views}
     # items to recommend: trending (its board is refreshed once per 200 item deltas)
     others = [_event(n, f"o{n % 7}") for n in range(400)]
 
@@ -126,8 +128,9 @@ def test_events_and_responses_another_partitioner_placed_reach_their_users_parti
             for e in others:
                 await producer.send(events, encode(e), key=e.user_id.encode())
             for e in views:  # misplaced: without forwarding, each user's state splits in two
+                key, headers = e.user_id.encode(), [("trace-id", e.event_id.encode())]
                 await producer.send(
-                    events, encode(e), key=e.user_id.encode(), partition=away(e.user_id)
+                    events, encode(e), key=key, partition=away(e.user_id), headers=headers
                 )
             latest: dict[str, Recommendation] = {}
             async with asyncio.timeout(90):
@@ -142,6 +145,9 @@ def test_events_and_responses_another_partitioner_placed_reach_their_users_parti
 
     stats = through_a_worker(kafka_settings, tmp_path / "w", send)
     assert stats["events_forwarded"] == 2 * len(users), stats
+    copies = asyncio.run(read_topic(kafka_settings, events, len(others) + 4 * len(users)))
+    traced = [dict(r.headers).get("trace-id") for r in copies if r.value in sent_views]
+    assert len(traced) == 2 * len(users) and all(traced), "forwarded with their headers"
     assert stats["users_in_state"] == len(users) + 7, "one state per user, not two"
     assert stats["feedback"]["rewards_joined"] == len(users), stats["feedback"]
 

@@ -23,6 +23,7 @@ class Message:
     partition: int
     offset: int
     timestamp: float | None = None
+    headers: list[tuple[str, bytes]] | None = None
 
 
 @dataclass

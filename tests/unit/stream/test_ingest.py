@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from typing import Any
 
 from stream_doubles import Deltas, Record, Sent, item_stats, metrics, record, value_of
 
@@ -38,9 +39,11 @@ class Forwards:
 
     def __init__(self) -> None:
         self.records: list[tuple[bytes, bytes, int]] = []
+        self.headers: list[Any] = []
 
-    async def __call__(self, key: bytes, value: bytes, partition: int) -> None:
+    async def __call__(self, key: bytes, value: bytes, partition: int, headers: Any) -> None:
         self.records.append((key, value, partition))
+        self.headers.append(headers)
 
 
 def _ingest(
@@ -158,8 +161,11 @@ def test_an_event_on_another_partition_than_its_keys_is_forwarded_not_applied() 
     ingest, down, sent, _, _ = _ingest(owned={0, 1, 2, 3}, partitions=4, forwards=forwards)
     home = home_partition(b"u1", 4)
     away = (home + 1) % 4
-    _run(ingest, record(_event(1), away, 7), record(_event(2), home, 3))
+    misplaced = record(_event(1), away, 7)
+    misplaced.message.headers = [("trace-id", b"t-1")]
+    _run(ingest, misplaced, record(_event(2), home, 3))
     assert forwards.records == [(b"u1", encode(_event(1)), home)]
+    assert forwards.headers == [[("trace-id", b"t-1")]], "the copy keeps the record's headers"
     assert down.marked == [("e2", home, 1)], "only the event on its home partition is applied"
     assert ingest.router.count == 1 and ingest.counts.accepted == 1 and sent.records == []
     assert ingest.user_state.get("u1", away) is None

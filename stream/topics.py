@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from streamrec.errors import ConfigError
@@ -100,6 +101,9 @@ async def create_topics(
         await _check_new_changelogs(kafka, admin, missing)
         if missing:
             await warn_unreplicated(kafka, admin)
+        events = kafka.topics.name("events")
+        if events in existing and events in {spec.name for spec in specs}:
+            await warn_create_time(admin, events)
         created = {spec.name: False for spec in specs}
         for spec in missing:
             created[spec.name] = await _create(kafka, admin, spec)
@@ -174,6 +178,29 @@ async def warn_unreplicated(kafka: KafkaSettings, admin: AIOKafkaAdminClient) ->
             "STREAMREC_KAFKA__TOPICS__REPLICATION_FACTOR (3 is usual)",
             factor,
             brokers,
+        )
+
+
+async def warn_create_time(admin: AIOKafkaAdminClient, events: str) -> None:
+    """One warning when an existing events topic stamps records with the producer's time: the
+    event-to-slate latency starts there, and a backfill's day-old stamps read as a day."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, events)
+    responses = await retried(lambda: admin.describe_configs([resource]))
+    entries = [
+        (entry[0], entry[1])
+        for response in responses
+        for found in response.resources
+        for entry in found[4]
+    ]
+    if dict(entries).get("message.timestamp.type", "CreateTime") == "CreateTime":
+        log.warning(
+            "events topic %s stamps records with their producer's time (CreateTime), so the "
+            "worker's event-to-slate latency starts there: a backfill or a producer that sets "
+            "event times reads as hours of latency. Switch it: kafka-configs --alter "
+            "--entity-type topics --entity-name %s --add-config "
+            "message.timestamp.type=LogAppendTime",
+            events,
+            events,
         )
 
 

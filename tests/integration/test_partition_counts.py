@@ -5,6 +5,7 @@ it ready, and crashes on the first event of a partition the changelogs lack, at 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,11 @@ def test_events_created_apart_from_its_changelogs_is_refused_naming_the_created_
     missing changelog with the configured 4 and is refused over both, before it runs."""
     events = kafka_settings.topics.name("events")
     user_state = changelog_topic(kafka_settings, "user_state")
-    specs = [TopicSpec(events, 2), TopicSpec(user_state, 4, {"cleanup.policy": "compact"})]
+    on_append_time = {"message.timestamp.type": "LogAppendTime"}  # else one more line: a warning
+    specs = [
+        TopicSpec(events, 2, on_append_time),
+        TopicSpec(user_state, 4, {"cleanup.policy": "compact"}),
+    ]
     asyncio.run(create_topics(kafka_settings, specs))
     code, lines = _refusal(kafka_settings, tmp_path)
     assert code == 2, "\n".join(lines[-40:])
@@ -108,3 +113,19 @@ def test_changelogs_are_not_created_beside_an_events_topic_of_another_count(
         asyncio.run(create_topics(kafka_settings))
     changelogs = {changelog_topic(kafka_settings, table) for table in WORKER_TABLES}
     assert not set(asyncio.run(describe_topics(kafka_settings))) & changelogs
+
+
+def test_an_existing_events_topic_on_producer_time_is_warned_of(
+    kafka_settings: KafkaSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Made before the events topic was created with LogAppendTime, or by a shop's tooling:
+    `topics create` said "exists" and latency kept starting at producers' timestamps."""
+    events = kafka_settings.topics.name("events")
+    asyncio.run(create_topics(kafka_settings, [TopicSpec(events, 4)]))
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.topics"):
+        asyncio.run(create_topics(kafka_settings))
+    assert "message.timestamp.type=LogAppendTime" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.topics"):
+        asyncio.run(create_topics(kafka_settings.model_copy()))  # everything exists, as made
+    assert "CreateTime" in caplog.text, "still on producer time: warned at each run"

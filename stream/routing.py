@@ -8,7 +8,8 @@ most non-JVM clients) hashes with CRC32. One service publishing with the other p
 users' states in two and dropped rewards as ``unknown_rec``. Such an event is sent on to its
 key's partition instead of being applied where it landed: there it is applied in order with
 the user's other events, and a crash before the commit re-sends a copy the user's dedupe ids
-drop. Each forward is counted and logged with the fix (the producer's partitioner).
+drop. Each forward is counted and logged with the fix (the producer's partitioner). The key
+checks that come first (a record keyed by its user or item id) live here too.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from streamrec.errors import ContractError
 log = logging.getLogger(__name__)
 # (key, value, partition, headers) -> sent: the worker passes its events topic's ``send``.
 ForwardFn = Callable[[bytes, bytes, int, Any], Awaitable[Any]]
-
-
 SHOWN_KEY_BYTES = 64
 
 
@@ -55,10 +54,8 @@ def home_partition(key: bytes, partitions: int) -> int:
 class Router:
     """Forwards events that landed on a partition other than their key's (see module doc)."""
 
-    def __init__(
-        self, partitions: Callable[[], int | None], send: ForwardFn, forwarded: Counter
-    ) -> None:
-        self.partitions = partitions  # the events topic's count; None until the consumer knows
+    def __init__(self, partitions: int | None, send: ForwardFn, forwarded: Counter) -> None:
+        self.partitions = partitions  # the events topic's count; None: nothing is forwarded
         self.send = send
         self.forwarded = forwarded
         self.count = 0
@@ -66,7 +63,7 @@ class Router:
     async def forward(self, key: bytes, raw: bytes, partition: int, headers: Any = None) -> bool:
         """Send the record (with its ``headers``) on and say True when ``partition`` is not
         its key's home."""
-        count = self.partitions()
+        count = self.partitions
         if not count:
             return False
         home = home_partition(key, count)
@@ -93,7 +90,7 @@ def events_router(topic: faust.TopicT, partitions: int, forwarded: Counter) -> R
     so the offset they leave from commits only once they are in Kafka. (faust's consumer knows
     the count only on the group's leader, which alone forwarded.)"""
     return Router(
-        lambda: partitions,
+        partitions,
         lambda key, value, partition, headers: topic.send(
             key=key, value=value, partition=partition, headers=headers
         ),

@@ -49,8 +49,8 @@ class Forwards:
 def _ingest(
     owned: set[int] | None = None, partitions: int | None = None, forwards: Forwards | None = None
 ) -> tuple[Ingest, Downstream, Sent, list[Record], Deltas]:
-    """An ingest over in-memory doubles; ``partitions``: the events topic's count as the
-    consumer knows it (None: not known yet, nothing is forwarded)."""
+    """An ingest over in-memory doubles; ``partitions``: the events topic's count (None:
+    nothing is forwarded)."""
     settings = Settings()
     down, sent, remembered = Downstream(), Sent(), []
     m = metrics()
@@ -65,7 +65,7 @@ def _ingest(
         down,
         down.mark,
         m,
-        Router(lambda: partitions, forwards or Forwards(), m.events_forwarded),
+        Router(partitions, forwards or Forwards(), m.events_forwarded),
     )
     return ingest, down, sent, remembered, deltas
 
@@ -172,7 +172,7 @@ def test_an_event_on_another_partition_than_its_keys_is_forwarded_not_applied() 
     assert ingest.metrics.events_forwarded._value.get() == 1
 
 
-def test_nothing_is_forwarded_before_the_partition_count_is_known_or_for_bad_records() -> None:
+def test_nothing_is_forwarded_without_a_partition_count_or_for_bad_records() -> None:
     forwards = Forwards()
     ingest, down, _, _, _ = _ingest(owned={0, 1, 2, 3}, forwards=forwards)
     away = (home_partition(b"u1", 4) + 1) % 4

@@ -163,6 +163,7 @@ class ControlListener:
         # (weights [F], version, announced_at ms): announced policies go here
         self.on_policy = on_policy
         self.policy_version: str | None = None
+        self._started_ms = int(time.time() * 1000)  # announcements before it are a backlog
         self.server = server
         self.initial = initial  # encoder.checkpoint: served when no announced model loads
         self.catalog = catalog  # the live catalog (item_id -> Item), read at each load
@@ -272,8 +273,11 @@ class ControlListener:
             self.metrics.policy_announcements_rejected.inc()
             log.error("cannot serve policy %s: %s", announcement.policy_version, exc)
             return
-        self.policy_version = announcement.policy_version
-        log.info("serving policy %s", announcement.policy_version)
+        # one line for the first and for each live one, not one per backlog version at start
+        version = announcement.policy_version
+        backlog = self.policy_version is not None and announcement.announced_at < self._started_ms
+        self.policy_version = version
+        log.log(logging.DEBUG if backlog else logging.INFO, "serving policy %s", version)
 
     async def _load(self, checkpoint: Path) -> bool:
         """Serve ``checkpoint``; False (the served model kept) when it cannot load."""

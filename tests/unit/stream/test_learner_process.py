@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -177,6 +178,31 @@ def test_workers_serve_announced_policies_once_and_skip_bad_ones() -> None:
     for raw in (good, good, b'{"type": "policy", "weights": "x"}', b"{"):
         asyncio.run(listener.on_record(raw))
     assert served == ["ac-3"] and listener.policy_version == "ac-3"
+
+
+def test_a_restarted_worker_logs_one_line_for_the_policy_backlog_not_one_per_version(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A worker restart logged "serving policy ..." for each of 492 versions read back.
+    listener = ControlListener(
+        Settings().kafka, cast(ModelServer, object()), None, {},
+        WorkerMetrics(CollectorRegistry(), "t"), lambda weights, version, at: None,
+    )  # fmt: skip
+    backlog = [policy_record(f"pl-a-{n}", [1.0, 0.5, 0.0, 1.0, 0.0], None) for n in range(5)]
+    with caplog.at_level(logging.INFO, logger="streamrec.stream.control"):
+        for raw in backlog:
+            asyncio.run(listener.on_record(_announced_before(raw, listener)))
+        asyncio.run(listener.on_record(policy_record("pl-a-5", [1.0, 0.5, 0.0, 1.0, 0.0], None)))
+    served = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert served == ["serving policy pl-a-0", "serving policy pl-a-5"]
+    assert listener.policy_version == "pl-a-5"
+
+
+def _announced_before(raw: bytes, listener: ControlListener) -> bytes:
+    """``raw`` announced a minute before ``listener`` started (read back from the topic)."""
+    record = json.loads(raw)
+    record["announced_at"] = listener._started_ms - 60_000
+    return json.dumps(record).encode()
 
 
 class _Consumer:

@@ -230,3 +230,10 @@ class LearnerSettings(BaseModel):
         "again when nothing new was learned, so a second learner for the group learns of it "
         "(workers skip a version they serve).",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65_535,
+        description="Learner process: serve Prometheus metrics (experience records by "
+        "outcome, updates, rollbacks, the version held) on this port; none when unset.",
+    )

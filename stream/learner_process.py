@@ -51,6 +51,7 @@ from streamrec.stream.learner_fence import (
     new_learner_id,
     on_start,
 )
+from streamrec.stream.learner_metrics import serve_metrics
 from streamrec.stream.producer import kafka_producer
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,8 @@ async def run_learner(
     kafka = settings.kafka
     with lock_data_dir(data_dir, "learner"):
         service = open_service(settings, data_dir)
+        if settings.learner.metrics_port is not None:
+            serve_metrics(service, settings.learner.metrics_port)
         me = LearnerIdentity(service.learner.lineage, int(time.time() * 1000))
         told = await last_announcements(kafka)
         last, end = told.policy, told.end

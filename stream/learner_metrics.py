@@ -1,0 +1,65 @@
+"""The learner process's Prometheus metrics, read from its ``LearnerService`` at each scrape.
+
+The learner has no web server of its own; ops had nothing to alert on but its log (a review:
+no experience counts, no version, no updates). A collector reads the service's own counters
+when scraped, so nothing is counted twice and the learning loop pays nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamrec.errors import ConfigError
+
+if TYPE_CHECKING:  # learner_process starts the server
+    from streamrec.stream.learner_process import LearnerService
+
+
+class LearnerCollector(Collector):
+    """Exports what ``service`` counted and the policy version its learner holds."""
+
+    def __init__(self, service: LearnerService, namespace: str = "streamrec") -> None:
+        self.service = service
+        self.ns = namespace
+
+    def collect(self) -> Iterator[Metric]:
+        records = CounterMetricFamily(
+            f"{self.ns}_learner_experience_records",
+            "Experience records read since the learner started, by outcome (observed, bad: "
+            "skipped as malformed, dup: re-published after a worker crash).",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(self.service.counts.items()):
+            records.add_metric([outcome], n)
+        yield records
+        learner = self.service.learner
+        yield CounterMetricFamily(
+            f"{self.ns}_learner_updates", "Policy updates (saved state included).",
+            value=learner.n_updates,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            f"{self.ns}_learner_rollbacks", "Policy rollbacks (saved state included).",
+            value=learner.n_rollbacks,
+        )  # fmt: skip
+        version = GaugeMetricFamily(
+            f"{self.ns}_learner_policy_info", "1 for the policy version the learner holds.",
+            labels=["version"],
+        )  # fmt: skip
+        version.add_metric([learner.version], 1)
+        yield version
+
+
+def serve_metrics(service: LearnerService, port: int) -> None:
+    """Serve ``service``'s metrics on ``port`` (a daemon thread, for the process's lifetime);
+    ConfigError when the port cannot be bound."""
+    registry = CollectorRegistry()
+    registry.register(LearnerCollector(service))
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"learner metrics port {port}: {exc.strerror or exc}") from exc

@@ -1,0 +1,44 @@
+"""The learner process's /metrics: what its service counted, scraped over HTTP."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from streamrec.errors import ConfigError
+from streamrec.settings import Settings
+from streamrec.stream.learner_metrics import serve_metrics
+from streamrec.stream.learner_process import open_service
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_a_scrape_reads_the_services_counts_and_version(tmp_path: Path) -> None:
+    service = open_service(Settings(), tmp_path)
+    port = _free_port()
+    serve_metrics(service, port)
+    service.handle(0, 0, b"not an experience record")  # counted as bad, live
+    service.counts["dup"] += 2
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert 'streamrec_learner_experience_records_total{outcome="bad"} 1.0' in text
+    assert 'streamrec_learner_experience_records_total{outcome="dup"} 2.0' in text
+    assert "streamrec_learner_updates_total 0.0" in text
+    assert f'streamrec_learner_policy_info{{version="{service.learner.version}"}} 1.0' in text
+
+
+def test_a_port_in_use_is_a_one_line_config_error(tmp_path: Path) -> None:
+    service = open_service(Settings(), tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match="learner metrics port"):
+            serve_metrics(service, taken.getsockname()[1])

@@ -70,7 +70,10 @@ class StreamrecApp:
     """The faust app and its parts; wiring only (each part gets what it uses)."""
 
     def __init__(
-        self, settings: Settings, registry: CollectorRegistry | None, events_partitions: int
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None,
+        events_partitions: int | None,
     ) -> None:
         s = settings
         self.settings = s
@@ -259,6 +262,7 @@ class StreamrecApp:
             self.write_behind.flush,
             self.settings.kafka.outage_limit_s,
             owned=lambda tp: tp.topic != events or tp.partition in self.owned,
+            after=self.ingest.router.settle,
         )
         # No fetch may move a partition past records faust then drops (stream/durability.py).
         fetch_only_active(consumer)
@@ -379,5 +383,5 @@ def create_app(
     events_partitions: int | None = None,
 ) -> StreamrecApp:
     """Build the worker app from settings (nothing happens at import time); the events topic
-    has ``events_partitions`` (default: the setting, which a new topic gets)."""
-    return StreamrecApp(settings, registry, events_partitions or settings.kafka.topics.partitions)
+    has ``events_partitions`` (None: unknown, and events are not forwarded: stream/routing.py)."""
+    return StreamrecApp(settings, registry, events_partitions)

@@ -257,6 +257,7 @@ def read_committed_only() -> None:
 
 
 REBOOTSTRAP_EVERY_S = 1.0
+REBOOTSTRAP_ASK_S = 3.0  # per bootstrap host: connect and one metadata answer
 _last_rebootstrap: weakref.WeakKeyDictionary[AIOKafkaClient, float] = weakref.WeakKeyDictionary()
 
 
@@ -326,6 +327,18 @@ async def _bootstrap_metadata(client: AIOKafkaClient, topics: Iterable[str] | No
 
 
 async def _ask(client: AIOKafkaClient, host: str, port: int, request: MetadataRequest) -> Any:
+    """``request``'s answer from ``host:port`` within ``REBOOTSTRAP_ASK_S``; None if none."""
+    # The client's metadata task awaits this: an address that drops packets (a Service with
+    # no endpoints) would hold it for the request timeout (up to 20 minutes for faust's
+    # producer), and with it every refresh, after the broker is back.
+    try:
+        return await asyncio.wait_for(_ask_now(client, host, port, request), REBOOTSTRAP_ASK_S)
+    except TimeoutError:
+        log.debug("bootstrap host %s:%s did not answer within %s s", host, port, REBOOTSTRAP_ASK_S)
+        return None
+
+
+async def _ask_now(client: AIOKafkaClient, host: str, port: int, request: MetadataRequest) -> Any:
     """``request``'s answer from ``host:port`` over a connection of its own, made with the
     client's settings (TLS and SASL included) and closed after; None if it does not answer."""
     try:

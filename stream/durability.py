@@ -82,6 +82,7 @@ def flush_before_commit(
     before: Callable[[], Awaitable[Any]] | None = None,
     timeout_s: float = DRAIN_TIMEOUT_S,
     owned: Callable[[TP], bool] = lambda tp: True,
+    after: Callable[[], Awaitable[Any]] | None = None,
 ) -> None:
     """Make ``consumer`` run ``before`` (writes still buffered in the worker: write_behind.py),
     then drain ``producer`` for at most ``timeout_s``, before every offset commit (idempotent).
@@ -89,7 +90,8 @@ def flush_before_commit(
     The worker passes ``kafka.outage_limit_s``: during a broker outage the commit waits with
     its writes instead of ending the worker after 30 s (a commit that raises crashes faust's
     consumer, and the worker with it). Offsets of partitions ``owned`` says are not the
-    worker's now are left out.
+    worker's now are left out. ``after`` runs once the producer drained (ingest's forwards:
+    raising there stops the commit, and the worker).
     """
 
     def durable(commit: CommitOffsets) -> CommitOffsets:
@@ -98,6 +100,8 @@ def flush_before_commit(
             if before is not None:
                 await before()
             await drain(producer, timeout_s)
+            if after is not None:
+                await after()
             if consumer.app.consumer_generation_id != generation:
                 # A rebalance ran while the writes drained: these offsets were taken under the
                 # old assignment, and committing them now can move a partition back behind

@@ -22,12 +22,13 @@ import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter
 
-from streamrec.errors import ContractError
+from streamrec.errors import BrokerError, ContractError
 
 log = logging.getLogger(__name__)
 # (key, value, partition, headers) -> sent: the worker passes its events topic's ``send``.
 ForwardFn = Callable[[bytes, bytes, int, Any], Awaitable[Any]]
 SHOWN_KEY_BYTES = 64
+FORWARDED = "streamrec-forwarded"  # header on a forwarded copy
 
 
 def check_key(key: object, expected: str, record: str, why: str) -> None:
@@ -59,12 +60,16 @@ class Router:
         self.send = send
         self.forwarded = forwarded
         self.count = 0
+        self.pending: list[Awaitable[Any]] = []  # forwards not yet known to be in Kafka
 
     async def forward(self, key: bytes, raw: bytes, partition: int, headers: Any = None) -> bool:
         """Send the record (with its ``headers``) on and say True when ``partition`` is not
         its key's home."""
         count = self.partitions
-        if not count:
+        kept = list(dict(headers or {}).items())
+        if not count or partition >= count or any(name == FORWARDED for name, _ in kept):
+            # a copy is never sent on again: workers started with different counts (the topic
+            # grown while one ran) would otherwise pass it back and forth for good
             return False
         home = home_partition(key, count)
         if home == partition:
@@ -78,17 +83,32 @@ class Router:
             partition,
             home,
         )
-        await self.send(key, raw, home, headers)
+        self.pending.append(await self.send(key, raw, home, [*kept, (FORWARDED, b"1")]))
         self.count += 1
         self.forwarded.inc()
         return True
 
+    async def settle(self) -> None:
+        """Wait for every forward sent so far; BrokerError if Kafka refused one (for example,
+        no write access to the events topic): its source offset must not be committed, or the
+        event would be applied nowhere. Called before each offset commit."""
+        pending, self.pending = self.pending, []
+        for sent in pending:
+            try:
+                await sent
+            except Exception as exc:  # whatever the producer failed with: the commit must not run
+                raise BrokerError(
+                    f"an event could not be forwarded to its partition ({exc!r}); workers "
+                    "need write access to the events topic, or publish events with Kafka's "
+                    "default partitioner"
+                ) from exc
 
-def events_router(topic: faust.TopicT, partitions: int, forwarded: Counter) -> Router:
+
+def events_router(topic: faust.TopicT, partitions: int | None, forwarded: Counter) -> Router:
     """A ``Router`` for the worker's events ``topic`` of ``partitions`` (read at start: the
-    count is fixed while a worker runs, stream/topics.py), forwards sent by faust's producer,
-    so the offset they leave from commits only once they are in Kafka. (faust's consumer knows
-    the count only on the group's leader, which alone forwarded.)"""
+    count is fixed while a worker runs, stream/topics.py; faust's consumer knows it only on the
+    group's leader, which alone forwarded). A forward is queued on faust's producer; its
+    acknowledgement is awaited before the next commit (``settle``)."""
     return Router(
         partitions,
         lambda key, value, partition, headers: topic.send(

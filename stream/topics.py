@@ -106,7 +106,7 @@ async def create_topics(
             await warn_create_time(admin, events)
         created = {spec.name: False for spec in specs}
         for spec in missing:
-            created[spec.name] = await _create(kafka, admin, spec)
+            created[spec.name] = await create_topic(kafka, admin, spec)
         return created
     finally:
         await admin.close()
@@ -125,23 +125,30 @@ async def retried(call: Callable[[], Awaitable[T]], for_s: float = ADMIN_RETRY_S
             await asyncio.sleep(0.5)
 
 
-async def _create(kafka: KafkaSettings, admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:
+async def create_topic(kafka: KafkaSettings, admin: AIOKafkaAdminClient, spec: TopicSpec) -> bool:
     """Create one topic: True when created, False when another process won the race."""
     new = NewTopic(
         spec.name, spec.partitions, kafka.topics.replication_factor, topic_configs=spec.config
     )
+
+    async def attempt() -> bool:
+        response = await admin.create_topics([new])
+        for name, code, *rest in getattr(response, "topic_errors", []):
+            if name != spec.name or code == 0:
+                continue
+            error = for_code(code)
+            if error.retriable:  # a timeout or a moved controller: ``retried`` asks again
+                raise error(rest[0] if rest else None)
+            if code == TopicAlreadyExistsError.errno:
+                return False
+            reason = (rest[0] if rest else None) or error.__name__
+            raise ConfigError(f"Kafka refused to create topic {spec.name}: {reason} (error {code})")
+        return True
+
     try:
-        response = await retried(lambda: admin.create_topics([new]))
+        return await retried(attempt)
     except TopicAlreadyExistsError:
         return False
-    for name, code, *rest in getattr(response, "topic_errors", []):
-        if name != spec.name or code == 0:
-            continue
-        if code == TopicAlreadyExistsError.errno:
-            return False
-        reason = (rest[0] if rest else None) or for_code(code).__name__
-        raise ConfigError(f"Kafka refused to create topic {spec.name}: {reason} (error {code})")
-    return True
 
 
 async def _check_new_changelogs(
@@ -190,9 +197,10 @@ async def warn_create_time(admin: AIOKafkaAdminClient, events: str) -> None:
         (entry[0], entry[1])
         for response in responses
         for found in response.resources
+        if found[0] == 0  # without DescribeConfigs rights there is nothing to tell
         for entry in found[4]
     ]
-    if dict(entries).get("message.timestamp.type", "CreateTime") == "CreateTime":
+    if dict(entries).get("message.timestamp.type") == "CreateTime":
         log.warning(
             "events topic %s stamps records with their producer's time (CreateTime), so the "
             "worker's event-to-slate latency starts there: a backfill or a producer that sets "

@@ -297,3 +297,27 @@ def test_a_client_asks_its_bootstrap_list_at_most_once_a_second(
 
     assert asyncio.run(scenario()) == [False] * 5
     assert dialled == [_ALIVE], "one attempt for five failed updates within a second"
+
+
+def test_a_bootstrap_host_that_never_answers_holds_the_update_briefly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An address that drops packets held the client's metadata task for its request timeout
+    (20 minutes for faust's producer), and every refresh with it after the broker was back."""
+
+    async def create_conn(host: str, port: int, **settings: Any) -> Any:
+        await asyncio.Event().wait()  # a connect that never completes
+
+    monkeypatch.setattr(compat, "create_conn", create_conn)
+    monkeypatch.setattr(compat, "REBOOTSTRAP_ASK_S", 0.2)
+    rebootstrap_on_outage()
+
+    async def scenario() -> bool:  # without the bound it waits for pytest's timeout
+        client = _stale_client()
+        try:
+            updated: bool = await client._metadata_update(client.cluster, {"events"})
+        finally:
+            await client.close()
+        return updated
+
+    assert asyncio.run(scenario()) is False, "no answer: the failed update stands"

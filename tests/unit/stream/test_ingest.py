@@ -7,13 +7,15 @@ import base64
 import json
 from typing import Any
 
+import pytest
 from stream_doubles import Deltas, Record, Sent, item_stats, metrics, record, value_of
 
+from streamrec.errors import BrokerError
 from streamrec.settings import Settings
 from streamrec.stream.contract import DEAD_LETTER_ORIGINAL_BYTES, Event, encode
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.ingest import Ingest
-from streamrec.stream.routing import Router, home_partition
+from streamrec.stream.routing import FORWARDED, Router, home_partition
 from streamrec.stream.state import UserState
 from streamrec.stream.write_behind import CachedTable
 
@@ -41,9 +43,24 @@ class Forwards:
         self.records: list[tuple[bytes, bytes, int]] = []
         self.headers: list[Any] = []
 
-    async def __call__(self, key: bytes, value: bytes, partition: int, headers: Any) -> None:
+    async def __call__(self, key: bytes, value: bytes, partition: int, headers: Any) -> Any:
         self.records.append((key, value, partition))
         self.headers.append(headers)
+        return _Sent(self.refused)
+
+    refused: Exception | None = None  # what Kafka answers each forward with (None: acked)
+
+
+class _Sent:
+    """A forward's acknowledgement as faust hands it back: awaited before the next commit."""
+
+    def __init__(self, refused: Exception | None) -> None:
+        self.refused = refused
+
+    def __await__(self) -> Any:
+        if self.refused is not None:
+            raise self.refused
+        return iter(())
 
 
 def _ingest(
@@ -165,7 +182,7 @@ def test_an_event_on_another_partition_than_its_keys_is_forwarded_not_applied() 
     misplaced.message.headers = [("trace-id", b"t-1")]
     _run(ingest, misplaced, record(_event(2), home, 3))
     assert forwards.records == [(b"u1", encode(_event(1)), home)]
-    assert forwards.headers == [[("trace-id", b"t-1")]], "the copy keeps the record's headers"
+    assert forwards.headers == [[("trace-id", b"t-1"), (FORWARDED, b"1")]], "headers kept"
     assert down.marked == [("e2", home, 1)], "only the event on its home partition is applied"
     assert ingest.router.count == 1 and ingest.counts.accepted == 1 and sent.records == []
     assert ingest.user_state.get("u1", away) is None
@@ -181,3 +198,28 @@ def test_nothing_is_forwarded_without_a_partition_count_or_for_bad_records() -> 
     ingest, _, sent, _, _ = _ingest(owned={0, 1, 2, 3}, partitions=4, forwards=forwards)
     _run(ingest, record(_event(2), away, 8, key=b"someone-else"))
     assert forwards.records == [] and len(sent.records) == 1, "a bad key is dead-lettered"
+
+
+def test_a_forwarded_copy_or_a_partition_beyond_the_count_is_applied_where_it_lands() -> None:
+    # Workers started with different counts (the topic grown while one ran) passed copies back
+    # and forth for good.
+    forwards = Forwards()
+    ingest, down, _, _, _ = _ingest(owned=set(range(8)), partitions=4, forwards=forwards)
+    away = (home_partition(b"u1", 4) + 1) % 4
+    copy = record(_event(1), away, 7)
+    copy.message.headers = [(FORWARDED, b"1")]
+    _run(ingest, copy, record(_event(2), 6, 1))
+    assert forwards.records == [] and [m[0] for m in down.marked] == ["e1", "e2"]
+
+
+def test_a_forward_kafka_refused_stops_the_commit() -> None:
+    # Forwards are queued, not awaited one by one; one refused (no write access to the events
+    # topic) must not let its source offset commit, or the event is applied nowhere.
+    forwards = Forwards()
+    forwards.refused = RuntimeError("TopicAuthorizationFailedError")
+    ingest, _, _, _, _ = _ingest(owned={0, 1, 2, 3}, partitions=4, forwards=forwards)
+    away = (home_partition(b"u1", 4) + 1) % 4
+    _run(ingest, record(_event(1), away, 7))
+    with pytest.raises(BrokerError, match="write access to the events topic"):
+        asyncio.run(ingest.router.settle())
+    asyncio.run(ingest.router.settle())  # reported once; the restart re-reads the event

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from aiokafka.errors import InvalidReplicationFactorError, NodeNotReadyError
 from prometheus_client import CollectorRegistry
 
+from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
 from streamrec.stream.app import create_app
 from streamrec.stream.config import StateSettings
@@ -20,9 +22,12 @@ from streamrec.stream.topics import (
     IMPRESSIONS,
     USER_STATE,
     WORKER_TABLES,
+    TopicSpec,
+    create_topic,
     partitions_problem,
     retried,
     topic_specs,
+    warn_create_time,
     warn_unreplicated,
 )
 
@@ -163,3 +168,42 @@ def test_topics_with_fewer_replicas_than_the_cluster_could_keep_are_warned_of(
     with caplog.at_level(logging.WARNING, logger="streamrec.stream.topics"):
         asyncio.run(warn_unreplicated(kafka, cast(Any, _Cluster(brokers))))
     assert ("REPLICATION_FACTOR" in caplog.text) == warned, caplog.text
+
+
+class _Admin:
+    """An admin client whose CreateTopics answers come from ``codes`` (one per call), and whose
+    DescribeConfigs answer is ``described``."""
+
+    def __init__(self, codes: list[int], described: list[Any] | None = None) -> None:
+        self.codes, self.calls, self.described = codes, 0, described or []
+
+    async def create_topics(self, topics: list[Any]) -> Any:
+        code = self.codes[self.calls]
+        self.calls += 1
+        return SimpleNamespace(topic_errors=[(topics[0].name, code, None)])
+
+    async def describe_configs(self, resources: list[Any]) -> list[Any]:
+        return [SimpleNamespace(resources=self.described)]
+
+
+def test_a_retriable_error_for_one_topic_is_asked_again_not_a_refusal() -> None:
+    # REQUEST_TIMED_OUT (7) inside the answer: the first start crashed, the next one worked.
+    kafka = KafkaSettings()
+    spec = TopicSpec("t.events", 4)
+    admin = _Admin([7, 36])  # timed out, but made: the second answer says it exists
+    assert asyncio.run(create_topic(kafka, cast(Any, admin), spec)) is False
+    assert admin.calls == 2
+    with pytest.raises(ConfigError, match=r"refused to create topic t.events: .*\(error 38\)"):
+        asyncio.run(create_topic(kafka, cast(Any, _Admin([38])), spec))
+
+
+def test_the_create_time_warning_needs_the_topics_config_not_its_absence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    on_create = (0, None, 2, "t.events", [("message.timestamp.type", "CreateTime", 0, 0, 0)])
+    denied = (29, "Topic authorization failed", 2, "t.events", [])  # no DescribeConfigs right
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.topics"):
+        asyncio.run(warn_create_time(cast(Any, _Admin([], [denied])), "t.events"))
+        assert caplog.text == ""
+        asyncio.run(warn_create_time(cast(Any, _Admin([], [on_create])), "t.events"))
+    assert "LogAppendTime" in caplog.text

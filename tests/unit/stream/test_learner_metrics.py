@@ -8,22 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from streamrec.broker import free_port
 from streamrec.errors import ConfigError
 from streamrec.settings import Settings
 from streamrec.stream.learner_metrics import serve_metrics
 from streamrec.stream.learner_process import open_service
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_a_scrape_reads_the_services_counts_and_version(tmp_path: Path) -> None:
     service = open_service(Settings(), tmp_path)
-    port = _free_port()
+    port = free_port()
     serve_metrics(service, port)
     service.handle(0, 0, b"not an experience record")  # counted as bad, live
     service.counts["dup"] += 2

@@ -70,6 +70,12 @@ class TrainSettings(BaseModel):
         "one example per prefix, loss at its last position.",
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Cross-entropy smoothing.")
+    mask_history: bool = Field(
+        True,
+        description="Full softmax without the items each position has already seen (its "
+        "target excepted): train as the model is ranked, with history excluded (ce only; off "
+        "whenever state.repeatable_types lets slates show an item again).",
+    )
     time_budget_s: float | None = Field(
         240.0, gt=0, description="Stop after this many seconds, keeping the best epoch."
     )

@@ -74,6 +74,7 @@ REFERENCE_TRAIN = TrainConfig(
     weight_decay=0.0,
     loss="ce",
     scheme="window",
+    mask_history=False,  # RecBole's SASRec keeps every item in the training softmax
     patience=10,
     seed=2020,
     time_budget_s=None,
@@ -97,6 +98,9 @@ def preset_configs(
     else:
         enc = EncoderConfig.from_settings(settings.encoder, n_items)
         tc = TrainConfig.from_settings(settings.train)
+        if settings.state.repeatable_types:
+            # Slates may then show an item again, so the model must learn to rank seen ones.
+            tc = TrainConfig(**{**tc.__dict__, "mask_history": False})
     if epochs is not None:
         tc = TrainConfig(**{**tc.__dict__, "epochs": epochs})
     if time_budget_s is not None:

@@ -10,6 +10,11 @@ featurized by the same code that serves a ``UserState``. ``TrainConfig.scheme`` 
 Losses: full-softmax cross-entropy over all items (``ce``), or sampled softmax with logQ
 correction (``sampled_softmax``): negatives drawn from item popularity, each logit reduced by
 the log of its sampling probability so the estimate targets the full softmax.
+
+``mask_history`` (on by default) leaves the items a position has already seen in its row out of
+that position's full softmax: the model is ranked with each user's history excluded (offline and
+in every slate), so it need not spend capacity pushing seen items down (ML-100K, five seeds:
+NDCG@10 +5%; the README's encoder section has the figures).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class TrainConfig:
     patience: int = _DEFAULTS["patience"].default
     seed: int = _DEFAULTS["seed"].default
     label_smoothing: float = _DEFAULTS["label_smoothing"].default
+    mask_history: bool = _DEFAULTS["mask_history"].default
     # Stop (keeping the best epoch) once this is spent; None: no budget.
     time_budget_s: float | None = _DEFAULTS["time_budget_s"].default
     budget_clock: Literal["wall", "cpu"] = _DEFAULTS["budget_clock"].default
@@ -132,12 +138,46 @@ def batches(
 
 
 def full_softmax_loss(
-    model: SequenceEncoder, hidden: torch.Tensor, targets: torch.Tensor, smoothing: float
+    model: SequenceEncoder,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    smoothing: float,
+    seen: SeenItems | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy over all items. hidden [B, T, D], targets [B, T] 1-based (PAD ignored)."""
+    """Cross-entropy over all items. hidden [B, T, D], targets [B, T] 1-based (PAD ignored);
+    ``seen`` (``seen_items``) leaves those items out of their position's softmax."""
     keep = targets != PAD  # [B, T]
     logits = model.scores(hidden[keep]).float()  # [M, N]; only real positions pay the matmul
+    if seen is not None:
+        row = torch.full(targets.shape, -1, dtype=torch.long, device=targets.device)
+        row[keep] = torch.arange(int(keep.sum()), device=targets.device)
+        rows, positions, items = seen
+        # Finite, not -inf: label smoothing takes every logit's log-probability.
+        logits = logits.index_put(
+            (row[rows, positions], items - 1), torch.tensor(-1e4, device=logits.device)
+        )
     return F.cross_entropy(logits, targets[keep] - 1, label_smoothing=smoothing)
+
+
+SeenItems = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def seen_items(items: torch.Tensor, targets: torch.Tensor) -> SeenItems:
+    """The items each target position has seen in its row, as (row, position, item) indices.
+
+    items [B, L] (PAD 0), targets [B, T] right-aligned with the last T positions of ``items``.
+    A position sees the row's items up to its own; its target is never among them (a repeat
+    stays learnable), nor is padding. Indices, not a [B, T, N] mask: that would be gigabytes
+    for a catalog of 50,000 items.
+    """
+    rows, length = items.shape
+    width = targets.shape[1]
+    position = torch.arange(length - width, length, device=items.device)  # of each target
+    visible = torch.arange(length, device=items.device).unsqueeze(0) <= position.unsqueeze(1)
+    seen = items.unsqueeze(1).expand(rows, width, length)  # [B, T, L]
+    keep = visible & (seen != PAD) & (seen != targets.unsqueeze(-1)) & (targets != PAD)[..., None]
+    b, t, k = keep.nonzero(as_tuple=True)
+    return b, t, seen[b, t, k]
 
 
 def sampled_softmax_loss(
@@ -259,7 +299,8 @@ def train(
             with _autocast(device):
                 hidden = model(items, feats)[:, -targets.shape[1] :]  # [B, T, D]
                 if config.loss == "ce":
-                    loss = full_softmax_loss(model, hidden, targets, config.label_smoothing)
+                    seen = seen_items(items, targets) if config.mask_history else None
+                    loss = full_softmax_loss(model, hidden, targets, config.label_smoothing, seen)
                 else:
                     loss = sampled_softmax_loss(model, hidden, targets, log_q, config.negatives)
             opt.zero_grad(set_to_none=True)

@@ -12,12 +12,16 @@ from encoder_doubles import BASE, window_split
 
 from streamrec.datasets import Dataset, Interaction, Item
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
+from streamrec.models.encoder.pipeline import preset_configs
 from streamrec.models.encoder.training import (
     TrainConfig,
+    full_softmax_loss,
     popularity_log_q,
     sampled_softmax_loss,
+    seen_items,
     train,
 )
+from streamrec.settings import Settings
 
 
 def synthetic(users: int = 40, items: int = 12, length: int = 10) -> Dataset:
@@ -46,6 +50,45 @@ def test_window_and_prefix_examples() -> None:
     # Windows every max_len events from the end, a target per position; every pair once.
     assert _rows("window", 2) == [([1, 2], [2, 3]), ([3, 4], [4, 5])]
     assert _rows("prefix", 2) == [([1], [2]), ([1, 2], [3]), ([2, 3], [4]), ([3, 4], [5])]
+
+
+def _dense(items: list[list[int]], targets: list[list[int]], n_items: int) -> list[list[bool]]:
+    """The first row's seen items per target position, as a [T, N] grid."""
+    grid = [[False] * n_items for _ in targets[0]]
+    for b, t, item in zip(*seen_items(torch.tensor(items), torch.tensor(targets)), strict=True):
+        if b == 0:
+            grid[int(t)][int(item) - 1] = True
+    return grid
+
+
+def test_seen_items_are_the_rows_items_up_to_each_target_but_the_target() -> None:
+    # A padded window (targets at every position) in which item 3 comes back as a target.
+    assert _dense([[0, 3, 1, 3]], [[0, 1, 3, 2]], 3) == [
+        [False, False, False],  # padding sees nothing
+        [False, False, True],  # after 3
+        [True, False, False],  # after 3, 1: 3 is the target, so it stays in the softmax
+        [True, False, True],  # after 3, 1, 3
+    ]
+    # A prefix row: one target, after the whole row; a second row does not leak into it.
+    assert _dense([[2, 1, 3], [0, 0, 4]], [[1], [2]], 4) == [[False, True, True, False]]
+
+
+def test_masked_loss_is_cross_entropy_over_the_unseen_items_only() -> None:
+    torch.manual_seed(0)
+    enc = EncoderConfig(n_items=5, hidden_size=8, heads=2, inner_size=16, max_len=3)
+    model = SequenceEncoder(enc)
+    hidden = torch.randn(1, 3, 8)
+    items, targets = torch.tensor([[4, 1, 2]]), torch.tensor([[1, 2, 5]])
+    masked = full_softmax_loss(model, hidden, targets, 0.0, seen_items(items, targets))
+    logits = model.scores(hidden[0]).float()  # [3, 5]
+    expected = [
+        torch.log_softmax(logits[0, [0, 1, 2, 4]], 0)[0],  # after 4: items 1, 2, 3, 5
+        torch.log_softmax(logits[1, [1, 2, 4]], 0)[0],  # after 4, 1: items 2, 3, 5
+        torch.log_softmax(logits[2, [2, 4]], 0)[1],  # after 4, 1, 2: items 3, 5
+    ]
+    assert masked.item() == pytest.approx(-torch.stack(expected).mean().item(), rel=1e-5)
+    unmasked = full_softmax_loss(model, hidden, targets, 0.0)
+    assert unmasked.item() > masked.item()
 
 
 def test_training_learns_a_sequential_pattern() -> None:
@@ -141,3 +184,10 @@ def test_a_cpu_budget_ignores_wall_time_the_process_did_not_run(
         result = train(split, enc, cfg, torch.device("cpu"), progress=False)
         stops[clock] = (result.stopped, len(result.history))
     assert stops == {"wall": ("time_budget", 1), "cpu": ("epochs", 3)}
+
+
+def test_the_demo_preset_masks_history_unless_slates_may_repeat_items() -> None:
+    assert preset_configs(Settings(), "demo", 10)[1].mask_history
+    assert not preset_configs(Settings(), "reference", 10)[1].mask_history  # RecBole's SASRec
+    repeats = Settings.model_validate({"state": {"repeatable_types": ["purchase"]}})
+    assert not preset_configs(repeats, "demo", 10)[1].mask_history

@@ -82,7 +82,7 @@ class LagWatch:
         is idempotent here, so resuming is safe.
 
         A partition faust says it fetches that still makes no progress for ``STUCK_LOOKS``
-        looks is sought to its next unread offset (``_refetch``).
+        looks is sought to its committed offset (``_refetch``).
         """
         previous = self._last_read.get(tp, -2)
         self._last_read[tp] = read
@@ -101,12 +101,19 @@ class LagWatch:
             await self._refetch(consumer, tp, read, lag)
 
     async def _refetch(self, consumer: Any, tp: TP, read: int | None, lag: int | None) -> None:
-        """Seek ``tp`` to its next unread offset (after the last read, else the committed one)
-        and let faust's flow run. Seen once in CI: after a third worker joined, a worker logged
+        """Seek ``tp`` to its committed offset (never committed: after the last read) and let
+        faust's flow run. Seen once in CI: after a third worker joined, a worker logged
         "Worker ready" for a newly assigned partition that was in faust's fetch set, then
         neither fetched nor committed it for 300 s; the cause was not found, and a seek makes
-        aiokafka fetch from a fresh position whatever it held. Re-reading is idempotent here."""
-        target = read + 1 if read is not None else committed_offset(consumer, tp)
+        aiokafka fetch from a fresh position whatever it held. Re-reading is idempotent here.
+
+        Not ``read + 1``: after a seek (faust's to the committed offset at the end of recovery,
+        or this one) faust's read offset is the next offset to read, not one read, so each
+        such seek skipped a record nobody had applied (seen on a loaded machine: offsets
+        213-215 of a stalled partition skipped by three seeks, and its commits stuck at 213
+        for good; with one seek, faust would have committed past the skipped record)."""
+        committed = committed_offset(consumer, tp)
+        target = committed if committed is not None else None if read is None else read + 1
         log.warning(
             "partition %s is fetched but made no progress in %d looks (read %s, lag %s, "
             "flow active %s); seeking it to %s",

@@ -86,7 +86,7 @@ def test_fetching_caught_up_or_recovering_partitions_are_left_alone() -> None:
         assert consumer.resumed == []
 
 
-def test_a_partition_fetched_without_progress_is_sought_to_its_next_unread_offset() -> None:
+def test_a_partition_never_committed_is_sought_after_its_last_read_offset() -> None:
     consumer = Consumer(highwater=100, fetching=True, read=40)
     consumer.flow_active = False  # a rebalance that never resumed faust's flow
     watch = _watch(consumer)
@@ -99,6 +99,16 @@ def test_a_partition_fetched_without_progress_is_sought_to_its_next_unread_offse
     assert len(consumer.sought) == 1
     _look(watch)
     assert len(consumer.sought) == 2
+
+
+def test_a_stalled_partition_is_sought_to_its_committed_offset_never_past_it() -> None:
+    """After faust's seek at the end of recovery its read offset is the committed offset, the
+    next one to read: seeking to the one after it skipped a record nobody had applied."""
+    consumer = Consumer(highwater=7_000, fetching=True, read=213)
+    consumer._committed_offset[EVENTS] = 213
+    watch = _watch(consumer)
+    _look(watch, 2 * STUCK_LOOKS + 1)
+    assert consumer.sought == [(EVENTS, 213), (EVENTS, 213)]
 
 
 def test_a_fetched_partition_never_read_is_sought_to_its_committed_offset() -> None:

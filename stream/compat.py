@@ -46,6 +46,7 @@ TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("faust consumer", "_get_active_partitions"),
     ("faust consumer", "_buffered_partitions"),
     ("faust producer", "_producer"),
+    ("faust producer buffer", "put"),
     ("faust producer buffer.pending", "_queue"),
     ("aiokafka consumer", "_client"),
     ("aiokafka client", "_metadata_update"),
@@ -79,10 +80,48 @@ def event_context(event: EventT[Any]) -> Iterator[None]:
         _current_event.reset(token)
 
 
+def track_sends(producer: Any) -> None:
+    """Make faust's producer buffer keep every send it is given (``buffer.put``: table writes
+    go through ``send_soon``) until the broker acknowledges it or it fails. Once.
+
+    Its queue (``buffer.pending``) alone does not show them all: the buffer's sender task takes
+    a send off the queue, then awaits aiokafka, which holds it outside any batch while the
+    partition's batch is full (until the request before it is answered). That send is then
+    in neither the queue nor aiokafka's batches, and a drain that looked only there missed it.
+    """
+    buffer = producer.buffer
+    put = buffer.put
+    if getattr(put, "unacked", None) is not None:
+        return
+    unacked: dict[asyncio.Future[Any], None] = {}  # insertion-ordered: oldest first
+
+    def tracked(fut: asyncio.Future[Any]) -> None:
+        unacked[fut] = None
+        fut.add_done_callback(_forget(unacked))
+        put(fut)
+
+    tracked.unacked = unacked  # type: ignore[attr-defined]  # marks an installed wrapper
+    buffer.put = tracked
+
+
+def _forget(unacked: dict[asyncio.Future[Any], None]) -> Callable[[asyncio.Future[Any]], None]:
+    def forget(fut: asyncio.Future[Any]) -> None:
+        unacked.pop(fut, None)
+
+    return forget
+
+
 def pending_sends(producer: Any) -> list[Awaitable[Any]]:
-    """Futures of the sends waiting in faust's producer buffer, oldest first (FIFO; each is
-    resolved on the broker's ack). ``buffer.pending`` is an asyncio.Queue with no public view."""
-    return list(producer.buffer.pending._queue)
+    """Futures of the sends given to faust's producer buffer and not yet acknowledged, oldest
+    first (each is resolved on the broker's ack): every one since ``track_sends``, else only
+    those still in its queue (``buffer.pending``, an asyncio.Queue with no public view)."""
+    unacked = getattr(producer.buffer.put, "unacked", None)
+    queued = list(producer.buffer.pending._queue)
+    if unacked is None:
+        return queued
+    sends = list(unacked)
+    known = set(sends)
+    return sends + [fut for fut in queued if fut not in known]
 
 
 async def flush_client(producer: Any) -> None:

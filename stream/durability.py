@@ -12,7 +12,15 @@ Kafka. At-least-once state needs two orderings that faust does not enforce on it
    ``ProducerBuffer.flush`` gives up as soon as one send takes longer than 0.1 s (a busy
    machine), and the rest are sent *after* the partition's next owner has started restoring
    the table: that owner never sees them, and they land behind its own writes (a zombie write
-   that rolls a user back). ``drain`` waits for every buffered write's acknowledgement.
+   that rolls a user back). ``drain`` waits for every buffered write's acknowledgement:
+   every send given to faust's buffer since ``flush_before_commit`` first ran
+   (``compat.track_sends``), not only those still in its queue. The buffer's sender task
+   takes a send off the queue and then awaits aiokafka, which holds it outside any batch
+   while that partition's batch is full (until the request before it is answered; a
+   user_state value is 3-17 KB, a batch 16 KB). A drain that found the queue empty then
+   waited only for the batches already there and returned with that write unsent, so a
+   commit could go out before the write of an event it covers was acknowledged (a crash
+   then loses the write; a later drain, as at a hand-over, does cover it).
 
 And one bookkeeping fix: faust forgets a revoked partition's acked offsets at the start of the
 revoke, but events finishing during the revoke re-add theirs. If the partition comes back, those
@@ -47,7 +55,13 @@ from typing import Any
 from faust.types import TP
 
 from streamrec.errors import BrokerError
-from streamrec.stream.compat import commit_only, flush_client, pending_sends, wrap_commit
+from streamrec.stream.compat import (
+    commit_only,
+    flush_client,
+    pending_sends,
+    track_sends,
+    wrap_commit,
+)
 
 # A revoked partition's writes must be acknowledged before the group's rebalance timeout (faust's
 # broker_rebalance_timeout, 60 s) passes and the next owner starts restoring; a commit, which
@@ -56,7 +70,8 @@ DRAIN_TIMEOUT_S = 30.0
 
 
 async def drain(producer: Any, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
-    """Wait until every table write buffered so far is acknowledged by Kafka.
+    """Wait until every table write buffered so far is acknowledged by Kafka (each send given
+    to faust's buffer, also one its sender has taken off the queue: ``compat.track_sends``).
 
     Writes queued later may still be in flight: under steady load the buffer never empties, so
     waiting for "empty" could block a commit forever. Raises BrokerError after ``timeout_s``:
@@ -112,6 +127,8 @@ def flush_before_commit(
 
         return commit_durably
 
+    # Before any event of the assignment writes: a drain waits for what is tracked from here.
+    track_sends(producer)
     wrap_commit(consumer, durable)
     # While partitions are being revoked the worker owns none, and ingest skips their records
     # unapplied; faust still counts a skipped record as processed, and a commit of it (faust

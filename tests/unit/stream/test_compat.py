@@ -36,6 +36,7 @@ async def _build() -> dict[str, Any]:
         "faust app": app,
         "faust consumer": app.consumer,
         "faust producer": app.producer,
+        "faust producer buffer": app.producer.buffer,
         "faust producer buffer.pending": app.producer.buffer.pending,
         "faust consumer thread": AIOKafkaConsumerThread,
         "aiokafka consumer": AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9"),

@@ -11,7 +11,7 @@ import pytest
 from faust.types import TP
 
 from streamrec.errors import BrokerError
-from streamrec.stream.compat import forget_acks
+from streamrec.stream.compat import forget_acks, pending_sends
 from streamrec.stream.durability import drain, flush_before_commit
 
 
@@ -27,6 +27,9 @@ class FakeBuffer:
     def __init__(self) -> None:
         self.pending: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
 
+    def put(self, fut: asyncio.Future[None]) -> None:
+        self.pending.put_nowait(fut)
+
 
 class FakeProducer:
     """faust's Producer as durability.py sees it: a FIFO buffer of futures, an aiokafka one."""
@@ -37,8 +40,13 @@ class FakeProducer:
 
     def send_soon(self) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.buffer.pending.put_nowait(fut)
+        self.buffer.put(fut)
         return fut
+
+    def sender_takes(self) -> asyncio.Future[None]:
+        """faust's sender task takes the oldest send off the queue and awaits aiokafka, which
+        holds it outside any batch while the partition's batch is full."""
+        return self.buffer.pending.get_nowait()
 
 
 def test_drain_waits_for_every_buffered_write_then_flushes_kafka() -> None:
@@ -130,6 +138,58 @@ def test_commit_waits_for_the_writes_made_before_it() -> None:
 
     expected = ["before ack", "write acked", "commit [10]", "kafka flushes=1"]
     assert asyncio.run(scenario()) == expected
+
+
+def test_commit_waits_for_a_write_fausts_sender_took_off_its_queue() -> None:
+    """The write is in neither faust's queue nor aiokafka's batches: committing now would
+    leave a crash free to lose it while its event counts as done."""
+
+    async def scenario() -> list[str]:
+        log: list[str] = []
+        producer, consumer = FakeProducer(), FakeConsumer(log)
+        flush_before_commit(consumer, producer)
+        write = producer.send_soon()
+        write.add_done_callback(lambda _: log.append("write acked"))
+        assert producer.sender_takes() is write
+        commit = asyncio.create_task(consumer._commit_offsets({TP("events", 0): 5}))
+        await asyncio.sleep(0.01)
+        log.append("before ack")
+        write.set_result(None)
+        assert await commit
+        return log
+
+    assert asyncio.run(scenario()) == ["before ack", "write acked", "commit [5]"]
+
+
+def test_a_hand_over_drain_waits_for_a_write_fausts_sender_took_off_its_queue() -> None:
+    async def scenario() -> tuple[bool, list[Any]]:
+        producer = FakeProducer()
+        flush_before_commit(FakeConsumer([]), producer)  # every assignment installs it first
+        write = producer.send_soon()
+        producer.sender_takes()
+        waiting = asyncio.create_task(drain(producer))
+        await asyncio.sleep(0.01)
+        drained_early = waiting.done()
+        write.set_result(None)
+        await asyncio.wait_for(waiting, 1.0)
+        return drained_early, pending_sends(producer)
+
+    drained_early, left = asyncio.run(scenario())
+    assert not drained_early
+    assert left == []  # an acknowledged send is forgotten
+
+
+def test_a_failed_send_taken_off_the_queue_fails_the_drain() -> None:
+    async def scenario() -> None:
+        producer = FakeProducer()
+        flush_before_commit(FakeConsumer([]), producer)
+        write = producer.send_soon()
+        producer.sender_takes()
+        write.set_exception(RuntimeError("MessageSizeTooLarge"))
+        await drain(producer)
+
+    with pytest.raises(RuntimeError, match="MessageSizeTooLarge"):
+        asyncio.run(scenario())
 
 
 def test_commit_drains_the_writes_its_before_hook_queues() -> None:

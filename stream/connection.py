@@ -11,7 +11,7 @@ from aiokafka.helpers import create_ssl_context
 
 from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings
-from streamrec.stream.compat import rebootstrap_on_outage
+from streamrec.stream.rebootstrap import rebootstrap_on_outage
 
 
 def _ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import faust
 
 from streamrec.settings import Settings
-from streamrec.stream.compat import read_committed_only, rebootstrap_on_outage
+from streamrec.stream.compat import read_committed_only
 from streamrec.stream.connection import faust_broker_url, faust_credentials
+from streamrec.stream.rebootstrap import rebootstrap_on_outage
 from streamrec.stream.topics import worker_app_id
 
 

@@ -18,13 +18,14 @@ class Producer:
     """faust's producer as durability.py sees it: a FIFO of send futures, an aiokafka client."""
 
     def __init__(self) -> None:
-        self.buffer = SimpleNamespace(pending=asyncio.Queue())
+        queue: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+        self.buffer = SimpleNamespace(pending=queue, put=queue.put_nowait)
         self._producer = SimpleNamespace(flush=lambda: asyncio.sleep(0))
 
     def write(self, acked_after_s: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_later(acked_after_s, future.set_result, None)
-        self.buffer.pending.put_nowait(future)
+        self.buffer.put(future)
 
 
 class Consumer:

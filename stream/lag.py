@@ -101,7 +101,7 @@ class LagWatch:
             await self._refetch(consumer, tp, read, lag)
 
     async def _refetch(self, consumer: Any, tp: TP, read: int | None, lag: int | None) -> None:
-        """Seek ``tp`` to its committed offset (never committed: after the last read) and let
+        """Seek ``tp`` to its committed offset (never committed: its read offset) and let
         faust's flow run. Seen once in CI: after a third worker joined, a worker logged
         "Worker ready" for a newly assigned partition that was in faust's fetch set, then
         neither fetched nor committed it for 300 s; the cause was not found, and a seek makes
@@ -111,9 +111,10 @@ class LagWatch:
         or this one) faust's read offset is the next offset to read, not one read, so each
         such seek skipped a record nobody had applied (seen on a loaded machine: offsets
         213-215 of a stalled partition skipped by three seeks, and its commits stuck at 213
-        for good; with one seek, faust would have committed past the skipped record)."""
+        for good; with one seek, faust would have committed past the skipped record). Without
+        a commit, the read offset itself: whichever of the two it means, nothing is skipped."""
         committed = committed_offset(consumer, tp)
-        target = committed if committed is not None else None if read is None else read + 1
+        target = committed if committed is not None else read
         log.warning(
             "partition %s is fetched but made no progress in %d looks (read %s, lag %s, "
             "flow active %s); seeking it to %s",

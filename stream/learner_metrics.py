@@ -1,7 +1,7 @@
 """The learner process's Prometheus metrics, read from its ``LearnerService`` at each scrape.
 
 The learner has no web server of its own; ops had nothing to alert on but its log (a review:
-no experience counts, no version, no updates). A collector reads the service's own counters
+no experience counts, no version, no updates, no lag). A collector reads the service's own counters
 when scraped, so nothing is counted twice and the learning loop pays nothing.
 """
 
@@ -52,6 +52,14 @@ class LearnerCollector(Collector):
         )  # fmt: skip
         version.add_metric([learner.version], 1)
         yield version
+        lag = GaugeMetricFamily(
+            f"{self.ns}_learner_lag_records",
+            "Experience records behind the high watermark per partition, as of the last poll.",
+            labels=["partition"],
+        )
+        for partition, behind in sorted(self.service.lag.items()):
+            lag.add_metric([str(partition)], behind)
+        yield lag
 
 
 def serve_metrics(service: LearnerService, port: int) -> None:

@@ -72,6 +72,7 @@ class LearnerService:
     seen: deque[str] = field(default_factory=deque)
     counts: dict[str, int] = field(default_factory=lambda: {"observed": 0, "bad": 0, "dup": 0})
     announcements: list[dict[str, Any]] = field(default_factory=list)
+    lag: dict[int, int] = field(default_factory=dict)  # partition -> records behind, last poll
 
     def __post_init__(self) -> None:
         meta = self.learner.loaded_meta
@@ -299,6 +300,7 @@ async def _loop(
         for tp, records in batch.items():
             for record in records:
                 service.handle(tp.partition, record.offset, record.value or b"")
+        service.lag = await _lag(consumer)
         if fenced():
             return
         if service.announcements:
@@ -341,6 +343,17 @@ class Heartbeat:
         if self.clock() - self.last >= self.every_s:
             learner = self.service.learner
             await self.announce(learner.version, learner.weights.tolist(), None)
+
+
+async def _lag(consumer: AIOKafkaConsumer) -> dict[int, int]:
+    """Records behind each partition's high watermark as of the last fetch (partitions no
+    fetch has answered yet are left out): what ops alert on when the learner falls behind."""
+    lag = {}
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is not None:
+            lag[tp.partition] = max(high - await consumer.position(tp), 0)
+    return lag
 
 
 async def _checkpoint(consumer: AIOKafkaConsumer, service: LearnerService) -> None:

@@ -24,6 +24,8 @@ from pydantic import BaseModel
 
 from streamrec.broker import pinned_version
 from streamrec.settings import Settings
+from streamrec.stream.learner_metrics import LearnerCollector
+from streamrec.stream.learner_process import open_service
 from streamrec.stream.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,9 +147,10 @@ def metric_names(queries: list[str]) -> set[str]:
     return {name for query in queries for name in METRIC.findall(query)}
 
 
-def test_dashboard_and_alerts_use_only_metrics_the_worker_defines() -> None:
+def test_dashboard_and_alerts_use_only_metrics_the_processes_define(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     WorkerMetrics(registry)
+    registry.register(LearnerCollector(open_service(Settings(), tmp_path)))  # shared learner
     # Labelled families have no samples until used: derive the series names from the families.
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
     defined = {f.name + s for f in registry.collect() for s in suffixes[f.type]}

@@ -21,11 +21,14 @@ def test_a_scrape_reads_the_services_counts_and_version(tmp_path: Path) -> None:
     serve_metrics(service, port)
     service.handle(0, 0, b"not an experience record")  # counted as bad, live
     service.counts["dup"] += 2
+    service.lag = {0: 7, 2: 0}
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     assert 'streamrec_learner_experience_records_total{outcome="bad"} 1.0' in text
     assert 'streamrec_learner_experience_records_total{outcome="dup"} 2.0' in text
     assert "streamrec_learner_updates_total 0.0" in text
+    assert 'streamrec_learner_lag_records{partition="0"} 7.0' in text
+    assert 'streamrec_learner_lag_records{partition="2"} 0.0' in text
     assert f'streamrec_learner_policy_info{{version="{service.learner.version}"}} 1.0' in text
 
 

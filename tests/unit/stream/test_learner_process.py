@@ -208,10 +208,17 @@ def _announced_before(raw: bytes, listener: ControlListener) -> bytes:
 class _Consumer:
     """Hands out queued batches of one partition, then nothing; records commits."""
 
-    def __init__(self, batches: list[list[bytes]]) -> None:
+    def __init__(self, batches: list[list[bytes]], behind: int = 0) -> None:
         self.tp = TopicPartition("experience", 0)
         self.batches, self.offset = batches, 0
+        self.high = sum(map(len, batches)) + behind  # the partition's high watermark
         self.commits: list[int] = []
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.high
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.offset
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         if not self.batches:
@@ -243,6 +250,24 @@ def test_an_idle_learner_commits_what_it_read_after_its_last_update(tmp_path: Pa
     asyncio.run(_loop(cast(Any, consumer), service, announce, lambda: next(polls, None) is None))
     # the update, the idle keep (once, not at every idle poll), the graceful stop
     assert consumer.commits == [16, 20, 20]
+
+
+def test_the_learners_lag_is_what_each_poll_leaves_unread(tmp_path: Path) -> None:
+    service = open_service(_settings("reinforce"), tmp_path)
+    records = _records(20)
+    consumer = _Consumer([records[:12], records[12:]], behind=7)
+    lags: list[dict[int, int]] = []
+
+    def stop() -> bool:
+        lags.append(dict(service.lag))
+        return len(lags) > 3
+
+    async def announce(version: str, weights: list[float], estimate: Any) -> None:
+        return None
+
+    asyncio.run(_loop(cast(Any, consumer), service, announce, stop))
+    # before the first poll nothing is known; then 27 - 12, 27 - 20, and no record arrives
+    assert lags == [{}, {0: 15}, {0: 7}, {0: 7}]
 
 
 def test_a_learner_displaced_while_reading_neither_commits_nor_announces(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Set
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -50,6 +50,10 @@ TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("faust app", "_on_agent_error"),
     ("faust consumer thread", "_create_worker_consumer"),
     ("aiokafka consumer", "_isolation_level"),
+    # fetch_round_robin: faust's one call of aiokafka's fetcher, and the fetcher's buffer
+    ("faust consumer thread", "_fetch_records"),
+    ("aiokafka consumer", "_fetcher"),
+    ("aiokafka fetcher", "_records"),
     # rebootstrap_on_outage: connect to a bootstrap host as the client connects to its brokers
     ("aiokafka client", "_client_id"),
     ("aiokafka client", "_request_timeout_ms"),
@@ -290,3 +294,33 @@ def read_committed_only() -> None:
 
     committed.read_committed = True  # type: ignore[attr-defined]  # marks an installed wrapper
     thread._create_worker_consumer = committed  # type: ignore[method-assign]
+
+
+def fetch_round_robin() -> None:
+    """Make every poll of faust's worker consumers start at the partition served longest ago
+    (``_fetch_records``, faust's one call of aiokafka's ``Fetcher.fetched_records``). Once.
+
+    aiokafka buffers one fetch result per partition (up to 1 MiB, thousands of events) in
+    ``Fetcher._records``, in arrival order, and fetches no partition that still has one. A
+    poll takes up to ``max_records`` (500) in that order, so while the first result holds 500
+    more, every poll drains it alone and the partitions behind it get nothing until it is
+    used up: after a rebalance under load, a partition waited 30 s and more with 6,000 events
+    of lag, its records buffered all along (tests/unit/stream/test_compat.py). Moving each
+    partition a poll took records of to the back of the buffer serves them in turn.
+    """
+    thread = AIOKafkaConsumerThread
+    fetch = thread._fetch_records
+    if getattr(fetch, "round_robin", False):
+        return
+
+    async def round_robin(self: Any, consumer: AIOKafkaConsumer, *args: Any, **kw: Any) -> Any:
+        records = await fetch(self, consumer, *args, **kw)
+        buffered = consumer._fetcher._records  # an OrderedDict, of this (the consumer's) thread
+        for tp in records:
+            # KeyError: used up, or dropped meanwhile by a seek from faust's own thread
+            with suppress(KeyError):
+                buffered.move_to_end(tp)  # not used up: its next turn comes after the others
+        return records
+
+    round_robin.round_robin = True  # type: ignore[attr-defined]  # marks an installed wrapper
+    thread._fetch_records = round_robin  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import faust
 
 from streamrec.settings import Settings
-from streamrec.stream.compat import read_committed_only
+from streamrec.stream.compat import fetch_round_robin, read_committed_only
 from streamrec.stream.connection import faust_broker_url, faust_credentials
 from streamrec.stream.rebootstrap import rebootstrap_on_outage
 from streamrec.stream.topics import worker_app_id
@@ -22,10 +22,11 @@ from streamrec.stream.topics import worker_app_id
 
 def faust_app(s: Settings) -> faust.App:
     """The worker's faust app: at-least-once, bounded polls, a 5 ms linger, no standbys;
-    its consumer reads committed records only (``read_committed_only``), and every aiokafka
-    client of the process re-bootstraps when its known brokers are gone
-    (``rebootstrap_on_outage``)."""
+    its consumer reads committed records only (``read_committed_only``) and polls its
+    partitions in turn (``fetch_round_robin``), and every aiokafka client of the process
+    re-bootstraps when its known brokers are gone (``rebootstrap_on_outage``)."""
     read_committed_only()
+    fetch_round_robin()
     rebootstrap_on_outage()
     return faust.App(
         worker_app_id(s.kafka),

@@ -104,8 +104,11 @@ class LagWatch:
         """Seek ``tp`` to its committed offset (never committed: its read offset) and let
         faust's flow run. Seen once in CI: after a third worker joined, a worker logged
         "Worker ready" for a newly assigned partition that was in faust's fetch set, then
-        neither fetched nor committed it for 300 s; the cause was not found, and a seek makes
-        aiokafka fetch from a fresh position whatever it held. Re-reading is idempotent here.
+        neither fetched nor committed it for 300 s. The same stall reproduced under load had
+        its records waiting in aiokafka's buffer behind a larger result of another partition
+        that every poll drained alone, which ``compat.fetch_round_robin`` now prevents; this
+        stays the safety net for any other cause: a seek makes aiokafka fetch from a fresh
+        position whatever it held. Re-reading is idempotent here.
 
         Not ``read + 1``: after a seek (faust's to the committed offset at the end of recovery,
         or this one) faust's read offset is the next offset to read, not one read, so each

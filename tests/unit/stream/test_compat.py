@@ -4,7 +4,10 @@ upgrade that renames one fails here, by name, instead of breaking at-least-once 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import importlib
+from collections import OrderedDict
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,12 +16,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer.fetcher import Fetcher, FetchResult
+from aiokafka.consumer.subscription_state import SubscriptionState
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
 from streamrec.stream.compat import (
     TOUCH_POINTS,
     fetch_only_active,
+    fetch_round_robin,
     read_committed_only,
 )
 
@@ -27,6 +32,9 @@ async def _build() -> dict[str, Any]:
     """The objects the worker reaches into, built as the worker builds them (nothing started;
     aiokafka wants a running loop even for that)."""
     app = faust.App("compat-check", broker="kafka://127.0.0.1:9", store="memory://")
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")
+    fetcher = Fetcher(consumer._client, SubscriptionState())
+    await fetcher.close()  # built by the consumer's start; its task only waits for partitions
     return {
         "faust.streams": importlib.import_module("faust.streams"),
         "faust app": app,
@@ -35,8 +43,9 @@ async def _build() -> dict[str, Any]:
         "faust producer buffer": app.producer.buffer,
         "faust producer buffer.pending": app.producer.buffer.pending,
         "faust consumer thread": AIOKafkaConsumerThread,
-        "aiokafka consumer": AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9"),
+        "aiokafka consumer": consumer,
         "aiokafka client": AIOKafkaClient(bootstrap_servers="127.0.0.1:9"),
+        "aiokafka fetcher": fetcher,
     }
 
 
@@ -148,3 +157,69 @@ def test_a_fetch_whose_partition_set_empties_takes_no_records_faust_did_not_ask_
 
     assert asyncio.run(scenario()) == {}
     assert position.position == 5054, "the events partition moved past records nobody read"
+
+
+def test_aiokafka_buffers_fetch_results_in_arrival_order(holders: dict[str, Any]) -> None:
+    # fetch_round_robin reorders this buffer with OrderedDict.move_to_end
+    assert isinstance(holders["aiokafka fetcher"]._records, OrderedDict)
+
+
+def _buffer(first: dict[TP, tuple[int, int]]) -> SimpleNamespace:
+    """aiokafka's fetcher holding one fetch result per partition: (first offset, count), in
+    this order."""
+    positions = {tp: _Position(offset) for tp, (offset, _) in first.items()}
+    assignment = SimpleNamespace(active=True, state_value=positions.__getitem__)
+    fetcher = SimpleNamespace(
+        _subscriptions=SimpleNamespace(
+            reassignment_in_progress=False,
+            is_assigned=lambda tp: True,
+            fetch_context=contextlib.nullcontext,
+        ),
+        _records=OrderedDict(
+            (
+                tp,
+                FetchResult(
+                    tp,
+                    assignment=assignment,
+                    partition_records=_PartitionRecords(offset, n),
+                    backoff=0,
+                ),
+            )
+            for tp, (offset, n) in first.items()
+        ),
+        _notify=lambda fut: None,
+        _wait_consume_future=None,
+        _closed=False,
+    )
+    fetcher.fetched_records = functools.partial(Fetcher.fetched_records, fetcher)
+    return fetcher
+
+
+def test_a_partition_buffered_behind_a_large_fetch_result_gets_the_next_poll() -> None:
+    """The stall after a rebalance under load: one fetch brought 6,000 events of partition 2
+    and 500 of partition 1, in that order. Each 500-record poll drained partition 2 alone, and
+    aiokafka fetches no partition with a buffered result, so partition 1 waited (30 s and more)
+    until partition 2's result was used up."""
+    big, behind = TP("events", 2), TP("events", 1)
+    fetcher = _buffer({big: (3029, 6000), behind: (384, 500)})
+    thread = SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
+    consumer = SimpleNamespace(_fetcher=fetcher, _closed=False)
+    fetch_round_robin()
+    installed = AIOKafkaConsumerThread._fetch_records
+    fetch_round_robin()
+    assert AIOKafkaConsumerThread._fetch_records is installed, "wrapped twice"
+
+    async def polls(n: int) -> list[dict[TP, int]]:
+        taken = []
+        for _ in range(n):
+            records = await AIOKafkaConsumerThread._fetch_records(
+                thread,  # type: ignore[arg-type]  # the attributes it reads
+                consumer,
+                {big, behind},
+                timeout=0,
+                max_records=500,
+            )
+            taken.append({tp: len(batch) for tp, batch in records.items()})
+        return taken
+
+    assert asyncio.run(polls(3)) == [{big: 500}, {behind: 500}, {big: 500}]

@@ -30,12 +30,12 @@ per 1,000 impressions 63 at a constant rate, 16 with the default decay). A resta
 resumes the schedule from its saved ``n_updates``.
 
 Guardrails. Each step is clipped to ``max_step`` in L2; weights stay inside the ball
-``||w|| <= PolicySettings.max_weight_norm`` (exploration never vanishes). After each update the
-learner compares the reward per impression logged under the current version (at least
-``rollback_min_impressions``) with the reference: the last ``rollback_window`` impressions of
-earlier versions. When the current mean is below ``ref * (1 - rollback_drop)`` and the drop is
-also more than two standard errors (noise alone must not trigger it), the previous weights and
-version are restored and the pending batch is discarded.
+``||w|| <= PolicySettings.max_weight_norm`` (exploration never vanishes). Before each update the
+rollback guard (models/policy/guard.py) judges what was learned since its checkpoint on the
+rewards of the impressions logged under it, as they close: when they fall below the reference
+(earlier versions' impressions) by ``rollback_drop`` and by more than two standard errors (noise
+alone must not trigger it), the checkpoint's weights and version serve again and the pending
+batch is discarded.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from safetensors.numpy import save_file
 
 from streamrec.errors import ModelError
 from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.guard import Policy, RollbackGuard
 from streamrec.models.policy.rewards import Impression, Reward, position_rewards
 from streamrec.models.policy.slate import N_FEATURES, FloatArray
 from streamrec.models.policy.stochastic import DEFAULT_WEIGHTS
@@ -123,13 +123,12 @@ class OnlineLearner:
         # Set by a learner process: its versions then carry it, so two lineages of one
         # consumer group (a learner replaced by a fresh one) never share a version name.
         self.lineage = ""
-        self.previous: tuple[FloatArray, str] | None = None
+        self.previous: Policy | None = None  # served before the last update (``withdraw``)
+        self.guard = RollbackGuard(settings)
         self.n_updates = 0
         self.n_rollbacks = 0
         self.baseline = np.zeros(0)
         self._buffer: list[Sample] = []
-        self._current: list[float] = []  # reward per impression under self.version
-        self._reference: deque[float] = deque(maxlen=settings.rollback_window)
         self.loaded_meta: dict[str, str] = {}
 
     # ---------------------------------------------------------------- data in
@@ -152,11 +151,7 @@ class OnlineLearner:
 
     def count_reward(self, impression: Impression, per_pos: FloatArray) -> None:
         """Rollback statistics: the impression's reward under its version."""
-        total = float(per_pos.sum())
-        if impression.policy_version == self.version:
-            self._current.append(total)
-        else:
-            self._reference.append(total)
+        self.guard.count(impression.policy_version, float(per_pos.sum()))
 
     def ready(self) -> bool:
         """True once a mini-batch of stochastic impressions is buffered."""
@@ -219,9 +214,11 @@ class OnlineLearner:
     def update(self) -> UpdateResult:
         """Check the rollback guard, then take one bounded gradient step on the buffered batch."""
         batch = self.pending()
-        current = float(np.mean(self._current)) if self._current else float("nan")
-        if self._should_roll_back():
-            return self._roll_back(batch, current)
+        trial = self.guard.current
+        current = float(np.mean(trial)) if trial else float("nan")
+        checkpoint = self.guard.verdict()
+        if checkpoint is not None:
+            return self._roll_back(checkpoint, batch, current)
         if not batch:
             return UpdateResult(self.version, False, False, 0, current, 0.0)
         baseline = self.baseline.copy()
@@ -243,15 +240,19 @@ class OnlineLearner:
         self.n_updates += 1
         # Both counters only grow, so a version name is never reused after a rollback.
         self.version = self.version_name(self.n_updates + self.n_rollbacks)
-        self._reference.extend(self._current)
-        self._current = []
+        self.guard.issued(self.previous, self.version)
         self.clear_batch()
         return UpdateResult(self.version, True, False, batch, current, float(np.linalg.norm(step)))
 
     def withdraw(self) -> None:
         """Undo the update just applied (its off-policy estimate failed): the previous weights
         and version serve again, counted as a rollback."""
-        self._roll_back(0, float("nan"))
+        assert self.previous is not None, "withdraw() follows an applied update"
+        withdrawn = self.version
+        self.weights, self.version = self.previous[0].copy(), self.previous[1]
+        self.previous = None
+        self.n_rollbacks += 1
+        self.guard.trial.discard(withdrawn)  # it never served; the trial it joined stays open
 
     def step_size(self) -> float:
         """Learning rate of the next update: ``lr / sqrt(1 + n_updates / lr_decay_updates)``.
@@ -264,23 +265,11 @@ class OnlineLearner:
             return lr
         return lr / float(np.sqrt(1.0 + self.n_updates / decay))
 
-    def _should_roll_back(self) -> bool:
-        s = self.settings
-        if self.previous is None or len(self._current) < s.rollback_min_impressions:
-            return False
-        if len(self._reference) < s.rollback_min_impressions:
-            return False
-        cur, ref = np.asarray(self._current), np.asarray(self._reference)
-        drop = float(ref.mean() - cur.mean())
-        se = float(np.sqrt(cur.var() / len(cur) + ref.var() / len(ref)))
-        return drop > s.rollback_drop * abs(float(ref.mean())) and drop > 2.0 * se
-
-    def _roll_back(self, batch: int, current: float) -> UpdateResult:
-        assert self.previous is not None
-        self.weights, self.version = self.previous[0].copy(), self.previous[1]
-        self.previous = None  # one level: a second drop is judged against the restored weights
+    def _roll_back(self, restored: Policy, batch: int, current: float) -> UpdateResult:
+        self.weights, self.version = restored[0].copy(), restored[1]
+        self.previous = None
         self.n_rollbacks += 1
-        self._current = []
+        self.guard.close()  # a second drop is judged against the restored weights
         self.clear_batch()
         return UpdateResult(self.version, False, True, batch, current, 0.0)
 
@@ -301,9 +290,10 @@ class OnlineLearner:
         self.weights = np.asarray(weights, dtype=np.float64).copy()
         self.version = version
         self.previous = None
+        self.guard.close()
 
     def save(self, path: Path, extra: Mapping[str, str] | None = None) -> None:
-        """Write the learner's whole state as safetensors (atomic): weights, previous weights,
+        """Write the learner's whole state as safetensors (atomic): weights, the rollback guard,
         baseline, counters, rollback statistics and whatever a subclass holds. ``extra``:
         caller's metadata stored alongside (the learner process's consumed offsets)."""
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,9 +301,9 @@ class OnlineLearner:
             "format": FORMAT,
             "algorithm": self.prefix,
             "version": self.version,
-            "previous_version": "" if self.previous is None else self.previous[1],
             "lineage": self.lineage,
             "counters": json.dumps({"updates": self.n_updates, "rollbacks": self.n_rollbacks}),
+            **self.guard.meta(),
             **self.state_meta(),
             **(extra or {}),
         }
@@ -324,15 +314,7 @@ class OnlineLearner:
 
     def state_tensors(self) -> dict[str, FloatArray]:
         """Arrays :meth:`save` writes (subclasses add theirs)."""
-        tensors = {
-            "weights": self.weights,
-            "baseline": self.baseline,
-            "current": np.asarray(self._current, dtype=np.float64),
-            "reference": np.asarray(self._reference, dtype=np.float64),
-        }
-        if self.previous is not None:
-            tensors["previous_weights"] = self.previous[0]
-        return tensors
+        return {"weights": self.weights, "baseline": self.baseline, **self.guard.tensors()}
 
     def state_meta(self) -> dict[str, str]:
         """String metadata :meth:`save` writes: the buffered batch, as JSON."""
@@ -341,14 +323,11 @@ class OnlineLearner:
     def restore(self, tensors: Mapping[str, FloatArray], meta: Mapping[str, str]) -> None:
         """Inverse of :meth:`state_tensors` / :meth:`state_meta` (weights and version are set)."""
         self.baseline = np.asarray(tensors.get("baseline", np.zeros(0)), dtype=np.float64)
-        if "previous_weights" in tensors:
-            self.previous = (tensors["previous_weights"], meta.get("previous_version", ""))
+        self.guard.restore(tensors, meta)
         counters = json.loads(meta.get("counters", "{}"))
         self.n_updates = int(counters.get("updates", 0))
         self.n_rollbacks = int(counters.get("rollbacks", 0))
         self.lineage = meta.get("lineage", "")
-        self._current = [float(v) for v in tensors.get("current", [])]
-        self._reference.extend(float(v) for v in tensors.get("reference", []))
         self._buffer = [sample_from_json(d) for d in json.loads(meta.get("buffer", "[]"))]
 
     @classmethod

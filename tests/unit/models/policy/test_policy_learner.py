@@ -154,8 +154,13 @@ def test_state_survives_restart(tmp_path: Path) -> None:
     back = OnlineLearner.load(path, LearnerSettings(batch_size=8), PolicySettings())
     assert back.version == learner.version == "pl-3"
     assert np.array_equal(back.weights, learner.weights)
-    assert back.previous is not None and learner.previous is not None
-    assert back.previous[1] == learner.previous[1]
+    # the rollback guard's open trial: checkpoint pl-0 (8 rewards a version < 64 to judge)
+    assert back.guard.checkpoint is not None and learner.guard.checkpoint is not None
+    assert back.guard.checkpoint[1] == learner.guard.checkpoint[1] == "pl-0"
+    assert np.array_equal(back.guard.checkpoint[0], learner.guard.checkpoint[0])
+    assert back.guard.trial == learner.guard.trial == {"pl-1", "pl-2", "pl-3"}
+    assert back.guard.current == learner.guard.current and len(back.guard.current) == 16
+    assert list(back.guard.reference) == list(learner.guard.reference)
     assert back.n_updates == 3
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -32,22 +33,56 @@ from streamrec.models.policy.slate import FloatArray
 Policy = tuple[FloatArray, str]  # weights and the version name they serve under
 
 
+@dataclass(frozen=True)
+class Span:
+    """Versions ``<stem>-<first>`` to ``<stem>-<last>``, as ``OnlineLearner.version_name``
+    numbers them: a range, not a set, because under real traffic a trial issues thousands."""
+
+    stem: str
+    first: int
+    last: int
+
+    def holds(self, version: str) -> bool:
+        parts = _parts(version)
+        return parts is not None and parts[0] == self.stem and self.first <= parts[1] <= self.last
+
+    def to(self, version: str) -> Span:
+        """This span grown to ``version`` (a new one from it when of another stem)."""
+        stem, count = _parts(version) or (version, 0)
+        return Span(stem, self.first, count) if stem == self.stem else Span(stem, count, count)
+
+    @classmethod
+    def of(cls, version: str) -> Span:
+        stem, count = _parts(version) or (version, 0)
+        return cls(stem, count, count)
+
+
+def _parts(version: str) -> tuple[str, int] | None:
+    stem, _, count = version.rpartition("-")
+    return (stem, int(count)) if stem and count.isdigit() else None
+
+
 class RollbackGuard:
     """The trial since a checkpoint and the reference it is judged against (module docstring)."""
 
     def __init__(self, settings: LearnerSettings) -> None:
         self.settings = settings
         self.checkpoint: Policy | None = None
-        self.trial: set[str] = set()
-        self.discarded: set[str] = set()  # the last failed trial's versions
-        self.current: list[float] = []  # rewards of the trial's impressions
+        self.trial: Span | None = None  # the versions issued since the checkpoint
+        self.discarded: Span | None = None  # the last failed trial's
+        # the newest rewards of the trial's impressions (bounded: a trial waiting for a
+        # reference could otherwise grow without end) and of earlier versions'
+        self.current: deque[float] = deque(maxlen=self._kept())
         self.reference: deque[float] = deque(maxlen=settings.rollback_window)
+
+    def _kept(self) -> int:
+        return max(self.settings.rollback_window, self.settings.rollback_min_impressions)
 
     def count(self, version: str, reward: float) -> None:
         """One closed impression's reward, logged under ``version``."""
-        if version in self.trial:
+        if self.trial is not None and self.trial.holds(version):
             self.current.append(reward)
-        elif version not in self.discarded:
+        elif self.discarded is None or not self.discarded.holds(version):
             self.reference.append(reward)
 
     def issued(self, served: Policy, version: str) -> None:
@@ -55,7 +90,7 @@ class RollbackGuard:
         trial when none is open."""
         if self.checkpoint is None:
             self.checkpoint = (served[0].copy(), served[1])
-        self.trial.add(version)
+        self.trial = Span.of(version) if self.trial is None else self.trial.to(version)
 
     def verdict(self) -> Policy | None:
         """The checkpoint to serve again when the trial has failed, else None. A judged trial
@@ -79,7 +114,8 @@ class RollbackGuard:
 
     def close(self) -> None:
         """No trial open: the next update opens one at the weights it replaces."""
-        self.checkpoint, self.trial, self.current = None, set(), []
+        self.checkpoint, self.trial = None, None
+        self.current.clear()
 
     def tensors(self) -> dict[str, FloatArray]:
         """The arrays a learner's state file keeps of the guard."""
@@ -95,8 +131,8 @@ class RollbackGuard:
         """The strings a learner's state file keeps of the guard (version names as JSON)."""
         return {
             "previous_version": "" if self.checkpoint is None else self.checkpoint[1],
-            "trial": json.dumps(sorted(self.trial)),
-            "discarded": json.dumps(sorted(self.discarded)),
+            "trial": json.dumps(None if self.trial is None else astuple(self.trial)),
+            "discarded": json.dumps(None if self.discarded is None else astuple(self.discarded)),
         }
 
     def restore(self, tensors: Mapping[str, FloatArray], meta: Mapping[str, str]) -> None:
@@ -104,7 +140,11 @@ class RollbackGuard:
         before its last update as ``previous_*``: that becomes the checkpoint."""
         if "previous_weights" in tensors:
             self.checkpoint = (tensors["previous_weights"], meta.get("previous_version", ""))
-        self.trial = set(json.loads(meta.get("trial", "[]")))
-        self.discarded = set(json.loads(meta.get("discarded", "[]")))
-        self.current = [float(v) for v in tensors.get("current", [])]
+        self.trial, self.discarded = _span(meta.get("trial")), _span(meta.get("discarded"))
+        self.current.extend(float(v) for v in tensors.get("current", []))
         self.reference.extend(float(v) for v in tensors.get("reference", []))
+
+
+def _span(saved: str | None) -> Span | None:
+    fields = json.loads(saved) if saved else None
+    return None if fields is None else Span(str(fields[0]), int(fields[1]), int(fields[2]))

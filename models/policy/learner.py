@@ -248,11 +248,9 @@ class OnlineLearner:
         """Undo the update just applied (its off-policy estimate failed): the previous weights
         and version serve again, counted as a rollback."""
         assert self.previous is not None, "withdraw() follows an applied update"
-        withdrawn = self.version
         self.weights, self.version = self.previous[0].copy(), self.previous[1]
         self.previous = None
-        self.n_rollbacks += 1
-        self.guard.trial.discard(withdrawn)  # it never served; the trial it joined stays open
+        self.n_rollbacks += 1  # the trial stays open: the withdrawn version never served
 
     def step_size(self) -> float:
         """Learning rate of the next update: ``lr / sqrt(1 + n_updates / lr_decay_updates)``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamrec.models.config import LearnerSettings, PolicySettings
-from streamrec.models.policy.guard import RollbackGuard
+from streamrec.models.policy.guard import RollbackGuard, Span
 from streamrec.models.policy.learner import OnlineLearner
 from streamrec.models.policy.rewards import Impression
 
@@ -49,7 +49,7 @@ def test_a_trial_that_holds_passes_and_the_next_update_opens_one_where_it_ended(
         assert learner.update().applied
     # pl-1's rewards held: the trial since pl-0 passed, and pl-3 opened one at pl-2
     assert learner.guard.checkpoint is not None and learner.guard.checkpoint[1] == "pl-2"
-    assert learner.guard.trial == {"pl-3"} and learner.n_rollbacks == 0
+    assert learner.guard.trial == Span("pl", 3, 3) and learner.n_rollbacks == 0
 
 
 def test_a_failed_trials_late_rewards_never_lower_the_reference() -> None:
@@ -71,9 +71,18 @@ def test_no_verdict_before_both_sides_hold_enough_rewards() -> None:
     guard.issued((np.zeros(5), "pl-0"), "pl-1")
     for reward in [0.0] * 64:
         guard.count("pl-1", reward)
-    assert guard.verdict() is None and guard.trial == {"pl-1"}  # no reference yet: stays open
+    assert guard.verdict() is None and guard.trial == Span("pl", 1, 1)  # no reference: stays open
     for reward in [1.0] * 63:
         guard.count("pl-0", reward)
     assert guard.verdict() is None
     guard.count("pl-0", 1.0)
     assert guard.verdict() is not None
+
+
+def test_a_trial_is_a_range_of_one_lineages_version_numbers() -> None:
+    """Under real traffic a trial issues thousands of versions: kept as three fields."""
+    span = Span.of("pl-a1b2-7").to("pl-a1b2-9000")
+    assert span == Span("pl-a1b2", 7, 9000)
+    assert span.holds("pl-a1b2-8") and span.holds("pl-a1b2-9000")
+    assert not span.holds("pl-a1b2-6") and not span.holds("pl-c3d4-8")
+    assert not span.holds("heuristic-1x") and not span.holds("relevance")

@@ -10,6 +10,7 @@ import pytest
 
 from streamrec.errors import ModelError
 from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.guard import Span
 from streamrec.models.policy.learner import OnlineLearner
 from streamrec.models.policy.rewards import Impression
 from streamrec.models.policy.slate import Candidate, UserContext
@@ -158,8 +159,9 @@ def test_state_survives_restart(tmp_path: Path) -> None:
     assert back.guard.checkpoint is not None and learner.guard.checkpoint is not None
     assert back.guard.checkpoint[1] == learner.guard.checkpoint[1] == "pl-0"
     assert np.array_equal(back.guard.checkpoint[0], learner.guard.checkpoint[0])
-    assert back.guard.trial == learner.guard.trial == {"pl-1", "pl-2", "pl-3"}
-    assert back.guard.current == learner.guard.current and len(back.guard.current) == 16
+    assert back.guard.trial == learner.guard.trial == Span("pl", 1, 3)
+    assert list(back.guard.current) == list(learner.guard.current)
+    assert len(back.guard.current) == 16
     assert list(back.guard.reference) == list(learner.guard.reference)
     assert back.n_updates == 3
 

@@ -68,6 +68,7 @@ class PolicyAnnouncement(BaseModel):
     )
     learner_id: str = Field("", description="The announcing learner (stream/learner_fence.py).")
     learner_started: int = Field(0, description="When that learner process started, epoch ms.")
+    rolled_back: bool = Field(False, description="An earlier version served again (a rollback).")
 
     @field_validator("weights")
     @classmethod
@@ -109,6 +110,7 @@ def policy_record(
     weights: list[float],
     estimate: dict[str, Any] | None,
     learner: tuple[str, int] = ("", 0),
+    rolled_back: bool = False,
 ) -> bytes:
     """The control record announcing a policy version; ``learner``: its id and start time."""
     record = PolicyAnnouncement(
@@ -118,6 +120,7 @@ def policy_record(
         estimate=estimate,
         learner_id=learner[0],
         learner_started=learner[1],
+        rolled_back=rolled_back,
     )
     return encode(record)
 
@@ -151,7 +154,7 @@ class ControlListener:
         initial: Path | None,
         catalog: Mapping[str, Item],
         metrics: WorkerMetrics,
-        on_policy: Callable[[Any, str, int], None] | None = None,
+        on_policy: Callable[[Any, str, int, bool], None] | None = None,
         kept_context: tuple[str, ...] = (),
         catalog_loaded: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -160,7 +163,7 @@ class ControlListener:
         # of the rest (they arrive while no model serves), nor failed for lacking a projection
         self.catalog_loaded = catalog_loaded
         self.kept_context = kept_context  # state.context_fields: what the user states keep
-        # (weights [F], version, announced_at ms): announced policies go here
+        # (weights [F], version, announced_at ms, rolled_back): announced policies go here
         self.on_policy = on_policy
         self.policy_version: str | None = None
         self._started_ms = int(time.time() * 1000)  # announcements before it are a backlog
@@ -257,27 +260,22 @@ class ControlListener:
         return await self._load(Path(announcement.checkpoint))
 
     def _policy(self, raw: bytes) -> None:
-        announcement = parse_policy(raw)
-        if announcement is None:
+        a = parse_policy(raw)
+        if a is None:
             self.metrics.policy_announcements_rejected.inc()
             return
-        if self.on_policy is None or announcement.policy_version == self.policy_version:
+        if self.on_policy is None or a.policy_version == self.policy_version:
             return
         try:
-            self.on_policy(
-                np.asarray(announcement.weights),
-                announcement.policy_version,
-                announcement.announced_at,
-            )
+            self.on_policy(np.asarray(a.weights), a.policy_version, a.announced_at, a.rolled_back)
         except StreamrecError as exc:
             self.metrics.policy_announcements_rejected.inc()
-            log.error("cannot serve policy %s: %s", announcement.policy_version, exc)
+            log.error("cannot serve policy %s: %s", a.policy_version, exc)
             return
         # one line for the first and for each live one, not one per backlog version at start
-        version = announcement.policy_version
-        backlog = self.policy_version is not None and announcement.announced_at < self._started_ms
-        self.policy_version = version
-        log.log(logging.DEBUG if backlog else logging.INFO, "serving policy %s", version)
+        backlog = self.policy_version is not None and a.announced_at < self._started_ms
+        self.policy_version = a.policy_version
+        log.log(logging.DEBUG if backlog else logging.INFO, "serving policy %s", a.policy_version)
 
     async def _load(self, checkpoint: Path) -> bool:
         """Serve ``checkpoint``; False (the served model kept) when it cannot load."""

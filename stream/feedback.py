@@ -90,6 +90,7 @@ class Feedback:
         self.reward_value = 0.0
         self.started_ms = int(time.time() * 1000)
         self.announced_updates = 0  # shared mode: versions announced since the start, taken up
+        self.announced_rollbacks = 0  # of them, the learner's rollbacks
         for reason in DropReason:  # a series per reason from the start: rate() and alerts see 0s
             metrics.rewards_dropped.labels(reason.value)
         for kind in learner.reward_weights:
@@ -177,16 +178,21 @@ class Feedback:
             result.rolled_back,
         )
 
-    def serve_announced(self, weights: FloatArray, version: str, announced_at_ms: int) -> None:
+    def serve_announced(
+        self, weights: FloatArray, version: str, announced_at_ms: int, rolled_back: bool = False
+    ) -> None:
         """Shared mode: serve the learner process's version (stream/control.py). The local
-        learner only mirrors it, so /stats and ``streamrec_policy_updates_total`` follow what
-        the slates use; versions announced before this worker started (read again from the
-        control topic at start) are served but not counted as updates."""
+        learner only mirrors it, so /stats, ``streamrec_policy_updates_total`` and
+        ``_rollbacks_total`` follow what the slates use; versions announced before this worker
+        started (read again from the control topic at start) are served but not counted."""
         self.on_policy(weights, version)
         self.learner.weights, self.learner.version = weights, version
         if announced_at_ms >= self.started_ms:
             self.announced_updates += 1
             self.metrics.policy_updates.inc()
+            if rolled_back:
+                self.announced_rollbacks += 1
+                self.metrics.policy_rollbacks.inc()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -195,7 +201,7 @@ class Feedback:
             "responses_dropped": {k: n for k, n in self.joiner.counts.items() if k != "joined"},
             "policy_version": self.learner.version,
             "policy_updates": self.learner.n_updates + self.announced_updates,
-            "policy_rollbacks": self.learner.n_rollbacks,
+            "policy_rollbacks": self.learner.n_rollbacks + self.announced_rollbacks,
             "open_impressions": sum(len(q) for q in self.expiry.values()),
         }
 

@@ -116,9 +116,10 @@ class LearnerService:
         if estimate is not None and estimate["dr"]["high"] < estimate["logged_policy"]["low"]:
             log.warning("policy %s withdrawn before serving: %s", self.learner.version, estimate)
             self.learner.withdraw()
+        rolled_back = result.rolled_back or self.learner.version != result.version
         self.announcements.append(
             {"version": self.learner.version, "weights": self.learner.weights.tolist(),
-             "estimate": estimate, "rolled_back": result.rolled_back}
+             "estimate": estimate, "rolled_back": rolled_back}
         )  # fmt: skip
 
     def estimate(self) -> dict[str, Any] | None:
@@ -271,12 +272,16 @@ async def _learn(
         async with kafka_producer(kafka) as producer:
             control = kafka.topics.name("control")
 
-            async def announce(version: str, weights: list[float], estimate: Any) -> None:
-                record = policy_record(version, weights, estimate, (me.learner_id, me.started))
+            async def announce(
+                version: str, weights: list[float], estimate: Any, rolled_back: bool
+            ) -> None:
+                who = (me.learner_id, me.started)
+                record = policy_record(version, weights, estimate, who, rolled_back)
                 await producer.send_and_wait(control, record, key=b"policy")
 
             if reannounce:  # what it holds (workers skip a version they serve already)
-                await announce(service.learner.version, service.learner.weights.tolist(), None)
+                learner = service.learner
+                await announce(learner.version, learner.weights.tolist(), None, False)
             heartbeat = Heartbeat(settings.learner.reannounce_s, announce, service)
             await _loop(consumer, service, heartbeat.announce, stop, fenced, heartbeat.beat)
     finally:
@@ -286,7 +291,7 @@ async def _learn(
 async def _loop(
     consumer: AIOKafkaConsumer,
     service: LearnerService,
-    announce: Callable[[str, list[float], Any], Awaitable[None]],
+    announce: Callable[[str, list[float], Any, bool], Awaitable[None]],
     stop: Callable[[], bool],
     fenced: Callable[[], bool] = lambda: False,
     idle: Callable[[], Awaitable[None]] | None = None,
@@ -306,7 +311,7 @@ async def _loop(
         if service.announcements:
             await _checkpoint(consumer, service)
             for a in service.announcements:
-                await announce(a["version"], a["weights"], a["estimate"])
+                await announce(a["version"], a["weights"], a["estimate"], a["rolled_back"])
             service.announcements = []
             kept = dict(service.positions)
         elif not batch and service.positions != kept:
@@ -327,7 +332,7 @@ class Heartbeat:
     (stream/learner_fence.py), and both would run until one of them updated."""
 
     every_s: float
-    send: Callable[[str, list[float], Any], Awaitable[None]]
+    send: Callable[[str, list[float], Any, bool], Awaitable[None]]
     service: LearnerService
     clock: Callable[[], float] = time.monotonic
     last: float = field(init=False)
@@ -335,14 +340,16 @@ class Heartbeat:
     def __post_init__(self) -> None:
         self.last = self.clock()
 
-    async def announce(self, version: str, weights: list[float], estimate: Any) -> None:
-        await self.send(version, weights, estimate)
+    async def announce(
+        self, version: str, weights: list[float], estimate: Any, rolled_back: bool
+    ) -> None:
+        await self.send(version, weights, estimate, rolled_back)
         self.last = self.clock()
 
     async def beat(self) -> None:
         if self.clock() - self.last >= self.every_s:
             learner = self.service.learner
-            await self.announce(learner.version, learner.weights.tolist(), None)
+            await self.announce(learner.version, learner.weights.tolist(), None, False)
 
 
 async def _lag(consumer: AIOKafkaConsumer) -> dict[int, int]:

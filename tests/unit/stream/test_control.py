@@ -193,7 +193,7 @@ def test_a_starting_worker_loads_only_the_newest_model_of_the_backlog() -> None:
     server, catalog = FakeServer(), {"i1": Item(item_id="i1", title="One")}
     listener = ControlListener(
         Settings().kafka, server, None, catalog, metrics(),  # type: ignore[arg-type]
-        lambda weights, version, at: served.append(version),
+        lambda weights, version, at, back: served.append(version),
     )  # fmt: skip
     policy = policy_record("pl-a-1", [0.5, 0.1, 0.0, 1.0, 0.2], None)
     backlog = [_model("pruned"), policy, _model("v2"), b"{not json"]
@@ -255,7 +255,7 @@ def test_a_policy_announcement_the_policy_cannot_serve_is_skipped_and_counted(
     server, catalog = FakeServer(), {"i1": Item(item_id="i1", title="One")}
     listener = ControlListener(
         Settings().kafka, server, None, catalog, metrics(),  # type: ignore[arg-type]
-        lambda weights, version, at: served.append((version, list(weights))),
+        lambda weights, version, at, back: served.append((version, list(weights))),
     )  # fmt: skip
     good = [0.5, 0.1, 0.0, 1.0, 0.2]
     asyncio.run(listener.on_record(policy_record("pl-a-1", good, None)))

@@ -134,6 +134,18 @@ def test_an_announced_policy_is_served_and_shown_as_the_workers_policy(tmp_path:
     assert feedback.metrics.policy_updates._value.get() == 1  # the old one is not an update
 
 
+def test_an_announced_rollback_is_counted_as_one_once_live(tmp_path: Path) -> None:
+    """Before, a learner's rollback reached shared-mode workers as a plain update, so their
+    ``streamrec_policy_rollbacks_total`` stayed 0 whatever the learner did."""
+    feedback = _feedback(tmp_path)
+    weights = np.array([0.5, 0.1, 0.0, 1.0, 0.2])
+    feedback.serve_announced(weights, "pl-abc-1", feedback.started_ms - 60_000, True)  # backlog
+    feedback.serve_announced(weights, "pl-abc-4", feedback.started_ms + 1, False)
+    feedback.serve_announced(weights, "pl-abc-1", feedback.started_ms + 2, True)
+    assert feedback.metrics.policy_rollbacks._value.get() == 1
+    assert feedback.stats()["policy_rollbacks"] == 1 and feedback.stats()["policy_updates"] == 2
+
+
 def test_every_drop_reason_and_error_code_is_exported_before_its_first_sample(
     tmp_path: Path,
 ) -> None:

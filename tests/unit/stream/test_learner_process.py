@@ -172,12 +172,30 @@ def test_workers_serve_announced_policies_once_and_skip_bad_ones() -> None:
     served: list[str] = []
     listener = ControlListener(
         settings.kafka, server, None, {}, WorkerMetrics(CollectorRegistry(), "t"),
-        lambda weights, version, announced_at: served.append(version),
+        lambda weights, version, announced_at, rolled_back: served.append(version),
     )  # fmt: skip
     good = policy_record("ac-3", [1.0, 0.5, 0.0, 1.0, 0.0], None)
     for raw in (good, good, b'{"type": "policy", "weights": "x"}', b"{"):
         asyncio.run(listener.on_record(raw))
     assert served == ["ac-3"] and listener.policy_version == "ac-3"
+
+
+def test_a_rollback_is_announced_as_one_and_workers_take_it_as_one(tmp_path: Path) -> None:
+    service = open_service(_settings("reinforce"), tmp_path)
+    service.learner.guard.verdict = lambda: (np.zeros(5), "pl-0")  # type: ignore[method-assign]
+    for raw in _records(16):
+        service.handle(0, 0, raw)
+    (announced,) = service.announcements
+    assert announced["rolled_back"] and announced["version"] == "pl-0"
+    taken: list[bool] = []
+    listener = ControlListener(
+        Settings().kafka, cast(ModelServer, object()), None, {},
+        WorkerMetrics(CollectorRegistry(), "t"),
+        lambda weights, version, announced_at, rolled_back: taken.append(rolled_back),
+    )  # fmt: skip
+    record = policy_record("pl-0", announced["weights"], None, ("", 0), announced["rolled_back"])
+    asyncio.run(listener.on_record(record))
+    assert taken == [True]
 
 
 def test_a_restarted_worker_logs_one_line_for_the_policy_backlog_not_one_per_version(
@@ -186,7 +204,7 @@ def test_a_restarted_worker_logs_one_line_for_the_policy_backlog_not_one_per_ver
     # A worker restart logged "serving policy ..." for each of 492 versions read back.
     listener = ControlListener(
         Settings().kafka, cast(ModelServer, object()), None, {},
-        WorkerMetrics(CollectorRegistry(), "t"), lambda weights, version, at: None,
+        WorkerMetrics(CollectorRegistry(), "t"), lambda weights, version, at, back: None,
     )  # fmt: skip
     backlog = [policy_record(f"pl-a-{n}", [1.0, 0.5, 0.0, 1.0, 0.0], None) for n in range(5)]
     with caplog.at_level(logging.INFO, logger="streamrec.stream.control"):
@@ -244,7 +262,7 @@ def test_an_idle_learner_commits_what_it_read_after_its_last_update(tmp_path: Pa
     consumer = _Consumer([records[:16], records[16:]])
     polls = iter(range(4))
 
-    async def announce(version: str, weights: list[float], estimate: Any) -> None:
+    async def announce(version: str, weights: list[float], estimate: Any, back: bool) -> None:
         return None
 
     asyncio.run(_loop(cast(Any, consumer), service, announce, lambda: next(polls, None) is None))
@@ -262,7 +280,7 @@ def test_the_learners_lag_is_what_each_poll_leaves_unread(tmp_path: Path) -> Non
         lags.append(dict(service.lag))
         return len(lags) > 3
 
-    async def announce(version: str, weights: list[float], estimate: Any) -> None:
+    async def announce(version: str, weights: list[float], estimate: Any, back: bool) -> None:
         return None
 
     asyncio.run(_loop(cast(Any, consumer), service, announce, stop))
@@ -278,7 +296,7 @@ def test_a_learner_displaced_while_reading_neither_commits_nor_announces(tmp_pat
     consumer = _Consumer([records[:16], records[16:40]])
     announced: list[str] = []
 
-    async def announce(version: str, weights: list[float], estimate: Any) -> None:
+    async def announce(version: str, weights: list[float], estimate: Any, back: bool) -> None:
         announced.append(version)
 
     reads = iter(range(10))
@@ -296,7 +314,7 @@ def test_an_idle_learner_announces_its_version_again_so_a_second_learner_learns_
     service = open_service(_settings("reinforce"), tmp_path)
     sent: list[str] = []
 
-    async def send(version: str, weights: list[float], estimate: Any) -> None:
+    async def send(version: str, weights: list[float], estimate: Any, back: bool) -> None:
         sent.append(version)
 
     ticks = iter(range(0, 1000, 25))  # each read of the clock is 25 s later

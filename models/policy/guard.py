@@ -12,10 +12,15 @@ to the trial. A closed impression's reward goes to the trial when it was logged 
 the trial's versions; the rest (the checkpoint's and earlier versions') form the reference, the
 newest ``rollback_window`` of them. Once the trial holds ``rollback_min_impressions`` rewards it
 is judged: a mean below ``reference * (1 - rollback_drop)`` by more than two standard errors
-fails it and the checkpoint serves again (a rollback); otherwise it passes, its rewards join the
-reference and the next update opens a new trial. A rollback undoes what was learned since the
-last passed trial; the failed trial's impressions still closing afterwards are ignored, so they
-never lower the reference the next trial is judged against.
+fails it and the checkpoint serves again (a rollback); the failed trial's impressions still
+closing afterwards are ignored, so they never lower the reference the next trial is judged
+against.
+
+A pass approves only what the rewards judged. Rewards close in the order their slates were
+shown, so the first ones of a trial are of its earliest versions, while the learner has issued
+many more since. The checkpoint moves to the newest judged version the guard kept the weights
+of (``snapshots``: a bounded list, thinned by halving, so recent versions are dense), and the
+trial goes on with the versions after it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from streamrec.models.config import LearnerSettings
 from streamrec.models.policy.slate import FloatArray
 
 Policy = tuple[FloatArray, str]  # weights and the version name they serve under
+SNAPSHOTS = 64  # trial versions whose weights are kept; halved (every other one) beyond it
+DISCARDED = 4  # failed trials whose late rewards are still ignored
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,11 @@ def _parts(version: str) -> tuple[str, int] | None:
     return (stem, int(count)) if stem and count.isdigit() else None
 
 
+def _number(version: str) -> int:
+    parts = _parts(version)
+    return parts[1] if parts is not None else -1
+
+
 class RollbackGuard:
     """The trial since a checkpoint and the reference it is judged against (module docstring)."""
 
@@ -69,7 +81,11 @@ class RollbackGuard:
         self.settings = settings
         self.checkpoint: Policy | None = None
         self.trial: Span | None = None  # the versions issued since the checkpoint
-        self.discarded: Span | None = None  # the last failed trial's
+        self.snapshots: list[tuple[int, Policy]] = []  # (version number, policy) of the trial's
+        self.judged = -1  # the newest version number a reward of the trial came from
+        # failed trials' versions, the last few: a lagging partition can deliver a trial's
+        # rewards after the next one failed too
+        self.discarded: deque[Span] = deque(maxlen=DISCARDED)
         # the newest rewards of the trial's impressions (bounded: a trial waiting for a
         # reference could otherwise grow without end) and of earlier versions'
         self.current: deque[float] = deque(maxlen=self._kept())
@@ -82,15 +98,20 @@ class RollbackGuard:
         """One closed impression's reward, logged under ``version``."""
         if self.trial is not None and self.trial.holds(version):
             self.current.append(reward)
-        elif self.discarded is None or not self.discarded.holds(version):
+            self.judged = max(self.judged, _number(version))
+        elif not any(span.holds(version) for span in self.discarded):
             self.reference.append(reward)
 
-    def issued(self, served: Policy, version: str) -> None:
-        """An update replaced ``served`` by ``version``; ``served`` is the checkpoint of a new
+    def issued(self, served: Policy, new: Policy) -> None:
+        """An update replaced ``served`` by ``new``; ``served`` is the checkpoint of a new
         trial when none is open."""
         if self.checkpoint is None:
             self.checkpoint = (served[0].copy(), served[1])
+        version = new[1]
         self.trial = Span.of(version) if self.trial is None else self.trial.to(version)
+        self.snapshots.append((_number(version), (new[0].copy(), version)))
+        if len(self.snapshots) > SNAPSHOTS:
+            self.snapshots = self.snapshots[::2]
 
     def verdict(self) -> Policy | None:
         """The checkpoint to serve again when the trial has failed, else None. A judged trial
@@ -104,17 +125,32 @@ class RollbackGuard:
         drop = float(ref.mean() - cur.mean())
         se = float(np.sqrt(cur.var() / len(cur) + ref.var() / len(ref)))
         failed = drop > s.rollback_drop * abs(float(ref.mean())) and drop > 2.0 * se
-        restore = self.checkpoint if failed else None
         if failed:
-            self.discarded = self.trial
-        else:
-            self.reference.extend(self.current)
-        self.close()
-        return restore
+            restore = self.checkpoint
+            if self.trial is not None:
+                self.discarded.append(self.trial)
+            self.close()
+            return restore
+        self.reference.extend(self.current)
+        self._advance()
+        return None
+
+    def _advance(self) -> None:
+        """After a pass: the checkpoint moves to the newest judged version with kept weights,
+        and the trial goes on with the versions after it (closed when none are left)."""
+        kept = [(n, policy) for n, policy in self.snapshots if n <= self.judged]
+        if self.trial is None or not kept or kept[-1][0] >= self.trial.last:
+            self.close()
+            return
+        number, self.checkpoint = kept[-1]
+        self.trial = Span(self.trial.stem, number + 1, self.trial.last)
+        self.snapshots = [(n, policy) for n, policy in self.snapshots if n > number]
+        self.current.clear()
+        self.judged = -1
 
     def close(self) -> None:
         """No trial open: the next update opens one at the weights it replaces."""
-        self.checkpoint, self.trial = None, None
+        self.checkpoint, self.trial, self.snapshots, self.judged = None, None, [], -1
         self.current.clear()
 
     def tensors(self) -> dict[str, FloatArray]:
@@ -125,6 +161,8 @@ class RollbackGuard:
         }
         if self.checkpoint is not None:
             tensors["previous_weights"] = self.checkpoint[0]
+        if self.snapshots:
+            tensors["snapshot_weights"] = np.stack([policy[0] for _, policy in self.snapshots])
         return tensors
 
     def meta(self) -> dict[str, str]:
@@ -132,19 +170,30 @@ class RollbackGuard:
         return {
             "previous_version": "" if self.checkpoint is None else self.checkpoint[1],
             "trial": json.dumps(None if self.trial is None else astuple(self.trial)),
-            "discarded": json.dumps(None if self.discarded is None else astuple(self.discarded)),
+            "discarded": json.dumps([astuple(span) for span in self.discarded]),
+            "snapshots": json.dumps([[n, policy[1]] for n, policy in self.snapshots]),
+            "judged": str(self.judged),
         }
 
     def restore(self, tensors: Mapping[str, FloatArray], meta: Mapping[str, str]) -> None:
         """Inverse of ``tensors`` and ``meta``. A file from before trials holds the version
-        before its last update as ``previous_*``: that becomes the checkpoint."""
+        before its last update as ``previous_*``: that becomes the checkpoint, and the version
+        served then (``version``) the trial."""
         if "previous_weights" in tensors:
             self.checkpoint = (tensors["previous_weights"], meta.get("previous_version", ""))
-        self.trial, self.discarded = _span(meta.get("trial")), _span(meta.get("discarded"))
+        trial = json.loads(meta.get("trial", "null"))
+        self.trial = None if trial is None else _span(trial)
+        self.discarded.extend(_span(fields) for fields in json.loads(meta.get("discarded", "[]")))
+        if self.checkpoint is not None and "trial" not in meta:
+            self.trial = Span.of(meta.get("version", ""))
+        weights = tensors.get("snapshot_weights", np.zeros((0, 0)))
+        listed = json.loads(meta.get("snapshots", "[]"))
+        self.snapshots = [(int(n), (w, str(v))) for (n, v), w in zip(listed, weights, strict=True)]
+        self.judged = int(meta.get("judged", "-1"))
         self.current.extend(float(v) for v in tensors.get("current", []))
         self.reference.extend(float(v) for v in tensors.get("reference", []))
 
 
-def _span(saved: str | None) -> Span | None:
-    fields = json.loads(saved) if saved else None
-    return None if fields is None else Span(str(fields[0]), int(fields[1]), int(fields[2]))
+def _span(fields: list[object]) -> Span:
+    stem, first, last = fields
+    return Span(str(stem), int(str(first)), int(str(last)))

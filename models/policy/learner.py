@@ -240,7 +240,7 @@ class OnlineLearner:
         self.n_updates += 1
         # Both counters only grow, so a version name is never reused after a rollback.
         self.version = self.version_name(self.n_updates + self.n_rollbacks)
-        self.guard.issued(self.previous, self.version)
+        self.guard.issued(self.previous, (self.weights, self.version))
         self.clear_batch()
         return UpdateResult(self.version, True, False, batch, current, float(np.linalg.norm(step)))
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from safetensors.numpy import save_file
 
 from streamrec.models.config import LearnerSettings, PolicySettings
-from streamrec.models.policy.guard import RollbackGuard, Span
-from streamrec.models.policy.learner import OnlineLearner
+from streamrec.models.policy.guard import SNAPSHOTS, RollbackGuard, Span
+from streamrec.models.policy.learner import FORMAT, OnlineLearner
 from streamrec.models.policy.rewards import Impression
 
 SETTINGS = LearnerSettings(batch_size=64, rollback_min_impressions=64, rollback_drop=0.2)
@@ -41,22 +44,32 @@ def test_a_trial_whose_rewards_close_three_updates_late_is_rolled_back_to_its_ch
     assert learner.version == "pl-0" and np.array_equal(learner.weights, start)
 
 
-def test_a_trial_that_holds_passes_and_the_next_update_opens_one_where_it_ended() -> None:
+def test_a_pass_approves_only_the_versions_its_rewards_came_from() -> None:
+    """The first rewards of a trial close while the learner has issued more versions. Before,
+    a pass on them closed the whole trial, so the later versions' rewards, bad or not, went
+    to the reference and were never judged (found in review)."""
     rng = np.random.default_rng(1)
     learner = OnlineLearner(SETTINGS, PolicySettings())
-    for version in ("pl-0", "pl-0", "pl-1"):
-        _close(learner, version, 1.0, rng)
+    for _ in range(4):  # pl-0's slates close while pl-1 .. pl-4 are issued
+        _close(learner, "pl-0", 1.0, rng)
         assert learner.update().applied
-    # pl-1's rewards held: the trial since pl-0 passed, and pl-3 opened one at pl-2
-    assert learner.guard.checkpoint is not None and learner.guard.checkpoint[1] == "pl-2"
-    assert learner.guard.trial == Span("pl", 3, 3) and learner.n_rollbacks == 0
+    judged = learner.guard.snapshots[0][1][0].copy()  # pl-1's weights
+    _close(learner, "pl-1", 1.0, rng)  # pl-1 holds: the checkpoint moves to it, not past it
+    assert learner.update().applied and learner.version == "pl-5"
+    assert learner.guard.checkpoint is not None and learner.guard.checkpoint[1] == "pl-1"
+    assert learner.guard.trial == Span("pl", 2, 5)
+    _close(learner, "pl-2", 0.3, rng)  # what was learned after pl-1 earns less: undone
+    result = learner.update()
+    assert result.rolled_back and learner.version == "pl-1"
+    assert np.array_equal(learner.weights, judged) and learner.n_rollbacks == 1
+    assert min(learner.guard.reference) > 0.5  # pl-2's rewards never joined the reference
 
 
 def test_a_failed_trials_late_rewards_never_lower_the_reference() -> None:
     guard = RollbackGuard(SETTINGS)
     for reward in [1.0] * 64:
         guard.count("pl-0", reward)
-    guard.issued((np.zeros(5), "pl-0"), "pl-1")
+    guard.issued((np.zeros(5), "pl-0"), (np.ones(5), "pl-1"))
     for reward in [0.2] * 64:
         guard.count("pl-1", reward)
     checkpoint = guard.verdict()
@@ -68,7 +81,7 @@ def test_a_failed_trials_late_rewards_never_lower_the_reference() -> None:
 
 def test_no_verdict_before_both_sides_hold_enough_rewards() -> None:
     guard = RollbackGuard(SETTINGS)
-    guard.issued((np.zeros(5), "pl-0"), "pl-1")
+    guard.issued((np.zeros(5), "pl-0"), (np.ones(5), "pl-1"))
     for reward in [0.0] * 64:
         guard.count("pl-1", reward)
     assert guard.verdict() is None and guard.trial == Span("pl", 1, 1)  # no reference: stays open
@@ -86,3 +99,41 @@ def test_a_trial_is_a_range_of_one_lineages_version_numbers() -> None:
     assert span.holds("pl-a1b2-8") and span.holds("pl-a1b2-9000")
     assert not span.holds("pl-a1b2-6") and not span.holds("pl-c3d4-8")
     assert not span.holds("heuristic-1x") and not span.holds("relevance")
+
+
+def test_the_kept_weights_stay_bounded_and_dense_where_recent() -> None:
+    guard = RollbackGuard(SETTINGS)
+    for n in range(1, 1001):
+        guard.issued((np.zeros(5), f"pl-{n - 1}"), (np.full(5, float(n)), f"pl-{n}"))
+    numbers = [n for n, _ in guard.snapshots]
+    assert len(numbers) <= SNAPSHOTS and numbers == sorted(numbers)
+    assert numbers[-1] >= 990 and numbers[0] == 1  # thinned by halving: old sparse, new dense
+    assert all(policy[0][0] == n for n, policy in guard.snapshots)
+
+
+def test_a_state_file_from_before_trials_judges_the_version_it_served(tmp_path: Path) -> None:
+    """Such a file holds the version before its last update as ``previous_*``: that is the
+    checkpoint, and the version it served then the trial (found in review: before, rewards of
+    that version closing after the restart went to the reference)."""
+    path = tmp_path / "old.safetensors"
+    weights = {"weights": np.ones(5), "baseline": np.zeros(0), "previous_weights": np.zeros(5)}
+    meta = {"format": FORMAT, "algorithm": "pl", "version": "pl-8", "previous_version": "pl-7"}
+    save_file({**weights, "current": np.ones(3), "reference": np.ones(2)}, str(path), meta)
+    learner = OnlineLearner.load(path, SETTINGS, PolicySettings())
+    assert learner.guard.checkpoint is not None and learner.guard.checkpoint[1] == "pl-7"
+    assert learner.guard.trial == Span("pl", 8, 8) and len(learner.guard.current) == 3
+
+
+def test_late_rewards_of_an_earlier_failed_trial_stay_out_after_a_second_failure() -> None:
+    """A lagging experience partition can deliver a failed trial's rewards after the next
+    trial failed too (found in review: only the last failed trial was remembered)."""
+    guard = RollbackGuard(SETTINGS)
+    guard.count("pl-0", 1.0)
+    guard.reference.extend([1.0] * 63)
+    for failed, served in (("pl-1", "pl-0"), ("pl-3", "pl-0")):
+        guard.issued((np.zeros(5), served), (np.ones(5), failed))
+        for _ in range(64):
+            guard.count(failed, 0.1)
+        assert guard.verdict() is not None
+    guard.count("pl-1", 0.1)  # the first failed trial's slate, closing late
+    assert list(guard.reference) == [1.0] * 64

@@ -163,6 +163,8 @@ def test_state_survives_restart(tmp_path: Path) -> None:
     assert list(back.guard.current) == list(learner.guard.current)
     assert len(back.guard.current) == 16
     assert list(back.guard.reference) == list(learner.guard.reference)
+    assert [(n, p[1]) for n, p in back.guard.snapshots] == [(1, "pl-1"), (2, "pl-2"), (3, "pl-3")]
+    assert np.array_equal(back.guard.snapshots[-1][1][0], learner.weights)
     assert back.n_updates == 3
 
 

@@ -7,6 +7,7 @@ when scraped, so nothing is counted twice and the learning loop pays nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,12 @@ class LearnerCollector(Collector):
         for partition, behind in sorted(self.service.lag.items()):
             lag.add_metric([str(partition)], behind)
         yield lag
+        yield GaugeMetricFamily(
+            f"{self.ns}_learner_poll_age_seconds",
+            "Seconds since the read loop last polled (it polls every 0.5 s when idle): a hung "
+            "learner shows here, whatever its lag read then.",
+            value=time.monotonic() - self.service.polled_at,
+        )
 
 
 def serve_metrics(service: LearnerService, port: int) -> None:

@@ -73,6 +73,7 @@ class LearnerService:
     counts: dict[str, int] = field(default_factory=lambda: {"observed": 0, "bad": 0, "dup": 0})
     announcements: list[dict[str, Any]] = field(default_factory=list)
     lag: dict[int, int] = field(default_factory=dict)  # partition -> records behind, last poll
+    polled_at: float = field(default_factory=time.monotonic)  # the read loop's last poll
 
     def __post_init__(self) -> None:
         meta = self.learner.loaded_meta
@@ -116,10 +117,9 @@ class LearnerService:
         if estimate is not None and estimate["dr"]["high"] < estimate["logged_policy"]["low"]:
             log.warning("policy %s withdrawn before serving: %s", self.learner.version, estimate)
             self.learner.withdraw()
-        rolled_back = result.rolled_back or self.learner.version != result.version
-        self.announcements.append(
+        self.announcements.append(  # a withdrawn version never served: no rollback to announce
             {"version": self.learner.version, "weights": self.learner.weights.tolist(),
-             "estimate": estimate, "rolled_back": rolled_back}
+             "estimate": estimate, "rolled_back": result.rolled_back}
         )  # fmt: skip
 
     def estimate(self) -> dict[str, Any] | None:
@@ -305,7 +305,7 @@ async def _loop(
         for tp, records in batch.items():
             for record in records:
                 service.handle(tp.partition, record.offset, record.value or b"")
-        service.lag = await _lag(consumer)
+        service.lag, service.polled_at = await _lag(consumer), time.monotonic()
         if fenced():
             return
         if service.announcements:

@@ -22,6 +22,7 @@ def test_a_scrape_reads_the_services_counts_and_version(tmp_path: Path) -> None:
     service.handle(0, 0, b"not an experience record")  # counted as bad, live
     service.counts["dup"] += 2
     service.lag = {0: 7, 2: 0}
+    service.polled_at -= 42.0  # its read loop last polled 42 s ago
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     assert 'streamrec_learner_experience_records_total{outcome="bad"} 1.0' in text
@@ -29,6 +30,8 @@ def test_a_scrape_reads_the_services_counts_and_version(tmp_path: Path) -> None:
     assert "streamrec_learner_updates_total 0.0" in text
     assert 'streamrec_learner_lag_records{partition="0"} 7.0' in text
     assert 'streamrec_learner_lag_records{partition="2"} 0.0' in text
+    (age,) = [line for line in text.splitlines() if line.startswith("streamrec_learner_poll_age")]
+    assert 42.0 <= float(age.split()[1]) < 100.0
     assert f'streamrec_learner_policy_info{{version="{service.learner.version}"}} 1.0' in text
 
 

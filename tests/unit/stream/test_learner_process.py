@@ -283,9 +283,11 @@ def test_the_learners_lag_is_what_each_poll_leaves_unread(tmp_path: Path) -> Non
     async def announce(version: str, weights: list[float], estimate: Any, back: bool) -> None:
         return None
 
+    service.polled_at = 0.0
     asyncio.run(_loop(cast(Any, consumer), service, announce, stop))
     # before the first poll nothing is known; then 27 - 12, 27 - 20, and no record arrives
     assert lags == [{}, {0: 15}, {0: 7}, {0: 7}]
+    assert service.polled_at > 0.0  # each poll stamps it, for the poll-age gauge
 
 
 def test_a_learner_displaced_while_reading_neither_commits_nor_announces(tmp_path: Path) -> None:

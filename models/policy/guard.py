@@ -113,6 +113,11 @@ class RollbackGuard:
         if len(self.snapshots) > SNAPSHOTS:
             self.snapshots = self.snapshots[::2]
 
+    def forget(self, version: str) -> None:
+        """``version`` was withdrawn before it served: its weights must never become a
+        checkpoint (the trial itself stays open)."""
+        self.snapshots = [(n, policy) for n, policy in self.snapshots if policy[1] != version]
+
     def verdict(self) -> Policy | None:
         """The checkpoint to serve again when the trial has failed, else None. A judged trial
         (passed or failed) is closed; an open one waits for enough rewards on both sides."""

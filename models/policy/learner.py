@@ -248,6 +248,7 @@ class OnlineLearner:
         """Undo the update just applied (its off-policy estimate failed): the previous weights
         and version serve again, counted as a rollback."""
         assert self.previous is not None, "withdraw() follows an applied update"
+        self.guard.forget(self.version)
         self.weights, self.version = self.previous[0].copy(), self.previous[1]
         self.previous = None
         self.n_rollbacks += 1  # the trial stays open: the withdrawn version never served

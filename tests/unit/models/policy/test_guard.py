@@ -137,3 +137,16 @@ def test_late_rewards_of_an_earlier_failed_trial_stay_out_after_a_second_failure
         assert guard.verdict() is not None
     guard.count("pl-1", 0.1)  # the first failed trial's slate, closing late
     assert list(guard.reference) == [1.0] * 64
+
+
+def test_a_withdrawn_versions_weights_never_become_a_checkpoint() -> None:
+    """A version its off-policy estimate withdrew never served; thinning could otherwise
+    leave its weights as the newest kept ones at or below a judged version."""
+    rng = np.random.default_rng(2)
+    learner = OnlineLearner(SETTINGS, PolicySettings())
+    _close(learner, "pl-0", 1.0, rng)
+    assert learner.update().applied and learner.version == "pl-1"
+    learner.withdraw()
+    assert learner.version == "pl-0"
+    assert all(policy[1] != "pl-1" for _, policy in learner.guard.snapshots)
+    assert learner.guard.trial == Span("pl", 1, 1)  # still open: pl-0 was its checkpoint

@@ -16,6 +16,7 @@ import math
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from streamrec.datasets import load_dataset
 from streamrec.settings import KafkaSettings, Settings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
-from streamrec.stream.producer import dataset_events, dataset_items, publish
+from streamrec.stream.contract import Recommendation, encode, validate_event
+from streamrec.stream.producer import dataset_events, dataset_items, kafka_producer, publish
 from streamrec.stream.testing import WorkerProcess, group_caught_up, wait_until, worker_env
 from streamrec.stream.tools.simulate import simulate
 from streamrec.stream.topics import create_topics
@@ -177,3 +179,118 @@ def test_two_workers_one_learner(
         for b in bounds
     )
     assert learner.log().count("doubly robust") >= len(new_versions)
+
+
+def _number(version: str) -> int:
+    """The count a version name ends with (``OnlineLearner.version_name``): 0 is the start."""
+    return int(version.rpartition("-")[2])
+
+
+async def _respond(kafka: KafkaSettings, ready: asyncio.Event, clicks: list[str]) -> None:
+    """Users who like the starting policy only: every slate of a version numbered 0, unless it
+    answers one of these clicks, gets a click on its first item; no other slate gets any. So
+    the first update's versions lose every reward the versions before them earned."""
+    consumer = AIOKafkaConsumer(
+        kafka.topics.name("recommendations"), **aiokafka_kwargs(kafka),
+        group_id=f"{kafka.topics.prefix}responder", auto_offset_reset="latest",
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        for tp in consumer.assignment():
+            await consumer.position(tp)  # resolve "latest" now: no slate after ready is skipped
+        ready.set()
+        async with kafka_producer(kafka) as producer:
+            while True:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for record in records:
+                        rec = Recommendation.model_validate_json(record.value)
+                        if _number(rec.policy_version) or set(rec.trigger_event_ids) & set(clicks):
+                            continue
+                        click = validate_event(
+                            {"event_id": f"click-{rec.rec_id}", "user_id": rec.user_id,
+                             "item_id": rec.items[0].item_id, "type": "click",
+                             "ts": int(time.time() * 1000), "rec_id": rec.rec_id, "position": 0}
+                        )  # fmt: skip
+                        clicks.append(click.event_id)
+                        await producer.send(
+                            kafka.topics.name("events"), encode(click), key=rec.user_id.encode()
+                        )
+    finally:
+        await consumer.stop()
+
+
+def test_a_reward_drop_after_an_update_is_rolled_back_on_every_worker(
+    kafka_settings: KafkaSettings, tmp_path: Path, checkpoints: list[Path]
+) -> None:
+    """The rollback guard under real traffic: rewards close an attribution window after their
+    slates, while the learner updates every 16 closed impressions, so the versions that lost
+    the rewards are judged only updates later. The learner must restore the starting policy,
+    announce it as a rollback, and both workers serve it and count it."""
+    asyncio.run(create_topics(kafka_settings))
+    dataset = load_dataset(None)
+    items = kafka_settings.topics.name("items")
+    asyncio.run(publish(kafka_settings, dataset_items(dataset), items, progress=False))
+    env = {
+        **ENV,
+        "STREAMREC_ENCODER__CHECKPOINT": str(checkpoints[0]),
+        "STREAMREC_LEARNER__ALGORITHM": "reinforce",
+        "STREAMREC_LEARNER__ROLLBACK_MIN_IMPRESSIONS": "16",
+        "STREAMREC_LEARNER__ROLLBACK_WINDOW": "32",
+    }
+    workers = [
+        WorkerProcess(kafka_settings, tmp_path / f"w{i}", free_port(), env).start() for i in (0, 1)
+    ]
+    learner = LearnerProcess(kafka_settings, tmp_path / "learner", env).start()
+
+    def rolled_back() -> list[dict[str, Any]]:
+        return [p for p in _policies(kafka_settings) if p.get("rolled_back")]
+
+    def counted(w: WorkerProcess) -> int:
+        return int(((w.stats() or {}).get("feedback") or {}).get("policy_rollbacks", 0))
+
+    try:
+        for w in workers:
+            wait_until(lambda w=w: (w.stats() or {}).get("model_version"), 180, "the model")
+
+        async def loop() -> None:
+            ready, clicks = asyncio.Event(), []
+            responder = asyncio.create_task(_respond(kafka_settings, ready, clicks))
+            await asyncio.wait_for(ready.wait(), 60)
+            seeds = list(itertools.islice(dataset_events(dataset), 6000))
+            events = kafka_settings.topics.name("events")
+            feed = asyncio.create_task(
+                publish(kafka_settings, seeds, events, rate=40, progress=False)
+            )
+            try:
+                await asyncio.to_thread(
+                    wait_until,
+                    lambda: rolled_back() and all(counted(w) for w in workers),
+                    240,
+                    "a rollback announced and counted by both workers",
+                )
+            except AssertionError as exc:
+                announced = await asyncio.to_thread(rolled_back)
+                raise AssertionError(
+                    f"{exc}; {len(clicks)} clicks, rollbacks announced {announced}, counted "
+                    f"{[counted(w) for w in workers]}, learner log: {learner.log()[-3000:]}"
+                ) from exc
+            finally:
+                for task in (feed, responder):
+                    task.cancel()
+                await asyncio.gather(feed, responder, return_exceptions=True)
+
+        asyncio.run(loop())
+    finally:
+        for w in workers:
+            w.stop()
+        if learner.proc is not None and learner.proc.poll() is None:
+            learner.proc.kill()
+            learner.proc.wait(60)
+    restored = rolled_back()[0]
+    assert _number(restored["policy_version"]) == 0  # the starting policy serves again
+    announced = [p["policy_version"] for p in _policies(kafka_settings)]
+    first = announced.index(restored["policy_version"], 0)
+    assert any(_number(v) > 0 for v in announced[:first] + announced[first + 1 :])
+    assert f"policy rolled back to {restored['policy_version']}" in learner.log()

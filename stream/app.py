@@ -38,7 +38,12 @@ from prometheus_client import CollectorRegistry
 
 from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog
-from streamrec.stream.compat import fetch_only_active, forget_acks, on_agent_error
+from streamrec.stream.compat import (
+    fetch_only_active,
+    forget_acks,
+    on_agent_error,
+    resume_after_rebalance,
+)
 from streamrec.stream.control import ControlListener
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.durability import drain, flush_before_commit
@@ -264,8 +269,10 @@ class StreamrecApp:
             owned=lambda tp: tp.topic != events or tp.partition in self.owned,
             after=self.ingest.router.settle,
         )
-        # No fetch may move a partition past records faust then drops (stream/durability.py).
+        # No fetch may move a partition past records faust then drops, and none may start
+        # before recovery's last flow resume, which empties the buffers (stream/durability.py).
         fetch_only_active(consumer)
+        resume_after_rebalance(self.app, lambda tp: tp.topic == events)
         forget_acks(consumer, assigned)
         self.owned = {tp.partition for tp in assigned if tp.topic == events}
         # A partition owned before may have been changed by another worker since.

@@ -76,6 +76,12 @@ class TrainSettings(BaseModel):
         "target excepted): train as the model is ranked, with history excluded (ce only; off "
         "whenever state.repeatable_types lets slates show an item again).",
     )
+    shuffle_ties: bool = Field(
+        True,
+        description="Each epoch, reorder the events of a training window that share a "
+        "timestamp at random (window scheme): logs with coarse clocks hold them in an "
+        "arbitrary order, which the model should not learn.",
+    )
     time_budget_s: float | None = Field(
         240.0, gt=0, description="Stop after this many seconds, keeping the best epoch."
     )

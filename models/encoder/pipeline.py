@@ -75,6 +75,7 @@ REFERENCE_TRAIN = TrainConfig(
     loss="ce",
     scheme="window",
     mask_history=False,  # RecBole's SASRec keeps every item in the training softmax
+    shuffle_ties=False,  # and trains on the log's order
     patience=10,
     seed=2020,
     time_budget_s=None,

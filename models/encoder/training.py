@@ -43,7 +43,7 @@ from streamrec.models.encoder.network import (
     left_pad,
     safe_batch_size,
 )
-from streamrec.models.encoder.windows import Example, WindowSplit
+from streamrec.models.encoder.windows import Example, WindowSplit, tie_shuffled
 
 _DEFAULTS = TrainSettings.model_fields
 
@@ -66,6 +66,7 @@ class TrainConfig:
     seed: int = _DEFAULTS["seed"].default
     label_smoothing: float = _DEFAULTS["label_smoothing"].default
     mask_history: bool = _DEFAULTS["mask_history"].default
+    shuffle_ties: bool = _DEFAULTS["shuffle_ties"].default
     # Stop (keeping the best epoch) once this is spent; None: no budget.
     time_budget_s: float | None = _DEFAULTS["time_budget_s"].default
     budget_clock: Literal["wall", "cpu"] = _DEFAULTS["budget_clock"].default
@@ -113,7 +114,11 @@ Batch = tuple[torch.Tensor, TokenFeatures, torch.Tensor]
 
 
 def batches(
-    examples: list[Example], batch_size: int, rng: random.Random, inputs: TokenInputs
+    examples: list[Example],
+    batch_size: int,
+    rng: random.Random,
+    inputs: TokenInputs,
+    shuffle_ties: bool = False,
 ) -> Iterator[Batch]:
     """Shuffled batches of similar length (padding costs as much as real items on the CPU).
 
@@ -128,6 +133,8 @@ def batches(
     rng.shuffle(starts)
     for start in starts:
         chunk = [examples[i] for i in order[start : start + batch_size]]
+        if shuffle_ties:
+            chunk = [tie_shuffled(e, rng) for e in chunk]
         items, feats = collate([e.window for e in chunk], inputs)  # [B, L]
         width = max(len(e.targets) for e in chunk)
         targets = left_pad([e.targets for e in chunk], width)  # [B, T]
@@ -294,7 +301,10 @@ def train(
     for epoch in bar:
         model.train()
         total, steps = 0.0, 0
-        for items, feats, targets in batches(split.examples, batch_size, rng, encoder.inputs):
+        epoch_batches = batches(
+            split.examples, batch_size, rng, encoder.inputs, config.shuffle_ties
+        )
+        for items, feats, targets in epoch_batches:
             items, feats, targets = items.to(device), feats.to(device), targets.to(device)
             with _autocast(device):
                 hidden = model(items, feats)[:, -targets.shape[1] :]  # [B, T, D]

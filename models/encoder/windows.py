@@ -25,8 +25,9 @@ Training rows (``scheme``):
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from streamrec.errors import DataError
@@ -42,11 +43,14 @@ logger = logging.getLogger(__name__)  # "log" names a user's events here
 @dataclass
 class Example:
     """A training row: the window, its 1-based targets (one per event token, PAD-free), and
-    the id of the event after which the worker held that state."""
+    the id of the event after which the worker held that state. ``ties`` (window scheme):
+    per event of the window and then its last target, the time it happened; events of one
+    time are in whatever order the log gave them (``tie_shuffled``)."""
 
     window: Window
     targets: list[int]
     after_event: str
+    ties: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -145,7 +149,10 @@ def _add_user(
         apply_event(replay, event, state)
         if i in cuts:
             win = featurizer.window(replay)
-            split.examples.append(Example(win, _targets(win, items[i + 1], scheme), event.event_id))
+            times = [ts for item, ts, _ in replay.recent[-featurizer.length :] if item in index]
+            ties = [*times, applied[i + 1].ts] if scheme == "window" else []
+            targets = _targets(win, items[i + 1], scheme)
+            split.examples.append(Example(win, targets, event.event_id, ties))
         if i in evaluate:
             windows, history, targets = _role(split, evaluate[i])
             windows.append(featurizer.window(replay))
@@ -164,3 +171,41 @@ def _targets(win: Window, following: int, scheme: Literal["window", "prefix"]) -
     if scheme == "prefix":
         return [following]
     return [*win.items[1:], following]
+
+
+def tie_shuffled(example: Example, rng: random.Random) -> Example:
+    """``example`` with the events that share a time in a random order (window scheme).
+
+    Coarse clocks (MovieLens: seconds, half of a user's consecutive ratings share one) leave
+    such events in the log's order, which says nothing, yet the window's targets are that
+    order. Items move together with their types, values and context; gaps stay with their
+    positions (within a tie they are 0). The last target has no side inputs in the window, so
+    it moves only in a window without them."""
+    win = example.window
+    seq = [*win.items, example.targets[-1]]
+    if len(example.ties) != len(seq):
+        return example
+    movable = len(seq) if not (win.types or win.values or win.context) else len(seq) - 1
+    order = list(range(len(seq)))
+    start = 0
+    while start < movable:
+        end = start + 1
+        while end < movable and example.ties[end] == example.ties[start]:
+            end += 1
+        if end - start > 1:
+            group = order[start:end]
+            rng.shuffle(group)
+            order[start:end] = group
+        start = end
+    if order == sorted(order):
+        return example
+    items = [seq[j] for j in order]
+    inputs = order[: len(win.items)]
+    moved = replace(
+        win,
+        items=items[:-1],
+        types=[win.types[j] for j in inputs] if win.types else [],
+        values=[win.values[j] for j in inputs] if win.values else [],
+        context=[win.context[j] for j in inputs] if win.context else [],
+    )
+    return replace(example, window=moved, targets=items[1:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from typing import Literal
 
@@ -11,10 +12,12 @@ import torch
 from encoder_doubles import BASE, window_split
 
 from streamrec.datasets import Dataset, Interaction, Item
+from streamrec.models.encoder.inputs import TokenInputs
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.pipeline import preset_configs
 from streamrec.models.encoder.training import (
     TrainConfig,
+    batches,
     full_softmax_loss,
     popularity_log_q,
     sampled_softmax_loss,
@@ -191,3 +194,29 @@ def test_the_demo_preset_masks_history_unless_slates_may_repeat_items() -> None:
     assert not preset_configs(Settings(), "reference", 10)[1].mask_history  # RecBole's SASRec
     repeats = Settings.model_validate({"state": {"repeatable_types": ["purchase"]}})
     assert not preset_configs(repeats, "demo", 10)[1].mask_history
+
+
+def test_the_demo_preset_shuffles_ties_and_the_reference_keeps_the_log_order() -> None:
+    assert preset_configs(Settings(), "demo", 10)[1].shuffle_ties
+    assert not preset_configs(Settings(), "reference", 10)[1].shuffle_ties  # RecBole's SASRec
+
+
+def test_batches_reorder_tied_events_anew_each_epoch_and_keep_every_target() -> None:
+    # Every event of a user at one of two times: two tie groups per window.
+    rows = [
+        Interaction(f"u{u}", str(i), 1.0, BASE + (i > 4) * 60)
+        for u in range(4)
+        for i in range(1, 9)
+    ]
+    ds = Dataset("ties", rows, {str(i): Item(str(i), "", (), None) for i in range(1, 9)})
+    examples = window_split(ds, 8, scheme="window").examples
+    rng = random.Random(0)
+    epochs = [list(batches(examples, 4, rng, TokenInputs(), shuffle_ties=True)) for _ in range(3)]
+    targets = [sorted(tuple(row) for _, _, t in epoch for row in t.tolist()) for epoch in epochs]
+    assert len({tuple(map(tuple, epoch)) for epoch in targets}) > 1  # drawn anew each epoch
+    for epoch in epochs:
+        for items, _, t in epoch:
+            for row_items, row_targets in zip(items.tolist(), t.tolist(), strict=True):
+                kept = [i for i in row_items if i]
+                assert kept[1:] == row_targets[-len(kept) :][:-1]  # next event, in its order
+                assert sorted(kept[:4]) == [1, 2, 3, 4]  # the first time's events stay first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from hypothesis import example, given, settings
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from streamrec.errors import DataError
 from streamrec.models.encoder.inputs import Featurizer, TokenInputs, Window
-from streamrec.models.encoder.windows import build_split
+from streamrec.models.encoder.windows import Example, build_split, tie_shuffled
 from streamrec.stream.config import StateSettings
 from streamrec.stream.contract import EVENT_TYPES, Event
 from streamrec.stream.state import UserState, apply_event
@@ -127,3 +128,52 @@ def test_events_of_unknown_items_left_out_are_counted_in_a_warning(
     with caplog.at_level("WARNING"):
         build_split(log, ITEMS, featurizer, STATE, "window")
     assert "4 of the 16 events are of items the model does not know" in caplog.text
+
+
+def test_window_examples_record_when_each_event_and_the_last_target_happened() -> None:
+    seconds = [0, 0, 5, 5, 5, 9, 9, 12, 20, 30, 40, 50]
+    log = _log([("u1", ITEMS[n % 8], "view", s, n, None, None) for n, s in enumerate(seconds)])
+    featurizer = Featurizer({item: i + 1 for i, item in enumerate(ITEMS)}, INPUTS, 4)
+    split = build_split(log, ITEMS, featurizer, STATE, "window")
+    last = split.examples[-1]  # the state after event 8: events 5..8, then event 9's item
+    assert last.ties == [BASE_MS + s * 1000 for s in seconds[5:10]]
+    prefixes = build_split(log, ITEMS, featurizer, STATE, "prefix").examples
+    assert prefixes and all(e.ties == [] for e in prefixes)  # one target each: nothing to move
+
+
+def _tied_example(side_inputs: bool) -> Example:
+    items = [1, 2, 3, 4, 5]
+    window = Window(
+        items=items,
+        types=[10, 20, 30, 40, 50] if side_inputs else [],
+        gaps=[7, 0, 0, 3, 0],
+    )
+    # events 2-3 share a time, and 4-5 with the target 6
+    return Example(window, [2, 3, 4, 5, 6], "e", [1, 2, 2, 4, 4, 4])
+
+
+def test_tie_shuffle_reorders_events_of_one_time_only_and_keeps_targets_next() -> None:
+    rng = random.Random(0)
+    orders = set()
+    for _ in range(200):
+        moved = tie_shuffled(_tied_example(side_inputs=False), rng)
+        seq = [*moved.window.items, moved.targets[-1]]
+        assert moved.targets == seq[1:]  # every position still predicts the next event
+        assert seq[0] == 1 and sorted(seq[1:3]) == [2, 3] and sorted(seq[3:]) == [4, 5, 6]
+        assert moved.window.gaps == [7, 0, 0, 3, 0]  # gaps belong to positions
+        orders.add(tuple(seq))
+    assert len(orders) == 2 * 6  # every order within each tie was drawn
+
+
+def test_tie_shuffle_moves_side_inputs_with_their_items_and_not_the_last_target() -> None:
+    rng = random.Random(1)
+    for _ in range(50):
+        moved = tie_shuffled(_tied_example(side_inputs=True), rng)
+        assert moved.targets[-1] == 6  # its type is not in the window: it stays last
+        assert moved.window.types == [10 * item for item in moved.window.items]
+        assert sorted(moved.window.items[3:]) == [4, 5]
+
+
+def test_tie_shuffle_leaves_examples_without_times_alone() -> None:
+    prefix = Example(Window(items=[1, 2]), [3], "e")
+    assert tie_shuffled(prefix, random.Random(0)) is prefix

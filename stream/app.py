@@ -38,12 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from streamrec.settings import Settings
 from streamrec.stream.catalog import Catalog
-from streamrec.stream.compat import (
-    fetch_only_active,
-    forget_acks,
-    on_agent_error,
-    resume_after_rebalance,
-)
+from streamrec.stream.compat import fetch_only_active, forget_acks, on_agent_error
 from streamrec.stream.control import ControlListener
 from streamrec.stream.deadletter import DeadLetters
 from streamrec.stream.durability import drain, flush_before_commit
@@ -59,6 +54,7 @@ from streamrec.stream.lag import LagWatch
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.pages import Pages
 from streamrec.stream.refresh import Refresher
+from streamrec.stream.resume_hold import ResumeHold
 from streamrec.stream.routing import events_router
 from streamrec.stream.serving_memory import ServingMemory
 from streamrec.stream.topics import IMPRESSIONS, USER_STATE
@@ -272,7 +268,7 @@ class StreamrecApp:
         # No fetch may move a partition past records faust then drops, and none may start
         # before recovery's last flow resume, which empties the buffers (stream/durability.py).
         fetch_only_active(consumer)
-        resume_after_rebalance(self.app, lambda tp: tp.topic == events)
+        ResumeHold.install(self.app, lambda tp: tp.topic == events).assigned()
         forget_acks(consumer, assigned)
         self.owned = {tp.partition for tp in assigned if tp.topic == events}
         # A partition owned before may have been changed by another worker since.

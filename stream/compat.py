@@ -42,10 +42,11 @@ TOUCH_POINTS: tuple[tuple[str, str], ...] = (
     ("faust consumer", "_committed_offset"),
     ("faust consumer", "_get_active_partitions"),
     ("faust consumer", "_buffered_partitions"),
-    # resume_after_rebalance: public names, but their order within a rebalance is the contract
+    # stream/resume_hold.py: public names, but their order within a rebalance is the contract
     ("faust consumer", "resume_partitions"),
     ("faust app", "rebalancing"),
     ("faust app", "on_rebalance_end"),
+    ("faust app", "rebalancing_count"),
     ("faust producer", "_producer"),
     ("faust producer buffer", "put"),
     ("faust producer buffer.pending", "_queue"),
@@ -213,43 +214,6 @@ def fetch_only_active(consumer: Any) -> None:
 
     active_only.active_only = True  # type: ignore[attr-defined]  # marks an installed wrapper
     consumer._getmany = active_only
-
-
-def resume_after_rebalance(app: Any, is_stream: Callable[[TP], bool]) -> None:
-    """Hold back every resume of a partition ``is_stream`` accepts while a rebalance runs
-    (``app.rebalancing``), and resume those still assigned once it ends (``on_rebalance_end``;
-    stream/durability.py says why). Resumes of other partitions (the changelogs being
-    recovered) and any resume outside a rebalance go through at once. Once.
-
-    faust's recovery resumes the stream partitions, then awaits the seek to the committed
-    offsets with its flow already running, then resumes its flow control, which empties the
-    stream buffers: records fetched during the seek were dropped from the buffer unhandled.
-    """
-    consumer = app.consumer
-    resume = consumer.resume_partitions
-    if getattr(resume, "after_rebalance", False):
-        return
-    held: set[TP] = set()
-
-    def resume_unless_rebalancing(tps: Iterable[TP]) -> None:
-        wanted = set(tps)
-        hold = {tp for tp in wanted if is_stream(tp)} if app.rebalancing else set()
-        held.update(hold)
-        if wanted - hold:
-            resume(wanted - hold)
-
-    end = app.on_rebalance_end
-
-    def end_then_resume() -> None:
-        end()
-        ready = held & set(consumer.assignment())  # a revoked one stays with its new owner
-        held.clear()
-        if ready:
-            resume(ready)
-
-    resume_unless_rebalancing.after_rebalance = True  # type: ignore[attr-defined]
-    consumer.resume_partitions = resume_unless_rebalancing
-    app.on_rebalance_end = end_then_resume
 
 
 def read_offset(consumer: Any, tp: TP) -> int | None:

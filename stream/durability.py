@@ -57,8 +57,8 @@ worker joining and leaving mid-stream: offsets 143-146 of one partition handled 
 its commit stuck there for good; 199-201 of another skipped and committed over. Events that
 arrive just as recovery ends are lost this way: most likely the two misplaced events the
 forwarding test once found never forwarded although its group had committed every record.
-``resume_after_rebalance`` holds the events partitions' resume back until the rebalance has
-ended, after that emptying, so none is fetched before it.
+``ResumeHold`` (stream/resume_hold.py) holds the events partitions' resume back until the
+rebalance has ended, after that emptying, so none is fetched before it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from faust.types import TP
 
 from streamrec.stream.compat import committed_offset, is_fetching, read_offset, resume
 from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.resume_hold import ResumeHold
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 # fetches is sought again: far longer than a fetch or a rebalance, far shorter than the group's
 # max poll interval.
 STUCK_LOOKS = 6
+# faust's recovery waits up to broker_request_timeout (90 s by default) for the seek before it
+# ends a rebalance; a resume held longer than this belongs to a recovery that stopped.
+STALE_HOLD_S = 120.0
 
 
 class LagWatch:
@@ -91,6 +95,10 @@ class LagWatch:
             self._stuck.pop(tp, None)
             return
         if not is_fetching(consumer, tp):
+            hold = ResumeHold.of(consumer)
+            if hold is not None and tp in hold.held:
+                self._release(hold, tp)
+                return
             log.warning("partition %s stalled at offset %s (lag %s); resuming it", tp, read, lag)
             resume(consumer, tp)
             self.metrics.partition_resumes.inc()
@@ -99,6 +107,16 @@ class LagWatch:
         if self._stuck[tp] >= STUCK_LOOKS:
             self._stuck[tp] = 0
             await self._refetch(consumer, tp, read, lag)
+
+    def _release(self, hold: ResumeHold, tp: TP) -> None:
+        """A held partition is resumed by its rebalance's end; one held for longer than faust
+        waits for the seek before it (``STALE_HOLD_S``) belongs to a recovery that stopped, and
+        would stay paused until the next rebalance (stream/resume_hold.py)."""
+        if not hold.holds(tp, STALE_HOLD_S):
+            return
+        log.warning("partition %s held since a rebalance whose recovery never ended; resuming", tp)
+        hold.release()
+        self.metrics.partition_resumes.inc()
 
     async def _refetch(self, consumer: Any, tp: TP, read: int | None, lag: int | None) -> None:
         """Seek ``tp`` to its committed offset (never committed: its read offset) and let

@@ -24,9 +24,7 @@ from streamrec.stream.compat import (
     TOUCH_POINTS,
     fetch_only_active,
     fetch_round_robin,
-    is_fetching,
     read_committed_only,
-    resume_after_rebalance,
 )
 
 
@@ -225,70 +223,3 @@ def test_a_partition_buffered_behind_a_large_fetch_result_gets_the_next_poll() -
         return taken
 
     assert asyncio.run(polls(3)) == [{big: 500}, {behind: 500}, {big: 500}]
-
-
-def _recovering_app(assigned: set[TP]) -> Any:
-    """A faust app (not started) in a rebalance that assigned ``assigned``: what faust's
-    ``Recovery.on_recovery_completed`` reads, with the seek and the fetcher's start stubbed."""
-    app = faust.App("compat-recovery", broker="kafka://127.0.0.1:9", store="memory://")
-    consumer = app.consumer
-    consumer._active_partitions = set()  # type: ignore[attr-defined]  # paused at assignment
-    consumer.assignment = lambda: set(assigned)  # type: ignore[method-assign]
-
-    async def started() -> None:
-        pass
-
-    app._fetcher.maybe_start = started  # type: ignore[attr-defined]
-    app.on_rebalance_start()
-    return app
-
-
-def test_no_events_partition_is_fetched_before_recovery_empties_the_stream_buffers() -> None:
-    """faust resumed the events partitions, then awaited the seek to their committed offsets
-    with its flow running, then resumed flow control, which empties the stream buffers: records
-    fetched meanwhile were thrown away unhandled, and committed over (seen under load)."""
-    events = TP("events", 0)
-    fetched: dict[str, bool] = {}
-
-    async def recover() -> bool:
-        app = _recovering_app({events})  # in the loop: faust's services bind to it
-        consumer = app.consumer
-
-        async def perform_seek() -> None:
-            fetched["while seeking"] = is_fetching(consumer, events)
-
-        consumer.perform_seek = perform_seek
-        resume_flow = app.flow_control.resume
-
-        def resume() -> None:  # faust's own empties every stream buffer, then resumes
-            fetched["when the buffers empty"] = is_fetching(consumer, events)
-            resume_flow()
-
-        app.flow_control.resume = resume
-        resume_after_rebalance(app, lambda tp: tp.topic == "events")
-        await app.tables.recovery.on_recovery_completed(app.consumer_generation_id)
-        return is_fetching(consumer, events)
-
-    assert asyncio.run(recover()), "fetched once the rebalance has ended"
-    assert fetched == {"while seeking": False, "when the buffers empty": False}
-
-
-def test_only_a_still_assigned_events_partition_is_resumed_and_others_at_once() -> None:
-    kept, revoked, changelog = TP("events", 0), TP("events", 1), TP("user_state-changelog", 0)
-    assigned = {kept, changelog}
-    app = _recovering_app(assigned)
-    consumer = app.consumer
-    resume_after_rebalance(app, lambda tp: tp.topic == "events")
-    installed = consumer.resume_partitions
-    resume_after_rebalance(app, lambda tp: tp.topic == "events")
-    assert consumer.resume_partitions is installed, "wrapped twice"
-
-    consumer.resume_partitions({kept, revoked, changelog})
-    assert is_fetching(consumer, changelog), "a changelog recovers during the rebalance"
-    assert not is_fetching(consumer, kept) and not is_fetching(consumer, revoked)
-    app.on_rebalance_end()
-    assert is_fetching(consumer, kept) and not is_fetching(consumer, revoked)
-
-    consumer.pause_partitions({kept})  # the lag watch resumes a stalled one outside rebalances
-    consumer.resume_partitions({kept})
-    assert is_fetching(consumer, kept)

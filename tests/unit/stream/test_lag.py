@@ -8,7 +8,7 @@ import asyncio
 from faust.types import TP
 from stream_doubles import metrics, value_of
 
-from streamrec.stream.lag import STUCK_LOOKS, LagWatch
+from streamrec.stream.lag import STALE_HOLD_S, STUCK_LOOKS, LagWatch
 
 EVENTS = TP("events", 0)
 
@@ -149,3 +149,39 @@ def test_lag_after_reading_offset_0_counts_the_records_after_it() -> None:
     watch = _watch(consumer)
     _look(watch)
     assert _lag_series(watch) == {"0": 9.0}  # offsets 1-9 unread
+
+
+class HeldConsumer(Consumer):
+    """A consumer whose events partition a rebalance's hold keeps paused
+    (stream/resume_hold.py): a held resume is not a fetch."""
+
+    def __init__(self, held_for_s: float) -> None:
+        super().__init__(highwater=100, fetching=False, read=40)
+        consumer = self
+
+        class Hold:
+            def __init__(self) -> None:
+                self.held = {EVENTS}
+
+            def holds(self, tp: TP, stale_after_s: float) -> bool:
+                return held_for_s > stale_after_s
+
+            def release(self) -> None:
+                consumer._active.add(EVENTS)
+                consumer.resumed.append(EVENTS)
+
+        def held_resume(tps: set[TP]) -> None:
+            pass  # held until the rebalance ends
+
+        held_resume.hold = Hold()  # type: ignore[attr-defined]
+        self.resume_partitions = held_resume  # type: ignore[method-assign]
+
+
+def test_a_held_partition_is_released_only_when_its_recovery_never_ended() -> None:
+    recent = HeldConsumer(held_for_s=5)
+    _look(_watch(recent), 3)
+    assert recent.resumed == []  # its rebalance's end resumes it
+    stale = HeldConsumer(held_for_s=STALE_HOLD_S + 1)
+    watch = _watch(stale)
+    _look(watch, 2)
+    assert stale.resumed == [EVENTS] and value_of(watch.metrics.partition_resumes) == 1

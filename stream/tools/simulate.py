@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,13 +71,7 @@ async def simulate(
     sim = Simulator.from_dataset(dataset, SimulatorConfig(seed=seed))
     nonce = uuid.uuid4().hex[:6]
     report = SimulationReport()
-    consumer = AIOKafkaConsumer(
-        kafka.topics.name("recommendations"), **aiokafka_kwargs(kafka),
-        group_id=f"{kafka.topics.prefix}simulator", auto_offset_reset="latest",
-    )  # fmt: skip
-    await consumer.start()
-    try:
-        await _positioned(consumer)
+    async with slates_from_now(kafka, "simulator") as consumer:
         if ready is not None:
             ready.set()
         started = time.monotonic()
@@ -86,10 +82,24 @@ async def simulate(
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for record in records:
                         await _answer(sim, record.value, nonce, producer, kafka, report)
-    finally:
-        await consumer.stop()
     report.seconds = time.monotonic() - started
     return report
+
+
+@asynccontextmanager
+async def slates_from_now(kafka: KafkaSettings, group: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of the recommendations topic (group ``<prefix><group>``) positioned at its
+    end: every slate published after it is yielded gets read."""
+    consumer = AIOKafkaConsumer(
+        kafka.topics.name("recommendations"), **aiokafka_kwargs(kafka),
+        group_id=f"{kafka.topics.prefix}{group}", auto_offset_reset="latest",
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        await _positioned(consumer)
+        yield consumer
+    finally:
+        await consumer.stop()
 
 
 async def _positioned(consumer: AIOKafkaConsumer) -> None:

@@ -32,7 +32,7 @@ from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Recommendation, encode, validate_event
 from streamrec.stream.producer import dataset_events, dataset_items, kafka_producer, publish
 from streamrec.stream.testing import WorkerProcess, group_caught_up, wait_until, worker_env
-from streamrec.stream.tools.simulate import simulate
+from streamrec.stream.tools.simulate import simulate, slates_from_now
 from streamrec.stream.topics import create_topics
 
 # Two workers, a learner, a simulator and the session's encoder training on a 2-core machine
@@ -190,16 +190,7 @@ async def _respond(kafka: KafkaSettings, ready: asyncio.Event, clicks: set[str])
     """Users who like the starting policy only: every slate of a version numbered 0, unless it
     answers one of these clicks, gets a click on its first item; no other slate gets any. So
     the first update's versions lose every reward the versions before them earned."""
-    consumer = AIOKafkaConsumer(
-        kafka.topics.name("recommendations"), **aiokafka_kwargs(kafka),
-        group_id=f"{kafka.topics.prefix}responder", auto_offset_reset="latest",
-    )  # fmt: skip
-    await consumer.start()
-    try:
-        while not consumer.assignment():
-            await asyncio.sleep(0.05)
-        for tp in consumer.assignment():
-            await consumer.position(tp)  # resolve "latest" now: no slate after ready is skipped
+    async with slates_from_now(kafka, "responder") as consumer:
         ready.set()
         async with kafka_producer(kafka) as producer:
             while True:
@@ -218,8 +209,6 @@ async def _respond(kafka: KafkaSettings, ready: asyncio.Event, clicks: set[str])
                         await producer.send(
                             kafka.topics.name("events"), encode(click), key=rec.user_id.encode()
                         )
-    finally:
-        await consumer.stop()
 
 
 def test_a_reward_drop_after_an_update_is_rolled_back_on_every_worker(

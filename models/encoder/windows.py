@@ -149,7 +149,8 @@ def _add_user(
         apply_event(replay, event, state)
         if i in cuts:
             win = featurizer.window(replay)
-            times = [ts for item, ts, _ in replay.recent[-featurizer.length :] if item in index]
+            known = featurizer.index  # the items Featurizer.window keeps, so times align
+            times = [ts for item, ts, _ in replay.recent[-featurizer.length :] if item in known]
             ties = [*times, applied[i + 1].ts] if scheme == "window" else []
             targets = _targets(win, items[i + 1], scheme)
             split.examples.append(Example(win, targets, event.event_id, ties))
@@ -179,8 +180,9 @@ def tie_shuffled(example: Example, rng: random.Random) -> Example:
     Coarse clocks (MovieLens: seconds, half of a user's consecutive ratings share one) leave
     such events in the log's order, which says nothing, yet the window's targets are that
     order. Items move together with their types, values and context; gaps stay with their
-    positions (within a tie they are 0). The last target has no side inputs in the window, so
-    it moves only in a window without them."""
+    positions (a tie's events after its first all have a zero gap, the first keeps the gap to
+    the event before the tie, wherever its item moved). The last target has no side inputs in
+    the window, so it moves only in a window without them."""
     win = example.window
     seq = [*win.items, example.targets[-1]]
     if len(example.ties) != len(seq):

@@ -47,7 +47,7 @@ from streamrec.stream.faust_app import faust_app
 from streamrec.stream.feedback import Feedback
 from streamrec.stream.fusion import FusionLearner, Weights
 from streamrec.stream.health import count_agent_crashes
-from streamrec.stream.ingest import Ingest
+from streamrec.stream.ingest import STATE_CODEC, Ingest
 from streamrec.stream.item_stats import ItemStats
 from streamrec.stream.item_updates import DeltaFollower, DeltaPublisher
 from streamrec.stream.lag import LagWatch
@@ -57,6 +57,7 @@ from streamrec.stream.refresh import Refresher
 from streamrec.stream.resume_hold import ResumeHold
 from streamrec.stream.routing import events_router
 from streamrec.stream.serving_memory import ServingMemory
+from streamrec.stream.state import UserState
 from streamrec.stream.topics import IMPRESSIONS, USER_STATE
 from streamrec.stream.write_behind import CachedTable, WriteBehind
 
@@ -91,7 +92,7 @@ class StreamrecApp:
         updates_topic = self.app.topic(topics.name("item_updates"), **raw)
         experience_topic = self.app.topic(topics.name("experience"), **raw)
         self.deltas = DeltaPublisher(lambda key, value: updates_topic.send(key=key, value=value))
-        self.user_state = self._cached(USER_STATE)
+        self.user_state = self._user_states()
         self.write_behind = WriteBehind(
             [self.user_state],
             s.state.flush_interval_ms / 1000.0,
@@ -204,16 +205,16 @@ class StreamrecApp:
         self._assigned_at = time.perf_counter()
         self._register()
 
-    def _cached(self, name: str) -> CachedTable:
+    def _user_states(self) -> CachedTable[UserState]:
         s = self.settings
         table = self.app.Table(
-            name,
+            USER_STATE,
             default=None,
             partitions=s.kafka.topics.partitions,
             key_type=str,
             options=s.state.rocksdb_options(),
         )
-        return CachedTable(table, s.state.cache_entries)
+        return CachedTable(table, s.state.cache_entries, STATE_CODEC)
 
     def _observe_flush(self, written: int, seconds: float) -> None:
         self.metrics.table_writes_flushed.inc(written)

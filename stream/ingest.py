@@ -26,8 +26,10 @@ from streamrec.stream.item_stats import ItemDelta
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.routing import Router, check_key
 from streamrec.stream.state import UserState, apply_event
-from streamrec.stream.write_behind import CachedTable
+from streamrec.stream.write_behind import CachedTable, Codec
 
+# The user_state table stores a state's compact JSON (stream/state.py); the cache holds objects.
+STATE_CODEC = Codec(UserState.from_json, UserState.to_json)
 KEY_RULE = "events must be keyed by user_id so one user's events stay in order on one partition"
 
 
@@ -59,7 +61,7 @@ class Ingest:
     def __init__(
         self,
         settings: StateSettings,
-        user_state: CachedTable,
+        user_state: CachedTable[UserState],
         publish: Callable[[ItemDelta], Awaitable[None]],
         owned: Callable[[], set[int]],
         remember: Callable[[Any], None],
@@ -116,7 +118,7 @@ class Ingest:
             # The delta goes out before the state is cached: a flush that writes the state
             # to RocksDB first waits for every delta sent so far (stream/item_updates.py).
             await self.publish(delta)
-            self.user_state.set(parsed.user_id, state.to_json(), message.partition)
+            self.user_state.set(parsed.user_id, state, message.partition)
             if parsed.rec_id is not None:
                 self.feedback.on_response(parsed, message.partition)
             self.mark(parsed, message.partition, message.timestamp, state)
@@ -128,9 +130,10 @@ class Ingest:
     ) -> tuple[UserState, ItemDelta] | None:
         """The user's new state (not yet stored) and what the event adds to the item
         statistics, or None when the event changed nothing (a duplicate)."""
-        stored = self.user_state.get(event.user_id, partition)
-        self.counts.users += stored is None  # a new user cannot be a duplicate
-        state = UserState.from_json(stored)
+        cached = self.user_state.get(event.user_id, partition)
+        self.counts.users += cached is None  # a new user cannot be a duplicate
+        # A copy: the cached state may be in a slate still being built (stream/write_behind.py).
+        state = cached.copy() if cached is not None else UserState()
         previous = state.history()[-self.settings.covisit_window :]
         if not apply_event(state, event, self.settings, (partition, offset)):
             self.counts.duplicates += 1
@@ -139,7 +142,7 @@ class Ingest:
             # crash the local store can be ahead of the changelog, because faust puts a value
             # in RocksDB before its changelog record is sent, and a restarted worker trusts its
             # RocksDB. The events it re-reads are what brings the changelog up to date.
-            self.user_state.set(event.user_id, state.to_json(), partition)
+            self.user_state.set(event.user_id, state, partition)
             return None
         weight = self.settings.event_type_weights.get(event.type, 1.0)
         delta = ItemDelta(event.item_id, tuple(previous), event.ts, weight, (partition, offset))

@@ -175,6 +175,13 @@ class SeenSet:
         self._room(sizing).insert(hashed)
         return True
 
+    def copy(self) -> SeenSet:
+        """An independent copy: adding to it leaves this set as it is."""
+        return SeenSet(
+            dict(self.exact),
+            [BloomFilter(bytearray(g.digits), g.hashes, g.count) for g in self.generations],
+        )
+
     def false_positive_rate(self) -> float:
         """Design probability that a value never added reads as a member now (0.0 while
         exact): ``1 - prod(1 - rate of each generation)``."""

@@ -112,6 +112,22 @@ class UserState:
             state.seen = SeenSet(exact=dict.fromkeys(state._remembered_items()))
         return state
 
+    def copy(self) -> UserState:
+        """An independent copy for ``apply_event`` to change: the worker's cached state may be
+        read meanwhile by a slate being built from it (stream/write_behind.py), so the worker
+        changes a copy and caches that. Far cheaper than a JSON round trip."""
+        return UserState(
+            recent=list(self.recent),
+            extras=dict(self.extras),  # its values are tuples, replaced, never changed
+            event_ids=self.event_ids.copy(),
+            seen=self.seen.copy(),
+            weights=dict(self.weights),
+            summary=[(start, dict(items)) for start, items in self.summary],
+            last_ts=self.last_ts,
+            count=self.count,
+            position=self.position,
+        )
+
     def history(self) -> list[str]:
         """Recent item ids, oldest first (the encoder's input sequence)."""
         return [item for item, _, _ in self.recent]

@@ -8,11 +8,14 @@ fewer records. (When trending and co-visitation were tables too, caching them as
 worker from 972 to 3,300-4,000 events/s, ``streamrec bench pipeline``.)
 
 How:
-    reads     ``CachedTable.get`` serves decoded values from memory, loading a missing one from
-              the faust table once; clean values beyond ``state.cache_entries`` per table are
-              dropped oldest first after each flush
-    writes    ``CachedTable.set`` changes the cached value and marks the key dirty
-    flush     ``WriteBehind.flush`` writes every dirty value to its faust table, each in the
+    reads     ``CachedTable.get`` serves decoded values (objects, through the table's ``Codec``)
+              from memory, loading and decoding a missing one from the faust table once; clean
+              values beyond ``state.cache_entries`` per table are dropped oldest first after
+              each flush. A value handed out may be read long after (a slate being built from
+              it), so callers never change one: they ``set`` a new one.
+    writes    ``CachedTable.set`` replaces the cached value and marks the key dirty
+    flush     ``WriteBehind.flush`` encodes every dirty value and writes it to its faust table,
+              each in the
               context of its partition's latest event: faust routes a table write (RocksDB
               partition and changelog partition) by the current event. It runs every
               ``state.flush_interval_ms``, before every offset commit and before partitions
@@ -38,7 +41,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from faust.types import EventT
 
@@ -49,26 +53,45 @@ MAX_BACKLOG = 50  # changelog records the flush leaves waiting (faust stalls eve
 BACKLOG_POLL_S = 0.001
 
 
-class CachedTable:
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class Codec(Generic[V]):
+    """How a table's stored form (what faust serialises) becomes the object the worker uses:
+    decoded once when a key is loaded, encoded once per flush, not on every event."""
+
+    decode: Callable[[Any], V]
+    encode: Callable[[V], Any]
+
+
+class CachedTable(Generic[V]):
     """Decoded values of one faust table, per partition, written back on flush."""
 
-    def __init__(self, table: Any, capacity: int) -> None:
+    def __init__(self, table: Any, capacity: int, codec: Codec[V]) -> None:
         self.table = table
         self.capacity = capacity
-        self.values: dict[int, dict[str, Any]] = {}
+        self.codec = codec
+        self.values: dict[int, dict[str, V]] = {}
         self.dirty: dict[int, dict[str, None]] = {}  # ordered sets: keys to write back
 
-    def get(self, key: str, partition: int) -> Any | None:
+    def get(self, key: str, partition: int) -> V | None:
         """The value of ``key`` (a key of ``partition``), or None when there is none."""
         values = self.values.setdefault(partition, {})
         if key in values:
             return values[key]
-        value = self.table.get(key)
-        if value is not None:
-            values[key] = value
+        stored = self.table.get(key)
+        if stored is None:
+            return None
+        value = values[key] = self.codec.decode(stored)
         return value
 
-    def set(self, key: str, value: Any, partition: int) -> None:
+    def stored(self, partition: int, key: str) -> Any | None:
+        """What a flush writes for ``key``: its value encoded, None when none is held."""
+        value = self.values.get(partition, {}).get(key)
+        return None if value is None else self.codec.encode(value)
+
+    def set(self, key: str, value: V, partition: int) -> None:
         """Make ``value`` the value of ``key``; it reaches the table on the next flush."""
         self.values.setdefault(partition, {})[key] = value
         self.dirty.setdefault(partition, {})[key] = None
@@ -111,7 +134,7 @@ class WriteBehind:
 
     def __init__(
         self,
-        tables: Sequence[CachedTable],
+        tables: Sequence[CachedTable[Any]],
         interval_s: float,
         backlog: Callable[[], int],
         on_flush: Callable[[int, float], None] | None = None,
@@ -168,9 +191,9 @@ class WriteBehind:
         if self.before_write is not None:
             await self.before_write()
 
-    def _write(self, cached: CachedTable, partition: int, key: str) -> int:
+    def _write(self, cached: CachedTable[Any], partition: int, key: str) -> int:
         event = self.contexts.get(partition)
-        value = cached.values.get(partition, {}).get(key)
+        value = cached.stored(partition, key)
         if event is None or value is None:
             # Released mid-flush: the partition's next owner re-applies its uncommitted events.
             return 0

@@ -14,7 +14,7 @@ from streamrec.errors import BrokerError
 from streamrec.settings import Settings
 from streamrec.stream.contract import DEAD_LETTER_ORIGINAL_BYTES, Event, encode
 from streamrec.stream.deadletter import DeadLetters
-from streamrec.stream.ingest import Ingest
+from streamrec.stream.ingest import STATE_CODEC, Ingest
 from streamrec.stream.routing import FORWARDED, Router, home_partition
 from streamrec.stream.state import UserState
 from streamrec.stream.write_behind import CachedTable
@@ -74,7 +74,7 @@ def _ingest(
     deltas = Deltas(item_stats(settings))
     ingest = Ingest(
         settings.state,
-        CachedTable({}, 1000),
+        CachedTable({}, 1000, STATE_CODEC),
         deltas.publish,
         lambda: owned if owned is not None else {0, 1},
         remembered.append,
@@ -109,7 +109,8 @@ def test_each_event_is_applied_once_and_marks_its_user() -> None:
     assert down.marked == [("e1", 0, 1), ("e2", 0, 2)]
     assert ingest.counts.accepted == 2 and ingest.counts.duplicates == 1
     assert ingest.counts.users == 1 and len(remembered) == 3
-    assert UserState.from_json(ingest.user_state.get("u1", 0)).history() == ["i1", "i2"]
+    state = ingest.user_state.get("u1", 0)
+    assert state is not None and state.history() == ["i1", "i2"]
 
 
 def test_each_applied_event_publishes_its_item_delta_once() -> None:
@@ -223,3 +224,16 @@ def test_a_forward_kafka_refused_stops_the_commit() -> None:
     with pytest.raises(BrokerError, match="write access to the events topic"):
         asyncio.run(ingest.router.settle())
     asyncio.run(ingest.router.settle())  # reported once; the restart re-reads the event
+
+
+def test_a_state_handed_on_for_a_slate_is_never_changed_by_later_events() -> None:
+    # The refresher builds a slate from the state it was handed, maybe after later events of
+    # the same user were applied (the model path awaits its batch): that state must stay the
+    # one its trigger events left.
+    kept: list[tuple[UserState, dict[str, Any]]] = []
+    ingest, _, _, _, _ = _ingest()
+    ingest.mark = lambda event, partition, ts, state: kept.append((state, state.to_json()))
+    _run(ingest, *(record(_event(n, item=f"i{n % 3}"), 0, n) for n in range(1, 6)))
+    assert [state.count for state, _ in kept] == [1, 2, 3, 4, 5]
+    for state, when_handed in kept:
+        assert state.to_json() == when_handed

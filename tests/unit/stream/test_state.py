@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.stream.config import SeenIdsSettings, StateSettings
+from streamrec.stream.config import SeenIdsSettings, SeenSetSettings, StateSettings
 from streamrec.stream.contract import Event
 from streamrec.stream.state import UserState, apply_event
 
@@ -95,6 +95,30 @@ def test_json_round_trip() -> None:
     for n in range(10):
         apply_event(s, ev(n, BASE + n * DAY_MS, kind=random.choice(["view", "purchase"])), cfg)
     assert UserState.from_json(s.to_json()) == s
+
+
+def test_a_copy_changes_apart_from_its_original_in_every_part() -> None:
+    cfg = StateSettings(
+        recent_length=3,
+        context_fields=("device",),
+        seen_items=SeenSetSettings(exact_limit=4, capacity=8),
+        seen_event_ids=SeenIdsSettings(exact_limit=4, capacity=8),
+    )
+    for phase in (2, 12):  # exact sets and a short summary; Bloom generations, merged slices
+        s = UserState()
+        for n in range(phase):
+            event = ev(n, BASE + n * DAY_MS, item=f"i{n % 5}").model_copy(
+                update={"value": float(n), "context": {"device": "tv"}}
+            )
+            apply_event(s, event, cfg, (0, n))
+        before = json.dumps(s.to_json())
+        copy = s.copy()
+        assert copy == s
+        for n in range(phase, phase + 6):
+            late = ev(n, BASE + (n % 3) * DAY_MS + 1, item=f"j{n}")  # into recent and summary
+            assert apply_event(copy, late, cfg, (0, n))
+        assert json.dumps(s.to_json()) == before, f"the original changed after {phase} events"
+        assert copy != s
 
 
 def test_values_and_kept_context_live_as_long_as_their_recent_event() -> None:

@@ -10,7 +10,9 @@ import faust
 
 from streamrec.stream import write_behind
 from streamrec.stream.compat import event_context
-from streamrec.stream.write_behind import CachedTable, WriteBehind
+from streamrec.stream.write_behind import CachedTable, Codec, WriteBehind
+
+RAW: Codec[Any] = Codec(lambda stored: stored, lambda value: value)
 
 
 @dataclass
@@ -46,14 +48,14 @@ class FakeTable:
 def _setup(backlog: Any = lambda: 0) -> tuple[list[Any], FakeTable, FakeTable, WriteBehind]:
     log: list[tuple[str, str, Any, int]] = []
     stats, users = FakeTable("stats", log), FakeTable("users", log)
-    behind = WriteBehind([CachedTable(stats, 100), CachedTable(users, 100)], 0.5, backlog)
+    behind = WriteBehind([CachedTable(stats, 100, RAW), CachedTable(users, 100, RAW)], 0.5, backlog)
     for partition in (0, 1):
         behind.remember(FakeEvent(partition))  # type: ignore[arg-type]
     return log, stats, users, behind
 
 
 def test_get_reads_the_table_once_then_serves_from_memory() -> None:
-    cached = CachedTable(FakeTable("t", []), 10)
+    cached = CachedTable(FakeTable("t", []), 10, RAW)
     cached.table.data["a"] = {"x": 1}
     assert cached.get("a", 0) == {"x": 1} and cached.get("a", 0) == {"x": 1}
     assert cached.get("missing", 0) is None
@@ -129,7 +131,7 @@ def test_a_value_set_during_a_flush_is_written_by_the_next_one() -> None:
 
 
 def test_evict_drops_clean_values_oldest_first_and_keeps_dirty_ones() -> None:
-    cached = CachedTable(FakeTable("t", []), capacity=2)
+    cached = CachedTable(FakeTable("t", []), 2, RAW)
     for key in ("a", "b", "c"):
         cached.set(key, key, 0)
     cached.take_dirty()  # flushed: all clean now
@@ -157,7 +159,7 @@ def test_every_chunk_of_a_flush_first_waits_for_what_must_be_in_kafka_before_it(
     async def acked() -> None:
         log.append("acked")
 
-    behind = WriteBehind([CachedTable(users, 100)], 0.5, lambda: 0, before_write=acked)
+    behind = WriteBehind([CachedTable(users, 100, RAW)], 0.5, lambda: 0, before_write=acked)
     behind.remember(FakeEvent(0))  # type: ignore[arg-type]
     for n in range(write_behind.FLUSH_CHUNK + 1):
         behind.tables[0].set(f"u{n}", n, 0)
@@ -165,3 +167,37 @@ def test_every_chunk_of_a_flush_first_waits_for_what_must_be_in_kafka_before_it(
     marks = [n for n, entry in enumerate(log) if entry == "acked"]
     assert marks[0] == 0  # before the first write
     assert log[write_behind.FLUSH_CHUNK + 1] == "acked"  # again before the next chunk
+
+
+class Counting:
+    """A codec that counts its calls: stored form ``{"v": n}``, object ``[n]``."""
+
+    def __init__(self) -> None:
+        self.decoded = 0
+        self.encoded = 0
+        self.codec: Codec[list[int]] = Codec(self.decode, self.encode)
+
+    def decode(self, stored: dict[str, int]) -> list[int]:
+        self.decoded += 1
+        return [stored["v"]]
+
+    def encode(self, value: list[int]) -> dict[str, int]:
+        self.encoded += 1
+        return {"v": value[0]}
+
+
+def test_values_are_decoded_once_when_loaded_and_encoded_once_per_flush() -> None:
+    log: list[Any] = []
+    table, counting = FakeTable("users", log), Counting()
+    table.data["u1"] = {"v": 1}
+    cached = CachedTable(table, 100, counting.codec)
+    behind = WriteBehind([cached], 0.5, lambda: 0)
+    behind.remember(FakeEvent(0))  # type: ignore[arg-type]
+    for n in range(2, 6):  # four events of one user between two flushes
+        value = cached.get("u1", 0)
+        assert value is not None
+        cached.set("u1", [value[0] + n], 0)
+    asyncio.run(behind.flush())
+    assert (counting.decoded, counting.encoded) == (1, 1)
+    assert log == [("users", "u1", {"v": 15}, 0)]
+    assert cached.get("u1", 0) == [15]  # the object, not its stored form

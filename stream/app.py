@@ -58,6 +58,7 @@ from streamrec.stream.resume_hold import ResumeHold
 from streamrec.stream.routing import events_router
 from streamrec.stream.serving_memory import ServingMemory
 from streamrec.stream.state import UserState
+from streamrec.stream.threads import thread_roles
 from streamrec.stream.topics import IMPRESSIONS, USER_STATE
 from streamrec.stream.write_behind import CachedTable, WriteBehind
 
@@ -357,6 +358,7 @@ class StreamrecApp:
                 "items_added": control.cold_items if control else 0,
                 "last_seconds": control.cold_last_s if control else None,
             },
+            "threads": thread_roles(),  # kernel thread id -> role, for bench pipeline's CPU
         }
 
 

@@ -129,7 +129,10 @@ def install(interval_s: float, handlers: Iterable[logging.Handler] | None = None
     for handler in logging.getLogger().handlers if handlers is None else handlers:
         handler.addFilter(repeat)
     if interval_s > 0:
-        threading.Thread(target=_flush_forever, args=(repeat,), daemon=True).start()
+        flusher = threading.Thread(
+            target=_flush_forever, args=(repeat,), name="log repeat flusher", daemon=True
+        )
+        flusher.start()
     return repeat
 
 

@@ -249,7 +249,10 @@ class ModelProcess:
         self._ranker = ranker_state(self._ranker_figures) or self._ranker
         self._ranker_sent = None
         self._unservable_sent = None
-        threading.Thread(target=self._read, args=(conn, child, waiting), daemon=True).start()
+        reader = threading.Thread(
+            target=self._read, args=(conn, child, waiting), name="model-process reader", daemon=True
+        )
+        reader.start()
         conn.send(self.settings)
         if self._checkpoint is not None:
             log.warning("model process restarted: loading %s again", self._checkpoint)

@@ -19,7 +19,9 @@ The throughput phase also reports the system's processes' CPU time, their childr
 process) included, from its first answer to its last (Linux ``/proc``, user + system): on a
 machine other jobs load, events per CPU-second says what a process can do with one core where
 events/s says what it got. (The latency phase reads its answers only after the paced publishing
-ends, too late to time CPU by them.)
+ends, too late to time CPU by them.) Both phases report how that CPU splits between the worker's
+threads and its children (``cpu_share``: the event loop, faust's consumer thread, the model
+process; stream/threads.py), the latency phase from the start of the paced stream.
 
 Workloads: MovieLens-100K replayed in time order (943 users: every user's state stays in the
 worker's write-behind cache), or a synthetic shop (stream/tools/synthetic.py: many users,
@@ -31,30 +33,26 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer
 
 from streamrec.broker import free_port
 from streamrec.console import err_console
 from streamrec.datasets import load_dataset
 from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
-from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, Item
 from streamrec.stream.producer import dataset_events, dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, wait_until, worker_env
-from streamrec.stream.tools.cpu import cpu_seconds
+from streamrec.stream.tools.bench_topics import collect_answers, input_times
+from streamrec.stream.tools.cpu import CpuSample, cpu_seconds, cpu_shares
 from streamrec.stream.tools.synthetic import Workload, synthetic_events, synthetic_items
 from streamrec.stream.topics import create_topics
 
@@ -73,6 +71,7 @@ class PhaseResult:
     latencies_ms: list[float]
     stages_ms: dict[str, list[float]]  # per refresh stage, one value per answering slate
     cpu_s: float = 0.0  # the system's CPU seconds from its first answer to its last
+    cpu_share: dict[str, float] = field(default_factory=dict)  # by thread role (cpu.py)
 
     def figures(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
@@ -86,6 +85,8 @@ class PhaseResult:
         if self.cpu_s > 0:
             figures["cpu_s"] = round(self.cpu_s, 1)
             figures["events_per_cpu_s"] = round(self.answered / self.cpu_s, 1)
+        if self.cpu_share:
+            figures["cpu_share"] = self.cpu_share
         if self.stages_ms:
             figures["stages_ms"] = {
                 stage: {
@@ -153,7 +154,23 @@ class _System:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) its processes have used so far."""
-        return sum(cpu_seconds(proc.proc.pid) for proc in self.procs if proc.proc is not None)
+        return sum(cpu_seconds(pid) for pid in self._pids())
+
+    def cpu_sample(self) -> CpuSample:
+        """Its processes' CPU seconds so far, per thread, and their children's."""
+        return CpuSample.of(self._pids())
+
+    def thread_roles(self) -> dict[int, str]:
+        """Thread id -> role of its workers' threads, as their /stats say (stream/threads.py);
+        the passthrough says nothing, so its CPU shows as unnamed threads."""
+        roles: dict[int, str] = {}
+        for proc in self.procs:
+            named = (proc.stats() or {}).get("threads", {})
+            roles.update({int(tid): role for tid, role in named.items()})
+        return roles
+
+    def _pids(self) -> list[int]:
+        return [proc.proc.pid for proc in self.procs if proc.proc is not None]
 
 
 class _PassthroughProcess(WorkerProcess):
@@ -196,69 +213,6 @@ def _model_version(worker: WorkerProcess) -> str | None:
     return version
 
 
-Output = tuple[int, list[str], dict[str, float]]
-
-
-async def _collect(
-    kafka: KafkaSettings,
-    topic: str,
-    wanted: set[str],
-    kind: str,
-    timeout_s: float,
-    on_first: Callable[[], object] = lambda: None,
-) -> list[Output]:
-    """(timestamp_ms, answered ids of ``wanted``, the slate's stage timings in ms) per output
-    record, until all are answered; ``on_first`` is called when the first one is."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        **aiokafka_kwargs(kafka),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    out: list[Output] = []
-    answered = 0
-    try:
-        deadline = time.monotonic() + timeout_s
-        while answered < len(wanted) and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for r in records:
-                    body = json.loads(r.value)
-                    ids = body["trigger_event_ids"] if kind == "pipeline" else [body["event_id"]]
-                    ids = [i for i in ids if i in wanted]
-                    if ids:
-                        if not out:
-                            on_first()
-                        out.append((r.timestamp, ids, body.get("timing_ms", {})))
-                        answered += len(ids)
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def _input_times(kafka: KafkaSettings, n: int) -> dict[str, int]:
-    """event_id -> record timestamp (ms) of the published events."""
-    consumer = AIOKafkaConsumer(
-        kafka.topics.name("events"),
-        **aiokafka_kwargs(kafka),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    times: dict[str, int] = {}
-    try:
-        async with asyncio.timeout(120):
-            while len(times) < n:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for r in records:
-                        times[json.loads(r.value)["event_id"]] = r.timestamp
-        return times
-    finally:
-        await consumer.stop()
-
-
 async def _prepare(kafka: KafkaSettings, catalog: list[Item]) -> None:
     await create_topics(kafka)
     await publish(kafka, catalog, kafka.topics.name("items"), progress=False)
@@ -285,6 +239,7 @@ def _phase(
     system = _System(kind, kafka, workdir, extra_env, processes, model_mode)
     topic = kafka.topics.name("events")
     wanted = {e.event_id for e in events}
+    paced_from: CpuSample | None = None
     try:
         if rate is None and model_mode:  # model loaded first, then the backlog to drain
             system.start()
@@ -298,21 +253,29 @@ def _phase(
             # a cold start (group join, table recovery) are not the latency under load.
             cold, ramp = warmup[:WARMUP_EVENTS], warmup[WARMUP_EVENTS:]
             asyncio.run(publish(kafka, cold, topic, progress=False))
-            asyncio.run(_collect(kafka, system.output, {e.event_id for e in cold}, kind, 300))
+            cold_ids = {e.event_id for e in cold}
+            asyncio.run(collect_answers(kafka, system.output, cold_ids, kind, 300))
+            paced_from = system.cpu_sample()
             asyncio.run(publish(kafka, ramp + events, topic, rate=rate, progress=False))
         first_cpu: list[float] = []
+        first_sample: list[CpuSample] = []
 
         def on_first() -> None:
             if rate is None:  # read while the system drains (see the module docstring)
                 first_cpu.append(system.cpu_s())
+                first_sample.append(system.cpu_sample())
 
         patience = max(COLLECT_MIN_S, len(events) / COLLECT_FLOOR_RATE)
-        outputs = asyncio.run(_collect(kafka, system.output, wanted, kind, patience, on_first))
+        answers = collect_answers(kafka, system.output, wanted, kind, patience, on_first)
+        outputs = asyncio.run(answers)
         cpu = system.cpu_s() - first_cpu[0] if first_cpu else 0.0
+        since = first_sample[0] if first_sample else paced_from
+        roles = system.thread_roles()  # none for the passthrough, which has no /stats
+        shares = cpu_shares(since, system.cpu_sample(), roles) if since and roles else {}
     finally:
         system.stop()
     published = len(events) + (len(warmup) if rate is not None else 0)
-    sent = asyncio.run(_input_times(kafka, published))
+    sent = asyncio.run(input_times(kafka, published))
     stamps = [t for t, _, _ in outputs]
     seconds = (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 else 0.0
     latencies = [t - sent[i] for t, ids, _ in outputs for i in ids if i in sent]
@@ -321,7 +284,8 @@ def _phase(
     for _, _, timing in outputs:
         for stage, ms in timing.items():
             stages.setdefault(stage.removesuffix("_ms"), []).append(float(ms))
-    return PhaseResult(len(events), answered, seconds, [float(x) for x in latencies], stages, cpu)
+    lat = [float(x) for x in latencies]
+    return PhaseResult(len(events), answered, seconds, lat, stages, cpu, shares)
 
 
 def _workload(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 
+from streamrec.stream.threads import EVENT_LOOP, EXECUTOR, thread_roles
 from streamrec.stream.tools.bench import PhaseResult
-from streamrec.stream.tools.cpu import cpu_seconds
+from streamrec.stream.tools.cpu import CHILDREN, OTHER, CpuSample, cpu_seconds, cpu_shares
 
 
 def test_stage_times_are_summarised_per_stage_and_absent_for_the_passthrough() -> None:
@@ -54,3 +57,56 @@ def test_rates_count_only_answered_events_and_a_shortfall_is_said() -> None:
     assert figures["events_per_s"] == 450.0 and figures["events_per_cpu_s"] == 300.0
     assert short.shortfall() is not None and "100 of 1000" in short.shortfall()
     assert PhaseResult(10, 10, 1.0, [1.0], {}).shortfall() is None
+
+
+def _burn(seconds: float) -> None:
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        pass
+
+
+def test_cpu_of_a_busy_thread_goes_to_its_role() -> None:
+    main = threading.get_native_id()
+    before = CpuSample.of([os.getpid()])
+    _burn(0.3)
+    shares = cpu_shares(before, CpuSample.of([os.getpid()]), {main: EVENT_LOOP})
+    assert shares[EVENT_LOOP] > 0.5 and abs(sum(shares.values()) - 1.0) < 0.01
+
+
+def test_shares_name_each_role_and_sum_to_one() -> None:
+    before = CpuSample({1: 1.0, 2: 0.5}, children=2.0)
+    after = CpuSample({1: 3.0, 2: 1.0, 3: 0.5}, children=3.0)  # thread 3 started meanwhile
+    shares = cpu_shares(before, after, {1: EVENT_LOOP, 2: "AIOKafkaConsumerThread"})
+    assert shares == {
+        EVENT_LOOP: 0.5,
+        CHILDREN: 0.25,
+        OTHER: 0.125,
+        "AIOKafkaConsumerThread": 0.125,
+    }
+    assert cpu_shares(before, before, {}) == {}
+    figures = PhaseResult(10, 10, 1.0, [1.0], {}, cpu_share=shares).figures()
+    assert figures["cpu_share"] == shares
+
+
+def test_threads_are_named_by_what_they_run() -> None:
+    class AIOKafkaConsumerThread:
+        """Stands for the faust service a mode WorkerThread runs."""
+
+    class WorkerThread(threading.Thread):
+        service = AIOKafkaConsumerThread()
+
+    stop = threading.Event()
+    consumer = WorkerThread(target=stop.wait)
+    consumer.start()
+
+    async def on_executor() -> dict[str, str]:
+        return await asyncio.to_thread(thread_roles)
+
+    try:
+        roles = asyncio.run(on_executor())
+    finally:
+        stop.set()
+        consumer.join()
+    assert roles[str(threading.get_native_id())] == EVENT_LOOP  # the main thread
+    assert roles[str(consumer.native_id)] == "AIOKafkaConsumerThread"
+    assert EXECUTOR in roles.values()  # the executor thread that listed them

@@ -125,8 +125,11 @@ class Feedback:
         for partition, created, rec_id in found:
             self.expiry[partition].append((created, rec_id))
 
-    def on_response(self, event: Event, partition: int) -> DropReason | None:
-        """Join a response (event with rec_id) to its impression; call in the event context."""
+    def on_response(
+        self, event: Event, partition: int, received: float | None = None
+    ) -> DropReason | None:
+        """Join a response (event with rec_id) to its impression; call in the event context.
+        ``received``: its record's broker time in seconds, when known (``Response``)."""
         assert event.rec_id is not None
         response = Response(
             rec_id=event.rec_id,
@@ -135,6 +138,7 @@ class Feedback:
             type=event.type,
             ts=event.ts / 1000,
             position=event.position,
+            received=received,
         )
         result = self.joiner.join(response)
         if isinstance(result, DropReason):

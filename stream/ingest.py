@@ -36,7 +36,7 @@ KEY_RULE = "events must be keyed by user_id so one user's events stay in order o
 class Downstream(Protocol):
     """Where ingest hands an applied event: the reward join and the refresher."""
 
-    def on_response(self, event: Event, partition: int) -> object: ...
+    def on_response(self, event: Event, partition: int, received: float | None) -> object: ...
 
     def tick(self, partition: int) -> None: ...
 
@@ -112,6 +112,8 @@ class Ingest:
             return
         if await self.router.forward(event.key, raw, message.partition, message.headers):
             return
+        received = record_time(message.timestamp)
+        parsed = not_after(parsed, received)
         applied = self.apply(parsed, message.partition, message.offset)
         if applied is not None:
             state, delta = applied
@@ -120,7 +122,7 @@ class Ingest:
             await self.publish(delta)
             self.user_state.set(parsed.user_id, state, message.partition)
             if parsed.rec_id is not None:
-                self.feedback.on_response(parsed, message.partition)
+                self.feedback.on_response(parsed, message.partition, received)
             self.mark(parsed, message.partition, message.timestamp, state)
         self.feedback.tick(message.partition)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
@@ -149,3 +151,23 @@ class Ingest:
         self.counts.accepted += 1
         self.metrics.events_accepted.inc()
         return state, delta
+
+
+def record_time(timestamp: float | None) -> float | None:
+    """A record's Kafka timestamp as faust gives it (seconds), None when it has none."""
+    return timestamp if timestamp is not None and timestamp > 0 else None
+
+
+def not_after(event: Event, received: float | None) -> Event:
+    """``event``, its time no later than its record's (``received``, seconds).
+
+    The contract takes times up to a day ahead of the worker's clock (producer clock skew), and
+    trending ranks items by their newest event's time: one view stamped a day ahead put its item
+    first in every fresh user's slate for a day (a new user's report), and stayed the user's
+    newest event as long. The events topic stamps records with the broker's append time, which
+    no event can truly be after; a topic on producer time (CreateTime) gives its producers'
+    clocks instead, so this then only evens out producers against each other."""
+    if received is None:
+        return event
+    limit = int(received * 1000)
+    return event if event.ts <= limit else event.model_copy(update={"ts": limit})

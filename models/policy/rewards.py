@@ -158,7 +158,8 @@ def _strings(value: Any) -> list[str] | None:
 
 @dataclass(frozen=True)
 class Response:
-    """A behaviour event that answers a recommendation (``rec_id`` set). ``ts`` in seconds."""
+    """A behaviour event that answers a recommendation (``rec_id`` set). ``ts`` in seconds, by
+    the producer's clock; ``received``, when known, the broker's time of its record (seconds)."""
 
     rec_id: str
     user_id: str
@@ -167,6 +168,7 @@ class Response:
     ts: float
     position: int | None = None
     dwell_ms: float | None = None
+    received: float | None = None
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Response:
@@ -232,7 +234,12 @@ def attribute(
         return DropReason.UNWEIGHTED_TYPE
     if response.item_id not in impression.items:
         return DropReason.UNKNOWN_ITEM
-    if response.ts < impression.created_at:
+    # Judged on the record's broker time when known: no response reaches Kafka before its slate
+    # was published, while a producer whose clock runs behind stamps its clicks earlier (a click
+    # 1.5 s after the slate from a clock 2 s behind was dropped). Lateness stays on the event's
+    # own time: a click synced hours later still counts if the user made it in the window.
+    arrived = response.received if response.received is not None else response.ts
+    if arrived < impression.created_at:
         return DropReason.BEFORE_IMPRESSION
     if response.ts > impression.created_at + window_s:
         return DropReason.LATE

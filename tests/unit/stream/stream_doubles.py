@@ -35,9 +35,17 @@ class Record:
     message: Message
 
 
-def record(event: Event, partition: int, offset: int, key: bytes | None = None) -> Record:
+# The broker time (seconds) of every record ``record`` makes: after any event time of the tests
+# (ingest applies no event later than its record, stream/ingest.py ``not_after``).
+BROKER_S = 1_800_000_000.0
+
+
+def record(
+    event: Event, partition: int, offset: int, key: bytes | None = None, broker_s: float = BROKER_S
+) -> Record:
     value = encode(event)
-    return Record(key or event.user_id.encode(), value, Message("events", partition, offset, 1.0))
+    message = Message("events", partition, offset, broker_s)
+    return Record(key or event.user_id.encode(), value, message)
 
 
 @dataclass

@@ -23,11 +23,13 @@ from streamrec.stream.write_behind import CachedTable
 class Downstream:
     def __init__(self) -> None:
         self.responses: list[str] = []
+        self.received: list[float | None] = []
         self.ticks: list[int] = []
         self.marked: list[tuple[str, int, int]] = []  # (event id, partition, user event count)
 
-    def on_response(self, event: Event, partition: int) -> None:
+    def on_response(self, event: Event, partition: int, received: float | None) -> None:
         self.responses.append(event.event_id)
+        self.received.append(received)
 
     def tick(self, partition: int) -> None:
         self.ticks.append(partition)
@@ -237,3 +239,27 @@ def test_a_state_handed_on_for_a_slate_is_never_changed_by_later_events() -> Non
     assert [state.count for state, _ in kept] == [1, 2, 3, 4, 5]
     for state, when_handed in kept:
         assert state.to_json() == when_handed
+
+
+def test_an_event_stamped_after_its_record_counts_at_the_record_time() -> None:
+    # One view stamped a day ahead (the contract allows it, for clock skew) put its item first
+    # in trending, for every fresh user, for a day.
+    ingest, _, _, _, deltas = _ingest()
+    record_s = 1_700_000_100.0  # the broker appended both records then
+    ahead = _event(1, item="pinned").model_copy(
+        update={"ts": int(record_s * 1000) + 23 * 3_600_000}
+    )
+    behind = _event(2, item="fine")  # stamped before its record: kept as it is
+    _run(ingest, record(ahead, 0, 1, broker_s=record_s), record(behind, 0, 2, broker_s=record_s))
+    assert [d.ts for d in deltas.published] == [int(record_s * 1000), behind.ts]
+    state = ingest.user_state.get("u1", 0)
+    assert state is not None and [ts for _, ts, _ in state.recent] == [
+        behind.ts,
+        int(record_s * 1000),
+    ]
+
+
+def test_a_response_is_joined_with_its_record_time() -> None:
+    ingest, down, _, _, _ = _ingest()
+    _run(ingest, record(_event(1, rec_id="r1"), 0, 1, broker_s=1_700_000_005.5))
+    assert down.responses == ["e1"] and down.received == [1_700_000_005.5]

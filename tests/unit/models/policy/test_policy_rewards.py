@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,19 @@ def test_bad_responses_are_dropped_with_their_reason(
     joiner = _joiner()
     assert joiner.join(response) is reason
     assert joiner.counts[reason.value] == 1 and joiner.counts["joined"] == 0
+
+
+def test_a_response_from_a_clock_behind_counts_when_its_record_came_after_the_slate() -> None:
+    """Impression at 100 s; a click stamped 98 s by a producer whose clock runs 3 s behind."""
+    skewed = replace(_resp(ts=98.0), received=101.0)
+    assert _joiner().join(skewed) == Reward("r1", "b", 1, "click", 1.0)
+    # Its record reached Kafka before the slate was published: no user saw that slate yet.
+    assert _joiner().join(replace(_resp(ts=110.0), received=99.0)) is DropReason.BEFORE_IMPRESSION
+    # Lateness stays on the user's own time: a click made in the window, synced much later.
+    assert _joiner().join(replace(_resp(ts=150.0), received=5_000.0)) == Reward(
+        "r1", "b", 1, "click", 1.0
+    )
+    assert _joiner().join(replace(_resp(ts=161.0), received=162.0)) is DropReason.LATE
 
 
 def test_another_users_response_leaves_the_owners_own_to_be_credited() -> None:

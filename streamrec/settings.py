@@ -8,10 +8,12 @@ YAML file, defaults. Each stage receives only its own section.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -28,6 +30,7 @@ from streamrec.models.config import EncoderSettings, LearnerSettings, PolicySett
 from streamrec.stream.config import ServingSettings, StateSettings, TrainerSettings
 
 CONFIG_ENV = "STREAMREC_CONFIG"
+ENV_PREFIX = "STREAMREC_"
 # The YAML file of the settings being built by ``load_settings`` (read by the sources hook;
 # a context variable rather than the environment, which the whole process would share).
 _config_file: ContextVar[Path | None] = ContextVar("streamrec_config_file", default=None)
@@ -177,7 +180,7 @@ class Settings(BaseSettings):
     """All of streamrec's settings, one section per stage."""
 
     model_config = SettingsConfigDict(
-        env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Broker connection.")
@@ -223,6 +226,10 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
 
     if config is not None and not config.is_file():
         raise ConfigError(f"config file {config} does not exist; pass an existing YAML file")
+    misnamed = misnamed_env(os.environ)
+    if misnamed:
+        hints = "; ".join(f"{name}: {_suggest(name)}" for name in misnamed)
+        raise ConfigError(f"environment variables that are no setting: {hints}")
     token = _config_file.set(config)
     try:
         return Settings(**overrides)
@@ -241,3 +248,37 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"invalid settings: {' '.join(str(exc).split())}") from None
     finally:
         _config_file.reset(token)
+
+
+def misnamed_env(environ: Mapping[str, str]) -> list[str]:
+    """``STREAMREC_*`` variables that name no settings section. pydantic-settings rejects an
+    unknown field of a known section, but ignores a variable whose section is misspelt or which
+    has one underscore where two belong (``STREAMREC_SERVING_MODE``): the worker then ran with
+    the default (heuristic mode, localhost's broker) and said nothing."""
+    sections = {name.upper() for name in Settings.model_fields}
+    misnamed = []
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
+            continue
+        section, nested, _ = upper.removeprefix(ENV_PREFIX).partition("__")
+        if not nested or section not in sections:
+            misnamed.append(name)
+    return sorted(misnamed)
+
+
+def _suggest(name: str) -> str:
+    """The closest real ``STREAMREC_SECTION__FIELD`` name, as a hint."""
+    known = [
+        f"{section.upper()}__{field.upper()}"
+        for section, info in Settings.model_fields.items()
+        for field in cast(type[BaseModel], info.annotation).model_fields
+    ]
+    wanted = name.upper().removeprefix(ENV_PREFIX)
+    close = difflib.get_close_matches(wanted, known, n=1, cutoff=0.75)
+    hint = (
+        f"did you mean {ENV_PREFIX}{close[0]}?"
+        if close
+        else "names are STREAMREC_<SECTION>__<FIELD>"
+    )
+    return f"{hint} (two underscores between a section and its field; README, Settings)"

@@ -107,3 +107,34 @@ def test_a_misspelt_nested_setting_is_an_error_not_ignored(
     config.write_text("kafka:\n  bootstrp: localhost:9092\n")
     with pytest.raises(ConfigError, match=r"kafka\.bootstrp"):
         load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("STREAMREC_SERVING_MODE", "did you mean STREAMREC_SERVING__MODE?"),  # one underscore
+        ("STREAMREC_SERVNG__MODE", "did you mean STREAMREC_SERVING__MODE?"),  # misspelt section
+        ("STREAMREC_KAFKA_BOOTSTRAP_SERVERS", "did you mean STREAMREC_KAFKA__BOOTSTRAP_SERVERS?"),
+        ("streamrec_whatever", "names are STREAMREC_<SECTION>__<FIELD>"),
+    ],
+)
+def test_a_variable_naming_no_setting_is_an_error_not_a_silent_default(
+    monkeypatch: pytest.MonkeyPatch, name: str, hint: str
+) -> None:
+    # pydantic-settings ignores these: the worker ran in heuristic mode against localhost.
+    monkeypatch.setenv(name, "model")
+    with pytest.raises(ConfigError, match="no setting") as raised:
+        load_settings(None)
+    assert f"{name}: {hint}" in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_every_real_setting_variable_and_the_config_file_variable_pass(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("serving:\n  mode: model\n")
+    monkeypatch.setenv("STREAMREC_CONFIG", str(config))
+    monkeypatch.setenv("STREAMREC_KAFKA__TOPICS__PREFIX", "t.")  # nested two levels
+    monkeypatch.setenv("STREAMREC_STATE__FLUSH_INTERVAL_MS", "250")
+    s = load_settings(None)
+    assert s.serving.mode == "model" and s.kafka.topics.prefix == "t."

@@ -36,7 +36,7 @@ from streamrec.settings import KafkaSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Item, ModelAnnouncement, encode
 from streamrec.stream.metrics import WorkerMetrics
-from streamrec.stream.model_checks import warn_unkept_context, warn_unknown_catalog
+from streamrec.stream.model_checks import warn_no_model, warn_unkept_context, warn_unknown_catalog
 from streamrec.stream.producer import kafka_producer
 from streamrec.stream.topics import create_topics, topic_specs
 
@@ -198,6 +198,8 @@ class ControlListener:
         """Serve ``encoder.checkpoint`` unless a model is served (checked once the load lock is
         held, so it never replaces an announced model loaded meanwhile)."""
         if self.initial is None:
+            if self.server.model_version is None:
+                warn_no_model(self.kafka.topics.name("control"))
             return
         async with self._loading:
             if self.server.model_version is None:

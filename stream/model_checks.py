@@ -46,3 +46,14 @@ def warn_unknown_catalog(version: str, checkpoint: Path, catalog: list[str]) -> 
             trained,
             len(catalog),
         )
+
+
+def warn_no_model(control_topic: str) -> None:
+    """A model-mode worker with no checkpoint configured and none announced waited for one
+    without a word, never ready (a new user's report)."""
+    log.warning(
+        "model mode with no encoder.checkpoint set and no model announced on %s: answering "
+        "with the heuristic, and not ready, until a model is announced (`streamrec "
+        "publish-model`, or the trainer) or STREAMREC_ENCODER__CHECKPOINT is set",
+        control_topic,
+    )

@@ -170,6 +170,8 @@ def _read_json(path: Path) -> Any:
 def read_config(folder: Path) -> tuple[dict[str, Any], EncoderConfig]:
     """A checkpoint's config.json and the encoder config in it (the architecture and inputs it
     was built with), without loading its weights; ModelError when they cannot be read."""
+    if not Path(folder).is_dir():  # a typo in the path reads better so than as a missing file
+        raise ModelError(f"checkpoint directory {folder} does not exist (check the path)")
     config = _read_json(folder / "config.json")
     if not isinstance(config, dict):
         raise ModelError(f"{folder}/config.json is not a checkpoint config (not an object)")

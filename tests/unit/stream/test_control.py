@@ -322,6 +322,41 @@ def test_a_control_topic_that_fails_or_stalls_still_gets_the_configured_model_se
         assert [p.name for p, _ in server.loads] == ["configured"], reader
 
 
+def test_no_checkpoint_configured_and_none_announced_is_said_in_the_log(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A new user's model-mode worker waited, never ready, without a word.
+    import contextlib
+
+    from streamrec.stream import control
+
+    @contextlib.asynccontextmanager
+    async def stuck(kafka: object) -> object:
+        yield _Stuck(), TP
+
+    monkeypatch.setattr(control, "CATCH_UP_S", 0.05)
+    monkeypatch.setattr(control, "control_reader", stuck)
+    listener, server, _ = _listener(None)
+
+    async def started() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listener.run(), timeout=0.5)
+
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.model_checks"):
+        asyncio.run(started())
+    assert server.loads == []
+    said = [r.getMessage() for r in caplog.records]
+    assert (
+        said and "no encoder.checkpoint" in said[0] and "STREAMREC_ENCODER__CHECKPOINT" in said[0]
+    )
+    # Once a model serves, there is nothing to say.
+    _announce(listener, "v1")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.model_checks"):
+        asyncio.run(listener._serve_initial())
+    assert caplog.records == []
+
+
 def test_the_first_load_waits_for_the_catalog_and_cold_starts_what_came_during_it() -> None:
     # The catalog is read at start beside the first load: a load with a partial catalog
     # cold-started none of the rest (on_items skips items while no model serves), so a

@@ -85,8 +85,11 @@ def test_missing_projection_and_corrupt_files(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps({"format": "other", "format_version": 1}))
     with pytest.raises(ModelError, match="this streamrec reads"):
         load_encoder(folder)
-    with pytest.raises(ModelError, match="is missing"):
-        load_encoder(tmp_path / "absent")
+    with pytest.raises(ModelError, match=r"directory .*absent does not exist \(check the path\)"):
+        load_encoder(tmp_path / "absent")  # a typo in the path, not a file to retrain
+    (folder / "config.json").unlink()
+    with pytest.raises(ModelError, match=r"config\.json is missing"):
+        load_encoder(folder)
 
 
 def test_a_checkpoint_is_verified_before_it_is_announced(tmp_path: Path) -> None:

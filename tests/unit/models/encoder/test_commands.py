@@ -73,7 +73,7 @@ def test_train_evaluate_bench(tiny_env: Path, tmp_path: Path) -> None:
 def test_evaluate_missing_checkpoint_fails_clearly(tiny_env: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(_app(), ["evaluate", "--checkpoint", str(tmp_path / "none")])
     assert res.exit_code != 0
-    assert "is missing" in str(res.exception)
+    assert "does not exist (check the path)" in str(res.exception)
 
 
 def test_behaviour_world_takes_each_signal_strength_as_a_probability(tmp_path: Path) -> None:

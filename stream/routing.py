@@ -15,6 +15,7 @@ checks that come first (a record keyed by its user or item id) live here too.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,14 +37,37 @@ def check_key(key: object, expected: str, record: str, why: str) -> None:
     record in the message (``"record"``, ``"catalog record"``), ``why`` says what the key is for."""
     if key != expected.encode():
         got = "has no key" if key is None else f"key {shown_key(key)} differs from its id"
-        raise ContractError("bad_key", f"{record} {got} ({expected!r}); {why}")
+        raise ContractError(
+            "bad_key", f"{record} {got} ({expected!r}){_alike(key, expected)}; {why}"
+        )
 
 
 def shown_key(key: object) -> str:
-    """``key`` for a message: a hostile key can be as large as the broker allows."""
-    if isinstance(key, bytes) and len(key) > SHOWN_KEY_BYTES:
-        return f"{key[:SHOWN_KEY_BYTES]!r}... ({len(key)} bytes)"
+    """``key`` for a message, as text when it is UTF-8 (``b'Zo\xc3\xab'`` read as noise to a
+    new user): a hostile key can be as large as the broker allows."""
+    if isinstance(key, bytes):
+        shown = key[:SHOWN_KEY_BYTES]
+        try:
+            text = repr(shown.decode())
+        except UnicodeDecodeError:
+            text = repr(shown)
+        return text if len(key) <= SHOWN_KEY_BYTES else f"{text}... ({len(key)} bytes)"
     return repr(key)
+
+
+def _alike(key: object, expected: str) -> str:
+    """What to add when the two print alike: the same text in another Unicode form."""
+    try:
+        text = key.decode() if isinstance(key, bytes) else None
+    except UnicodeDecodeError:
+        return ""
+    if text is not None and text != expected and _nfc(text) == _nfc(expected):
+        return " (the same text in another Unicode normalization form: normalize ids to NFC)"
+    return ""
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
 
 
 def home_partition(key: bytes, partitions: int) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from streamrec.stream.routing import home_partition
+from streamrec.errors import ContractError
+from streamrec.stream.routing import check_key, home_partition
 
 # Apache Kafka's own expected murmur2 values (clients' UtilsTest), signed as Java gives them.
 JAVA_MURMUR2 = {
@@ -33,3 +34,17 @@ def test_home_partition_is_aiokafkas_default_partitioner() -> None:
         assert [home_partition(k, partitions) for k in keys] == [
             choose(k, everything, everything) for k in keys
         ]
+
+
+def test_a_wrong_key_is_shown_as_text_and_a_unicode_form_mismatch_is_named() -> None:
+    nfc, nfd = "Zo\u00eb M\u00fcller", "Zoe\u0308 Mu\u0308ller"  # print alike
+    with pytest.raises(ContractError) as raised:
+        check_key(nfc.encode(), nfd, "record", "why")
+    said = str(raised.value)
+    assert f"key {nfc!r} differs" in said and "normalization form" in said
+    with pytest.raises(ContractError) as raised:
+        check_key(b"u2", "u1", "record", "why")
+    assert "key 'u2' differs from its id ('u1'); why" in str(raised.value)
+    with pytest.raises(ContractError) as raised:
+        check_key(b"\xff" * 100, "u1", "record", "why")  # not UTF-8, and long
+    assert "key b'\\xff" in str(raised.value) and "(100 bytes)" in str(raised.value)

@@ -104,6 +104,7 @@ async def create_topics(
         events = kafka.topics.name("events")
         if events in existing and events in {spec.name for spec in specs}:
             await warn_create_time(admin, events)
+        await warn_other_counts(admin, [spec for spec in specs if spec.name in existing])
         created = {spec.name: False for spec in specs}
         for spec in missing:
             created[spec.name] = await create_topic(kafka, admin, spec)
@@ -186,6 +187,27 @@ async def warn_unreplicated(kafka: KafkaSettings, admin: AIOKafkaAdminClient) ->
             factor,
             brokers,
         )
+
+
+async def warn_other_counts(admin: AIOKafkaAdminClient, existing: list[TopicSpec]) -> None:
+    """A warning per existing topic whose partition count is not the settings': ``topics
+    create`` reported it as existing and nothing else (a new user's report), while the worker
+    goes by the topic's own count."""
+    if not existing:
+        return
+    described = await retried(lambda: admin.describe_topics([spec.name for spec in existing]))
+    counts = {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}
+    for spec in existing:
+        count = counts.get(spec.name)
+        if count and count != spec.partitions:
+            log.warning(
+                "topic %s exists with %d partitions, not the %d the settings give "
+                "(STREAMREC_KAFKA__TOPICS__PARTITIONS): it keeps its count (README, Known "
+                "issues: partitions cannot be added to events after the first start)",
+                spec.name,
+                count,
+                spec.partitions,
+            )
 
 
 async def warn_create_time(admin: AIOKafkaAdminClient, events: str) -> None:

@@ -28,6 +28,7 @@ from streamrec.stream.topics import (
     retried,
     topic_specs,
     warn_create_time,
+    warn_other_counts,
     warn_unreplicated,
 )
 
@@ -207,3 +208,18 @@ def test_the_create_time_warning_needs_the_topics_config_not_its_absence(
         assert caplog.text == ""
         asyncio.run(warn_create_time(cast(Any, _Admin([], [on_create])), "t.events"))
     assert "LogAppendTime" in caplog.text
+
+
+def test_an_existing_topic_of_another_partition_count_than_the_settings_is_warned_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Described:
+        async def describe_topics(self, names: list[str]) -> list[dict[str, object]]:
+            counts = {"t.events": 4, "t.recommendations": 8, "t.fresh": 0}
+            return [{"topic": n, "error_code": 0, "partitions": [{}] * counts[n]} for n in names]
+
+    specs = [TopicSpec("t.events", 8), TopicSpec("t.recommendations", 8), TopicSpec("t.fresh", 8)]
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.topics"):
+        asyncio.run(warn_other_counts(cast(Any, Described()), specs))
+    assert len(caplog.records) == 1  # the same count, and a topic not known yet, say nothing
+    assert "t.events exists with 4 partitions, not the 8" in caplog.records[0].getMessage()

@@ -87,11 +87,13 @@ def topic_specs(kafka: KafkaSettings) -> list[TopicSpec]:
 
 
 async def create_topics(
-    kafka: KafkaSettings, specs: list[TopicSpec] | None = None
+    kafka: KafkaSettings, specs: list[TopicSpec] | None = None, *, warn_counts: bool = False
 ) -> dict[str, bool]:
     """Create missing topics; returns name -> True when created now, False when it existed.
     ConfigError when Kafka refuses one (its reason), or when missing changelogs would get
-    another partition count than an existing events topic (the worker could never start)."""
+    another partition count than an existing events topic (the worker could never start).
+    ``warn_counts`` (``topics create``): warn of existing topics of another partition count
+    (a worker refuses the counts it cannot run on with its own error instead)."""
     specs = specs if specs is not None else topic_specs(kafka)
     admin = AIOKafkaAdminClient(**aiokafka_kwargs(kafka))
     await admin.start()
@@ -104,7 +106,8 @@ async def create_topics(
         events = kafka.topics.name("events")
         if events in existing and events in {spec.name for spec in specs}:
             await warn_create_time(admin, events)
-        await warn_other_counts(admin, [spec for spec in specs if spec.name in existing])
+        if warn_counts:
+            await warn_other_counts(admin, [spec for spec in specs if spec.name in existing])
         created = {spec.name: False for spec in specs}
         for spec in missing:
             created[spec.name] = await create_topic(kafka, admin, spec)

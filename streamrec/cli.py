@@ -140,7 +140,7 @@ def topics_create(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Create every streamrec topic with the configured partitions (existing ones are kept)."""
     from streamrec.stream.topics import create_topics
 
-    created = asyncio.run(create_topics(get_settings(ctx).kafka))
+    created = asyncio.run(create_topics(get_settings(ctx).kafka, warn_counts=True))
     report(
         "topics", {name: "created" if new else "exists" for name, new in created.items()}, as_json
     )

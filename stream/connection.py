@@ -7,6 +7,7 @@ import ssl
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
 
 from streamrec.errors import ConfigError
@@ -74,3 +75,15 @@ def faust_broker_url(kafka: KafkaSettings) -> list[str]:
     return [
         f"kafka://{host.strip()}" for host in kafka.bootstrap_servers.split(",") if host.strip()
     ]
+
+
+def topic_reader(kafka: KafkaSettings, *topics: str) -> AIOKafkaConsumer:
+    """A consumer of ``topics`` from their beginning, outside any group (nothing committed):
+    how the tools and benchmarks read a topic back. Not started."""
+    return AIOKafkaConsumer(
+        *topics,
+        **aiokafka_kwargs(kafka),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )

@@ -24,7 +24,7 @@ from streamrec.broker import free_port
 from streamrec.settings import KafkaSettings
 from streamrec.stream.compat import assign_all
 from streamrec.stream.config import StateSettings
-from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.connection import aiokafka_kwargs, topic_reader
 from streamrec.stream.contract import Event
 from streamrec.stream.item_stats import ItemDelta, ItemStats
 from streamrec.stream.state import UserState, apply_event
@@ -203,13 +203,7 @@ async def read_topic(
     kafka: KafkaSettings, topic: str, want: int, timeout_s: float = 60.0
 ) -> list[Any]:
     """The first ``want`` records of ``topic`` (all partitions), as aiokafka records."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        **aiokafka_kwargs(kafka),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = topic_reader(kafka, topic)
     await consumer.start()
     got: list[Any] = []
     try:

@@ -8,10 +8,8 @@ import json
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer
-
 from streamrec.settings import KafkaSettings
-from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.connection import topic_reader
 
 Output = tuple[int, list[str], dict[str, float]]
 
@@ -26,13 +24,7 @@ async def collect_answers(
 ) -> list[Output]:
     """(timestamp_ms, answered ids of ``wanted``, the slate's stage timings in ms) per output
     record, until all are answered; ``on_first`` is called when the first one is."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        **aiokafka_kwargs(kafka),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = topic_reader(kafka, topic)
     await consumer.start()
     out: list[Output] = []
     answered = 0
@@ -56,13 +48,7 @@ async def collect_answers(
 
 async def input_times(kafka: KafkaSettings, n: int) -> dict[str, int]:
     """event_id -> record timestamp (ms) of the published events."""
-    consumer = AIOKafkaConsumer(
-        kafka.topics.name("events"),
-        **aiokafka_kwargs(kafka),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = topic_reader(kafka, kafka.topics.name("events"))
     await consumer.start()
     times: dict[str, int] = {}
     try:

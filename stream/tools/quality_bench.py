@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer
 from tqdm import tqdm
 
 from streamrec.broker import EmbeddedKafka, free_port
@@ -40,7 +39,7 @@ from streamrec.errors import ConfigError, DataError, StreamrecError
 from streamrec.models.encoder.event_log import load_event_log
 from streamrec.settings import KafkaSettings, Settings, TopicSettings
 from streamrec.stream.config import TrainerSettings
-from streamrec.stream.connection import aiokafka_kwargs
+from streamrec.stream.connection import topic_reader
 from streamrec.stream.contract import Event
 from streamrec.stream.producer import dataset_items, publish
 from streamrec.stream.testing import WorkerProcess, read_topic, wait_until
@@ -262,13 +261,7 @@ async def _read_slates(
 ) -> tuple[list[quality.Slate], int]:
     """Every slate of the run, read until each accepted event is answered (or the timeout)."""
     wanted = {e.event_id for e in events}
-    consumer = AIOKafkaConsumer(
-        kafka.topics.name("recommendations"),
-        **aiokafka_kwargs(kafka),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = topic_reader(kafka, kafka.topics.name("recommendations"))
     await consumer.start()
     slates: list[quality.Slate] = []
     answered: set[str] = set()

@@ -103,14 +103,17 @@ async def create_topics(
         await _check_new_changelogs(kafka, admin, missing)
         if missing:
             await warn_unreplicated(kafka, admin)
-        events = kafka.topics.name("events")
-        if events in existing and events in {spec.name for spec in specs}:
-            await warn_create_time(admin, events)
-        if warn_counts:
-            await warn_other_counts(admin, [spec for spec in specs if spec.name in existing])
         created = {spec.name: False for spec in specs}
         for spec in missing:
             created[spec.name] = await create_topic(kafka, admin, spec)
+        # Judged after creating: a topic made a moment ago may be missing from the listing
+        # (the broker's metadata lags its controller) and found to exist only on creation.
+        found = [spec for spec in specs if not created[spec.name]]
+        events = kafka.topics.name("events")
+        if events in {spec.name for spec in found}:
+            await warn_create_time(admin, events)
+        if warn_counts:
+            await warn_other_counts(admin, found)
         return created
     finally:
         await admin.close()

@@ -223,3 +223,41 @@ def test_an_existing_topic_of_another_partition_count_than_the_settings_is_warne
         asyncio.run(warn_other_counts(cast(Any, Described()), specs))
     assert len(caplog.records) == 1  # the same count, and a topic not known yet, say nothing
     assert "t.events exists with 4 partitions, not the 8" in caplog.records[0].getMessage()
+
+
+def test_an_events_topic_found_only_on_creation_is_still_judged_for_its_timestamps(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topic created a moment before may be missing from the broker's listing: it was then
+    taken for missing, found to exist on creation, and never warned of (a test's flake)."""
+    from streamrec.stream import topics
+
+    on_create = (0, None, 2, "streamrec.events", [("message.timestamp.type", "CreateTime", 0)])
+
+    class StaleAdmin(_Admin):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__([], [on_create])
+
+        async def start(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+        async def list_topics(self) -> list[str]:
+            return []  # the listing has not caught up with the events topic
+
+        async def describe_cluster(self) -> dict[str, list[object]]:
+            return {"brokers": [{}]}
+
+        async def create_topics(self, new: list[Any]) -> Any:
+            code = 36 if new[0].name == "streamrec.events" else 0  # TOPIC_ALREADY_EXISTS
+            return SimpleNamespace(topic_errors=[(new[0].name, code, None)])
+
+    monkeypatch.setattr(topics, "AIOKafkaAdminClient", StaleAdmin)
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.topics"):
+        created = asyncio.run(topics.create_topics(KafkaSettings()))
+    assert created["streamrec.events"] is False and all(
+        made for name, made in created.items() if name != "streamrec.events"
+    )
+    assert "LogAppendTime" in caplog.text

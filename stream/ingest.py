@@ -30,6 +30,7 @@ from streamrec.stream.write_behind import CachedTable, Codec
 
 # The user_state table stores a state's compact JSON (stream/state.py); the cache holds objects.
 STATE_CODEC = Codec(UserState.from_json, UserState.to_json)
+LOG_APPEND_TIME = 1  # a record's timestamp_type when its topic stamps the broker's append time
 KEY_RULE = "events must be keyed by user_id so one user's events stay in order on one partition"
 
 
@@ -112,7 +113,7 @@ class Ingest:
             return
         if await self.router.forward(event.key, raw, message.partition, message.headers):
             return
-        received = record_time(message.timestamp)
+        received = append_time(message)
         parsed = not_after(parsed, received)
         applied = self.apply(parsed, message.partition, message.offset)
         if applied is not None:
@@ -153,20 +154,24 @@ class Ingest:
         return state, delta
 
 
-def record_time(timestamp: float | None) -> float | None:
-    """A record's Kafka timestamp as faust gives it (seconds), None when it has none."""
-    return timestamp if timestamp is not None and timestamp > 0 else None
+def append_time(message: Any) -> float | None:
+    """When the broker appended the record (faust's ``timestamp``, seconds), if the topic
+    stamps that (LogAppendTime, as ``topics create`` makes the events topic): a topic on
+    producer time (CreateTime) carries whatever its producers set, an upstream pipeline's
+    original event time, say, so it says nothing about when the event reached Kafka."""
+    timestamp = message.timestamp
+    if getattr(message, "timestamp_type", None) != LOG_APPEND_TIME or not timestamp:
+        return None
+    return float(timestamp)
 
 
 def not_after(event: Event, received: float | None) -> Event:
-    """``event``, its time no later than its record's (``received``, seconds).
+    """``event``, its time no later than its record's append time (``received``, seconds).
 
     The contract takes times up to a day ahead of the worker's clock (producer clock skew), and
     trending ranks items by their newest event's time: one view stamped a day ahead put its item
     first in every fresh user's slate for a day (a new user's report), and stayed the user's
-    newest event as long. The events topic stamps records with the broker's append time, which
-    no event can truly be after; a topic on producer time (CreateTime) gives its producers'
-    clocks instead, so this then only evens out producers against each other."""
+    newest event as long. No event truly happened after the broker appended it."""
     if received is None:
         return event
     limit = int(received * 1000)

@@ -24,6 +24,7 @@ class Message:
     offset: int
     timestamp: float | None = None
     headers: list[tuple[str, bytes]] | None = None
+    timestamp_type: int = 1  # LogAppendTime, as topics create makes the events topic
 
 
 @dataclass

@@ -263,3 +263,14 @@ def test_a_response_is_joined_with_its_record_time() -> None:
     ingest, down, _, _, _ = _ingest()
     _run(ingest, record(_event(1, rec_id="r1"), 0, 1, broker_s=1_700_000_005.5))
     assert down.responses == ["e1"] and down.received == [1_700_000_005.5]
+
+
+def test_a_topic_on_producer_time_bounds_nothing() -> None:
+    # CreateTime carries what producers set (an upstream pipeline's original event time, say),
+    # not when the record reached Kafka: the event's own time stands.
+    ingest, down, _, _, deltas = _ingest()
+    ahead = _event(1, rec_id="r1").model_copy(update={"ts": 1_700_000_200_000})
+    created = record(ahead, 0, 1, broker_s=1_700_000_100.0)
+    created.message.timestamp_type = 0  # CreateTime
+    _run(ingest, created)
+    assert [d.ts for d in deltas.published] == [ahead.ts] and down.received == [None]

@@ -162,7 +162,7 @@ class _System:
 
     def thread_roles(self) -> dict[int, str]:
         """Thread id -> role of its workers' threads, as their /stats say (stream/threads.py);
-        the passthrough says nothing, so its CPU shows as unnamed threads."""
+        empty for the passthrough, which has no /stats (so no shares are given for it)."""
         roles: dict[int, str] = {}
         for proc in self.procs:
             named = (proc.stats() or {}).get("threads", {})

@@ -304,10 +304,11 @@ class StreamrecApp:
             return "reading the catalog"
         if self.model_server is not None and self.model_server.model_version is None:
             control = self.control
+            if control is not None and control.load_failure is not None:
+                return "no model could load (the log says why)"
             if control is not None and control.initial is None:
                 return "waiting for a model announced on control (no encoder.checkpoint is set)"
-            failed = control is not None and control.load_failure is not None
-            return "no model could load (the log says why)" if failed else "loading its model"
+            return "loading its model"
         return None
 
     # -- observation ---------------------------------------------------------------------------

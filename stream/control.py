@@ -173,6 +173,7 @@ class ControlListener:
         self.metrics = metrics
         self.swaps = 0
         self.load_failure: str | None = None  # why the last load failed (until one succeeds)
+        self.said_no_model = False
         self.cold_items = 0
         self.cold_last_s: float | None = None
         self._loading = asyncio.Lock()  # one load at a time (start-up's fallback may race)
@@ -198,7 +199,8 @@ class ControlListener:
         """Serve ``encoder.checkpoint`` unless a model is served (checked once the load lock is
         held, so it never replaces an announced model loaded meanwhile)."""
         if self.initial is None:
-            if self.server.model_version is None:
+            if self.server.model_version is None and not self.said_no_model:
+                self.said_no_model = True  # once: the fallback and the backlog both get here
                 warn_no_model(self.kafka.topics.name("control"))
             return
         async with self._loading:

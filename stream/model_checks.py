@@ -52,8 +52,8 @@ def warn_no_model(control_topic: str) -> None:
     """A model-mode worker with no checkpoint configured and none announced waited for one
     without a word, never ready (a new user's report)."""
     log.warning(
-        "model mode with no encoder.checkpoint set and no model announced on %s: answering "
-        "with the heuristic, and not ready, until a model is announced (`streamrec "
+        "model mode with no encoder.checkpoint set and no model served yet: answering with "
+        "the heuristic, and not ready, until a model announced on %s loads (`streamrec "
         "publish-model`, or the trainer) or STREAMREC_ENCODER__CHECKPOINT is set",
         control_topic,
     )

@@ -261,8 +261,9 @@ def misnamed_env(environ: Mapping[str, str]) -> list[str]:
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV:
             continue
-        section, nested, _ = upper.removeprefix(ENV_PREFIX).partition("__")
-        if not nested or section not in sections:
+        # A section alone takes JSON (STREAMREC_KAFKA='{"bootstrap_servers": ...}').
+        section = upper.removeprefix(ENV_PREFIX).partition("__")[0]
+        if section not in sections:
             misnamed.append(name)
     return sorted(misnamed)
 

@@ -136,5 +136,7 @@ def test_every_real_setting_variable_and_the_config_file_variable_pass(
     monkeypatch.setenv("STREAMREC_CONFIG", str(config))
     monkeypatch.setenv("STREAMREC_KAFKA__TOPICS__PREFIX", "t.")  # nested two levels
     monkeypatch.setenv("STREAMREC_STATE__FLUSH_INTERVAL_MS", "250")
+    monkeypatch.setenv("STREAMREC_TRAINER", '{"epochs": 3}')  # a whole section, as JSON
     s = load_settings(None)
     assert s.serving.mode == "model" and s.kafka.topics.prefix == "t."
+    assert s.trainer.epochs == 3

@@ -349,6 +349,8 @@ def test_no_checkpoint_configured_and_none_announced_is_said_in_the_log(
     assert (
         said and "no encoder.checkpoint" in said[0] and "STREAMREC_ENCODER__CHECKPOINT" in said[0]
     )
+    asyncio.run(listener._serve_initial())  # the backlog's end and the fallback both come here
+    assert len([r for r in caplog.records if "no encoder.checkpoint" in r.getMessage()]) == 1
     # Once a model serves, there is nothing to say.
     _announce(listener, "v1")
     caplog.clear()

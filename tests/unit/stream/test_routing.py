@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -48,3 +50,15 @@ def test_a_wrong_key_is_shown_as_text_and_a_unicode_form_mismatch_is_named() -> 
     with pytest.raises(ContractError) as raised:
         check_key(b"\xff" * 100, "u1", "record", "why")  # not UTF-8, and long
     assert "key b'\\xff" in str(raised.value) and "(100 bytes)" in str(raised.value)
+
+
+def test_a_key_longer_than_any_id_is_not_normalized() -> None:
+    # Normalizing a hostile run of combining marks takes time quadratic in its length (seconds
+    # for 80 KB on the event loop), and no id is that long.
+    nfc = "\u00e9" * 200  # 400 bytes
+    with pytest.raises(ContractError) as raised:
+        check_key(unicodedata.normalize("NFD", nfc).encode(), nfc, "record", "why")  # 600 bytes
+    assert "normalization form" not in str(raised.value)
+    with pytest.raises(ContractError) as raised:
+        check_key(unicodedata.normalize("NFD", nfc[:50]).encode(), nfc[:50], "record", "why")
+    assert "normalization form" in str(raised.value)

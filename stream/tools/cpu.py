@@ -32,7 +32,7 @@ class CpuSample:
         for pid in pids:
             for task in Path(f"/proc/{pid}/task").iterdir():
                 threads[int(task.name)] = _thread_cpu_seconds(task / "stat")
-            children += sum(_gone_is_zero(kid) for kid in _children(pid))
+                children += sum(_gone_is_zero(kid) for kid in _task_children(task))
         return cls(threads, children)
 
 
@@ -53,13 +53,14 @@ def cpu_shares(before: CpuSample, after: CpuSample, roles: Mapping[int, str]) ->
 
 def _children(pid: int) -> list[int]:
     """Live child processes of any thread of ``pid`` (each task lists those it started)."""
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            kids += [int(k) for k in (task / "children").read_text().split()]
-        except FileNotFoundError:  # a thread that ended since it was listed
-            continue
-    return kids
+    return [kid for task in Path(f"/proc/{pid}/task").iterdir() for kid in _task_children(task)]
+
+
+def _task_children(task: Path) -> list[int]:
+    try:
+        return [int(k) for k in (task / "children").read_text().split()]
+    except FileNotFoundError:  # a thread that ended since it was listed
+        return []
 
 
 def _gone_is_zero(pid: int) -> float:

@@ -124,9 +124,7 @@ class StreamrecApp:
             s.serving.learned_snapshot_s,
         )
         self.memory.load()
-        self.catalog = Catalog(
-            s.kafka, self.metrics, self.dead_letters.reject, s.serving.catalog_only
-        )
+        self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject, s.serving)
         if self.model_server is not None:
             self.catalog.on_unservable.append(self.model_server.set_unservable)
         impressions = self.app.Table(
@@ -161,7 +159,7 @@ class StreamrecApp:
             self.feedback.store,
             self.fusion,
             self.metrics,
-            self.catalog.unservable,
+            self.catalog,
         )
         self.ingest = Ingest(
             s.state,

@@ -7,6 +7,10 @@ changelog (latest record per item_id), so each worker assigns itself every parti
 from the beginning, and follows the tail. ``loaded`` turns true once the start-up read reached
 the end offsets seen at start. Bad records go to the dead-letter topic like bad events.
 
+``newest`` lists the newest active items, which fill a heuristic slate its sources leave short
+(``catalog_fill``): on a fresh deployment, before any traffic, co-visitation and trending are
+empty and every slate would be.
+
 Items whose latest record says ``active: false``, or whose key's latest record is a tombstone
 (a null value, how a compacted topic deletes a key), are kept in ``inactive``: no slate of
 either path lists them (``excluding``), whatever co-visitation, trending or the index hold.
@@ -14,17 +18,20 @@ either path lists them (``excluding``), whatever co-visitation, trending or the 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Container
+from collections.abc import Awaitable, Callable, Collection, Container, Sequence
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.errors import ContractError
 from streamrec.settings import KafkaSettings
 from streamrec.stream.compat import READ_COMMITTED, assign_all
+from streamrec.stream.config import ServingSettings
 from streamrec.stream.connection import aiokafka_kwargs
-from streamrec.stream.contract import Item, parse_item
+from streamrec.stream.contract import Item, SlateItem, parse_item
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.routing import check_key, home_partition
 
@@ -34,16 +41,22 @@ KEY_RULE = "items must be keyed by item_id so compaction keeps each item's lates
 RejectFn = Callable[[bytes, bytes | None, ContractError, str, int, int], Awaitable[None]]
 # Called with the new records and the oldest record timestamp among them (epoch ms).
 ItemListener = Callable[[list[Item], int], Awaitable[None]]
+# A catalog that changes all the time (prices, stock) must not be re-sorted for every short slate.
+NEWEST_REFRESH_S = 10.0
 
 
 class Catalog:
     """item_id -> latest active Item, fed by the compacted items topic."""
 
     def __init__(
-        self, kafka: KafkaSettings, metrics: WorkerMetrics, reject: RejectFn, listed_only: bool
+        self,
+        kafka: KafkaSettings,
+        metrics: WorkerMetrics,
+        reject: RejectFn,
+        serving: ServingSettings,
     ) -> None:
         self.kafka = kafka
-        self.listed_only = listed_only  # serving.catalog_only
+        self.listed_only = serving.catalog_only
         self.metrics = metrics
         self.reject = reject
         self.items: dict[str, Item] = {}
@@ -53,6 +66,10 @@ class Catalog:
         # told what no slate may show whenever it changes (the model process keeps a copy)
         self.on_unservable: list[Callable[[Unservable], None]] = []
         self._inactive_changes = 0
+        self.newest_kept = serving.catalog_fill
+        self._newest: tuple[str, ...] = ()
+        self._newest_at = -NEWEST_REFRESH_S  # monotonic time of the last sort
+        self._newest_stale = False
         self.partitions = 0  # of the items topic, once read: where each key belongs
         for outcome in ("accepted", "rejected"):  # exported at 0 before the first record
             metrics.items_consumed.labels(outcome)
@@ -60,6 +77,19 @@ class Catalog:
     def unservable(self) -> Unservable:
         """What no slate may show now (see ``Unservable``), read live."""
         return Unservable(self.inactive, self.items if self.listed_only else None)
+
+    def newest(self) -> Sequence[str]:
+        """Up to ``newest_kept`` active items, the newest ``created_at`` first (items without one
+        last, in the order they arrived): what fills a slate its sources leave short. Re-sorted
+        at most every ``NEWEST_REFRESH_S`` while the catalog changes; a deactivated item may
+        linger that long, which ``excluding`` at slate time covers."""
+        now = time.monotonic()
+        if self._newest_stale and now - self._newest_at >= NEWEST_REFRESH_S:
+            items = self.items.values()
+            top = heapq.nlargest(self.newest_kept, items, key=lambda i: i.created_at or 0)
+            self._newest = tuple(item.item_id for item in top)
+            self._newest_at, self._newest_stale = now, False
+        return self._newest
 
     def _tell(self, inactive_changed: bool, fresh: bool, loaded_now: bool) -> None:
         """Send listeners a frozen copy of what no slate may show, when it changed: the
@@ -131,6 +161,7 @@ class Catalog:
             await self.reject(raw, key, exc, self.kafka.topics.name("items"), partition, offset)
             return None
         self.metrics.items_consumed.labels("accepted").inc()
+        self._newest_stale = self.newest_kept > 0
         if item.active:
             self.items[item.item_id] = item
         self._set_active(item.item_id, item.active)
@@ -145,6 +176,7 @@ class Catalog:
             self.items.pop(item_id, None)
             self.inactive.add(item_id)
         self._inactive_changes += 1
+        self._newest_stale = self.newest_kept > 0
 
 
 def _warn_misplaced(key: bytes, partition: int, home: int) -> None:
@@ -160,6 +192,47 @@ def _warn_misplaced(key: bytes, partition: int, home: int) -> None:
         partition,
         home,
     )
+
+
+class CatalogView(Protocol):
+    """What a heuristic slate reads from the catalog: ``Catalog``, or ``NO_CATALOG``."""
+
+    def unservable(self) -> Container[str]:
+        """Items no slate may show."""
+
+    def newest(self) -> Sequence[str]:
+        """Items to fill a short slate from, best first."""
+
+
+class _NoCatalog:
+    def unservable(self) -> Container[str]:
+        return frozenset()
+
+    def newest(self) -> Sequence[str]:
+        return ()
+
+
+NO_CATALOG = _NoCatalog()
+FILL_REASON = "source:catalog"
+
+
+def catalog_fill(
+    newest: Sequence[str], exclude: Container[str], taken: Sequence[SlateItem], missing: int
+) -> list[SlateItem]:
+    """Up to ``missing`` items of ``newest`` not excluded nor already ``taken``, in order."""
+    listed = {item.item_id for item in taken}
+    fill: list[SlateItem] = []
+    for item_id in newest:
+        if len(fill) >= missing:
+            break
+        if item_id in exclude or item_id in listed:
+            continue
+        fill.append(
+            SlateItem.model_construct(
+                item_id=item_id, score=0.0, propensity=1.0, reason=FILL_REASON
+            )
+        )
+    return fill
 
 
 def excluding(seen: Container[str], unservable: Container[str]) -> Container[str]:

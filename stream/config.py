@@ -296,6 +296,13 @@ class ServingSettings(BaseModel):
         "may hold any item events name (co-visitation and trending learn from events), which a "
         "frontend without that item's record cannot show.",
     )
+    catalog_fill: int = Field(
+        1_000,
+        ge=0,
+        description="A heuristic slate its sources leave short (a fresh deployment before any "
+        "traffic, a user who has seen every candidate) is filled from this many newest catalog "
+        "items (by created_at), unseen and servable ones only; 0: slates stay short.",
+    )
     model_threads: int = Field(
         1,
         ge=1,

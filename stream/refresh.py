@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Container, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,7 +38,7 @@ from streamrec.index.candidates import (
 )
 from streamrec.models.policy.rewards import Impression
 from streamrec.models.policy.slate import Slate
-from streamrec.stream.catalog import excluding
+from streamrec.stream.catalog import NO_CATALOG, CatalogView, catalog_fill, excluding
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.contract import Event, SlateItem, encode_recommendation
 from streamrec.stream.feedback import impression_of
@@ -108,7 +108,8 @@ class RemoteBuilder(SlateBuilder, Protocol):
 
 class HeuristicBuilder:
     """Co-visitation and trending fused by weighted reciprocal rank (index/candidates.py, the
-    weights learned by stream/fusion.py); no model.
+    weights learned by stream/fusion.py); no model. A slate they leave short is filled with the
+    catalog's newest unseen items (``serving.catalog_fill``), reason ``source:catalog``.
 
     Deterministic, so every propensity is 1.0. Seen items are never recommended.
     """
@@ -117,11 +118,11 @@ class HeuristicBuilder:
         self,
         weights: Callable[[], Weights],
         depth: int,
-        unservable: Callable[[], Container[str]] = frozenset,
+        catalog: CatalogView | None = None,
     ) -> None:
         self.weights = weights
         self.depth = depth  # of the source lists handed back for the fusion learner
-        self.unservable = unservable  # what the catalog lets no slate show (stream/catalog.py)
+        self.catalog = catalog or NO_CATALOG
         self._trending: SharedList | None = None
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:
@@ -143,7 +144,7 @@ class HeuristicBuilder:
     ) -> tuple[list[SlateItem], dict[str, list[str]]]:
         history = entry.state.history()
         covisited = covisitation_candidates(entry.covisits, history, self.depth)
-        seen = excluding(entry.state.seen.probe(), self.unservable())
+        seen = excluding(entry.state.seen.probe(), self.catalog.unservable())
         trending = self._shared(entry.trending)
         if trending is None:
             sources = {COVISITATION: covisited, TRENDING: entry.trending}
@@ -172,6 +173,8 @@ class HeuristicBuilder:
             )
             for item_id, score in fused.ranked
         ]
+        if len(items) < slate_size:
+            items += catalog_fill(self.catalog.newest(), seen, items, slate_size - len(items))
         return items, lists
 
     def _shared(self, trending: Neighbours) -> SharedList | None:
@@ -218,7 +221,7 @@ class Refresher:
         store: StoreFn,
         fusion: FusionLearner,
         metrics: WorkerMetrics,
-        unservable: Callable[[], Container[str]] = frozenset,
+        catalog: CatalogView | None = None,
     ) -> None:
         self.serving = serving
         self.stats = stats
@@ -227,7 +230,7 @@ class Refresher:
         self.store = store
         self.metrics = metrics
         self.fusion = fusion
-        self.heuristic = HeuristicBuilder(lambda: fusion.weights, serving.fusion.depth, unservable)
+        self.heuristic = HeuristicBuilder(lambda: fusion.weights, serving.fusion.depth, catalog)
         self.published = 0
         self.dirty: OrderedDict[str, Pending] = OrderedDict()
         # Encoded slates: bytes are invisible to the garbage collector, while 100,000 slate

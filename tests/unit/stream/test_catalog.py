@@ -16,17 +16,23 @@ from streamrec.stream.catalog import Catalog, Unservable, excluding
 from streamrec.stream.routing import home_partition
 
 
-def _catalog(listed_only: bool = False) -> tuple[Catalog, list[str]]:
+def _catalog(listed_only: bool = False, fill: int = 1_000) -> tuple[Catalog, list[str]]:
     rejected: list[str] = []
 
     async def reject(raw: bytes, key: bytes | None, error: ContractError, *where: object) -> None:
         rejected.append(error.code)
 
-    return Catalog(Settings().kafka, metrics(), reject, listed_only), rejected
+    serving = Settings().serving.model_copy(
+        update={"catalog_only": listed_only, "catalog_fill": fill}
+    )
+    return Catalog(Settings().kafka, metrics(), reject, serving), rejected
 
 
-def _record(item_id: str, active: bool = True) -> bytes:
-    return json.dumps({"item_id": item_id, "title": f"T {item_id}", "active": active}).encode()
+def _record(item_id: str, active: bool = True, created_at: int | None = None) -> bytes:
+    record = {"item_id": item_id, "title": f"T {item_id}", "active": active}
+    if created_at is not None:
+        record["created_at"] = created_at
+    return json.dumps(record).encode()
 
 
 def test_deactivated_and_deleted_items_are_inactive_until_a_record_brings_them_back() -> None:
@@ -45,6 +51,30 @@ def test_deactivated_and_deleted_items_are_inactive_until_a_record_brings_them_b
     assert rejected == []  # a tombstone is not a bad record
     take(b"", "d")  # an empty value is
     assert rejected == ["invalid_json"]
+
+
+def test_newest_lists_active_items_by_creation_time_at_most_every_few_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    catalog, _ = _catalog(fill=3)
+    day = 86_400_000
+    for item, created in (("old", 1), ("undated", None), ("new", 3), ("mid", 2), ("late", None)):
+        asyncio.run(
+            catalog.accept(
+                _record(item, created_at=created and 1_700_000_000_000 + created * day),
+                item.encode(),
+                0,
+                0,
+            )
+        )
+    assert catalog.newest() == ("new", "mid", "old")  # the undated ones last, beyond the 3 kept
+    asyncio.run(catalog.accept(None, b"new", 0, 0))  # deleted
+    assert catalog.newest() == ("new", "mid", "old")  # not re-sorted within NEWEST_REFRESH_S
+    monkeypatch.setattr("streamrec.stream.catalog.NEWEST_REFRESH_S", 0.0)
+    assert catalog.newest() == ("mid", "old", "undated")  # then arrival order among equals
+    off, _ = _catalog(fill=0)
+    asyncio.run(off.accept(_record("a"), b"a", 0, 0))
+    assert off.newest() == ()
 
 
 def test_excluding_adds_the_inactive_items_to_what_a_user_has_seen() -> None:

@@ -6,7 +6,8 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Container
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
 
 from stream_doubles import Sent, item_stats, metrics
 
@@ -55,8 +56,24 @@ class FixedBuilder:
         self.observed.append((user_id, item_id))
 
 
+@dataclass
+class FakeCatalog:
+    """What the heuristic path reads from the catalog: what no slate may show, newest items."""
+
+    unservable_items: Container[str] = frozenset()
+    newest_items: Sequence[str] = ()
+
+    def unservable(self) -> Container[str]:
+        return self.unservable_items
+
+    def newest(self) -> Sequence[str]:
+        return self.newest_items
+
+
 def _refresher(
-    model: SlateBuilder | None = None, unservable: Container[str] = frozenset()
+    model: SlateBuilder | None = None,
+    unservable: Container[str] = frozenset(),
+    newest: Sequence[str] = (),
 ) -> tuple[Refresher, Sent, list[Impression]]:
     settings = Settings()
     stats = item_stats(settings)
@@ -67,8 +84,9 @@ def _refresher(
         return True
 
     fusion = FusionLearner(settings.serving.fusion, settings.serving.slate_size)
+    catalog = FakeCatalog(unservable, newest)
     refresher = Refresher(
-        settings.serving, stats, lambda: model, sent, store, fusion, metrics(), lambda: unservable
+        settings.serving, stats, lambda: model, sent, store, fusion, metrics(), catalog
     )
     return refresher, sent, stored
 
@@ -142,6 +160,26 @@ def test_with_catalog_only_the_heuristic_path_shows_only_listed_items() -> None:
     _answer(refresher, 5)
     shown = {i["item_id"] for _, b in sent.records for i in json.loads(b)["items"]}
     assert shown and shown <= {"a", "c"}
+
+
+def test_a_short_heuristic_slate_is_filled_with_the_newest_unseen_servable_catalog_items() -> None:
+    newest = ["n1", "a", "n2", "b", "n3", *[f"m{k}" for k in range(20)]]
+    refresher, sent, stored = _refresher(unservable={"n2"}, newest=newest)
+    _mark(refresher, "first", 1, "a")  # a fresh deployment: the only trending item is seen
+    _mark(refresher, "second", 1, "b")
+    _answer(refresher, 2)
+    slates = {json.loads(v)["user_id"]: json.loads(v)["items"] for _, v in sent.records}
+    first = [i["item_id"] for i in slates["first"]]
+    assert first[0] == "b" and slates["first"][0]["reason"] == "source:trending"
+    assert first[1:] == ["n1", "n3", *[f"m{k}" for k in range(7)]]  # b not twice, a seen
+    assert all(i["reason"] == "source:catalog" for i in slates["first"][1:])
+    assert [i["item_id"] for i in slates["second"]][:4] == ["a", "n1", "n3", "m0"]
+    assert all(len(items) == 10 for items in slates.values()) and len(stored) == 2
+
+    refresher, sent, _ = _refresher()  # no catalog: the slate stays short, never padded
+    _mark(refresher, "first", 1, "a")
+    _answer(refresher, 1)
+    assert json.loads(sent.records[0][1])["items"] == []
 
 
 def test_the_model_path_is_used_once_a_model_is_loaded() -> None:

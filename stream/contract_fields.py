@@ -37,9 +37,11 @@ _CONTROL = re.compile(CONTROL_CHAR)
 
 def _parse_ts(value: Any) -> int:
     """Epoch ms from an int (ms) or an ISO-8601 string with a zone; range-checked."""
-    if isinstance(value, bool):
-        raise PydanticCustomError(
-            "bad_timestamp", "must be epoch milliseconds or ISO-8601, got a boolean"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise PydanticCustomError(  # a JSON true, null, list or object: not a time at all
+            "wrong_type",
+            "must be epoch milliseconds or ISO-8601, got {got}",
+            {"got": repr(value)[:40]},
         )
     if isinstance(value, int):
         ts = value
@@ -50,7 +52,7 @@ def _parse_ts(value: Any) -> int:
     else:
         raise PydanticCustomError(
             "bad_timestamp",
-            "must be epoch milliseconds or ISO-8601, got {got}",
+            "must be whole epoch milliseconds or ISO-8601, got {got}",
             {"got": repr(value)[:40]},
         )
     now_ms = int(time.time() * 1000)
@@ -84,7 +86,13 @@ def _parse_iso(value: str) -> int:
 
 
 def _check_version(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool) and value > SCHEMA_VERSION:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError(
+            "wrong_type",
+            "must be the JSON integer {s}, got {got}",
+            {"s": SCHEMA_VERSION, "got": repr(value)[:40]},
+        )
+    if value > SCHEMA_VERSION:
         raise PydanticCustomError(
             "unsupported_version",
             "schema version {v} is newer than the supported {s}",

@@ -124,7 +124,9 @@ class StreamrecApp:
             s.serving.learned_snapshot_s,
         )
         self.memory.load()
-        self.catalog = Catalog(s.kafka, self.metrics, self.dead_letters.reject, s.serving)
+        self.catalog = Catalog(
+            s.kafka, self.metrics, self.dead_letters.reject, s.serving, s.state.data_dir
+        )
         if self.model_server is not None:
             self.catalog.on_unservable.append(self.model_server.set_unservable)
         impressions = self.app.Table(

@@ -5,7 +5,8 @@ worker owning events partition 3 would see only a quarter of the catalog; every 
 all of it to describe and cold-start items. The compacted topic already *is* the catalog's
 changelog (latest record per item_id), so each worker assigns itself every partition, reads
 from the beginning, and follows the tail. ``loaded`` turns true once the start-up read reached
-the end offsets seen at start. Bad records go to the dead-letter topic like bad events.
+the end offsets seen at start. Bad records go to the dead-letter topic like bad events, once
+per worker (stream/catalog_rejects.py), not at every start.
 
 ``newest`` lists the newest active items, which fill a heuristic slate its sources leave short
 (``catalog_fill``): on a fresh deployment, before any traffic, co-visitation and trending are
@@ -22,12 +23,14 @@ import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Container, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.errors import ContractError
 from streamrec.settings import KafkaSettings
+from streamrec.stream.catalog_rejects import RejectedRecords
 from streamrec.stream.compat import READ_COMMITTED, assign_all
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.connection import aiokafka_kwargs
@@ -43,6 +46,7 @@ RejectFn = Callable[[bytes, bytes | None, ContractError, str, int, int], Awaitab
 ItemListener = Callable[[list[Item], int], Awaitable[None]]
 # A catalog that changes all the time (prices, stock) must not be re-sorted for every short slate.
 NEWEST_REFRESH_S = 10.0
+CATALOG_REJECTS = "catalog_rejects.json"
 
 
 class Catalog:
@@ -54,6 +58,7 @@ class Catalog:
         metrics: WorkerMetrics,
         reject: RejectFn,
         serving: ServingSettings,
+        data_dir: Path | None = None,
     ) -> None:
         self.kafka = kafka
         self.listed_only = serving.catalog_only
@@ -71,6 +76,9 @@ class Catalog:
         self._newest_at = -NEWEST_REFRESH_S  # monotonic time of the last sort
         self._newest_stale = False
         self.partitions = 0  # of the items topic, once read: where each key belongs
+        # refused records this worker dead-lettered on an earlier run (stream/catalog_rejects.py)
+        self.rejected = RejectedRecords(data_dir / CATALOG_REJECTS) if data_dir else None
+        self.repeats = 0  # refused records read again and not dead-lettered again
         for outcome in ("accepted", "rejected"):  # exported at 0 before the first record
             metrics.items_consumed.labels(outcome)
 
@@ -125,11 +133,13 @@ class Catalog:
                 for tp, records in batch.items():
                     for record in records:
                         item = await self.accept(
-                            record.value, record.key, tp.partition, record.offset
+                            record.value, record.key, tp.partition, record.offset, record.timestamp
                         )
                         if item is not None:
                             fresh.append(item)
                             oldest_ms = min(oldest_ms, record.timestamp)
+                if self.rejected is not None:
+                    self.rejected.save()
                 loaded_now = not self.loaded and all(await _at_least(consumer, end))
                 self._tell(changes != self._inactive_changes, bool(fresh), loaded_now)
                 if fresh:
@@ -138,11 +148,22 @@ class Catalog:
                 if loaded_now:
                     self.loaded = True
                     log.info("catalog loaded: %d items", len(self.items))
+                    if self.repeats:
+                        log.info(
+                            "%d refused catalog records were dead-lettered on an earlier run "
+                            "and not again (publish a tombstone for their keys to clear them)",
+                            self.repeats,
+                        )
         finally:
             await consumer.stop()
 
     async def accept(
-        self, raw: bytes | None, key: bytes | None, partition: int, offset: int
+        self,
+        raw: bytes | None,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+        timestamp_ms: int = 0,
     ) -> Item | None:
         """Apply one record of the items topic; the item when it is a valid record."""
         if key and self.partitions and home_partition(key, self.partitions) != partition:
@@ -158,7 +179,12 @@ class Catalog:
             check_key(key, item.item_id, "catalog record", KEY_RULE)
         except ContractError as exc:
             self.metrics.items_consumed.labels("rejected").inc()
+            if self.rejected is not None and self.rejected.known(partition, offset, timestamp_ms):
+                self.repeats += 1
+                return None
             await self.reject(raw, key, exc, self.kafka.topics.name("items"), partition, offset)
+            if self.rejected is not None:
+                self.rejected.note(partition, offset, timestamp_ms)
             return None
         self.metrics.items_consumed.labels("accepted").inc()
         self._newest_stale = self.newest_kept > 0

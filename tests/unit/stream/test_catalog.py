@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from stream_doubles import metrics
@@ -16,7 +17,9 @@ from streamrec.stream.catalog import Catalog, Unservable, excluding
 from streamrec.stream.routing import home_partition
 
 
-def _catalog(listed_only: bool = False, fill: int = 1_000) -> tuple[Catalog, list[str]]:
+def _catalog(
+    listed_only: bool = False, fill: int = 1_000, data_dir: Path | None = None
+) -> tuple[Catalog, list[str]]:
     rejected: list[str] = []
 
     async def reject(raw: bytes, key: bytes | None, error: ContractError, *where: object) -> None:
@@ -25,7 +28,7 @@ def _catalog(listed_only: bool = False, fill: int = 1_000) -> tuple[Catalog, lis
     serving = Settings().serving.model_copy(
         update={"catalog_only": listed_only, "catalog_fill": fill}
     )
-    return Catalog(Settings().kafka, metrics(), reject, serving), rejected
+    return Catalog(Settings().kafka, metrics(), reject, serving, data_dir), rejected
 
 
 def _record(item_id: str, active: bool = True, created_at: int | None = None) -> bytes:
@@ -75,6 +78,36 @@ def test_newest_lists_active_items_by_creation_time_at_most_every_few_seconds(
     off, _ = _catalog(fill=0)
     asyncio.run(off.accept(_record("a"), b"a", 0, 0))
     assert off.newest() == ()
+
+
+def test_a_refused_record_is_dead_lettered_once_per_worker_not_at_every_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def start() -> tuple[Catalog, list[str]]:
+        return _catalog(data_dir=tmp_path)
+
+    first, rejected = start()
+    asyncio.run(first.accept(b"{", b"x", 0, 5, 1_000))  # refused: dead-lettered
+    asyncio.run(first.accept(_record("a"), b"a", 0, 6, 1_001))
+    assert rejected == ["invalid_json"]
+    assert first.rejected is not None
+    first.rejected.save()
+
+    again, rejected = start()  # the next start reads the same records
+    asyncio.run(again.accept(b"{", b"x", 0, 5, 1_000))
+    assert rejected == [] and again.repeats == 1
+    asyncio.run(again.accept(b"[]", b"y", 1, 5, 1_000))  # another partition's: not sent yet
+    asyncio.run(again.accept(b"[]", b"y", 0, 7, 1_002))  # a new one
+    assert rejected == ["not_an_object", "not_an_object"] and again.repeats == 1
+    # The topic deleted and created again: offsets start over, with newer records.
+    asyncio.run(again.accept(b"{", b"z", 0, 0, 9_000))
+    assert rejected == ["not_an_object", "not_an_object", "invalid_json"]
+
+    (tmp_path / "catalog_rejects.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        torn, rejected = start()
+    asyncio.run(torn.accept(b"{", b"x", 0, 5, 1_000))
+    assert rejected == ["invalid_json"] and "dead-lettered again" in caplog.text
 
 
 def test_excluding_adds_the_inactive_items_to_what_a_user_has_seen() -> None:

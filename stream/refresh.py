@@ -326,6 +326,8 @@ class Refresher:
                 "publish_ms": (time.perf_counter() - done) * 1e3,  # slates published before it
             }
             rec_id, created_at = await self._publish(entry.pending, items, built, stages)
+            if not items:  # nothing shown: no response can join it, nothing to learn from
+                continue
             user_id = entry.pending.user_id
             impression = (
                 Impression.from_slate(rec_id, user_id, built.policy_slates[n], created_at / 1000)

@@ -176,10 +176,11 @@ def test_a_short_heuristic_slate_is_filled_with_the_newest_unseen_servable_catal
     assert [i["item_id"] for i in slates["second"]][:4] == ["a", "n1", "n3", "m0"]
     assert all(len(items) == 10 for items in slates.values()) and len(stored) == 2
 
-    refresher, sent, _ = _refresher()  # no catalog: the slate stays short, never padded
+    refresher, sent, stored = _refresher()  # no catalog: the slate stays short, never padded
     _mark(refresher, "first", 1, "a")
     _answer(refresher, 1)
     assert json.loads(sent.records[0][1])["items"] == []
+    assert stored == []  # an empty slate answers its event but keeps no impression
 
 
 def test_the_model_path_is_used_once_a_model_is_loaded() -> None:

@@ -78,6 +78,7 @@ class CycleResult:
     served_ndcg: float | None
     announced: str | None
     seconds: float
+    outcome: str = ""  # why it announced or not, in words (the log line says it)
 
 
 @dataclass
@@ -146,42 +147,45 @@ class ContinualTrainer:
         self.since_cycle = 0
         out = self.folder / f"candidate-{int(time.time() * 1000)}"
         try:
-            ours, theirs, announced = await self._attempt(train, held, out)
+            ours, theirs, announced, outcome = await self._attempt(train, held, out)
         except StreamrecError as exc:
             log.error("training cycle failed, served model kept: %s", exc)
             ours = theirs = announced = None
+            outcome = "failed"
         except Exception:
             log.exception("training cycle failed, served model kept")
             ours = theirs = announced = None
+            outcome = "failed"
         if announced is None:
             shutil.rmtree(out, ignore_errors=True)
         self._prune()
         seconds = time.perf_counter() - started
-        return self._record(CycleResult(len(train), len(held), ours, theirs, announced, seconds))
+        result = CycleResult(len(train), len(held), ours, theirs, announced, seconds, outcome)
+        return self._record(result)
 
     async def _attempt(
         self, train: list[Event], held: list[Event], out: Path
-    ) -> tuple[float | None, float | None, str | None]:
-        """(candidate's score, served model's score, the version announced or None)."""
+    ) -> tuple[float | None, float | None, str | None, str]:
+        """(candidate's score, served model's score, the version announced or None, why)."""
         await self._follow_control()
         catalog = list(self.catalog.values())
         candidate = await asyncio.to_thread(self.train, train, catalog, out, self.served)
         if candidate is None:
             # Announcing the served weights again would only churn the workers; and items the
             # served model lacks would lose their cold-start text vectors to untrained rows.
-            return None, None, None
+            return None, None, None, "no candidate: no epoch beat the served weights on the window's validation"
         ours = await asyncio.to_thread(self.score, candidate, train, held)
         theirs = await self._served_score(train, held)
         if not ours:
             # no held-out event could be scored, or the candidate ranked none of them in its top
             # 10 (a tie at 0 with the served model is no evidence either)
-            return ours, theirs, None
+            return ours, theirs, None, "the candidate ranked no held-out event: not announced"
         if theirs is not None and ours < theirs * (1.0 - self.settings.tolerance):
-            return ours, theirs, None  # a regression
+            return ours, theirs, None, "the candidate regressed on the held-out events: dropped"
         announced = await self.announce(candidate)
         self.served = candidate
         self.horizon = self._horizon(candidate)
-        return ours, theirs, announced
+        return ours, theirs, announced, "announced"
 
     async def _follow_control(self) -> None:
         """Serve (judge against, fine-tune from) the newest model announced on ``control``
@@ -216,7 +220,16 @@ class ContinualTrainer:
 
     def _record(self, result: CycleResult) -> CycleResult:
         self.history.append(result)
-        log.info("training cycle: %s", result)
+        log.info(
+            "training cycle: %s (trained on %d events, held out %d; held-out NDCG@10 candidate "
+            "%s, served %s; %.1f s)",
+            result.outcome,
+            result.trained_on,
+            result.held_out,
+            _figure(result.candidate_ndcg),
+            _figure(result.served_ndcg),
+            result.seconds,
+        )
         return result
 
     def _prune(self) -> None:
@@ -226,3 +239,7 @@ class ContinualTrainer:
         for old in folders[: -self.settings.keep_checkpoints]:
             if served is None or (old.resolve() != served and old.resolve() not in served.parents):
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -17,7 +17,7 @@ from streamrec.errors import BrokerError, DataError, ModelError
 from streamrec.stream.config import TrainerSettings
 from streamrec.stream.contract import Event, Item
 from streamrec.stream.trainer import ContinualTrainer
-from streamrec.stream.trainer_process import _gain
+from streamrec.stream.trainer_process import _gain, rewind_shares
 
 SETTINGS = TrainerSettings(
     window_events=100, holdout_events=10, every_events=30, keep_checkpoints=2
@@ -83,6 +83,7 @@ def test_a_cycle_holds_out_the_newest_events_and_announces_a_candidate_that_does
     assert parts.trained == [(90, 10)]
     assert result.announced is not None and parts.announced == [trainer.served]
     assert result.candidate_ndcg == 0.6 and result.served_ndcg == 0.5
+    assert result.outcome == "announced"
     assert not trainer.due(0.0)  # the counter restarted
 
 
@@ -93,18 +94,21 @@ def test_a_regressing_candidate_is_not_announced_and_not_kept(tmp_path: Path) ->
         trainer.add(_event(n))
     result = asyncio.run(trainer.cycle())
     assert result.announced is None and parts.announced == [] and trainer.served == served
+    assert result.outcome.startswith("the candidate regressed")
     assert list(trainer.folder.glob("candidate-*")) == []
 
 
 def test_no_candidate_when_training_found_nothing_better_than_the_served_model(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     trainer, parts = _trainer(tmp_path, [None])
     served = trainer.served
     for n in range(50):
         trainer.add(_event(n))
-    result = asyncio.run(trainer.cycle())
+    with caplog.at_level(logging.INFO):
+        result = asyncio.run(trainer.cycle())
     assert result.announced is None and result.candidate_ndcg is None and parts.announced == []
+    assert "no candidate: no epoch beat the served weights" in caplog.text  # says why
     assert trainer.served == served and list(trainer.folder.glob("candidate-*")) == []
 
 
@@ -353,3 +357,14 @@ def test_repeats_are_not_scored_and_nothing_scoreable_is_none(tmp_path: Path) ->
     alone = next_item_ndcg(checkpoint, [*history, event(2, "i1")], [event(3, "i3")])
     scored = next_item_ndcg(checkpoint, history, [event(2, "i1"), event(3, "i3")])
     assert scored is not None and scored == alone
+
+
+def test_the_rewind_fills_the_window_from_partitions_of_uneven_traffic() -> None:
+    # 4,506 events, 47% on one partition, a window of 5,000: all of them (an even split read
+    # 1,250 of each and left 868 of the busy partition's unread).
+    held = {0: 800, 1: 800, 2: 788, 3: 2_118}
+    assert rewind_shares(held, 5_000) == held
+    shares = rewind_shares(held, 2_000)  # more than the window: in proportion
+    assert 2_000 <= sum(shares.values()) < 2_000 + len(held)
+    assert shares[3] == math.ceil(2_000 * 2_118 / 4_506) and shares[0] == shares[1]
+    assert rewind_shares({0: 0, 1: 10}, 5) == {0: 0, 1: 5}

@@ -128,7 +128,12 @@ class LearnerSettings(BaseModel):
     attribution_window_s: float = Field(
         1_800.0, gt=0, description="Seconds after a slate during which responses count."
     )
-    batch_size: int = Field(64, ge=1, description="Rewards per policy update.")
+    batch_size: int = Field(
+        64,
+        ge=1,
+        description="Closed impressions (slates whose attribution window ended, clicked or not) "
+        "per policy update.",
+    )
     lr: float = Field(0.1, gt=0, description="Policy step size of the first update.")
     lr_decay_updates: float = Field(
         10.0,

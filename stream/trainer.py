@@ -68,6 +68,9 @@ async def nothing_announced(served: Path | None) -> Path | None:
     return None
 
 
+NO_CANDIDATE = "no candidate: no epoch beat the served weights on the window's validation"
+
+
 @dataclass
 class CycleResult:
     """What one training cycle did (also the trainer's log line and /stats of the process)."""
@@ -173,7 +176,7 @@ class ContinualTrainer:
         if candidate is None:
             # Announcing the served weights again would only churn the workers; and items the
             # served model lacks would lose their cold-start text vectors to untrained rows.
-            return None, None, None, "no candidate: no epoch beat the served weights on the window's validation"
+            return None, None, None, NO_CANDIDATE
         ours = await asyncio.to_thread(self.score, candidate, train, held)
         theirs = await self._served_score(train, held)
         if not ours:

@@ -128,6 +128,7 @@ async def run_trainer(settings: Settings) -> None:
     """Follow events and the catalog; run a cycle whenever one is due. Runs until stopped."""
     from streamrec.models.encoder.checkpoint import trained_until  # torch, not for every command
 
+    served = await served_model(settings)  # a wrong checkpoint is refused before any folder
     folder = settings.trainer.folder or settings.data.cache_dir / "trainer"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -139,7 +140,7 @@ async def run_trainer(settings: Settings) -> None:
         next_item_ndcg,
         announcer(settings),
         folder,
-        served=await served_model(settings),
+        served=served,
         horizon_of=trained_until,
         newest=lambda served: announced_model(settings.kafka, served),
     )

@@ -18,7 +18,9 @@ Semantics
 - A response is joined when ``impression.created_at <= ts <= created_at + window_s``.
   Later: ``late``; earlier: ``before_impression`` (clock skew or a bogus rec_id).
 - Unknown rec_id (never stored, or expired from the table): ``unknown_rec``. A response from
-  another user than the one the slate was shown to: ``wrong_user`` (a rec_id is no credential).
+  another user than the one the slate was shown to: ``wrong_user`` (a rec_id is no credential)
+  when both users' events share a partition; otherwise the responder's partition holds no such
+  impression and it is ``unknown_rec``.
 - Item not in that slate: ``unknown_item``. Event type without a weight: ``unweighted_type``.
 - Dedupe key ``(rec_id, item_id, type)``: replaying a partition after a crash re-delivers
   responses (at-least-once); the second one is ``duplicate`` and earns nothing.

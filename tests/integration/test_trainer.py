@@ -17,6 +17,7 @@ import pytest
 
 from streamrec.broker import free_port
 from streamrec.datasets import load_dataset
+from streamrec.errors import ConfigError
 from streamrec.models.config import EncoderSettings, TrainSettings
 from streamrec.models.encoder.checkpoint import trained_until
 from streamrec.settings import KafkaSettings, Settings
@@ -31,6 +32,7 @@ from streamrec.stream.trainer_process import (
     announced_model,
     announcer,
     next_item_ndcg,
+    run_trainer,
     served_model,
     train_on_window,
 )
@@ -157,3 +159,18 @@ def test_a_model_published_beside_the_trainer_is_the_one_its_next_cycle_judges_a
     assert first.served_ndcg == next_item_ndcg(published, events[:2_700], events[2_700:])
     switches = [r.getMessage() for r in caplog.records if "not by this trainer" in r.msg]
     assert len(switches) == 1 and str(published) in switches[0]
+
+
+def test_a_trainer_given_no_checkpoint_stops_before_making_its_folder(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    asyncio.run(create_topics(kafka_settings))
+    folder = tmp_path / "trainer"
+    settings = Settings(
+        kafka=kafka_settings,
+        encoder=EncoderSettings(checkpoint=tmp_path / "no-such-model"),
+        trainer=TrainerSettings(folder=folder),
+    )
+    with pytest.raises(ConfigError, match="is not a checkpoint folder"):
+        asyncio.run(run_trainer(settings))
+    assert not folder.exists()  # a mistyped path leaves nothing behind

@@ -262,6 +262,13 @@ class TrainerSettings(BaseModel):
         "model's times (1 - tolerance).",
     )
     keep_checkpoints: int = Field(3, ge=1, description="Newest candidate folders kept on disk.")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65_535,
+        description="Serve Prometheus metrics (cycles by outcome, events read, the read loop's "
+        "and the last cycle's age, held-out NDCG@10) on this port; none when unset.",
+    )
     folder: Path | None = Field(
         None, description="Where candidates are written (default <cache>/trainer)."
     )

@@ -68,7 +68,14 @@ async def nothing_announced(served: Path | None) -> Path | None:
     return None
 
 
-NO_CANDIDATE = "no candidate: no epoch beat the served weights on the window's validation"
+# A cycle's outcome (the label of streamrec_trainer_cycles_total) and what its log line says.
+OUTCOMES = {
+    "announced": "announced",
+    "no_candidate": "no candidate: no epoch beat the served weights on the window's validation",
+    "nothing_ranked": "the candidate ranked no held-out event: not announced",
+    "regressed": "the candidate regressed on the held-out events: dropped",
+    "failed": "failed: served model kept",
+}
 
 
 @dataclass
@@ -81,7 +88,8 @@ class CycleResult:
     served_ndcg: float | None
     announced: str | None
     seconds: float
-    outcome: str = ""  # why it announced or not, in words (the log line says it)
+    outcome: str = "announced"  # a key of OUTCOMES
+    ended: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -99,7 +107,10 @@ class ContinualTrainer:
     horizon_of: HorizonFn = no_horizon
     newest: NewestFn = nothing_announced
     since_cycle: int = 0
-    history: list[CycleResult] = field(default_factory=list)
+    history: deque[CycleResult] = field(default_factory=lambda: deque(maxlen=100))
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    events_read: int = 0  # events taken into the window, re-sent ones included
+    polled_at: float = field(default_factory=time.monotonic)  # the read loop's last poll
     horizon: int | None = field(init=False)
     ids: set[str] = field(init=False)  # event ids in the window: a re-sent event is not new
 
@@ -123,6 +134,7 @@ class ContinualTrainer:
     def add(self, event: Event) -> None:
         """Take an event into the window; a re-sent one (its id is in the window) is dropped,
         as the worker drops it: twice in the held-out part it would score as a seen item."""
+        self.events_read += 1
         if event.event_id in self.ids:
             return
         if len(self.window) == self.window.maxlen:
@@ -176,15 +188,15 @@ class ContinualTrainer:
         if candidate is None:
             # Announcing the served weights again would only churn the workers; and items the
             # served model lacks would lose their cold-start text vectors to untrained rows.
-            return None, None, None, NO_CANDIDATE
+            return None, None, None, "no_candidate"
         ours = await asyncio.to_thread(self.score, candidate, train, held)
         theirs = await self._served_score(train, held)
         if not ours:
             # no held-out event could be scored, or the candidate ranked none of them in its top
             # 10 (a tie at 0 with the served model is no evidence either)
-            return ours, theirs, None, "the candidate ranked no held-out event: not announced"
+            return ours, theirs, None, "nothing_ranked"
         if theirs is not None and ours < theirs * (1.0 - self.settings.tolerance):
-            return ours, theirs, None, "the candidate regressed on the held-out events: dropped"
+            return ours, theirs, None, "regressed"
         announced = await self.announce(candidate)
         self.served = candidate
         self.horizon = self._horizon(candidate)
@@ -223,10 +235,11 @@ class ContinualTrainer:
 
     def _record(self, result: CycleResult) -> CycleResult:
         self.history.append(result)
+        self.outcomes[result.outcome] += 1
         log.info(
             "training cycle: %s (trained on %d events, held out %d; held-out NDCG@10 candidate "
             "%s, served %s; %.1f s)",
-            result.outcome,
+            OUTCOMES[result.outcome],
             result.trained_on,
             result.held_out,
             _figure(result.candidate_ndcg),

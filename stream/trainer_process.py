@@ -26,6 +26,7 @@ from streamrec.stream.contract import Event, Item, parse_event, parse_item
 from streamrec.stream.control import announce_model, last_announcements
 from streamrec.stream.testing import worker_env
 from streamrec.stream.trainer import AnnounceFn, ContinualTrainer, TrainFn
+from streamrec.stream.trainer_metrics import serve_trainer_metrics
 from streamrec.stream.training_data import write_atomic
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ async def run_trainer(settings: Settings) -> None:
         horizon_of=trained_until,
         newest=lambda served: announced_model(settings.kafka, served),
     )
+    if settings.trainer.metrics_port is not None:
+        serve_trainer_metrics(trainer, settings.trainer.metrics_port)
     kafka, topics = settings.kafka, settings.kafka.topics
     committed = {**aiokafka_kwargs(kafka), "isolation_level": READ_COMMITTED}
     events = AIOKafkaConsumer(
@@ -160,6 +163,7 @@ async def run_trainer(settings: Settings) -> None:
         while True:
             while await _read(items, events, trainer) >= READ_BATCH:
                 pass  # more is waiting: a cycle must train on the newest events, not a backlog
+            trainer.polled_at = time.monotonic()
             if trainer.due(time.monotonic() - last):
                 await trainer.cycle()
                 last = time.monotonic()

@@ -27,6 +27,8 @@ from streamrec.settings import Settings
 from streamrec.stream.learner_metrics import LearnerCollector
 from streamrec.stream.learner_process import open_service
 from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.trainer import ContinualTrainer
+from streamrec.stream.trainer_metrics import TrainerCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/streamrec.json"
@@ -147,10 +149,16 @@ def metric_names(queries: list[str]) -> set[str]:
     return {name for query in queries for name in METRIC.findall(query)}
 
 
+def _never(*args: object) -> Any:
+    raise AssertionError("the trainer's metrics only read its counters")
+
+
 def test_dashboard_and_alerts_use_only_metrics_the_processes_define(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     WorkerMetrics(registry)
     registry.register(LearnerCollector(open_service(Settings(), tmp_path)))  # shared learner
+    trainer = ContinualTrainer(Settings().trainer, _never, _never, _never, tmp_path / "trainer")
+    registry.register(TrainerCollector(trainer))  # the continual trainer
     # Labelled families have no samples until used: derive the series names from the families.
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
     defined = {f.name + s for f in registry.collect() for s in suffixes[f.type]}

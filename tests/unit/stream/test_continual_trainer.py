@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from streamrec.errors import BrokerError, DataError, ModelError
 from streamrec.stream.config import TrainerSettings
 from streamrec.stream.contract import Event, Item
 from streamrec.stream.trainer import ContinualTrainer
+from streamrec.stream.trainer_metrics import TrainerCollector
 from streamrec.stream.trainer_process import _gain, rewind_shares
 
 SETTINGS = TrainerSettings(
@@ -94,7 +96,7 @@ def test_a_regressing_candidate_is_not_announced_and_not_kept(tmp_path: Path) ->
         trainer.add(_event(n))
     result = asyncio.run(trainer.cycle())
     assert result.announced is None and parts.announced == [] and trainer.served == served
-    assert result.outcome.startswith("the candidate regressed")
+    assert result.outcome == "regressed" and trainer.outcomes["regressed"] == 1
     assert list(trainer.folder.glob("candidate-*")) == []
 
 
@@ -368,3 +370,31 @@ def test_the_rewind_fills_the_window_from_partitions_of_uneven_traffic() -> None
     assert 2_000 <= sum(shares.values()) < 2_000 + len(held)
     assert shares[3] == math.ceil(2_000 * 2_118 / 4_506) and shares[0] == shares[1]
     assert rewind_shares({0: 0, 1: 10}, 5) == {0: 0, 1: 5}
+
+
+def test_the_trainers_metrics_count_cycles_by_outcome_and_show_the_last_cycle(
+    tmp_path: Path,
+) -> None:
+    trainer, _ = _trainer(tmp_path, [0.6, 0.4, None])
+    registry = CollectorRegistry()
+    registry.register(TrainerCollector(trainer))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(f"streamrec_trainer_{name}", labels)
+
+    assert value("cycles_total", outcome="announced") == 0
+    assert value("heldout_ndcg", model="candidate") is None  # no cycle yet
+    for n in range(50):
+        trainer.add(_event(n))
+    trainer.add(_event(0))  # re-sent: read, not taken
+    asyncio.run(trainer.cycle())
+    assert value("heldout_ndcg", model="candidate") == 0.6
+    assert value("heldout_ndcg", model="served") == 0.5
+    asyncio.run(trainer.cycle())
+    asyncio.run(trainer.cycle())
+    assert [value("cycles_total", outcome=o) for o in ("announced", "regressed")] == [1, 1]
+    assert value("cycles_total", outcome="no_candidate") == 1
+    assert value("heldout_ndcg", model="candidate") is None  # the last cycle had none
+    assert value("events_read_total") == 51
+    age = value("last_cycle_age_seconds")
+    assert age is not None and 0 <= age < (value("poll_age_seconds") or 0) + 1

@@ -336,6 +336,7 @@ class StreamrecApp:
             "dead_lettered": self.dead_letters.count,
             "rejected_by_code": self.dead_letters.by_code,
             "items_rejected_by_code": self.dead_letters.items_by_code,
+            "items_rejected_before": self.catalog.repeats,  # dead-lettered on an earlier run
             "recommendations_published": self.refresher.published,
             "users_in_state": counts.users,
             "partitions": sorted(self.owned),

@@ -20,6 +20,7 @@ either path lists them (``excluding``), whatever co-visitation, trending or the 
 from __future__ import annotations
 
 import heapq
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Container, Sequence
@@ -30,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.errors import ContractError
 from streamrec.settings import KafkaSettings
-from streamrec.stream.catalog_rejects import RejectedRecords
+from streamrec.stream.catalog_rejects import Record, RejectedRecords
 from streamrec.stream.compat import READ_COMMITTED, assign_all
 from streamrec.stream.config import ServingSettings
 from streamrec.stream.connection import aiokafka_kwargs
@@ -40,8 +41,8 @@ from streamrec.stream.routing import check_key, home_partition
 
 log = logging.getLogger(__name__)
 KEY_RULE = "items must be keyed by item_id so compaction keeps each item's latest record"
-# DeadLetters.reject: (raw, key, error, topic, partition, offset)
-RejectFn = Callable[[bytes, bytes | None, ContractError, str, int, int], Awaitable[None]]
+# DeadLetters.reject: (raw, key, error, topic, partition, offset) -> the send's result
+RejectFn = Callable[[bytes, bytes | None, ContractError, str, int, int], Awaitable[object]]
 # Called with the new records and the oldest record timestamp among them (epoch ms).
 ItemListener = Callable[[list[Item], int], Awaitable[None]]
 # A catalog that changes all the time (prices, stock) must not be re-sorted for every short slate.
@@ -79,6 +80,7 @@ class Catalog:
         # refused records this worker dead-lettered on an earlier run (stream/catalog_rejects.py)
         self.rejected = RejectedRecords(data_dir / CATALOG_REJECTS) if data_dir else None
         self.repeats = 0  # refused records read again and not dead-lettered again
+        self._unsaved: list[tuple[object, Record]] = []  # (the send's result, the record)
         for outcome in ("accepted", "rejected"):  # exported at 0 before the first record
             metrics.items_consumed.labels(outcome)
 
@@ -88,9 +90,10 @@ class Catalog:
 
     def newest(self) -> Sequence[str]:
         """Up to ``newest_kept`` active items, the newest ``created_at`` first (items without one
-        last, in the order they arrived): what fills a slate its sources leave short. Re-sorted
-        at most every ``NEWEST_REFRESH_S`` while the catalog changes; a deactivated item may
-        linger that long, which ``excluding`` at slate time covers."""
+        last, in the order first listed): what fills a slate its sources leave short. Re-sorted
+        at most every ``NEWEST_REFRESH_S`` after an item was added, re-dated, deactivated or
+        listed again (not for other changes: price or stock feeds rewrite records all day); a
+        deactivated item may linger that long, which ``excluding`` at slate time covers."""
         now = time.monotonic()
         if self._newest_stale and now - self._newest_at >= NEWEST_REFRESH_S:
             items = self.items.values()
@@ -98,6 +101,22 @@ class Catalog:
             self._newest = tuple(item.item_id for item in top)
             self._newest_at, self._newest_stale = now, False
         return self._newest
+
+    async def save_rejects(self) -> None:
+        """Remember the records dead-lettered since the last call, once the broker has them: a
+        crash before that sends them again at the next start, never leaves one unsent."""
+        unsaved, self._unsaved = self._unsaved, []
+        for sent, record in unsaved:
+            try:
+                if inspect.isawaitable(sent):  # faust's send gives a future of the delivery
+                    await sent
+            except Exception as exc:  # not delivered: it is sent again at the next start
+                log.warning("dead letter of catalog record %s not acknowledged: %r", record, exc)
+                continue
+            if self.rejected is not None:
+                self.rejected.note(*record)
+        if self.rejected is not None:
+            self.rejected.save()
 
     def _tell(self, inactive_changed: bool, fresh: bool, loaded_now: bool) -> None:
         """Send listeners a frozen copy of what no slate may show, when it changed: the
@@ -138,8 +157,7 @@ class Catalog:
                         if item is not None:
                             fresh.append(item)
                             oldest_ms = min(oldest_ms, record.timestamp)
-                if self.rejected is not None:
-                    self.rejected.save()
+                await self.save_rejects()
                 loaded_now = not self.loaded and all(await _at_least(consumer, end))
                 self._tell(changes != self._inactive_changes, bool(fresh), loaded_now)
                 if fresh:
@@ -182,12 +200,14 @@ class Catalog:
             if self.rejected is not None and self.rejected.known(partition, offset, timestamp_ms):
                 self.repeats += 1
                 return None
-            await self.reject(raw, key, exc, self.kafka.topics.name("items"), partition, offset)
-            if self.rejected is not None:
-                self.rejected.note(partition, offset, timestamp_ms)
+            topic = self.kafka.topics.name("items")
+            sent = await self.reject(raw, key, exc, topic, partition, offset)
+            self._unsaved.append((sent, (partition, offset, timestamp_ms)))
             return None
         self.metrics.items_consumed.labels("accepted").inc()
-        self._newest_stale = self.newest_kept > 0
+        before = self.items.get(item.item_id)
+        if before is None or before.created_at != item.created_at:  # not for a price change
+            self._newest_stale = self.newest_kept > 0
         if item.active:
             self.items[item.item_id] = item
         self._set_active(item.item_id, item.active)
@@ -231,6 +251,8 @@ class CatalogView(Protocol):
 
 
 class _NoCatalog:
+    """No catalog: nothing unservable, nothing to fill a slate with (tests, the offline replay)."""
+
     def unservable(self) -> Container[str]:
         return frozenset()
 

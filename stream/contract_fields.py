@@ -86,6 +86,7 @@ def _parse_iso(value: str) -> int:
 
 
 def _check_version(value: Any) -> Any:
+    value = _whole(value)  # 1.0 is the integer 1 in JSON Schema, and many writers emit it
     if isinstance(value, bool) or not isinstance(value, int):
         raise PydanticCustomError(
             "wrong_type",

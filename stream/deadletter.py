@@ -36,8 +36,9 @@ class DeadLetters:
 
     async def reject(
         self, raw: bytes, key: Any, error: ContractError, topic: str, partition: int, offset: int
-    ) -> None:
-        """Send ``raw`` read at topic/partition/offset, rejected with ``error``."""
+    ) -> Any:
+        """Send ``raw`` read at topic/partition/offset, rejected with ``error``; the send's
+        result (faust's: a future of the broker's acknowledgement)."""
         record = dead_letter(raw, error, topic, partition, offset)
         # the code in the template: the log limiter keys on it, so a burst of one code does not
         # hide the first record of another (stable identifiers, no '%' in them)
@@ -45,12 +46,13 @@ class DeadLetters:
             f"dead-lettered %s[%s]@%s ({error.code}): %s", topic, partition, offset, error.message
         )
         kept_key = key[:DEAD_LETTER_KEY_BYTES] if isinstance(key, bytes) else None
-        await self.send(kept_key, encode(record))
+        sent = await self.send(kept_key, encode(record))
         if topic == self.items_topic:
             self.items_by_code[error.code] = self.items_by_code.get(error.code, 0) + 1
             self.metrics.items_rejected.labels(error.code).inc()
-            return
+            return sent
         self.count += 1
         self.by_code[error.code] = self.by_code.get(error.code, 0) + 1
         self.metrics.events_rejected.labels(error.code).inc()
         self.metrics.dead_lettered.inc()
+        return sent

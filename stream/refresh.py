@@ -122,7 +122,7 @@ class HeuristicBuilder:
     ) -> None:
         self.weights = weights
         self.depth = depth  # of the source lists handed back for the fusion learner
-        self.catalog = catalog or NO_CATALOG
+        self.catalog = catalog if catalog is not None else NO_CATALOG
         self._trending: SharedList | None = None
 
     def build(self, batch: list[RefreshInput], slate_size: int) -> BuiltBatch:

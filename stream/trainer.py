@@ -72,7 +72,8 @@ async def nothing_announced(served: Path | None) -> Path | None:
 OUTCOMES = {
     "announced": "announced",
     "no_candidate": "no candidate: no epoch beat the served weights on the window's validation",
-    "nothing_ranked": "the candidate ranked no held-out event: not announced",
+    "nothing_ranked": "no held-out event could be scored, or the candidate ranked none in its "
+    "top 10: not announced",
     "regressed": "the candidate regressed on the held-out events: dropped",
     "failed": "failed: served model kept",
 }

@@ -163,7 +163,6 @@ async def run_trainer(settings: Settings) -> None:
         while True:
             while await _read(items, events, trainer) >= READ_BATCH:
                 pass  # more is waiting: a cycle must train on the newest events, not a backlog
-            trainer.polled_at = time.monotonic()
             if trainer.due(time.monotonic() - last):
                 await trainer.cycle()
                 last = time.monotonic()
@@ -243,6 +242,7 @@ async def _read(
                 continue  # the worker dead-letters bad catalog records; the trainer skips them
             trainer.catalog[item.item_id] = item
     batch = await events.getmany(timeout_ms=500, max_records=READ_BATCH)
+    trainer.polled_at = time.monotonic()
     for records in batch.values():
         for record in records:
             try:

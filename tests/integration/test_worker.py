@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.broker import free_port
 from streamrec.datasets import load_dataset
 from streamrec.settings import KafkaSettings
 from streamrec.stream.config import StateSettings
-from streamrec.stream.contract import Event, encode
+from streamrec.stream.connection import topic_reader
+from streamrec.stream.contract import Event, Item, encode
 from streamrec.stream.producer import dataset_events, kafka_producer, publish
 from streamrec.stream.testing import (
     WorkerProcess,
@@ -320,3 +322,55 @@ def test_malformed_records_all_dead_lettered_good_ones_all_applied(
         "not_an_object",
     } <= codes
     assert _final_state(kafka_settings) == reference_state(good, StateSettings())
+
+
+def test_a_fresh_worker_fills_first_slates_from_the_catalog_and_dead_letters_a_bad_item_once(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """Before any traffic co-visitation and trending are empty: the first user's slate comes
+    from the catalog's newest items. A refused catalog record is dead-lettered at the first
+    start and not again when the worker restarts on its data dir."""
+    asyncio.run(create_topics(kafka_settings))
+    topics = kafka_settings.topics
+    day, base = 86_400_000, 1_700_000_000_000
+    items = [Item(item_id=f"c{n}", title=f"Item {n}", created_at=base + n * day) for n in range(15)]
+    gone = Item(item_id="c99", title="Withdrawn", created_at=base + 99 * day, active=False)
+    asyncio.run(publish(kafka_settings, [*items, gone], topics.name("items"), progress=False))
+
+    async def send_bad_item() -> None:
+        async with kafka_producer(kafka_settings) as producer:
+            await producer.send(topics.name("items"), b"{not json", key=b"broken")
+
+    asyncio.run(send_bad_item())
+    worker = WorkerProcess(kafka_settings, tmp_path / "w", free_port()).start()
+    try:
+        wait_until(lambda: (worker.stats() or {}).get("catalog_loaded"), 60, "the catalog")
+        first = Event(event_id="e1", user_id="first", item_id="c14", type="view", ts=base)
+        asyncio.run(publish(kafka_settings, [first], topics.name("events"), progress=False))
+        wait_until(lambda: worker.get("/recommendations/first")[0] == 200, 60, "the first slate")
+        slate = worker.get("/recommendations/first")[1]
+        assert (worker.stats() or {})["items_rejected_by_code"] == {"invalid_json": 1}
+    finally:
+        worker.stop()
+    # c14 is seen, c99 withdrawn: the next ten newest, newest first
+    assert [i["item_id"] for i in slate["items"]] == [f"c{n}" for n in range(13, 3, -1)]
+    assert {i["reason"] for i in slate["items"]} == {"source:catalog"}
+
+    again = WorkerProcess(kafka_settings, tmp_path / "w", free_port()).start()
+    try:
+        wait_until(lambda: (again.stats() or {}).get("catalog_loaded"), 60, "the catalog again")
+        stats = again.stats() or {}
+        assert stats["items_rejected_by_code"] == {} and stats["items_rejected_before"] == 1
+    finally:
+        again.stop()
+    assert asyncio.run(_records_in(kafka_settings, topics.name("deadletter"))) == 1
+
+
+async def _records_in(kafka: KafkaSettings, topic: str) -> int:
+    consumer = topic_reader(kafka, topic)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()

@@ -74,7 +74,24 @@ def test_newest_lists_active_items_by_creation_time_at_most_every_few_seconds(
     asyncio.run(catalog.accept(None, b"new", 0, 0))  # deleted
     assert catalog.newest() == ("new", "mid", "old")  # not re-sorted within NEWEST_REFRESH_S
     monkeypatch.setattr("streamrec.stream.catalog.NEWEST_REFRESH_S", 0.0)
-    assert catalog.newest() == ("mid", "old", "undated")  # then arrival order among equals
+    listed = catalog.newest()
+    assert listed == ("mid", "old", "undated")  # then arrival order among equals
+    calls: list[int] = []
+    monkeypatch.setattr(
+        "streamrec.stream.catalog.heapq.nlargest", lambda *a, **k: calls.append(1) or []
+    )
+    priced = {
+        "item_id": "mid",
+        "title": "T mid",
+        "text": "now 5 EUR",
+        "created_at": 1_700_000_000_000 + 2 * day,
+    }
+    asyncio.run(catalog.accept(json.dumps(priced).encode(), b"mid", 0, 0))  # a price change
+    assert catalog.newest() is listed and calls == []  # not re-sorted for it
+    old_dated = _record("undated", created_at=1_700_000_000_000 + 9 * day)
+    asyncio.run(catalog.accept(old_dated, b"undated", 0, 0))  # re-dated: re-sorted
+    catalog.newest()
+    assert calls == [1]
     off, _ = _catalog(fill=0)
     asyncio.run(off.accept(_record("a"), b"a", 0, 0))
     assert off.newest() == ()
@@ -90,8 +107,7 @@ def test_a_refused_record_is_dead_lettered_once_per_worker_not_at_every_start(
     asyncio.run(first.accept(b"{", b"x", 0, 5, 1_000))  # refused: dead-lettered
     asyncio.run(first.accept(_record("a"), b"a", 0, 6, 1_001))
     assert rejected == ["invalid_json"]
-    assert first.rejected is not None
-    first.rejected.save()
+    asyncio.run(first.save_rejects())
 
     again, rejected = start()  # the next start reads the same records
     asyncio.run(again.accept(b"{", b"x", 0, 5, 1_000))
@@ -103,11 +119,38 @@ def test_a_refused_record_is_dead_lettered_once_per_worker_not_at_every_start(
     asyncio.run(again.accept(b"{", b"z", 0, 0, 9_000))
     assert rejected == ["not_an_object", "not_an_object", "invalid_json"]
 
+    # A record refused only since an upgrade, below the offsets sent before: sent.
+    asyncio.run(again.accept(b"{", b"old", 0, 3, 999))
+    assert rejected[-1] == "invalid_json" and len(rejected) == 4
+
     (tmp_path / "catalog_rejects.json").write_text("{not json")
     with caplog.at_level(logging.WARNING):
         torn, rejected = start()
     asyncio.run(torn.accept(b"{", b"x", 0, 5, 1_000))
     assert rejected == ["invalid_json"] and "dead-lettered again" in caplog.text
+
+
+def test_a_dead_letter_the_broker_did_not_acknowledge_is_sent_again_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    sent: list[bytes] = []
+
+    async def reject(raw: bytes, key: bytes | None, error: ContractError, *where: object) -> object:
+        sent.append(raw)
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(OSError("broker gone"))
+        return failed
+
+    serving = Settings().serving
+
+    async def one_start() -> None:
+        catalog = Catalog(Settings().kafka, metrics(), reject, serving, tmp_path)
+        await catalog.accept(b"{", b"x", 0, 5, 1_000)
+        await catalog.save_rejects()
+
+    asyncio.run(one_start())
+    asyncio.run(one_start())
+    assert sent == [b"{", b"{"]  # never acknowledged, so never remembered
 
 
 def test_excluding_adds_the_inactive_items_to_what_a_user_has_seen() -> None:

@@ -75,6 +75,11 @@ def test_iso_timestamps_with_zone_become_epoch_ms() -> None:
     assert parse_event(_raw({**GOOD, "ts": "2023-11-14T23:13:20+01:00"})).ts == 1_700_000_000_000
 
 
+def test_a_version_written_as_a_whole_float_is_the_integer() -> None:
+    # JSON Schema counts 1.0 as an integer and many JSON writers emit it
+    assert parse_event(_raw({**GOOD, "v": 1.0})).v == 1
+
+
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     assert parse_event(_raw({**GOOD, "new_field": [1, 2]})).event_id == "e1"
 

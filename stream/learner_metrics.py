@@ -11,11 +11,10 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamrec.errors import ConfigError
+from streamrec.stream.metrics import serve_collector
 
 if TYPE_CHECKING:  # learner_process starts the server
     from streamrec.stream.learner_process import LearnerService
@@ -70,11 +69,5 @@ class LearnerCollector(Collector):
 
 
 def serve_metrics(service: LearnerService, port: int) -> None:
-    """Serve ``service``'s metrics on ``port`` (a daemon thread, for the process's lifetime);
-    ConfigError when the port cannot be bound."""
-    registry = CollectorRegistry()
-    registry.register(LearnerCollector(service))
-    try:
-        start_http_server(port, registry=registry)
-    except OSError as exc:
-        raise ConfigError(f"learner metrics port {port}: {exc.strerror or exc}") from exc
+    """Serve ``service``'s metrics on ``port``; ConfigError when it cannot be bound."""
+    serve_collector(LearnerCollector(service), port, "learner")

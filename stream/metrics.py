@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.registry import Collector
+
+from streamrec.errors import ConfigError
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -252,3 +255,15 @@ class WorkerMetrics:
             self.policy_version.clear()
             self.policy_version.labels(version).set(1)
             self._policy_shown = version
+
+
+def serve_collector(collector: Collector, port: int, process: str) -> None:
+    """Serve ``collector``'s metrics on ``port`` (a daemon thread, for the process's lifetime):
+    how the learner and the trainer, which have no web server, are scraped. ConfigError when
+    the port cannot be bound."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"{process} metrics port {port}: {exc.strerror or exc}") from exc

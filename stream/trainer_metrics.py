@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamrec.errors import ConfigError
+from streamrec.stream.metrics import serve_collector
 from streamrec.stream.trainer import ContinualTrainer
 
 
@@ -68,11 +67,5 @@ class TrainerCollector(Collector):
 
 
 def serve_trainer_metrics(trainer: ContinualTrainer, port: int) -> None:
-    """Serve ``trainer``'s metrics on ``port`` (a daemon thread, for the process's lifetime);
-    ConfigError when the port cannot be bound."""
-    registry = CollectorRegistry()
-    registry.register(TrainerCollector(trainer))
-    try:
-        start_http_server(port, registry=registry)
-    except OSError as exc:
-        raise ConfigError(f"trainer metrics port {port}: {exc.strerror or exc}") from exc
+    """Serve ``trainer``'s metrics on ``port``; ConfigError when it cannot be bound."""
+    serve_collector(TrainerCollector(trainer), port, "trainer")

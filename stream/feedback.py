@@ -148,10 +148,16 @@ class Feedback:
         self.metrics.rewards.labels(result.type).inc(result.value)
         return None
 
-    def tick(self, partition: int) -> None:
+    def tick(self, partition: int, received: float | None = None) -> None:
         """Close the partition's expired impressions; call in an event context of ``partition``
-        (each event ingested there)."""
-        self._close_expired(partition, time.time())
+        (each event ingested there) with its record's append time (seconds) when known.
+
+        Their windows are judged on the partition's append time, not on the clock alone: a
+        worker lagging 3 s behind a 2 s window closed each impression before reading the clicks
+        made within it, and dropped them as ``unknown_rec``. A record appended after a window
+        has passed follows every response appended within it."""
+        now = time.time()
+        self._close_expired(partition, now if received is None else min(now, received))
 
     def _close_expired(self, partition: int, now: float) -> None:
         queue = self.expiry.get(partition)

@@ -39,7 +39,7 @@ class Downstream(Protocol):
 
     def on_response(self, event: Event, partition: int, received: float | None) -> object: ...
 
-    def tick(self, partition: int) -> None: ...
+    def tick(self, partition: int, received: float | None) -> None: ...
 
 
 @dataclass
@@ -125,7 +125,7 @@ class Ingest:
             if parsed.rec_id is not None:
                 self.feedback.on_response(parsed, message.partition, received)
             self.mark(parsed, message.partition, message.timestamp, state)
-        self.feedback.tick(message.partition)
+        self.feedback.tick(message.partition, received)
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
     def apply(

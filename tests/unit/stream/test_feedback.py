@@ -59,10 +59,11 @@ def _feedback(
     )
 
 
-def _impression(rec_id: str) -> Impression:
-    """A heuristic slate's impression, as the refresher stores it."""
+def _impression(rec_id: str, age_s: float = 0.0) -> Impression:
+    """A heuristic slate's impression, as the refresher stores it, published ``age_s`` ago."""
     items = [SlateItem(item_id=i, score=1.0, propensity=1.0, reason="") for i in ("a", "b")]
-    return impression_of(rec_id, "u1", items, "heuristic-1", int(time.time() * 1000))
+    published_ms = int((time.time() - age_s) * 1000)
+    return impression_of(rec_id, "u1", items, "heuristic-1", published_ms)
 
 
 def _click(rec_id: str, item: str) -> Event:
@@ -181,3 +182,28 @@ def test_the_served_policy_version_is_one_gauge_series() -> None:
     metrics.show_policy("pl-abc-3")
     series = next(s for s in registry.collect() if s.name == "streamrec_policy_info").samples
     assert [(s.labels["version"], s.value) for s in series] == [("pl-abc-3", 1.0)]
+
+
+def test_a_lagging_worker_keeps_an_impression_open_until_its_partition_passes_the_window(
+    tmp_path: Path,
+) -> None:
+    feedback = _feedback(tmp_path)
+    impression = _impression("r6", age_s=feedback.window_s + 5)  # the clock is past its window
+    assert feedback.store(impression, 0)
+    within = impression.created_at + feedback.window_s / 2  # appended within the window
+    click = _click("r6", "a").model_copy(update={"ts": int(within * 1000)})
+    with event_context(FakeEvent(0)):  # type: ignore[arg-type]
+        feedback.tick(0, within)  # a record read by a worker far behind
+        assert "r6" in feedback.impressions.table
+        assert feedback.on_response(click, 0, within) is None
+        feedback.tick(0, impression.created_at + feedback.window_s + 1)
+    assert "r6" not in feedback.impressions.table
+    assert feedback.metrics.impressions_closed._value.get() == 1
+
+
+def test_a_record_stamped_ahead_of_the_clock_closes_nothing_early(tmp_path: Path) -> None:
+    feedback = _feedback(tmp_path)
+    assert feedback.store(_impression("r7"), 0)
+    with event_context(FakeEvent(0)):  # type: ignore[arg-type]
+        feedback.tick(0, time.time() + 3600)
+    assert "r7" in feedback.impressions.table

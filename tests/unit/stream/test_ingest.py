@@ -31,7 +31,7 @@ class Downstream:
         self.responses.append(event.event_id)
         self.received.append(received)
 
-    def tick(self, partition: int) -> None:
+    def tick(self, partition: int, received: float | None) -> None:
         self.ticks.append(partition)
 
     def mark(self, event: Event, partition: int, ts: float | None, state: UserState) -> None:

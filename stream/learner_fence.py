@@ -19,9 +19,11 @@ policy cannot use is logged and treated as none, so it is neither adopted nor a 
 
 from __future__ import annotations
 
+import time
 import uuid
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from streamrec.errors import ConfigError
 from streamrec.settings import KafkaSettings
@@ -108,3 +110,29 @@ class ControlWatch:
             while self.displaced_by is None:
                 for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
                     self.see(record.value or b"")
+
+
+@dataclass
+class Heartbeat:
+    """Announces the held version again after ``every_s`` without an announcement: a learner
+    that learns nothing would otherwise never tell a second learner of the group that it runs,
+    and both would run until one of them updated."""
+
+    every_s: float
+    send: Callable[[str, list[float], Any, bool], Awaitable[None]]
+    held: Callable[[], tuple[str, list[float]]]  # the learner's version and weights
+    clock: Callable[[], float] = time.monotonic
+    last: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.last = self.clock()
+
+    async def announce(
+        self, version: str, weights: list[float], estimate: Any, rolled_back: bool
+    ) -> None:
+        await self.send(version, weights, estimate, rolled_back)
+        self.last = self.clock()
+
+    async def beat(self) -> None:
+        if self.clock() - self.last >= self.every_s:
+            await self.announce(*self.held(), None, False)

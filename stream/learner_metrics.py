@@ -31,7 +31,8 @@ class LearnerCollector(Collector):
         records = CounterMetricFamily(
             f"{self.ns}_learner_experience_records",
             "Experience records read since the learner started, by outcome (observed, bad: "
-            "skipped as malformed, dup: re-published after a worker crash).",
+            "skipped as malformed, dup: re-published after a worker crash, refilled: learned "
+            "before a restart, read again for the estimates' window).",
             labels=["outcome"],
         )
         for outcome, n in sorted(self.service.counts.items()):

@@ -10,9 +10,10 @@ its offsets; and announces the version it now holds on ``control``, which every 
 
 Restart contract. The state file (safetensors) holds everything the learner has taken in: its
 weights, critic, buffered batch and open trajectories, the recent rec_ids it dedupes on, and
-the experience offsets it has read up to. It is written before the offsets are committed, and
-on start the learner seeks each partition to the later of the committed offset and the saved
-one, so a kill at any point loses no experience and learns from none twice.
+the experience offsets it has read up to (the estimates' window is read again: ``_seek``). It
+is written before the offsets are committed, and on start the learner seeks each partition to
+the later of the committed offset and the saved one, so a kill at any point loses no
+experience and learns from none twice.
 
 One learner per group: its data dir is locked, and what it does when another learner has
 announced for the group is stream/learner_fence.py's.
@@ -37,7 +38,7 @@ from streamrec.errors import BrokerError, ConfigError, ContractError, DataError,
 from streamrec.models.policy.actor_critic import ActorCriticLearner, load_learner, make_learner
 from streamrec.models.policy.dr import doubly_robust
 from streamrec.models.policy.learner import OnlineLearner, Sample
-from streamrec.models.policy.rewards import position_rewards
+from streamrec.models.policy.rewards import Impression, Reward, position_rewards
 from streamrec.models.policy.slate import FloatArray
 from streamrec.settings import Settings
 from streamrec.stream.compat import assign_all
@@ -47,15 +48,18 @@ from streamrec.stream.data_dir import lock_data_dir
 from streamrec.stream.experience import decode_experience
 from streamrec.stream.learner_fence import (
     ControlWatch,
+    Heartbeat,
     LearnerIdentity,
     new_learner_id,
     on_start,
 )
 from streamrec.stream.learner_metrics import serve_metrics
 from streamrec.stream.producer import kafka_producer
+from streamrec.stream.rewind import rewind
 
 log = logging.getLogger(__name__)
 DEDUPE = 10_000  # recent rec_ids remembered: far more than a crash can re-publish
+OUTCOMES = ("observed", "bad", "dup", "refilled")  # of an experience record read (metrics)
 
 
 @dataclass
@@ -70,7 +74,7 @@ class LearnerService:
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
     recent: deque[tuple[Sample, FloatArray]] = field(default_factory=deque)
     seen: deque[str] = field(default_factory=deque)
-    counts: dict[str, int] = field(default_factory=lambda: {"observed": 0, "bad": 0, "dup": 0})
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     announcements: list[dict[str, Any]] = field(default_factory=list)
     lag: dict[int, int] = field(default_factory=dict)  # partition -> records behind, last poll
     polled_at: float = field(default_factory=time.monotonic)  # the read loop's last poll
@@ -82,7 +86,12 @@ class LearnerService:
         self._seen = set(self.seen)
 
     def handle(self, partition: int, offset: int, raw: bytes) -> None:
-        """Take in one experience record; an update queues an announcement."""
+        """Take in one experience record; an update queues an announcement. A record before
+        the partition's saved position was learned before a restart: it only refills the
+        estimates' window, which the saved state does not hold (``_seek``)."""
+        if offset < self.positions.get(partition, 0):
+            self._refill(raw)
+            return
         self.positions[partition] = offset + 1
         try:
             impression, rewards = decode_experience(raw)
@@ -96,14 +105,25 @@ class LearnerService:
         self._remember(impression.rec_id)
         self.learner.observe(impression, rewards)
         self.counts["observed"] += 1
+        self._estimate_on(impression, rewards)
+        if self.learner.ready():
+            self._update()
+
+    def _refill(self, raw: bytes) -> None:
+        try:
+            impression, rewards = decode_experience(raw)
+        except ContractError:
+            return  # counted and logged as bad when it was first read
+        self.counts["refilled"] += 1
+        self._estimate_on(impression, rewards)
+
+    def _estimate_on(self, impression: Impression, rewards: list[Reward]) -> None:
         sample = Sample.of(impression, position_rewards(impression, rewards))
         if sample is not None:
             state = impression.state if impression.state is not None else np.ones(1)
             self.recent.append((sample, state))
             while len(self.recent) > self.ope_window:
                 self.recent.popleft()
-        if self.learner.ready():
-            self._update()
 
     def _remember(self, rec_id: str) -> None:
         self.seen.append(rec_id)
@@ -185,8 +205,11 @@ def open_service(settings: Settings, data_dir: Path) -> LearnerService:
 
 
 async def _seek(
-    consumer: AIOKafkaConsumer, tps: list[TopicPartition], saved: dict[int, int]
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], saved: dict[int, int], window: int
 ) -> None:
+    """Each partition from where this learner stopped, and ``window`` records before the saved
+    positions, read again for the estimates only: without them a restarted learner judged its
+    first versions on the few impressions read since, with intervals too wide to withdraw any."""
     starts: dict[int, str] = {}
     for tp in tps:
         # What this learner saved is what it learned; the group's commit is only for a learner
@@ -201,6 +224,9 @@ async def _seek(
         origin = "saved" if tp.partition in saved else "group commit" if start else "beginning"
         starts[tp.partition] = f"{start or 0} ({origin})"
     log.info("experience read from offsets %s", starts)
+    points = {tp: saved[tp.partition] for tp in tps if tp.partition in saved}
+    if again := await rewind(consumer, points, window):
+        log.info("estimates' window refilled from %s", {tp.partition: o for tp, o in again.items()})
 
 
 async def run_learner(
@@ -271,7 +297,7 @@ async def _learn(
     await consumer.start()
     try:
         tps = await assign_all(consumer, topic)
-        await _seek(consumer, tps, service.positions)
+        await _seek(consumer, tps, service.positions, service.ope_window)
         async with kafka_producer(kafka) as producer:
             control = kafka.topics.name("control")
 
@@ -282,10 +308,12 @@ async def _learn(
                 record = policy_record(version, weights, estimate, who, rolled_back)
                 await producer.send_and_wait(control, record, key=b"policy")
 
+            def held() -> tuple[str, list[float]]:
+                return service.learner.version, service.learner.weights.tolist()
+
             if reannounce:  # what it holds (workers skip a version they serve already)
-                learner = service.learner
-                await announce(learner.version, learner.weights.tolist(), None, False)
-            heartbeat = Heartbeat(settings.learner.reannounce_s, announce, service)
+                await announce(*held(), None, False)
+            heartbeat = Heartbeat(settings.learner.reannounce_s, announce, held)
             await _loop(consumer, service, heartbeat.announce, stop, fenced, heartbeat.beat)
     finally:
         await consumer.stop()
@@ -326,33 +354,6 @@ async def _loop(
             await idle()
     if not fenced():
         await _checkpoint(consumer, service)  # a graceful stop keeps what followed the last update
-
-
-@dataclass
-class Heartbeat:
-    """Announces the held version again after ``every_s`` without an announcement: a learner
-    that learns nothing would otherwise never tell a second learner of the group that it runs
-    (stream/learner_fence.py), and both would run until one of them updated."""
-
-    every_s: float
-    send: Callable[[str, list[float], Any, bool], Awaitable[None]]
-    service: LearnerService
-    clock: Callable[[], float] = time.monotonic
-    last: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.last = self.clock()
-
-    async def announce(
-        self, version: str, weights: list[float], estimate: Any, rolled_back: bool
-    ) -> None:
-        await self.send(version, weights, estimate, rolled_back)
-        self.last = self.clock()
-
-    async def beat(self) -> None:
-        if self.clock() - self.last >= self.every_s:
-            learner = self.service.learner
-            await self.announce(learner.version, learner.weights.tolist(), None, False)
 
 
 async def _lag(consumer: AIOKafkaConsumer) -> dict[int, int]:

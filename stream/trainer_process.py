@@ -10,9 +10,8 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer
@@ -24,6 +23,7 @@ from streamrec.stream.config import TrainerSettings
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, Item, parse_event, parse_item
 from streamrec.stream.control import announce_model, last_announcements
+from streamrec.stream.rewind import rewind
 from streamrec.stream.testing import worker_env
 from streamrec.stream.trainer import AnnounceFn, ContinualTrainer, TrainFn
 from streamrec.stream.trainer_metrics import serve_trainer_metrics
@@ -207,27 +207,10 @@ async def announced_model(kafka: KafkaSettings, served: Path | None = None) -> P
     return None
 
 
-T = TypeVar("T")  # a partition: aiokafka's TopicPartition, or any key in tests
-
-
 async def _rewind(consumer: AIOKafkaConsumer, topic: str, window: int) -> None:
     """Start each partition far enough back that the window fills from what Kafka holds."""
     partitions = await assign_all(consumer, topic)
-    ends = await consumer.end_offsets(partitions)
-    starts = await consumer.beginning_offsets(partitions)
-    held = {tp: ends[tp] - starts[tp] for tp in partitions}
-    for tp, back in rewind_shares(held, window).items():
-        consumer.seek(tp, ends[tp] - back)
-
-
-def rewind_shares(held: Mapping[T, int], window: int) -> dict[T, int]:
-    """How far back to start each partition, given the records each ``held``: all of them when
-    they fit the window, else the window split in proportion to what each holds (user keys
-    spread traffic unevenly, and an even split left most of a busy partition unread)."""
-    total = sum(held.values())
-    if total <= window:
-        return dict(held)
-    return {tp: min(n, math.ceil(window * n / total)) for tp, n in held.items()}
+    await rewind(consumer, await consumer.end_offsets(partitions), window)
 
 
 async def _read(

@@ -13,10 +13,12 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -160,10 +162,8 @@ def test_two_workers_one_learner(
         if learner.proc is not None and learner.proc.poll() is None:
             learner.proc.kill()  # a failed wait must not leave the learner running
             learner.proc.wait(60)
-    published = {
-        json.loads(r.value)["impression"]["rec_id"]
-        for r in asyncio.run(_records(kafka_settings, experience))
-    }
+    records = asyncio.run(_records(kafka_settings, experience))
+    published = {json.loads(r.value)["impression"]["rec_id"] for r in records}
     with safe_open(str(tmp_path / "learner" / "learner.safetensors"), framework="numpy") as fh:
         meta = fh.metadata() or {}
     learned = json.loads(meta["seen"])
@@ -179,6 +179,28 @@ def test_two_workers_one_learner(
         for b in bounds
     )
     assert learner.log().count("doubly robust") >= len(new_versions)
+    # Restarted, it reads its latest impressions again for its estimates only (the state file
+    # holds no estimates' window), and learns nothing twice.
+    port = free_port()
+    metrics_env = {**env, "STREAMREC_LEARNER__METRICS_PORT": str(port)}
+    again = LearnerProcess(kafka_settings, tmp_path / "learner", metrics_env).start()
+    try:
+        window = min(Settings().learner.ope_window, len(records))
+        wait_until(lambda: _outcomes(port).get("refilled") == window, 90, f"{window} refilled")
+        assert _outcomes(port).get("observed") == 0
+    finally:
+        again.signal(signal.SIGTERM)
+
+
+def _outcomes(port: int) -> dict[str, float]:
+    """The learner's experience records by outcome, from its metrics port ({} until it serves)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    found = re.findall(r'streamrec_learner_experience_records_total\{outcome="(\w+)"\} (\S+)', text)
+    return {outcome: float(n) for outcome, n in found}
 
 
 def _number(version: str) -> int:

@@ -19,7 +19,7 @@ from streamrec.stream.config import TrainerSettings
 from streamrec.stream.contract import Event, Item
 from streamrec.stream.trainer import ContinualTrainer
 from streamrec.stream.trainer_metrics import TrainerCollector
-from streamrec.stream.trainer_process import _gain, rewind_shares
+from streamrec.stream.trainer_process import _gain
 
 SETTINGS = TrainerSettings(
     window_events=100, holdout_events=10, every_events=30, keep_checkpoints=2
@@ -359,17 +359,6 @@ def test_repeats_are_not_scored_and_nothing_scoreable_is_none(tmp_path: Path) ->
     alone = next_item_ndcg(checkpoint, [*history, event(2, "i1")], [event(3, "i3")])
     scored = next_item_ndcg(checkpoint, history, [event(2, "i1"), event(3, "i3")])
     assert scored is not None and scored == alone
-
-
-def test_the_rewind_fills_the_window_from_partitions_of_uneven_traffic() -> None:
-    # 4,506 events, 47% on one partition, a window of 5,000: all of them (an even split read
-    # 1,250 of each and left 868 of the busy partition's unread).
-    held = {0: 800, 1: 800, 2: 788, 3: 2_118}
-    assert rewind_shares(held, 5_000) == held
-    shares = rewind_shares(held, 2_000)  # more than the window: in proportion
-    assert 2_000 <= sum(shares.values()) < 2_000 + len(held)
-    assert shares[3] == math.ceil(2_000 * 2_118 / 4_506) and shares[0] == shares[1]
-    assert rewind_shares({0: 0, 1: 10}, 5) == {0: 0, 1: 5}
 
 
 def test_the_trainers_metrics_count_cycles_by_outcome_and_show_the_last_cycle(

@@ -23,7 +23,8 @@ from streamrec.models.policy.stochastic import StochasticReranker
 from streamrec.settings import Settings
 from streamrec.stream.control import ControlListener, PolicyAnnouncement, policy_record
 from streamrec.stream.experience import decode_experience, encode_experience
-from streamrec.stream.learner_process import Heartbeat, LearnerService, _loop, open_service
+from streamrec.stream.learner_fence import Heartbeat
+from streamrec.stream.learner_process import LearnerService, _loop, open_service
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.serving import ModelServer
 
@@ -95,13 +96,41 @@ def test_a_restart_at_a_save_learns_exactly_what_an_uninterrupted_learner_does(
     )
 
 
+@pytest.mark.parametrize("algorithm", ["reinforce", "actor_critic"])
+def test_a_restarted_learner_estimates_on_the_window_an_uninterrupted_one_has(
+    tmp_path: Path, algorithm: str
+) -> None:
+    records, window, stop = _records(200), 64, 170
+    base = _settings(algorithm)
+    settings = base.model_copy(
+        update={"learner": base.learner.model_copy(update={"ope_window": window})}
+    )
+    whole = open_service(settings, tmp_path / "whole")
+    for offset, raw in enumerate(records):
+        whole.handle(0, offset, raw)
+    first = open_service(settings, tmp_path / "split")
+    for offset, raw in enumerate(records[:stop]):
+        first.handle(0, offset, raw)
+    first.save()
+    second = open_service(settings, tmp_path / "split")
+    # what _seek's rewind hands it: the window's records before the saved position, then on
+    for offset, raw in enumerate(records[stop - window :], start=stop - window):
+        second.handle(0, offset, raw)
+    assert second.counts == {"observed": 200 - stop, "bad": 0, "dup": 0, "refilled": window}
+    assert second.positions == {0: 200} and second.learner.n_updates == whole.learner.n_updates
+    ours, theirs = second.estimate(), whole.estimate()
+    assert ours is not None and theirs is not None
+    assert ours["slates"] == theirs["slates"] == window
+    assert ours == theirs
+
+
 def test_repeated_records_are_learned_once(tmp_path: Path) -> None:
     service: LearnerService = open_service(_settings("reinforce"), tmp_path)
     raw = _records(1)[0]
     service.handle(0, 0, raw)
     service.handle(0, 1, raw)
     service.handle(0, 2, b"not json")
-    assert service.counts == {"observed": 1, "bad": 1, "dup": 1}
+    assert service.counts == {"observed": 1, "bad": 1, "dup": 1, "refilled": 0}
     assert service.positions == {0: 3}
 
 
@@ -183,8 +212,8 @@ def test_workers_serve_announced_policies_once_and_skip_bad_ones() -> None:
 def test_a_rollback_is_announced_as_one_and_workers_take_it_as_one(tmp_path: Path) -> None:
     service = open_service(_settings("reinforce"), tmp_path)
     service.learner.guard.verdict = lambda: (np.zeros(5), "pl-0")  # type: ignore[method-assign]
-    for raw in _records(16):
-        service.handle(0, 0, raw)
+    for offset, raw in enumerate(_records(16)):
+        service.handle(0, offset, raw)
     (announced,) = service.announcements
     assert announced["rolled_back"] and announced["version"] == "pl-0"
     taken: list[bool] = []
@@ -320,7 +349,11 @@ def test_an_idle_learner_announces_its_version_again_so_a_second_learner_learns_
         sent.append(version)
 
     ticks = iter(range(0, 1000, 25))  # each read of the clock is 25 s later
-    heartbeat = Heartbeat(60.0, send, service, clock=lambda: float(next(ticks)))
+
+    def held() -> tuple[str, list[float]]:
+        return service.learner.version, service.learner.weights.tolist()
+
+    heartbeat = Heartbeat(60.0, send, held, clock=lambda: float(next(ticks)))
     polls = iter(range(6))
     consumer = _Consumer([])
     asyncio.run(

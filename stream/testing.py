@@ -111,6 +111,13 @@ class WorkerProcess:
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
 
+    def ready(self) -> bool:
+        """Whether its /ready probe answers 200 (False while it is not serving)."""
+        try:
+            return self.get("/ready")[0] == 200
+        except OSError:
+            return False
+
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
@@ -123,14 +130,15 @@ CRASH_SIGNS = ("Crashed reason=", "Restarting dead")
 def through_a_worker(
     kafka: KafkaSettings, data_dir: Path, send: Callable[[], Coroutine[Any, Any, None]]
 ) -> dict[str, Any]:
-    """Start a fresh worker, run ``send`` (it publishes to the topics), wait until the worker
-    has committed every events record, stop it and return its last /stats; AssertionError if
-    it died or faust's supervisor ever restarted an agent."""
+    """Start a fresh worker, wait until it is ready (tables recovered, the catalog published
+    before it read), run ``send`` (it publishes to the topics), wait until the worker has
+    committed every events record, stop it and return its last /stats; AssertionError if it
+    died or faust's supervisor ever restarted an agent."""
     events = kafka.topics.name("events")
     asyncio.run(create_topics(kafka))
     worker = WorkerProcess(kafka, data_dir, free_port()).start()
     try:
-        wait_until(lambda: worker.stats() is not None, 90, "the worker web server")
+        wait_until(worker.ready, 90, "the worker to be ready")
         asyncio.run(send())
 
         def caught_up() -> bool:

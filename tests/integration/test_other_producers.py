@@ -21,7 +21,7 @@ from streamrec.settings import KafkaSettings
 from streamrec.stream.client import read_slates, response
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.contract import Event, Item, Recommendation, encode
-from streamrec.stream.producer import kafka_producer
+from streamrec.stream.producer import kafka_producer, publish
 from streamrec.stream.routing import home_partition
 from streamrec.stream.testing import (
     WorkerProcess,
@@ -121,6 +121,13 @@ def test_events_and_responses_another_partitioner_placed_reach_their_users_parti
 
     def away(user: str) -> int:  # where a CRC32 partitioner might put the key instead
         return (home_partition(user.encode(), count) + 1) % count
+
+    # A catalog read before the worker is ready: a view answered before the trending board has
+    # the others' deltas (they reach it through the item-updates topic) still gets items.
+    asyncio.run(create_topics(kafka_settings))
+    catalog = [Item(item_id=f"c{n}", title=f"c{n}") for n in range(20)]
+    items = kafka_settings.topics.name("items")
+    asyncio.run(publish(kafka_settings, catalog, items, progress=False))
 
     async def send() -> None:
         slates = read_slates(kafka_settings, f"{tmp_path.name}-frontend", from_beginning=True)

@@ -147,7 +147,10 @@ class StateSettings(BaseModel):
         "item-updates positions it has read (a restart replays only what came after).",
     )
     covisit_window: int = Field(
-        3, ge=1, description="How many previous items of the user an event co-visits with."
+        3,
+        ge=1,
+        description="How many of the user's previous distinct items (other than its own) an "
+        "event co-visits with; a burst of events on one item counts as one.",
     )
     covisit_top_k: int = Field(50, ge=1, description="Neighbours kept per item (bounded).")
     event_type_weights: dict[str, float] = Field(
@@ -326,8 +329,8 @@ class ServingSettings(BaseModel):
     covisit_history: int = Field(
         10,
         ge=1,
-        description="The user's most recent items whose co-visitation neighbours are candidates "
-        "(each weighs 0.8 times the next newer one).",
+        description="The user's most recent distinct items whose co-visitation neighbours are "
+        "candidates (each weighs 0.8 times the next newer one).",
     )
     fusion: FusionSettings = Field(
         default_factory=FusionSettings, description="Learned weights of the candidate sources."

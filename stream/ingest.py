@@ -137,7 +137,7 @@ class Ingest:
         self.counts.users += cached is None  # a new user cannot be a duplicate
         # A copy: the cached state may be in a slate still being built (stream/write_behind.py).
         state = cached.copy() if cached is not None else UserState()
-        previous = state.history()[-self.settings.covisit_window :]
+        previous = state.covisit_previous(event.item_id, self.settings.covisit_window)
         if not apply_event(state, event, self.settings, (partition, offset)):
             self.counts.duplicates += 1
             self.metrics.duplicates.inc()
@@ -148,7 +148,7 @@ class Ingest:
             self.user_state.set(event.user_id, state, partition)
             return None
         weight = self.settings.event_type_weights.get(event.type, 1.0)
-        delta = ItemDelta(event.item_id, tuple(previous), event.ts, weight, (partition, offset))
+        delta = ItemDelta(event.item_id, previous, event.ts, weight, (partition, offset))
         self.counts.accepted += 1
         self.metrics.events_accepted.inc()
         return state, delta

@@ -142,7 +142,7 @@ class HeuristicBuilder:
     def _one(
         self, entry: RefreshInput, slate_size: int, weights: Weights
     ) -> tuple[list[SlateItem], dict[str, list[str]]]:
-        history = entry.state.history()
+        history = entry.state.distinct_history()
         covisited = covisitation_candidates(entry.covisits, history, self.depth)
         seen = excluding(entry.state.seen.probe(), self.catalog.unservable())
         trending = self._shared(entry.trending)
@@ -197,8 +197,9 @@ class StatsSource(Protocol):
 
 def refresh_input(pending: Pending, stats: StatsSource, serving: ServingSettings) -> RefreshInput:
     """What a builder gets for ``pending``: its state, the co-visitation neighbours of its last
-    ``serving.covisit_history`` items and the trending items (also the offline replay's)."""
-    recent = pending.state.history()[-serving.covisit_history :]
+    ``serving.covisit_history`` distinct items and the trending items (also the offline
+    replay's)."""
+    recent = pending.state.distinct_history()[-serving.covisit_history :]
     covisits = stats.covisits(recent, pending.partition)
     return RefreshInput(pending, pending.state, covisits, stats.trending(pending.partition))
 

@@ -183,7 +183,7 @@ class ModelBuilder:
         return self.ranker.rank(items, features, self.serving.candidates)
 
     def _sources(self, entry: RefreshInput, found: Hits) -> dict[str, Hits]:
-        history = entry.state.history()
+        history = entry.state.distinct_history()
         return {
             EMBEDDING: found,
             COVISITATION: covisitation_candidates(entry.covisits, history, self.serving.candidates),

@@ -132,6 +132,18 @@ class UserState:
         """Recent item ids, oldest first (the encoder's input sequence)."""
         return [item for item, _, _ in self.recent]
 
+    def distinct_history(self) -> list[str]:
+        """``history`` with each item at its latest event only, oldest first: a burst of events
+        on one item (its view, click, dwell and cart) is one visit of it to co-visitation."""
+        return list(reversed(dict.fromkeys(reversed(self.history()))))
+
+    def covisit_previous(self, item_id: str, window: int) -> tuple[str, ...]:
+        """The ``window`` items visited last before an event of ``item_id``, other than it:
+        what co-visitation pairs the event with. Counted in events, a view, click and dwell of
+        one item filled a window of 3 with that item alone, and no pair was learnt."""
+        others = [item for item in self.distinct_history() if item != item_id]
+        return tuple(others[-window:])
+
     def has_seen(self, item_id: str) -> bool:
         """True when ``item_id`` must stay out of this user's slates: always for the last 2,000
         seen items (``seen_items.capacity``), wrongly for at most 1 % of unseen ones."""

@@ -231,7 +231,7 @@ def reference_item_stats(events: Iterable[Event], settings: StateSettings) -> It
     stats = ItemStats(settings)
     for n, event in enumerate(events):
         state = states.setdefault(event.user_id, UserState())
-        previous = tuple(state.history()[-settings.covisit_window :])
+        previous = state.covisit_previous(event.item_id, settings.covisit_window)
         if apply_event(state, event, settings):
             weight = settings.event_type_weights.get(event.type, 1.0)
             stats.apply(ItemDelta(event.item_id, previous, event.ts, weight, (0, n)))

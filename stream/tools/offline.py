@@ -87,7 +87,7 @@ def replay(
     progress = tqdm(events, desc="offline replay", unit="ev", leave=False, mininterval=2.0)
     for n, event in enumerate(progress):
         state = states.setdefault(event.user_id, UserState())
-        previous = tuple(state.history()[-state_settings.covisit_window :])
+        previous = state.covisit_previous(event.item_id, state_settings.covisit_window)
         if apply_event(state, event, state_settings, (0, n)):
             weight = state_settings.event_type_weights.get(event.type, 1.0)
             stats.apply(ItemDelta(event.item_id, previous, event.ts, weight, (0, n)))

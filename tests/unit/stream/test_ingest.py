@@ -127,6 +127,18 @@ def test_each_applied_event_publishes_its_item_delta_once() -> None:
     assert {item for item, _ in deltas.stats.trending()} == {"i1", "i2"}
 
 
+def test_co_visitation_pairs_an_event_with_the_items_before_it_not_the_events() -> None:
+    ingest, _, _, _, deltas = _ingest()
+    # x, y, then a view, click and dwell of a, then b: b follows x, y and a (a window of 3
+    # items); counted in events, the window held a three times and b was paired with a alone.
+    items = ["x", "y", "a", "a", "a", "b"]
+    _run(ingest, *(record(_event(n, item=item), 0, n) for n, item in enumerate(items)))
+    previous = {d.item: d.previous for d in deltas.published}
+    assert previous["b"] == ("x", "y", "a")
+    assert [d.previous for d in deltas.published if d.item == "a"][1:] == [("x", "y")] * 2
+    assert {n for n, _ in deltas.stats.covisits(["x"])["x"]} == {"y", "a", "b"}
+
+
 def test_bad_input_is_dead_lettered_with_its_code_and_good_events_still_apply() -> None:
     ingest, down, sent, _, _ = _ingest()
     bad = Record(b"u1", b"{not json", record(_event(1), 0, 5).message)

@@ -236,7 +236,7 @@ def test_heuristic_slates_are_those_of_fusing_the_whole_trending_list() -> None:
     states: dict[str, UserState] = {}
     for offset, event in enumerate(synthetic_events(Workload(2_000, 5_000, 20_000))):
         state = states.setdefault(event.user_id, UserState())
-        previous = tuple(state.history()[-settings.state.covisit_window :])
+        previous = state.covisit_previous(event.item_id, settings.state.covisit_window)
         apply_event(state, event, settings.state, (0, offset))
         stats.apply(ItemDelta(event.item_id, previous, event.ts, 1.0, (0, offset)))
     weights = {COVISITATION: 0.7, TRENDING: 0.2}
@@ -258,7 +258,7 @@ def _explained(entry: RefreshInput, weights: dict[str, float], depth: int) -> li
     """A heuristic slate as the path built it before it skipped candidates: validated items,
     each with ``explain``'s reason (no item vectors)."""
     history = entry.state.history()
-    covisited = covisitation_candidates(entry.covisits, history, depth)
+    covisited = covisitation_candidates(entry.covisits, entry.state.distinct_history(), depth)
     sources = {COVISITATION: covisited, TRENDING: list(entry.trending)}
     fused = fuse(sources, 10, weights=weights, exclude=entry.state.seen.probe())
     reasons = explain(fused, history, None)

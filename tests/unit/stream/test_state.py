@@ -240,3 +240,13 @@ def test_the_state_of_a_user_with_100000_events_stays_bounded() -> None:
     assert sizes[100_000] <= sizes[10_000] * 1.02  # it levelled off: no growth with history
     # New ids read as applied with probability <= 1e-6 each (one of these 100,000 does).
     assert s.count == applied >= 99_990 and s.has_seen("item-00099999")
+
+
+def test_the_distinct_history_keeps_each_item_at_its_latest_event() -> None:
+    s, cfg = UserState(), StateSettings()
+    for n, item in enumerate(["a", "b", "a", "c", "c"]):
+        assert apply_event(s, ev(n, BASE + n, item), cfg)
+    assert s.history() == ["a", "b", "a", "c", "c"]
+    assert s.distinct_history() == ["b", "a", "c"]
+    assert s.covisit_previous("c", 3) == ("b", "a")  # the event's own item is no pair of it
+    assert s.covisit_previous("d", 2) == ("a", "c")

@@ -3,7 +3,9 @@
 Vocabulary; positions index the replay order, which is the dataset's stable time order:
 
     scoreable event e  an event at or after the first scored position whose user has an earlier
-                       event; p is that user's event just before e
+                       event, of an item the user had not had yet (no system shows a user what
+                       they had, so a repeat, a click after its view, say, is a miss for all
+                       and only dilutes the figures); p is that user's event just before e
     slate for p        the slate whose newest trigger event (by position) is p: it was built from
                        the user's state up to p, so it is what the user had in front of them when
                        e happened. A slate that answered p together with later events of the
@@ -63,6 +65,7 @@ class Scoreable:
 
     events: Ranks
     previous: Ranks
+    repeats: int = 0  # events in the scored part of an item their user had had: not scored
 
     def __len__(self) -> int:
         return len(self.events)
@@ -82,15 +85,23 @@ class SystemRanks:
 def scoreable_events(events: Sequence[Event], first_scored: int) -> Scoreable:
     """Positions of the scoreable events at or after ``first_scored`` and of their p."""
     last: dict[str, int] = {}
+    had: dict[str, set[str]] = {}
     at: list[int] = []
     previous: list[int] = []
+    repeats = 0
     for pos, event in enumerate(events):
         before = last.get(event.user_id)
+        items = had.setdefault(event.user_id, set())
         if pos >= first_scored and before is not None:
-            at.append(pos)
-            previous.append(before)
+            if event.item_id in items:
+                repeats += 1
+            else:
+                at.append(pos)
+                previous.append(before)
         last[event.user_id] = pos
-    return Scoreable(np.asarray(at, dtype=np.int64), np.asarray(previous, dtype=np.int64))
+        items.add(event.item_id)
+    positions_of_e, positions_of_p = np.asarray(at, np.int64), np.asarray(previous, np.int64)
+    return Scoreable(positions_of_e, positions_of_p, repeats)
 
 
 class _RankedCounts:

@@ -51,6 +51,7 @@ def score_runs(
         "first_scored_event": first_scored,
         "catalog_items": catalog,
         "scoreable": len(scoreable),
+        "repeats_not_scored": scoreable.repeats,
         "baselines_on_all_scoreable": {
             name: quality.metric_means(ranks, K) for name, ranks in baselines.items()
         },

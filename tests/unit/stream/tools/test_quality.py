@@ -46,6 +46,15 @@ def test_scoreable_events_need_an_earlier_event_of_the_user_and_the_scored_part(
     assert scoreable.previous.tolist() == [0, 1, 2, 4]
 
 
+def test_an_event_of_an_item_its_user_had_is_not_scored() -> None:
+    # u1 views A, clicks A (a repeat: no slate may show A again), then views B; u2 has B twice.
+    repeats = stream("u1 A", "u2 B", "u1 A", "u2 B", "u1 B", "u2 C")
+    scoreable = scoreable_events(repeats, first_scored=1)
+    assert scoreable.events.tolist() == [4, 5]
+    assert scoreable.previous.tolist() == [2, 3]  # p is the user's event just before, repeat or not
+    assert scoreable.repeats == 2
+
+
 def test_a_slate_is_scored_only_for_the_event_after_its_newest_trigger() -> None:
     scoreable = scoreable_events(SERVED, first_scored=2)
     by_trigger = slates_by_trigger(SERVED_SLATES, positions(SERVED))
@@ -142,20 +151,20 @@ TIES = stream("u1 B", "u2 A", "u3 A", "u3 C", "u4 A", "u4 B", "u5 A", "u1 C", "u
 
 def test_baselines_by_hand_with_ties_broken_by_item_id() -> None:
     scoreable = scoreable_events(TIES, first_scored=6)
-    assert scoreable.events.tolist() == [7, 8, 9]  # e6 is u5's first event
+    # e6 is u5's first event; e9 is u1's B again, which no slate may show: not scored
+    assert scoreable.events.tolist() == [7, 8] and scoreable.repeats == 1
     ranks = baseline_ranks(TIES, scoreable, catalog=["A", "B", "C", "Z"], k=10)
     # e7 (u1 saw B): counts A4 B2 C1, unseen A then C -> 2. Nothing ever followed B -> miss.
     # e8 (u2 saw A): counts A4 B2 C2, B and C tie, B has the smaller id -> C at 2.
     #   Followers of A: C (u3, first) and B (u4) once each; the tie goes to B -> C at 2.
-    # e9 (u1 saw B and C): its item B was seen, so both baselines miss.
-    assert ranks["popularity"].tolist() == [2, 2, 0]
-    assert ranks["covisit"].tolist() == [0, 2, 0]
+    assert ranks["popularity"].tolist() == [2, 2]
+    assert ranks["covisit"].tolist() == [0, 2]
 
 
 def test_baselines_count_only_events_before_the_scored_one_and_cut_at_k() -> None:
     scoreable = scoreable_events(TIES, first_scored=6)
     ranks = baseline_ranks(TIES, scoreable, catalog=[], k=1)
-    assert ranks["popularity"].tolist() == [0, 0, 0]
+    assert ranks["popularity"].tolist() == [0, 0]
     # u6's pair A -> B is counted only after e1 is scored, so only u7's e3 can hit it.
     events = stream("u6 A", "u6 B", "u7 A", "u7 B")
     ranks = baseline_ranks(events, scoreable_events(events, 0), catalog=[], k=10)

@@ -50,6 +50,8 @@ RecordKind = Literal["events", "items"]
 # CSV cells are text; these fields are numbers in the JSON contract.
 _CSV_INTS = {"ts", "dwell_ms", "position", "v", "created_at"}
 _CSV_FLOATS = {"value"}
+_CSV_BOOLS = {"active"}
+_BOOL_CELLS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 # Columns named context_<field> fill the event's context, in produce's CSV and a RecBole .inter.
 CONTEXT_COLUMN_PREFIX = "context_"
 
@@ -95,6 +97,8 @@ def _csv_row(row: dict[str, str]) -> dict[str, Any]:
             continue  # an empty cell means "absent", as in the JSON contract
         if key in _CSV_INTS or key in _CSV_FLOATS:
             obj[key] = _number(cell, whole=key in _CSV_INTS)
+        elif key in _CSV_BOOLS:  # the text, when it spells none, for the contract to refuse
+            obj[key] = _BOOL_CELLS.get(cell.strip().lower(), cell)
         elif key == "categories":
             obj[key] = [c for c in cell.split("|") if c]
         elif key.startswith(CONTEXT_COLUMN_PREFIX):  # as a RecBole .inter names context columns

@@ -92,6 +92,25 @@ def test_a_csv_rows_context_columns_become_the_events_context(tmp_path: Path) ->
     ]
 
 
+def test_a_csv_catalogs_active_column_is_read_as_a_boolean(tmp_path: Path) -> None:
+    # Every row of such a catalog was refused (wrong_type): the cell reached the contract as text.
+    path = tmp_path / "items.csv"
+    cells = ["true", "False", "1", "0", "yes", "NO", "", "maybe"]
+    rows = "".join(f"SKU-{n},Item {n},{cell}\n" for n, cell in enumerate(cells))
+    path.write_text("item_id,title,active\n" + rows)
+    found = [record for _, record in read_records(path, "items")]
+    assert [getattr(r, "active", None) for r in found[:7]] == [
+        True,
+        False,
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert getattr(found[7], "code", None) == "wrong_type"
+
+
 def test_a_csv_with_a_context_column_and_context_columns_is_refused_not_a_crash(
     tmp_path: Path,
 ) -> None:

@@ -108,6 +108,15 @@ class Event(_Record):
     position: Annotated[int, Field(ge=0, le=1000), WholeNumber] | None = None
     context: dict[str, ContextValue] | None = None
 
+    @field_validator("context", mode="before")
+    @classmethod
+    def _null_values_absent(cls, value: Any) -> Any:
+        # A null context value says the producer does not know it (no device on a server-side
+        # event): refusing the whole event for it would lose a good event.
+        if isinstance(value, dict):
+            return {key: v for key, v in value.items() if v is not None}
+        return value
+
     @field_validator("context")
     @classmethod
     def _bounded_context(
@@ -188,6 +197,7 @@ class ModelAnnouncement(_Record):
     announced_at: int = Field(description="Epoch milliseconds.")
 
 
+_JSON_TYPES: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
 _PYDANTIC_CODES = {
     "missing": "missing_field",
     "literal_error": "bad_value",
@@ -203,6 +213,14 @@ def _code_and_message(exc: ValidationError) -> tuple[str, str]:
     err = next((e for e in errors if e["type"] == "finite_number"), errors[0])
     field = ".".join(str(p) for p in err["loc"]) or "record"
     kind = err["type"]
+    if err["loc"][:1] == ("context",) and len(err["loc"]) == 3 and kind != "finite_number":
+        # the value failed each member of the union: name the union, not its string member
+        got = _JSON_TYPES.get(type(err["input"]), type(err["input"]).__name__)
+        key = f"context.{err['loc'][1]}"
+        return (
+            "wrong_type",
+            f"field `{key}`: a context value is a string, number or boolean; got {got}",
+        )
     if kind in ERROR_CODES:
         code = kind
     elif field == "type" and kind == "literal_error":

@@ -116,6 +116,17 @@ def test_each_rejection_has_its_stable_code(obj_or_raw: Any, code: str) -> None:
     assert _code(raw) == code
 
 
+def test_a_context_value_of_another_type_is_named_and_a_null_one_is_absent() -> None:
+    # The message named pydantic's union member (`context.basket.str`: should be a valid
+    # string), and a null device refused the whole event.
+    with pytest.raises(
+        ContractError, match=r"`context.basket`: .* string, number or boolean; got an object"
+    ):
+        parse_event(_raw({**GOOD, "context": {"basket": {"a": 1}, "device": "ios"}}))
+    event = parse_event(_raw({**GOOD, "context": {"device": None, "premium": True}}))
+    assert event.context == {"premium": True}
+
+
 def test_missing_field_message_names_the_field() -> None:
     with pytest.raises(ContractError, match="`user_id` is required"):
         parse_event(_raw({k: v for k, v in GOOD.items() if k != "user_id"}))

@@ -49,6 +49,9 @@ def test_train_evaluate_bench(tiny_env: Path, tmp_path: Path) -> None:
     trained = json.loads(res.stdout)
     assert trained["checkpoint"] == str(out) and trained["epochs_run"] <= 3
     assert set(trained["test"]["history_excluded"]) == {"model", "popularity"}
+    new_items = trained["test"]["new_items"]  # no user repeats an item here: the same figures
+    assert new_items["users"] == 30 and new_items["repeat_targets"] == 0
+    assert new_items["model"] == trained["test"]["history_excluded"]["model"]
 
     cmd = ["evaluate", "--checkpoint", str(out), "--dataset", str(tiny_env), "--include-history"]
     res = runner.invoke(_app(), [*cmd, "--json"])
@@ -91,3 +94,19 @@ def test_behaviour_world_takes_each_signal_strength_as_a_probability(tmp_path: P
     for flag in ("--intent", "--tastes", "--lists", "--context"):
         refused = runner.invoke(_app(), [*base, "--out", str(tmp_path / "c"), flag, "1.5"])
         assert refused.exit_code == 2  # a usage error: out of [0, 1]
+
+
+def test_train_scores_new_items_apart_from_repeat_targets(tiny_env: Path, tmp_path: Path) -> None:
+    # Every odd user's last event repeats their item before it (a click after its view).
+    rows = [
+        f"{u}\t{(u + min(t, 6 if u % 2 else 7)) % 15 + 1}\t4\t{1000 + t}"
+        for u in range(1, 31)
+        for t in range(8)
+    ]
+    (tiny_env / "u.data").write_text("\n".join(rows) + "\n")
+    args = ["train", "--dataset", str(tiny_env), "--out", str(tmp_path / "ck"), "--no-text"]
+    res = CliRunner().invoke(_app(), [*args, "--no-progress", "--json"])
+    assert res.exit_code == 0, res.output
+    new_items = json.loads(res.stdout)["test"]["new_items"]
+    assert new_items["users"] == 15 and new_items["repeat_targets"] == 15
+    assert set(new_items["model"]) >= {"hr@10", "ndcg@10"}

@@ -151,6 +151,7 @@ def bench_quality(
     lag: int = typer.Option(
         0, "--lag", min=0, help="Offline: events a slate trails its trigger by (0 = default)."
     ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Bars on stderr."),
     as_json: bool = JsonOption,
 ) -> None:
     """Replay a dataset through a worker; score its slates on each user's next event against
@@ -174,6 +175,7 @@ def bench_quality(
         checkpoint=checkpoint,
         epochs=epochs,
         lag=lag or None,
+        progress=progress,
     )
     if offline:
         from streamrec.stream.tools.offline import run_offline

@@ -58,7 +58,11 @@ BuilderFactory = Callable[[FusionLearner], SlateBuilder]
 
 
 def replay(
-    events: Sequence[Event], settings: Settings, make_builder: BuilderFactory, lag: int
+    events: Sequence[Event],
+    settings: Settings,
+    make_builder: BuilderFactory,
+    lag: int,
+    progress: bool = True,
 ) -> list[quality.Slate]:
     """The slates one system publishes for ``events`` (module docstring), in publish order."""
     if lag < 1:
@@ -84,8 +88,9 @@ def replay(
                 ids = tuple(i.item_id for i in items)
                 slates.append(quality.Slate(pending.user_id, ids, tuple(pending.trigger_ids), 0))
 
-    progress = tqdm(events, desc="offline replay", unit="ev", leave=False, mininterval=2.0)
-    for n, event in enumerate(progress):
+    bar = tqdm(events, desc="offline replay", unit="ev", leave=False, mininterval=2.0,
+               disable=not progress)  # fmt: skip
+    for n, event in enumerate(bar):
         state = states.setdefault(event.user_id, UserState())
         previous = state.covisit_previous(event.item_id, state_settings.covisit_window)
         if apply_event(state, event, state_settings, (0, n)):
@@ -157,7 +162,7 @@ def run_offline(settings: Settings, options: QualityOptions) -> dict[str, Any]:
     runs: dict[str, SystemRun] = {}
     for name, factory in systems.items():
         began = time.perf_counter()
-        slates = replay(events, settings, factory, lag)
+        slates = replay(events, settings, factory, lag, options.progress)
         answered = sum(len(s.trigger_event_ids) for s in slates)
         runs[name] = SystemRun(slates, {}, answered, time.perf_counter() - began)
     scored = score_runs(data, events, first_scored, runs, options.split, options.plot)

@@ -87,6 +87,7 @@ class QualityOptions:
     epochs: int | None = None
     trainer: bool = True  # model mode: the continual trainer runs beside the worker
     lag: int | None = None  # offline (stream/tools/offline.py): the events a slate trails by
+    progress: bool = True  # bars on stderr (off for logs and scripts)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -167,7 +168,11 @@ def encoder_for(
     )
     err_console.print(f"training the encoder on the {len(training)} events before the split")
     trained = run_training(
-        settings, dataset=inter, out=options.out / "model", epochs=options.epochs
+        settings,
+        dataset=inter,
+        out=options.out / "model",
+        epochs=options.epochs,
+        progress=options.progress,
     )
     return {
         "checkpoint": trained["checkpoint"],
@@ -221,8 +226,11 @@ def _run_system(
             lambda: _ready(worker, catalog, name == "model"), READY_TIMEOUT_S, f"the {name} worker"
         )
         topic = kafka.topics.name("events")
-        asyncio.run(publish(kafka, events, topic, rate=options.rate, total=len(events)))
-        slates, answered = asyncio.run(_read_slates(kafka, events, worker))
+        replayed = publish(
+            kafka, events, topic, rate=options.rate, total=len(events), progress=options.progress
+        )
+        asyncio.run(replayed)
+        slates, answered = asyncio.run(_read_slates(kafka, events, worker, options.progress))
     finally:
         worker.stop()
         if trainer is not None:
@@ -257,7 +265,7 @@ def _ready(worker: WorkerProcess, catalog: int, model: bool) -> bool:
 
 
 async def _read_slates(
-    kafka: KafkaSettings, events: list[Event], worker: WorkerProcess
+    kafka: KafkaSettings, events: list[Event], worker: WorkerProcess, progress: bool
 ) -> tuple[list[quality.Slate], int]:
     """Every slate of the run, read until each accepted event is answered (or the timeout)."""
     wanted = {e.event_id for e in events}
@@ -267,7 +275,7 @@ async def _read_slates(
     answered: set[str] = set()
     deadline = time.monotonic() + ANSWER_TIMEOUT_S
     next_stats = time.monotonic()
-    bar = tqdm(total=len(wanted), desc="events answered", unit="ev")
+    bar = tqdm(total=len(wanted), desc="events answered", unit="ev", disable=not progress)
     try:
         while len(answered) < len(wanted) and time.monotonic() < deadline:
             batch = (await consumer.getmany(timeout_ms=500)).values()

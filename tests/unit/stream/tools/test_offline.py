@@ -73,3 +73,11 @@ def test_a_stream_too_short_to_score_anything_is_refused(tmp_path: Path) -> None
                              plot=tmp_path / "p.png", dataset=inter)  # fmt: skip
     with pytest.raises(DataError, match="nothing would be scored"):
         run_offline(Settings(), options)
+
+
+def test_no_progress_writes_nothing_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings()
+    replay(EVENTS, settings, heuristic_factory(settings), lag=1, progress=False)
+    assert capsys.readouterr().err == ""
+    replay(EVENTS, settings, heuristic_factory(settings), lag=1)
+    assert "offline replay" in capsys.readouterr().err  # the bar a log would be filled with

@@ -11,6 +11,7 @@ node with id 1: ..." is one key whatever the error text. A count still held back
 goes quiet is written by ``flush`` (every ``interval_s`` on a thread ``install`` starts), so a
 burst of dead letters logs its first line and then how many more there were, not one line alone.
 
+``install`` also makes aiokafka's ERROR about an error it retries by itself a WARNING.
 Nothing is installed at import time: ``install`` is called by the worker command once faust has
 configured its handlers (``stream/worker.py``).
 """
@@ -22,6 +23,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from aiokafka.errors import KafkaError
 
 # Attribute set on a record once decided, so the filter can sit on several handlers and a record
 # reaching all of them is counted once and marked once.
@@ -118,6 +121,19 @@ class RepeatFilter(logging.Filter):
             )
 
 
+class RetriedAsWarning(logging.Filter):
+    """aiokafka's ERROR about a Kafka error it retries by itself is a WARNING: a fresh broker
+    has no group coordinator until its offsets topic exists, and a new user's first start
+    logged ``[ERROR] Group Coordinator Request failed: GroupCoordinatorNotAvailableError``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        retried = isinstance(error, KafkaError) and error.retriable
+        if record.levelno == logging.ERROR and record.name.startswith("aiokafka") and retried:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def install(interval_s: float, handlers: Iterable[logging.Handler] | None = None) -> RepeatFilter:
     """Put one ``RepeatFilter`` on ``handlers`` (default: the root logger's) and flush it every
     ``interval_s`` on a daemon thread; returns it.
@@ -125,8 +141,9 @@ def install(interval_s: float, handlers: Iterable[logging.Handler] | None = None
     On handlers, not loggers: a logger's filter sees only records logged on that very logger,
     while aiokafka logs on a dozen child loggers that all reach the root handlers.
     """
-    repeat = RepeatFilter(interval_s)
+    repeat, retried = RepeatFilter(interval_s), RetriedAsWarning()
     for handler in logging.getLogger().handlers if handlers is None else handlers:
+        handler.addFilter(retried)
         handler.addFilter(repeat)
     if interval_s > 0:
         flusher = threading.Thread(

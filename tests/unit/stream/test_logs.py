@@ -6,8 +6,9 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
 
-from streamrec.stream.logs import RepeatFilter, install
+from streamrec.stream.logs import RepeatFilter, RetriedAsWarning, install
 
 
 class Clock:
@@ -156,3 +157,17 @@ def test_one_filter_on_several_handlers_counts_a_record_once() -> None:
         log.propagate = True
     # Counted per record, not per handler: both handlers write the first, neither a repeat.
     assert first.lines == second.lines == ["same thing"]
+
+
+def test_an_error_aiokafka_retries_by_itself_is_a_warning() -> None:
+    def record(name: str, error: Exception) -> logging.LogRecord:
+        return logging.LogRecord(
+            name, logging.ERROR, __file__, 1, "Group Coordinator Request failed: %s", (error,), None
+        )
+
+    retried = record("aiokafka.consumer.group_coordinator", GroupCoordinatorNotAvailableError())
+    refused = record("aiokafka.consumer.group_coordinator", GroupAuthorizationFailedError())
+    ours = record("streamrec.stream.app", GroupCoordinatorNotAvailableError())
+    for each in (retried, refused, ours):
+        assert RetriedAsWarning().filter(each)  # every record is still written
+    assert [r.levelname for r in (retried, refused, ours)] == ["WARNING", "ERROR", "ERROR"]

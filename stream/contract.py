@@ -106,29 +106,25 @@ class Event(_Record):
     value: float | None = Field(None, description="Rating or other numeric payload.")
     rec_id: Identifier | None = Field(None, description="Set when responding to a slate.")
     position: Annotated[int, Field(ge=0, le=1000), WholeNumber] | None = None
-    context: dict[str, ContextValue] | None = None
-
-    @field_validator("context", mode="before")
-    @classmethod
-    def _null_values_absent(cls, value: Any) -> Any:
-        # A null context value says the producer does not know it (no device on a server-side
-        # event): refusing the whole event for it would lose a good event.
-        if isinstance(value, dict):
-            return {key: v for key, v in value.items() if v is not None}
-        return value
+    # A null value is in the schema (and dropped here): it says the producer does not know it,
+    # and refusing the whole event for it lost a good event.
+    context: dict[str, ContextValue | None] | None = None
 
     @field_validator("context")
     @classmethod
     def _bounded_context(
-        cls, value: dict[str, ContextValue] | None
-    ) -> dict[str, ContextValue] | None:
+        cls, value: dict[str, ContextValue | None] | None
+    ) -> dict[str, ContextValue | None] | None:
         if value is not None and len(value) > MAX_CONTEXT_KEYS:
             raise PydanticCustomError(
                 "bad_value",
                 "has {n} keys; at most {m} allowed",
                 {"n": len(value), "m": MAX_CONTEXT_KEYS},
             )
-        return value
+        known: dict[str, ContextValue | None] = {
+            k: v for k, v in (value or {}).items() if v is not None
+        }
+        return known or None
 
 
 class Item(_Record):

@@ -199,7 +199,7 @@ def event_extra(event: Event, context_fields: tuple[str, ...]) -> Extra | None:
     if value is None and event.dwell_ms is not None:
         value = event.dwell_ms / 1000
     ctx = event.context or {}
-    kept = {name: ctx[name] for name in context_fields if name in ctx}
+    kept = {name: v for name in context_fields if (v := ctx.get(name)) is not None}
     if value is None and not kept:
         return None
     return value, kept or None

@@ -125,6 +125,7 @@ def test_a_context_value_of_another_type_is_named_and_a_null_one_is_absent() -> 
         parse_event(_raw({**GOOD, "context": {"basket": {"a": 1}, "device": "ios"}}))
     event = parse_event(_raw({**GOOD, "context": {"device": None, "premium": True}}))
     assert event.context == {"premium": True}
+    assert parse_event(_raw({**GOOD, "context": {"device": None}})).context is None
 
 
 def test_missing_field_message_names_the_field() -> None:

@@ -141,8 +141,13 @@ class UserState:
         """The ``window`` items visited last before an event of ``item_id``, other than it:
         what co-visitation pairs the event with. Counted in events, a view, click and dwell of
         one item filled a window of 3 with that item alone, and no pair was learnt."""
-        others = [item for item in self.distinct_history() if item != item_id]
-        return tuple(others[-window:])
+        found: dict[str, None] = {}
+        for item, _, _ in reversed(self.recent):  # newest first, stopping at the window: ingest
+            if item != item_id:  # calls it per event, and recent can hold 1,000 events
+                found[item] = None
+                if len(found) == window:
+                    break
+        return tuple(reversed(found))
 
     def has_seen(self, item_id: str) -> bool:
         """True when ``item_id`` must stay out of this user's slates: always for the last 2,000

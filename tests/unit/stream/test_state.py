@@ -250,3 +250,14 @@ def test_the_distinct_history_keeps_each_item_at_its_latest_event() -> None:
     assert s.distinct_history() == ["b", "a", "c"]
     assert s.covisit_previous("c", 3) == ("b", "a")  # the event's own item is no pair of it
     assert s.covisit_previous("d", 2) == ("a", "c")
+
+
+def test_the_covisit_window_is_the_last_distinct_items_of_any_history() -> None:
+    rng, cfg = random.Random(5), StateSettings()
+    for _ in range(50):
+        s = UserState()
+        for n in range(rng.randint(0, 70)):
+            assert apply_event(s, ev(n, BASE + n, f"i{rng.randint(0, 8)}"), cfg)
+        item, window = f"i{rng.randint(0, 8)}", rng.randint(1, 5)
+        others = [i for i in s.distinct_history() if i != item]
+        assert s.covisit_previous(item, window) == tuple(others[-window:])

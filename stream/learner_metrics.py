@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from aiokafka import AIOKafkaConsumer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -72,3 +73,14 @@ class LearnerCollector(Collector):
 def serve_metrics(service: LearnerService, port: int) -> None:
     """Serve ``service``'s metrics on ``port``; ConfigError when it cannot be bound."""
     serve_collector(LearnerCollector(service), port, "learner")
+
+
+async def consumer_lag(consumer: AIOKafkaConsumer) -> dict[int, int]:
+    """Records behind each partition's high watermark as of the last fetch (partitions no
+    fetch has answered yet are left out): what ops alert on when the learner falls behind."""
+    lag = {}
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is not None:
+            lag[tp.partition] = max(high - await consumer.position(tp), 0)
+    return lag

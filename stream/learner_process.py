@@ -12,8 +12,8 @@ Restart contract. The state file (safetensors) holds everything the learner has 
 weights, critic, buffered batch and open trajectories, the recent rec_ids it dedupes on, and
 the experience offsets it has read up to (the estimates' window is read again: ``_seek``). It
 is written before the offsets are committed, and on start the learner seeks each partition to
-the later of the committed offset and the saved one, so a kill at any point loses no
-experience and learns from none twice.
+its saved offset (the group's committed one when it has no state), so a kill at any point
+loses no experience and learns from none twice.
 
 One learner per group: its data dir is locked, and what it does when another learner has
 announced for the group is stream/learner_fence.py's.
@@ -53,9 +53,9 @@ from streamrec.stream.learner_fence import (
     new_learner_id,
     on_start,
 )
-from streamrec.stream.learner_metrics import serve_metrics
+from streamrec.stream.learner_metrics import consumer_lag, serve_metrics
 from streamrec.stream.producer import kafka_producer
-from streamrec.stream.rewind import rewind
+from streamrec.stream.rewind import reread
 
 log = logging.getLogger(__name__)
 DEDUPE = 10_000  # recent rec_ids remembered: far more than a crash can re-publish
@@ -84,6 +84,7 @@ class LearnerService:
         self.positions = {int(p): int(o) for p, o in json.loads(meta.get("offsets", "{}")).items()}
         self.seen.extend(json.loads(meta.get("seen", "[]")))
         self._seen = set(self.seen)
+        self._refilled: set[str] = set()  # rec_ids read again since the start
 
     def handle(self, partition: int, offset: int, raw: bytes) -> None:
         """Take in one experience record; an update queues an announcement. A record before
@@ -114,6 +115,9 @@ class LearnerService:
             impression, rewards = decode_experience(raw)
         except ContractError:
             return  # counted and logged as bad when it was first read
+        if impression.rec_id in self._refilled:
+            return  # a copy a worker re-published, skipped as a dup when first read
+        self._refilled.add(impression.rec_id)
         self.counts["refilled"] += 1
         self._estimate_on(impression, rewards)
 
@@ -205,11 +209,17 @@ def open_service(settings: Settings, data_dir: Path) -> LearnerService:
 
 
 async def _seek(
-    consumer: AIOKafkaConsumer, tps: list[TopicPartition], saved: dict[int, int], window: int
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], service: LearnerService
 ) -> None:
-    """Each partition from where this learner stopped, and ``window`` records before the saved
-    positions, read again for the estimates only: without them a restarted learner judged its
-    first versions on the few impressions read since, with intervals too wide to withdraw any."""
+    """Each partition from where this learner stopped, after its ``ope_window`` records before
+    the saved positions are read again for the estimates only: without them a restarted learner
+    judged its first versions on the few impressions read since, with intervals too wide to
+    withdraw any. A saved position past the partition's end (the topic was re-created) is
+    dropped: every record below it would be taken for one already learned."""
+    saved, ends = service.positions, await consumer.end_offsets(tps)
+    for tp in [tp for tp in tps if saved.get(tp.partition, 0) > ends[tp]]:
+        log.warning("experience partition %d ends at %d, before the saved offset %d: read anew",
+                    tp.partition, ends[tp], saved.pop(tp.partition))  # fmt: skip
     starts: dict[int, str] = {}
     for tp in tps:
         # What this learner saved is what it learned; the group's commit is only for a learner
@@ -225,8 +235,9 @@ async def _seek(
         starts[tp.partition] = f"{start or 0} ({origin})"
     log.info("experience read from offsets %s", starts)
     points = {tp: saved[tp.partition] for tp in tps if tp.partition in saved}
-    if again := await rewind(consumer, points, window):
-        log.info("estimates' window refilled from %s", {tp.partition: o for tp, o in again.items()})
+    if again := await reread(consumer, points, service.ope_window, service.handle):
+        log.info("estimates' window read again from %s: %d impressions",
+                 {tp.partition: o for tp, o in again.items()}, len(service.recent))  # fmt: skip
 
 
 async def run_learner(
@@ -297,7 +308,7 @@ async def _learn(
     await consumer.start()
     try:
         tps = await assign_all(consumer, topic)
-        await _seek(consumer, tps, service.positions, service.ope_window)
+        await _seek(consumer, tps, service)
         async with kafka_producer(kafka) as producer:
             control = kafka.topics.name("control")
 
@@ -336,7 +347,7 @@ async def _loop(
         for tp, records in batch.items():
             for record in records:
                 service.handle(tp.partition, record.offset, record.value or b"")
-        service.lag, service.polled_at = await _lag(consumer), time.monotonic()
+        service.lag, service.polled_at = await consumer_lag(consumer), time.monotonic()
         if fenced():
             return
         if service.announcements:
@@ -354,17 +365,6 @@ async def _loop(
             await idle()
     if not fenced():
         await _checkpoint(consumer, service)  # a graceful stop keeps what followed the last update
-
-
-async def _lag(consumer: AIOKafkaConsumer) -> dict[int, int]:
-    """Records behind each partition's high watermark as of the last fetch (partitions no
-    fetch has answered yet are left out): what ops alert on when the learner falls behind."""
-    lag = {}
-    for tp in consumer.assignment():
-        high = consumer.highwater(tp)
-        if high is not None:
-            lag[tp.partition] = max(high - await consumer.position(tp), 0)
-    return lag
 
 
 async def _checkpoint(consumer: AIOKafkaConsumer, service: LearnerService) -> None:

@@ -2,29 +2,38 @@
 
 The continual trainer fills its training window from the newest events Kafka holds, and a
 restarted learner refills the window its off-policy estimates are computed on from the
-experience it had already learned. Both split one window over partitions that hold very
-different amounts (user keys spread traffic unevenly).
+experience it had already learned (``reread``: all of it before it learns anything new, so
+its first estimate sees the whole window). Both split one window over partitions that hold
+very different amounts (user keys spread traffic unevenly).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
-from typing import Protocol, TypeVar
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import TopicPartition
 
 T = TypeVar("T")  # a partition: aiokafka's TopicPartition, or any key in tests
+log = logging.getLogger(__name__)
+READ_LIMIT_S = 120.0  # read_up_to's patience: a refill must not hold a learner back for good
 
 
 class Seeker(Protocol):
-    """What :func:`rewind` uses of an ``AIOKafkaConsumer``."""
+    """What this module uses of an ``AIOKafkaConsumer``."""
 
     async def beginning_offsets(
         self, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, int]: ...
 
     def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[Any]]: ...
 
 
 def rewind_shares(held: Mapping[T, int], window: int) -> dict[T, int]:
@@ -34,7 +43,13 @@ def rewind_shares(held: Mapping[T, int], window: int) -> dict[T, int]:
     total = sum(held.values())
     if total <= window:
         return dict(held)
-    return {tp: min(n, math.ceil(window * n / total)) for tp, n in held.items()}
+    exact = {tp: window * n / total for tp, n in held.items()}
+    shares = {tp: math.floor(share) for tp, share in exact.items()}
+    # the largest remainders take what flooring left over, so the shares add up to the window
+    by_remainder = sorted(exact, key=lambda tp: shares[tp] - exact[tp])
+    for tp in by_remainder[: window - sum(shares.values())]:
+        shares[tp] += 1
+    return shares
 
 
 async def rewind(
@@ -50,3 +65,46 @@ async def rewind(
     for tp, offset in sought.items():
         consumer.seek(tp, offset)
     return sought
+
+
+async def read_up_to(
+    consumer: Seeker,
+    ends: Mapping[TopicPartition, int],
+    take: Callable[[int, int, bytes], None],
+    limit_s: float = READ_LIMIT_S,
+) -> None:
+    """Hand ``take`` (partition, offset, value) every record of each partition before its
+    offset in ``ends``, then leave the partition there: records from ``ends`` on are read
+    afterwards, once every partition has been read up to its end. What is left unread after
+    ``limit_s`` (a broker that stopped answering) is skipped, with a warning."""
+    left = {tp: end for tp, end in ends.items()}
+    deadline = time.monotonic() + limit_s
+    while left and time.monotonic() < deadline:
+        batch = await consumer.getmany(*left, timeout_ms=500, max_records=500)
+        for tp, records in batch.items():
+            end = left[tp]
+            for record in records:
+                if record.offset < end:
+                    take(tp.partition, record.offset, record.value or b"")
+            if records and records[-1].offset + 1 >= end:
+                consumer.seek(tp, end)  # what was fetched past it is read again later
+                del left[tp]
+    for tp, end in left.items():
+        consumer.seek(tp, end)
+    if left:
+        log.warning("gave up reading again up to %s after %.0f s", dict(left), limit_s)
+
+
+async def reread(
+    consumer: Seeker,
+    points: Mapping[TopicPartition, int],
+    window: int,
+    take: Callable[[int, int, bytes], None],
+) -> dict[TopicPartition, int]:
+    """Read again the ``window`` records before ``points`` (split by :func:`rewind_shares`),
+    each handed to ``take``, and leave every partition at its point; the offsets read from."""
+    starts = await rewind(consumer, points, window)
+    await read_up_to(
+        consumer, {tp: points[tp] for tp, at in starts.items() if at < points[tp]}, take
+    )
+    return starts

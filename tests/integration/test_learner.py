@@ -189,7 +189,11 @@ def test_two_workers_one_learner(
         wait_until(lambda: _outcomes(port).get("refilled") == window, 90, f"{window} refilled")
         assert _outcomes(port).get("observed") == 0
     finally:
-        again.signal(signal.SIGTERM)
+        try:
+            again.signal(signal.SIGTERM)
+        finally:
+            if again.proc is not None and again.proc.poll() is None:
+                again.proc.kill()  # a failed stop must not leave the learner running
 
 
 def _outcomes(port: int) -> dict[str, float]:

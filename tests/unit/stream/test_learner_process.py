@@ -24,7 +24,7 @@ from streamrec.settings import Settings
 from streamrec.stream.control import ControlListener, PolicyAnnouncement, policy_record
 from streamrec.stream.experience import decode_experience, encode_experience
 from streamrec.stream.learner_fence import Heartbeat
-from streamrec.stream.learner_process import LearnerService, _loop, open_service
+from streamrec.stream.learner_process import LearnerService, _loop, _seek, open_service
 from streamrec.stream.metrics import WorkerMetrics
 from streamrec.stream.serving import ModelServer
 
@@ -100,7 +100,8 @@ def test_a_restart_at_a_save_learns_exactly_what_an_uninterrupted_learner_does(
 def test_a_restarted_learner_estimates_on_the_window_an_uninterrupted_one_has(
     tmp_path: Path, algorithm: str
 ) -> None:
-    records, window, stop = _records(200), 64, 170
+    records, window, stop = _records(199), 64, 170
+    records.insert(150, records[140])  # a worker re-published it: a dup, never in the window
     base = _settings(algorithm)
     settings = base.model_copy(
         update={"learner": base.learner.model_copy(update={"ope_window": window})}
@@ -113,15 +114,71 @@ def test_a_restarted_learner_estimates_on_the_window_an_uninterrupted_one_has(
         first.handle(0, offset, raw)
     first.save()
     second = open_service(settings, tmp_path / "split")
-    # what _seek's rewind hands it: the window's records before the saved position, then on
+    # what _seek's reread hands it: the window's records before the saved position, then on
     for offset, raw in enumerate(records[stop - window :], start=stop - window):
         second.handle(0, offset, raw)
-    assert second.counts == {"observed": 200 - stop, "bad": 0, "dup": 0, "refilled": window}
+    assert second.counts == {"observed": 200 - stop, "bad": 0, "dup": 0, "refilled": window - 1}
     assert second.positions == {0: 200} and second.learner.n_updates == whole.learner.n_updates
     ours, theirs = second.estimate(), whole.estimate()
     assert ours is not None and theirs is not None
     assert ours["slates"] == theirs["slates"] == window
     assert ours == theirs
+
+
+class _Log:
+    """A consumer over an experience partition per key of ``records``: the raw records, the
+    group's commits, what was sought; ``getmany`` hands out every record from the position."""
+
+    def __init__(self, records: dict[int, list[bytes]], commits: dict[int, int]) -> None:
+        self.records, self.commits = records, commits
+        self.tps = [TopicPartition("experience", p) for p in records]
+        self.position: dict[TopicPartition, int] = {}
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.records[tp.partition]) for tp in tps}
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.commits.get(tp.partition)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position[tp] = offset
+
+    async def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self.position[tp] = 0
+
+    async def getmany(
+        self, *tps: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[Any]]:
+        out = {}
+        for tp in tps:
+            held = self.records[tp.partition][self.position[tp] :]
+            if held:
+                out[tp] = [SimpleNamespace(offset=self.position[tp] + n, value=raw)
+                           for n, raw in enumerate(held)]  # fmt: skip
+                self.position[tp] += len(held)
+        return out
+
+
+def test_a_restart_reads_the_window_again_only_where_this_learner_had_saved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = _records(60)
+    first = open_service(_settings("reinforce"), tmp_path)
+    for offset, raw in enumerate(records[:40]):
+        first.handle(0, offset, raw)
+    first.positions[3] = 99  # the topic was re-created since: partition 3 ends before it
+    first.save()
+    service = open_service(_settings("reinforce"), tmp_path)
+    log = _Log({0: records[:40], 1: records[40:50], 2: records[50:], 3: records[:5]}, {1: 4})
+    asyncio.run(_seek(cast(Any, log), log.tps, service))
+    # 0: saved, read again up to 40; 1: its group commit; 2: nothing saved or committed; 3:
+    # saved past its end, so read anew from its beginning, not taken for learned records
+    assert [log.position[tp] for tp in log.tps] == [40, 4, 0, 0]
+    assert service.counts["refilled"] == 40 and service.counts["observed"] == 0
+    assert service.positions == {0: 40} and "before the saved offset 99" in caplog.text
 
 
 def test_repeated_records_are_learned_once(tmp_path: Path) -> None:

@@ -143,16 +143,23 @@ def test_metrics(
 
 
 def new_item_metrics(
-    model: SequenceEncoder, split: WindowSplit, device: torch.device
+    model: SequenceEncoder,
+    split: WindowSplit,
+    device: torch.device,
+    excluded: dict[str, dict[str, float]],
 ) -> dict[str, Any]:
     """Test metrics@10, history excluded, over the users whose test item is new to them: the
-    only targets a slate can hold, since serving never shows a user what they had. A click
-    right after its view is a repeat target that ``history_excluded`` still ranks (RecBole's
-    rule), which on a shop's bursts of view, click and cart made up most of its figure."""
+    only targets a slate can hold, since serving shows no user what they had (unless
+    ``state.repeatable_types`` lets it). A click right after its view is a repeat target that
+    ``history_excluded`` still ranks (RecBole's rule), which on a shop's bursts of view, click
+    and cart made up most of its figure. ``excluded``: those figures, which equal these when
+    no target repeats (no third ranking pass then, at every continual-training cycle too)."""
     rows = zip(split.test_targets, split.test_history, strict=True)
     keep = [n for n, (target, history) in enumerate(rows) if target + 1 not in history]
     if not keep:
         return {"users": 0, "repeat_targets": len(split.test_targets)}
+    if len(keep) == len(split.test_targets):
+        return {"users": len(keep), "repeat_targets": 0, **excluded}
     subset = replace(
         split,
         test_windows=[split.test_windows[n] for n in keep],
@@ -205,8 +212,9 @@ def run_training(
 ) -> dict[str, Any]:
     """Train (from the checkpoint ``init`` when given, with the architecture and inputs it
     records: models/encoder/warm_start.py), evaluate on the test items (history excluded and
-    included), save a checkpoint. ``explain_inputs``: say which of the dataset's columns the
-    encoder leaves unread (once per command, not at every cycle of the continual trainer)."""
+    included, and new items only: ``new_item_metrics``), save a checkpoint. ``explain_inputs``:
+    say which of the dataset's columns the encoder leaves unread (once per command, not at every
+    cycle of the continual trainer)."""
     dev = pick_device(device or settings.encoder.device)
     log = load_event_log(dataset, settings.data.cache_dir)
     ds = log.dataset
@@ -220,10 +228,11 @@ def run_training(
     start = partial(warm_state, init, item_ids=split.item_ids) if init is not None else None
     result = train(split, enc, tc, dev, progress, start)
     model = result.model
+    excluded = test_metrics(model, split, dev, exclude_history=True)
     test = {
-        "history_excluded": test_metrics(model, split, dev, exclude_history=True),
+        "history_excluded": excluded,
         "history_included": test_metrics(model, split, dev, exclude_history=False),
-        "new_items": new_item_metrics(model, split, dev),
+        "new_items": new_item_metrics(model, split, dev, excluded),
     }
     projection = None
     text_seconds = 0.0

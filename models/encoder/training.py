@@ -247,18 +247,24 @@ def _autocast(device: torch.device) -> torch.autocast:
 
 
 def validate(model: SequenceEncoder, split: WindowSplit, device: torch.device) -> dict[str, float]:
-    """Validation metrics (history excluded), the early-stopping signal."""
+    """Validation metrics (history excluded), the early-stopping signal: over the users whose
+    validation item is new to them when there are any, since serving shows no user what they
+    had; on a shop's bursts the repeat targets (a click after its view) rewarded the epochs
+    that ranked the last item first."""
     model.eval()
     length = model.config.max_len + model.config.inputs.summary_tokens
     batch = safe_batch_size(512, model.config.heads, length)
+    rows = zip(split.valid_targets, split.valid_history, strict=True)
+    new = [n for n, (target, history) in enumerate(rows) if target + 1 not in history]
+    keep = new or range(len(split.valid_targets))
     metrics: dict[str, float] = evaluate_scorer(
         model_scorer(model, device),
-        split.valid_windows,
-        split.valid_targets,
+        [split.valid_windows[n] for n in keep],
+        [split.valid_targets[n] for n in keep],
         split.n_items,
         exclude_history=True,
         batch_size=batch,
-        history=split.valid_history,
+        history=[split.valid_history[n] for n in keep],
     )
     return metrics
 

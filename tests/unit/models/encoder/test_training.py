@@ -12,6 +12,7 @@ import torch
 from encoder_doubles import BASE, window_split
 
 from streamrec.datasets import Dataset, Interaction, Item
+from streamrec.models.encoder.evaluation import evaluate_scorer
 from streamrec.models.encoder.inputs import TokenInputs
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.pipeline import preset_configs
@@ -19,10 +20,12 @@ from streamrec.models.encoder.training import (
     TrainConfig,
     batches,
     full_softmax_loss,
+    model_scorer,
     popularity_log_q,
     sampled_softmax_loss,
     seen_items,
     train,
+    validate,
 )
 from streamrec.settings import Settings
 
@@ -220,3 +223,29 @@ def test_batches_reorder_tied_events_anew_each_epoch_and_keep_every_target() -> 
                 kept = [i for i in row_items if i]
                 assert kept[1:] == row_targets[-len(kept) :][:-1]  # next event, in its order
                 assert sorted(kept[:4]) == [1, 2, 3, 4]  # the first time's events stay first
+
+
+def test_validation_scores_only_the_users_whose_item_is_new_to_them() -> None:
+    walk = synthetic(users=20)
+    # Every even user's validation event repeats the item before it (a click after its view).
+    rows = []
+    for row in walk.interactions:
+        seen = [r for r in walk.interactions if r.user_id == row.user_id]
+        if row is seen[-2] and int(row.user_id[1:]) % 2 == 0:
+            row = Interaction(row.user_id, seen[-3].item_id, 1.0, row.ts)
+        rows.append(row)
+    split = window_split(Dataset("repeats", rows, walk.items), max_len=8)
+    model = SequenceEncoder(EncoderConfig(n_items=split.n_items, hidden_size=16, heads=2,
+                                          inner_size=32, max_len=8))  # fmt: skip
+    model.eval()  # as validate puts it: no dropout
+    new = [n for n, t in enumerate(split.valid_targets) if t + 1 not in split.valid_history[n]]
+    assert len(new) == 10
+    expected = evaluate_scorer(
+        model_scorer(model, torch.device("cpu")),
+        [split.valid_windows[n] for n in new],
+        [split.valid_targets[n] for n in new],
+        split.n_items,
+        exclude_history=True,
+        history=[split.valid_history[n] for n in new],
+    )
+    assert validate(model, split, torch.device("cpu")) == expected

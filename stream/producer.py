@@ -98,7 +98,8 @@ def _csv_row(row: dict[str, str]) -> dict[str, Any]:
         if key in _CSV_INTS or key in _CSV_FLOATS:
             obj[key] = _number(cell, whole=key in _CSV_INTS)
         elif key in _CSV_BOOLS:  # the text, when it spells none, for the contract to refuse
-            obj[key] = _BOOL_CELLS.get(cell.strip().lower(), cell)
+            if cell.strip():
+                obj[key] = _BOOL_CELLS.get(cell.strip().lower(), cell)
         elif key == "categories":
             obj[key] = [c for c in cell.split("|") if c]
         elif key.startswith(CONTEXT_COLUMN_PREFIX):  # as a RecBole .inter names context columns

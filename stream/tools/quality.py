@@ -5,7 +5,9 @@ Vocabulary; positions index the replay order, which is the dataset's stable time
     scoreable event e  an event at or after the first scored position whose user has an earlier
                        event, of an item the user had not had yet (no system shows a user what
                        they had, so a repeat, a click after its view, say, is a miss for all
-                       and only dilutes the figures); p is that user's event just before e
+                       and only dilutes the figures; with ``state.repeatable_types`` set, the
+                       repeats of those types are left out too); p is that user's event just
+                       before e
     slate for p        the slate whose newest trigger event (by position) is p: it was built from
                        the user's state up to p, so it is what the user had in front of them when
                        e happened. A slate that answered p together with later events of the

@@ -8,7 +8,16 @@ import json
 from typing import Any
 
 import pytest
-from stream_doubles import Deltas, Record, Sent, item_stats, metrics, record, value_of
+from stream_doubles import (
+    BROKER_S,
+    Deltas,
+    Record,
+    Sent,
+    item_stats,
+    metrics,
+    record,
+    value_of,
+)
 
 from streamrec.errors import BrokerError
 from streamrec.settings import Settings
@@ -24,7 +33,7 @@ class Downstream:
     def __init__(self) -> None:
         self.responses: list[str] = []
         self.received: list[float | None] = []
-        self.ticks: list[int] = []
+        self.ticks: list[tuple[int, float | None]] = []  # (partition, append time)
         self.marked: list[tuple[str, int, int]] = []  # (event id, partition, user event count)
 
     def on_response(self, event: Event, partition: int, received: float | None) -> None:
@@ -32,7 +41,7 @@ class Downstream:
         self.received.append(received)
 
     def tick(self, partition: int, received: float | None) -> None:
-        self.ticks.append(partition)
+        self.ticks.append((partition, received))
 
     def mark(self, event: Event, partition: int, ts: float | None, state: UserState) -> None:
         self.marked.append((event.event_id, partition, state.count))
@@ -176,7 +185,7 @@ def test_a_response_goes_to_the_reward_join_and_every_event_ticks_its_partition(
     ingest, down, _, _, _ = _ingest()
     _run(ingest, record(_event(1, rec_id="r1", position=0), 1, 1), record(_event(2), 1, 2))
     assert down.responses == ["e1"]
-    assert down.ticks == [1, 1]
+    assert down.ticks == [(1, BROKER_S), (1, BROKER_S)]
 
 
 def test_a_record_of_a_revoked_partition_is_skipped_untouched() -> None:
@@ -275,6 +284,7 @@ def test_a_response_is_joined_with_its_record_time() -> None:
     ingest, down, _, _, _ = _ingest()
     _run(ingest, record(_event(1, rec_id="r1"), 0, 1, broker_s=1_700_000_005.5))
     assert down.responses == ["e1"] and down.received == [1_700_000_005.5]
+    assert down.ticks == [(0, 1_700_000_005.5)]  # its impressions close on that time too
 
 
 def test_a_topic_on_producer_time_bounds_nothing() -> None:
@@ -286,3 +296,4 @@ def test_a_topic_on_producer_time_bounds_nothing() -> None:
     created.message.timestamp_type = 0  # CreateTime
     _run(ingest, created)
     assert [d.ts for d in deltas.published] == [ahead.ts] and down.received == [None]
+    assert down.ticks == [(0, None)]  # impressions close on the worker's clock there

@@ -24,7 +24,7 @@ from streamrec.settings import Settings
 from streamrec.stream.catalog import Unservable
 from streamrec.stream.contract import Event, SlateItem
 from streamrec.stream.fusion import FusionLearner
-from streamrec.stream.item_stats import ItemDelta, ItemStats
+from streamrec.stream.item_stats import ItemDelta, ItemStats, Neighbours
 from streamrec.stream.refresh import (
     BuiltBatch,
     HeuristicBuilder,
@@ -271,3 +271,29 @@ def _explained(entry: RefreshInput, weights: dict[str, float], depth: int) -> li
         )
         for c in fused
     ]
+
+
+class _AskedStats:
+    """Item statistics that note which items' neighbours a slate asks for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def covisits(self, items: Sequence[str], partition: int) -> dict[str, Neighbours]:
+        self.asked = list(items)
+        return {}
+
+    def trending(self, partition: int) -> Neighbours:
+        return []
+
+
+def test_a_slate_takes_the_neighbours_of_the_users_last_distinct_items() -> None:
+    settings = Settings()
+    serving = settings.serving.model_copy(update={"covisit_history": 3})
+    state = UserState()
+    for n, item in enumerate(["w", "x", "y", "a", "a", "a"]):  # a view, click and dwell of a
+        apply_event(state, Event(event_id=f"e{n}", user_id="u", item_id=item, type="view",
+                                 ts=1_700_000_000_000 + n), settings.state)  # fmt: skip
+    stats = _AskedStats()
+    refresh_input(Pending("u", 0, state), stats, serving)
+    assert stats.asked == ["x", "y", "a"]  # counted in events, it asked for a alone

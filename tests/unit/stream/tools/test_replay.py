@@ -95,7 +95,7 @@ def test_a_csv_rows_context_columns_become_the_events_context(tmp_path: Path) ->
 def test_a_csv_catalogs_active_column_is_read_as_a_boolean(tmp_path: Path) -> None:
     # Every row of such a catalog was refused (wrong_type): the cell reached the contract as text.
     path = tmp_path / "items.csv"
-    cells = ["true", "False", "1", "0", "yes", "NO", "", "maybe"]
+    cells = ["true", "False", "1", "0", "yes", "NO", " ", "maybe"]  # blank: absent, so active
     rows = "".join(f"SKU-{n},Item {n},{cell}\n" for n, cell in enumerate(cells))
     path.write_text("item_id,title,active\n" + rows)
     found = [record for _, record in read_records(path, "items")]

@@ -118,10 +118,12 @@ class HeuristicBuilder:
         self,
         weights: Callable[[], Weights],
         depth: int,
+        decay: float,
         catalog: CatalogView | None = None,
     ) -> None:
         self.weights = weights
         self.depth = depth  # of the source lists handed back for the fusion learner
+        self.decay = decay  # of each recent item's co-visitation neighbours (serving.covisit_decay)
         self.catalog = catalog if catalog is not None else NO_CATALOG
         self._trending: SharedList | None = None
 
@@ -143,7 +145,7 @@ class HeuristicBuilder:
         self, entry: RefreshInput, slate_size: int, weights: Weights
     ) -> tuple[list[SlateItem], dict[str, list[str]]]:
         history = entry.state.distinct_history()
-        covisited = covisitation_candidates(entry.covisits, history, self.depth)
+        covisited = covisitation_candidates(entry.covisits, history, self.depth, self.decay)
         seen = excluding(entry.state.seen.probe(), self.catalog.unservable())
         trending = self._shared(entry.trending)
         if trending is None:
@@ -231,7 +233,9 @@ class Refresher:
         self.store = store
         self.metrics = metrics
         self.fusion = fusion
-        self.heuristic = HeuristicBuilder(lambda: fusion.weights, serving.fusion.depth, catalog)
+        self.heuristic = HeuristicBuilder(
+            lambda: fusion.weights, serving.fusion.depth, serving.covisit_decay, catalog
+        )
         self.published = 0
         self.dirty: OrderedDict[str, Pending] = OrderedDict()
         # Encoded slates: bytes are invisible to the garbage collector, while 100,000 slate

@@ -186,7 +186,9 @@ class ModelBuilder:
         history = entry.state.distinct_history()
         return {
             EMBEDDING: found,
-            COVISITATION: covisitation_candidates(entry.covisits, history, self.serving.candidates),
+            COVISITATION: covisitation_candidates(
+                entry.covisits, history, self.serving.candidates, self.serving.covisit_decay
+            ),
             TRENDING: entry.trending,
         }
 

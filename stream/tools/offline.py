@@ -111,7 +111,9 @@ def replay(
 def heuristic_factory(settings: Settings) -> BuilderFactory:
     """The heuristic worker's builder (stream/refresh.py)."""
     depth = settings.serving.fusion.depth
-    return lambda fusion: HeuristicBuilder(lambda: fusion.weights, depth)
+    return lambda fusion: HeuristicBuilder(
+        lambda: fusion.weights, depth, settings.serving.covisit_decay
+    )
 
 
 def model_factory(settings: Settings, checkpoint: Path) -> BuilderFactory:

@@ -240,7 +240,9 @@ def test_heuristic_slates_are_those_of_fusing_the_whole_trending_list() -> None:
         apply_event(state, event, settings.state, (0, offset))
         stats.apply(ItemDelta(event.item_id, previous, event.ts, 1.0, (0, offset)))
     weights = {COVISITATION: 0.7, TRENDING: 0.2}
-    builder = HeuristicBuilder(lambda: weights, settings.serving.fusion.depth)
+    builder = HeuristicBuilder(
+        lambda: weights, settings.serving.fusion.depth, settings.serving.covisit_decay
+    )
     inputs = [
         refresh_input(Pending(user, 0, state), stats, settings.serving)
         for user, state in itertools.islice(states.items(), 500)
@@ -297,3 +299,23 @@ def test_a_slate_takes_the_neighbours_of_the_users_last_distinct_items() -> None
     stats = _AskedStats()
     refresh_input(Pending("u", 0, state), stats, serving)
     assert stats.asked == ["x", "y", "a"]  # counted in events, it asked for a alone
+
+
+class _FixedStats(_AskedStats):
+    """a's neighbour x is stronger than b's neighbour y, but b is the newer item."""
+
+    def covisits(self, items: Sequence[str], partition: int) -> dict[str, Neighbours]:
+        return {"a": [("x", 1.0)], "b": [("y", 0.9)]}
+
+
+def test_the_covisit_decay_setting_weighs_older_items_in_heuristic_slates() -> None:
+    settings, firsts = Settings(), []
+    state = UserState()
+    for n, item in enumerate(["a", "b"]):
+        apply_event(state, Event(event_id=f"e{n}", user_id="u", item_id=item, type="view",
+                                 ts=1_700_000_000_000 + n), settings.state)  # fmt: skip
+    entry = refresh_input(Pending("u", 0, state), _FixedStats(), settings.serving)
+    for decay in (0.8, 1.0):  # y: 0.9 either way; x: 1.0 times the decay
+        builder = HeuristicBuilder(lambda: {COVISITATION: 1.0, TRENDING: 1.0}, 50, decay)
+        firsts.append(builder.build([entry], 10).slates[0][0].item_id)
+    assert firsts == ["y", "x"]

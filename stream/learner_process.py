@@ -41,6 +41,7 @@ from streamrec.models.policy.learner import OnlineLearner, Sample
 from streamrec.models.policy.rewards import Impression, Reward, position_rewards
 from streamrec.models.policy.slate import FloatArray
 from streamrec.settings import Settings
+from streamrec.stream import logs
 from streamrec.stream.compat import assign_all
 from streamrec.stream.connection import aiokafka_kwargs
 from streamrec.stream.control import PolicyAnnouncement, last_announcements, policy_record
@@ -211,11 +212,9 @@ def open_service(settings: Settings, data_dir: Path) -> LearnerService:
 async def _seek(
     consumer: AIOKafkaConsumer, tps: list[TopicPartition], service: LearnerService
 ) -> None:
-    """Each partition from where this learner stopped, after its ``ope_window`` records before
-    the saved positions are read again for the estimates only: without them a restarted learner
-    judged its first versions on the few impressions read since, with intervals too wide to
-    withdraw any. A saved position past the partition's end (the topic was re-created) is
-    dropped: every record below it would be taken for one already learned."""
+    """Each partition from where this learner stopped, once the ``ope_window`` records before
+    the saved positions are read again for the estimates (README: One learner for the group).
+    A saved position past a partition's end (a re-created topic) is dropped."""
     saved, ends = service.positions, await consumer.end_offsets(tps)
     for tp in [tp for tp in tps if saved.get(tp.partition, 0) > ends[tp]]:
         log.warning("experience partition %d ends at %d, before the saved offset %d: read anew",
@@ -392,8 +391,10 @@ def main(settings: Settings, data_dir: Path) -> None:
         stopping = True
 
     # each version's estimate is what an operator reads before trusting it: printed at INFO
-    # even when the CLI logs only warnings
+    # even when the CLI logs only warnings; and a clean stop says so (else it reads as a crash)
     log.setLevel(logging.INFO)
+    logs.install(settings.logs.repeat_interval_s)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    asyncio.run(run_learner(settings, data_dir, lambda: stopping))
+    service = asyncio.run(run_learner(settings, data_dir, lambda: stopping))
+    log.info("stopped at %s, state saved at offsets %s", service.learner.version, service.positions)

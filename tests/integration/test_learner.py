@@ -179,6 +179,7 @@ def test_two_workers_one_learner(
         for b in bounds
     )
     assert learner.log().count("doubly robust") >= len(new_versions)
+    assert "state saved at offsets" in learner.log()  # a clean stop says so, a crash does not
     # Restarted, it reads its latest impressions again for its estimates only (the state file
     # holds no estimates' window), and learns nothing twice.
     port = free_port()

@@ -77,7 +77,7 @@ async def read_up_to(
     offset in ``ends``, then leave the partition there: records from ``ends`` on are read
     afterwards, once every partition has been read up to its end. What is left unread after
     ``limit_s`` (a broker that stopped answering) is skipped, with a warning."""
-    left = {tp: end for tp, end in ends.items()}
+    left = dict(ends)
     deadline = time.monotonic() + limit_s
     while left and time.monotonic() < deadline:
         batch = await consumer.getmany(*left, timeout_ms=500, max_records=500)

@@ -35,7 +35,7 @@ from streamrec.models.encoder.inputs import Featurizer, TokenInputs
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.training import TrainConfig, model_scorer, pick_device, train
 from streamrec.models.encoder.warm_start import warm_config, warm_state
-from streamrec.models.encoder.windows import WindowSplit, build_split
+from streamrec.models.encoder.windows import WindowSplit, build_split, new_item_rows
 from streamrec.settings import Settings
 
 __all__ = [
@@ -154,8 +154,7 @@ def new_item_metrics(
     ``history_excluded`` still ranks (RecBole's rule), which on a shop's bursts of view, click
     and cart made up most of its figure. ``excluded``: those figures, which equal these when
     no target repeats (no third ranking pass then, at every continual-training cycle too)."""
-    rows = zip(split.test_targets, split.test_history, strict=True)
-    keep = [n for n, (target, history) in enumerate(rows) if target + 1 not in history]
+    keep = new_item_rows(split.test_targets, split.test_history)
     if not keep:
         return {"users": 0, "repeat_targets": len(split.test_targets)}
     if len(keep) == len(split.test_targets):

@@ -43,7 +43,7 @@ from streamrec.models.encoder.network import (
     left_pad,
     safe_batch_size,
 )
-from streamrec.models.encoder.windows import Example, WindowSplit, tie_shuffled
+from streamrec.models.encoder.windows import Example, WindowSplit, new_item_rows, tie_shuffled
 
 _DEFAULTS = TrainSettings.model_fields
 
@@ -254,9 +254,9 @@ def validate(model: SequenceEncoder, split: WindowSplit, device: torch.device) -
     model.eval()
     length = model.config.max_len + model.config.inputs.summary_tokens
     batch = safe_batch_size(512, model.config.heads, length)
-    rows = zip(split.valid_targets, split.valid_history, strict=True)
-    new = [n for n, (target, history) in enumerate(rows) if target + 1 not in history]
-    keep = new or range(len(split.valid_targets))
+    keep = new_item_rows(split.valid_targets, split.valid_history) or range(
+        len(split.valid_targets)
+    )
     metrics: dict[str, float] = evaluate_scorer(
         model_scorer(model, device),
         [split.valid_windows[n] for n in keep],

@@ -78,6 +78,13 @@ class WindowSplit:
         return len(self.item_ids)
 
 
+def new_item_rows(targets: Sequence[int], history: Sequence[Sequence[int]]) -> list[int]:
+    """Rows whose 0-based target is not among their 1-based history items: the only targets a
+    slate can hold, since serving shows no user what they had (unless ``repeatable_types``)."""
+    rows = zip(targets, history, strict=True)
+    return [n for n, (target, items) in enumerate(rows) if target + 1 not in items]
+
+
 def build_split(
     events: Iterable[Event],
     item_ids: Sequence[str],

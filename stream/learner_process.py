@@ -139,8 +139,8 @@ class LearnerService:
     def _update(self) -> None:
         result = self.learner.update()
         if result.rolled_back:
-            log.warning("policy rolled back to %s: the trial's mean reward fell to %.4f",
-                        result.version, result.mean_reward)  # fmt: skip
+            log.warning("policy rolled back to %s: the trial's mean reward fell to %.4f; holding"
+                        " updates", result.version, result.mean_reward)  # fmt: skip
         estimate = self.estimate() if result.applied else None
         if estimate is not None and estimate["dr"]["high"] < estimate["logged_policy"]["low"]:
             log.warning("policy %s withdrawn before serving: %s", self.learner.version, estimate)

@@ -16,6 +16,13 @@ fails it and the checkpoint serves again (a rollback); the failed trial's impres
 closing afterwards are ignored, so they never lower the reference the next trial is judged
 against.
 
+After a rollback the guard *holds* (``holding``): the reference is emptied and the learner
+issues nothing until ``rollback_min_impressions`` rewards of what serves now (the restored
+checkpoint) have closed and refilled it. Without it the next trial opened one update later and
+was judged against rewards from before the failed one: under a falling reward level (satiation,
+a quieter hour) each new trial failed against that stale reference, and an ops run saw twelve
+rollbacks in three and a half minutes, each paging.
+
 A pass approves only what the rewards judged. Rewards close in the order their slates were
 shown, so the first ones of a trial are of its earliest versions, while the learner has issued
 many more since. The checkpoint moves to the newest judged version the guard kept the weights
@@ -90,6 +97,11 @@ class RollbackGuard:
         # reference could otherwise grow without end) and of earlier versions'
         self.current: deque[float] = deque(maxlen=self._kept())
         self.reference: deque[float] = deque(maxlen=settings.rollback_window)
+        self.holding = False  # after a rollback, until the reference is refilled (docstring)
+
+    def _refilled(self) -> int:
+        """Rewards that end a hold: a judgeable reference, or as many as its window keeps."""
+        return min(self.settings.rollback_window, self.settings.rollback_min_impressions)
 
     def _kept(self) -> int:
         return max(self.settings.rollback_window, self.settings.rollback_min_impressions)
@@ -101,6 +113,8 @@ class RollbackGuard:
             self.judged = max(self.judged, _number(version))
         elif not any(span.holds(version) for span in self.discarded):
             self.reference.append(reward)
+            if self.holding and len(self.reference) >= self._refilled():
+                self.holding = False
 
     def issued(self, served: Policy, new: Policy) -> None:
         """An update replaced ``served`` by ``new``; ``served`` is the checkpoint of a new
@@ -135,6 +149,8 @@ class RollbackGuard:
             if self.trial is not None:
                 self.discarded.append(self.trial)
             self.close()
+            self.reference.clear()
+            self.holding = True
             return restore
         self.reference.extend(self.current)
         self._advance()
@@ -178,6 +194,7 @@ class RollbackGuard:
             "discarded": json.dumps([astuple(span) for span in self.discarded]),
             "snapshots": json.dumps([[n, policy[1]] for n, policy in self.snapshots]),
             "judged": str(self.judged),
+            "holding": json.dumps(self.holding),
         }
 
     def restore(self, tensors: Mapping[str, FloatArray], meta: Mapping[str, str]) -> None:
@@ -195,6 +212,7 @@ class RollbackGuard:
         listed = json.loads(meta.get("snapshots", "[]"))
         self.snapshots = [(int(n), (w, str(v))) for (n, v), w in zip(listed, weights, strict=True)]
         self.judged = int(meta.get("judged", "-1"))
+        self.holding = bool(json.loads(meta.get("holding", "false")))
         self.current.extend(float(v) for v in tensors.get("current", []))
         self.reference.extend(float(v) for v in tensors.get("reference", []))
 

@@ -154,8 +154,9 @@ class OnlineLearner:
         self.guard.count(impression.policy_version, float(per_pos.sum()))
 
     def ready(self) -> bool:
-        """True once a mini-batch of stochastic impressions is buffered."""
-        return self.pending() >= int(self.settings.batch_size)
+        """True once a mini-batch of stochastic impressions is buffered and the rollback guard
+        is not holding (after a rollback the buffer waits and feeds the first update after)."""
+        return self.pending() >= int(self.settings.batch_size) and not self.guard.holding
 
     # ---------------------------------------------------------------- learning
 

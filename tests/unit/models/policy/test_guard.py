@@ -62,7 +62,8 @@ def test_a_pass_approves_only_the_versions_its_rewards_came_from() -> None:
     result = learner.update()
     assert result.rolled_back and learner.version == "pl-1"
     assert np.array_equal(learner.weights, judged) and learner.n_rollbacks == 1
-    assert min(learner.guard.reference) > 0.5  # pl-2's rewards never joined the reference
+    _close(learner, "pl-2", 0.3, rng)  # late ones too: never in the reference
+    assert not learner.guard.reference and learner.guard.holding
 
 
 def test_a_failed_trials_late_rewards_never_lower_the_reference() -> None:
@@ -76,7 +77,10 @@ def test_a_failed_trials_late_rewards_never_lower_the_reference() -> None:
     assert checkpoint is not None and checkpoint[1] == "pl-0"
     for reward in [0.2] * 64:  # more of pl-1's slates close after the rollback
         guard.count("pl-1", reward)
-    assert list(guard.reference) == [1.0] * 64
+    assert not guard.reference and guard.holding  # refilled only by what serves now
+    for reward in [0.9] * 64:
+        guard.count("pl-0", reward)
+    assert list(guard.reference) == [0.9] * 64 and not guard.holding
 
 
 def test_no_verdict_before_both_sides_hold_enough_rewards() -> None:
@@ -135,6 +139,8 @@ def test_late_rewards_of_an_earlier_failed_trial_stay_out_after_a_second_failure
         for _ in range(64):
             guard.count(failed, 0.1)
         assert guard.verdict() is not None
+        for _ in range(64):  # the restored pl-0 serves alone until the reference is refilled
+            guard.count("pl-0", 1.0)
     guard.count("pl-1", 0.1)  # the first failed trial's slate, closing late
     assert list(guard.reference) == [1.0] * 64
 
@@ -150,3 +156,60 @@ def test_a_withdrawn_versions_weights_never_become_a_checkpoint() -> None:
     assert learner.version == "pl-0"
     assert all(policy[1] != "pl-1" for _, policy in learner.guard.snapshots)
     assert learner.guard.trial == Span("pl", 1, 1)  # still open: pl-0 was its checkpoint
+
+
+def _hold_after_a_rollback(learner: OnlineLearner, rng: np.random.Generator) -> None:
+    """pl-0 earns 1.0, then what was learned after it 0.5: rolled back to pl-0."""
+    _close(learner, "pl-0", 1.0, rng)
+    assert learner.update().applied and learner.version == "pl-1"
+    _close(learner, "pl-1", 0.5, rng)
+    assert learner.update().rolled_back and learner.version == "pl-0"
+
+
+def test_after_a_rollback_the_next_trial_is_judged_against_what_serves_now() -> None:
+    """The reward level fell for every policy (satiation, a quieter hour), not only for the
+    trial. Before, the next trial opened one update after the rollback and was judged against
+    the rewards from before the fall, so it failed too, and the next, each one paging (seen
+    in an ops run: twelve rollbacks in three and a half minutes)."""
+    rng = np.random.default_rng(3)
+    learner = OnlineLearner(SETTINGS, PolicySettings())
+    _hold_after_a_rollback(learner, rng)
+    for _ in range(63):  # the restored pl-0 earns what anything earns now
+        learner.observe(_impression("pl-0", learner.weights), np.array([0.5]))
+    assert learner.guard.holding and not learner.ready()
+    _close(learner, "pl-0", 0.5, rng)  # a full batch buffered, and the reference refilled
+    assert not learner.guard.holding and learner.ready()
+    result = learner.update()
+    assert result.applied and learner.version == "pl-3" and result.batch == 127
+    _close(learner, "pl-3", 0.5, rng)  # the new trial earns as much: judged, and kept
+    assert not learner.update().rolled_back and learner.n_rollbacks == 1
+
+
+def test_a_holding_learner_buffers_and_issues_nothing() -> None:
+    rng = np.random.default_rng(4)
+    learner = OnlineLearner(SETTINGS, PolicySettings())
+    _hold_after_a_rollback(learner, rng)
+    for _ in range(200):  # a lagging partition's slates of the failed trial: not a reference
+        learner.observe(_impression("pl-1", learner.weights), np.array([0.5]))
+    assert learner.pending() >= SETTINGS.batch_size and not learner.ready()
+    assert learner.guard.holding and not learner.guard.reference
+
+
+def test_a_hold_survives_a_restart(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    learner = OnlineLearner(SETTINGS, PolicySettings())
+    _hold_after_a_rollback(learner, rng)
+    learner.observe(_impression("pl-0", learner.weights), np.array([0.5]))
+    learner.save(tmp_path / "l.safetensors")
+    loaded = OnlineLearner.load(tmp_path / "l.safetensors", SETTINGS, PolicySettings())
+    assert loaded.guard.holding and list(loaded.guard.reference) == [0.5]
+
+
+def test_a_hold_ends_when_the_window_is_full_even_if_smaller_than_a_judgement() -> None:
+    """``rollback_window`` below ``rollback_min_impressions`` can never judge; it must not
+    hold the learner for ever either."""
+    guard = RollbackGuard(LearnerSettings(rollback_window=8, rollback_min_impressions=64))
+    guard.holding = True
+    for _ in range(8):
+        guard.count("pl-0", 1.0)
+    assert not guard.holding

@@ -54,6 +54,12 @@ class LearnerCollector(Collector):
         )  # fmt: skip
         version.add_metric([learner.version], 1)
         yield version
+        yield GaugeMetricFamily(
+            f"{self.ns}_learner_holding",
+            "1 after a rollback until the restored policy's own rewards have closed (at least "
+            "the attribution window): no update is made meanwhile (models/policy/guard.py).",
+            value=int(learner.guard.holding),
+        )
         lag = GaugeMetricFamily(
             f"{self.ns}_learner_lag_records",
             "Experience records behind the high watermark per partition, as of the last poll.",

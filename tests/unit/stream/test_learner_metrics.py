@@ -33,6 +33,10 @@ def test_a_scrape_reads_the_services_counts_and_version(tmp_path: Path) -> None:
     (age,) = [line for line in text.splitlines() if line.startswith("streamrec_learner_poll_age")]
     assert 42.0 <= float(age.split()[1]) < 100.0
     assert f'streamrec_learner_policy_info{{version="{service.learner.version}"}} 1.0' in text
+    assert "streamrec_learner_holding 0.0" in text
+    service.learner.guard.holding = True  # a rollback just happened
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert "streamrec_learner_holding 1.0" in response.read().decode()
 
 
 def test_a_port_in_use_is_a_one_line_config_error(tmp_path: Path) -> None:

@@ -346,6 +346,7 @@ class StreamrecApp:
             "last_recovery_s": self.last_recovery_s,
             "latency": self.refresher.latency_summary(),
             "model_version": self.model_server.model_version if self.model_server else None,
+            "slates_built_with": self.refresher.versions,  # heuristic: "none", "heuristic-1"
             "model_swaps": control.swaps if control else 0,
             "item_stats": self.item_stats.figures(),
             # what the worker holds in memory per user, each bounded (bench soak reads these)

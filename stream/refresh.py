@@ -237,6 +237,7 @@ class Refresher:
             lambda: fusion.weights, serving.fusion.depth, serving.covisit_decay, catalog
         )
         self.published = 0
+        self.versions: dict[str, str] = {}  # of the newest slate: what /stats says slates carry
         self.dirty: OrderedDict[str, Pending] = OrderedDict()
         # Encoded slates: bytes are invisible to the garbage collector, while 100,000 slate
         # objects made its full collections long enough to show in the p99 latency.
@@ -319,6 +320,10 @@ class Refresher:
         else:
             built = await asyncio.to_thread(model.build, inputs, self.serving.slate_size)
         timing = {"gather_ms": (gathered - started) * 1e3, **built.timing_ms}
+        self.versions = {
+            "model_version": built.model_version,
+            "policy_version": built.policy_version,
+        }
         for stage, ms in timing.items():
             metrics.stage_seconds.labels(stage.removesuffix("_ms")).observe(ms / 1e3)
         for entry, lists in zip(inputs, built.sources or [], strict=False):

@@ -194,6 +194,26 @@ def test_the_model_path_is_used_once_a_model_is_loaded() -> None:
     assert builder.observed == [("u1", "a")]  # every event reaches a builder that learns
 
 
+def test_stats_name_the_versions_the_newest_slate_was_built_with() -> None:
+    """/stats ``feedback.policy_version`` names the learner's version, which only the model
+    path serves: a heuristic worker's slates carry another (a new-user pass was misled)."""
+    model: list[SlateBuilder] = []
+    refresher, sent, _ = _refresher()
+    refresher.model = lambda: model[0] if model else None
+    _mark(refresher, "u1", 1, "a")
+    _answer(refresher, 1)
+    carried = json.loads(sent.records[0][1])
+    assert refresher.versions == {
+        "model_version": carried["model_version"],
+        "policy_version": carried["policy_version"],
+    }
+    assert refresher.versions["policy_version"] == "heuristic-1"
+    model.append(FixedBuilder(["x"]))
+    _mark(refresher, "u1", 2, "b")
+    _answer(refresher, 2)
+    assert refresher.versions == {"model_version": "m-1", "policy_version": "p-1"}
+
+
 def test_a_failed_batch_is_answered_later_with_every_event_it_held() -> None:
     builder = FixedBuilder(["x"], failures=1)
     refresher, sent, _ = _refresher(builder)

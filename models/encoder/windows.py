@@ -11,6 +11,16 @@ test target (input: the state after ``a_{m-2}``), the second-last the validation
 the state after ``a_{m-3}``); training uses ``a_0 .. a_{m-3}`` (users with fewer than three
 events only train). Events whose item is outside the item map are dropped before the replay.
 
+Targets a slate could hold, though: an event of an item the user already had is not one (unless
+its type is in ``repeatable_types``), and on a shop's bursts (view, dwell, click of one item)
+the last two events were such repeats for every user, so validation rewarded ranking the last
+item first and stopped training after one epoch (found by a new-user pass). So the test and
+validation targets are the user's last two *eligible* events (an item new to them, or a
+repeatable type), the test input the state before the last, validation's before the other;
+training uses the events before the validation target, and events after the test target are
+left out. On a log with one event per user and item (MovieLens) that is the rule above; a user
+with fewer than three eligible events keeps the rule above.
+
 Training rows (``scheme``):
 
 * ``window``: the state after training event ``i`` for ``i = n-2, n-2-W, n-2-2W, ...`` (W = the
@@ -145,14 +155,16 @@ def _add_user(
 ) -> None:
     applied = [e for e, ok in zip(log, _applied(log, state), strict=True) if ok]
     items = [index[e.item_id] for e in applied]
-    n = len(applied) if len(applied) < 3 else len(applied) - 2
+    targets_at = _evaluated(applied, state)
+    n = len(applied) if targets_at is None else targets_at[0]
     split.users.append(user)
     split.train.append(items[:n])
     step = 1 if scheme == "prefix" else featurizer.length
     cuts = set(range(n - 2, -1, -step))  # after these training events, a training row
-    evaluate = {n - 1: "valid", n: "test"} if len(applied) >= 3 else {}
+    # after these events, the validation and the test input
+    evaluate = {} if targets_at is None else {n - 1: "valid", targets_at[1] - 1: "test"}
     replay = UserState()
-    for i, event in enumerate(applied[: n + 1] if evaluate else applied[:n]):
+    for i, event in enumerate(applied[: n if targets_at is None else targets_at[1]]):
         apply_event(replay, event, state)
         if i in cuts:
             win = featurizer.window(replay)
@@ -166,6 +178,21 @@ def _add_user(
             windows.append(featurizer.window(replay))
             history.append(items[: i + 1])
             targets.append(items[i + 1] - 1)
+
+
+def _evaluated(applied: Sequence[Event], state: StateSettings) -> tuple[int, int] | None:
+    """Where the validation and test targets are (module docstring), or None: train only."""
+    if len(applied) < 3:
+        return None
+    had: set[str] = set()
+    eligible = []
+    for i, event in enumerate(applied):
+        if event.item_id not in had or event.type in state.repeatable_types:
+            eligible.append(i)
+        had.add(event.item_id)
+    if len(eligible) < 3:
+        return len(applied) - 2, len(applied) - 1
+    return eligible[-2], eligible[-1]
 
 
 def _role(split: WindowSplit, role: str) -> tuple[list[Window], list[list[int]], list[int]]:

@@ -97,9 +97,10 @@ def test_behaviour_world_takes_each_signal_strength_as_a_probability(tmp_path: P
 
 
 def test_train_scores_new_items_apart_from_repeat_targets(tiny_env: Path, tmp_path: Path) -> None:
-    # Every odd user's last event repeats their item before it (a click after its view).
+    # Every odd user had two items only, so their last event repeats the item before it (the
+    # split's targets are a user's last two new items only when there are three or more).
     rows = [
-        f"{u}\t{(u + min(t, 6 if u % 2 else 7)) % 15 + 1}\t4\t{1000 + t}"
+        f"{u}\t{(u + min(t, 1 if u % 2 else 7)) % 15 + 1}\t4\t{1000 + t}"
         for u in range(1, 31)
         for t in range(8)
     ]

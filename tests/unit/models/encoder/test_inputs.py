@@ -141,11 +141,13 @@ def _typed_world(users: int = 120) -> list[Event]:
 def test_event_types_carry_signal_ids_cannot(types: bool) -> None:
     inputs = TokenInputs(types=types)
     featurizer = Featurizer(INDEX, inputs, 8)
-    split = build_split(_typed_world(), IDS, featurizer, StateSettings(), "window")
+    # Items 4 and 5 come back, as targets too (repeatable types), and are scored with history
+    # included: no seen item is masked.
+    repeats = StateSettings(repeatable_types=frozenset({"view", "purchase"}))
+    split = build_split(_typed_world(), IDS, featurizer, repeats, "window")
     enc = EncoderConfig(
         n_items=12, hidden_size=16, heads=2, inner_size=32, max_len=8, inputs=inputs
     )
-    # Items 4 and 5 come back, and are scored with history included: no seen item is masked.
     tc = TrainConfig(
         epochs=40,
         batch_size=32,

@@ -28,6 +28,8 @@ from streamrec.models.encoder.training import (
     validate,
 )
 from streamrec.settings import Settings
+from streamrec.stream.config import StateSettings
+from streamrec.stream.contract import EVENT_TYPES
 
 
 def synthetic(users: int = 40, items: int = 12, length: int = 10) -> Dataset:
@@ -234,7 +236,9 @@ def test_validation_scores_only_the_users_whose_item_is_new_to_them() -> None:
         if row is seen[-2] and int(row.user_id[1:]) % 2 == 0:
             row = Interaction(row.user_id, seen[-3].item_id, 1.0, row.ts)
         rows.append(row)
-    split = window_split(Dataset("repeats", rows, walk.items), max_len=8)
+    # Repeatable types keep a repeat as a target (the split's rule otherwise passes over it).
+    repeats = StateSettings(repeatable_types=frozenset(EVENT_TYPES))
+    split = window_split(Dataset("repeats", rows, walk.items), max_len=8, state=repeats)
     model = SequenceEncoder(EncoderConfig(n_items=split.n_items, hidden_size=16, heads=2,
                                           inner_size=32, max_len=8))  # fmt: skip
     model.eval()  # as validate puts it: no dropout

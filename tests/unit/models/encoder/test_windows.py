@@ -17,7 +17,7 @@ from streamrec.stream.contract import EVENT_TYPES, Event
 from streamrec.stream.state import UserState, apply_event
 
 BASE_MS = 1_700_000_000_000
-ITEMS = [str(i) for i in range(1, 9)]
+ITEMS = [str(i) for i in range(1, 17)]
 # Small bounds so that short streams already spill into the summary, merge slices and truncate.
 STATE = StateSettings(recent_length=4, summary_slices=2, summary_items=3, summary_slice_s=20)
 # The worker keeps the context field the model reads; build_split is given STATE and must keep
@@ -86,23 +86,48 @@ def test_training_windows_equal_the_worker_states(raw: list, length: int) -> Non
     # Every training row is the worker's window after the event it names.
     for row in split.examples:
         assert row.window == worker[row.after_event]
-    # Validation and test inputs are the states before each user's last two applied events.
+    # Validation and test inputs are the states before each user's last two applied events
+    # of items new to them (their last two events when they have fewer than three such).
     evaluated = [u for u in split.users if len(applied[u]) >= 3]
     for k, user in enumerate(evaluated):
         events = applied[user]
-        assert split.valid_windows[k] == worker[events[-3].event_id]
-        assert split.test_windows[k] == worker[events[-2].event_id]
-        assert split.test_targets[k] == ITEMS.index(events[-1].item_id)
+        valid, test = _last_two_new(events)
+        assert split.valid_windows[k] == worker[events[valid - 1].event_id]
+        assert split.test_windows[k] == worker[events[test - 1].event_id]
+        assert split.test_targets[k] == ITEMS.index(events[test].item_id)
+        assert split.train[split.users.index(user)] == [int(e.item_id) for e in events[:valid]]
+
+
+def _last_two_new(events: list[Event]) -> tuple[int, int]:
+    new = [n for n, e in enumerate(events) if e.item_id not in {x.item_id for x in events[:n]}]
+    return (new[-2], new[-1]) if len(new) >= 3 else (len(events) - 2, len(events) - 1)
+
+
+def test_a_burst_of_events_on_one_item_is_not_a_validation_or_test_target() -> None:
+    """A shop's last events are a view, a dwell and a click of one item: as targets they made
+    validation reward ranking the last item first (a new-user pass: training stopped after
+    one epoch at validation NDCG@10 0.999)."""
+    kinds = ["view", "click", "view", "dwell", "click", "view", "dwell", "click"]
+    items = ["1", "1", "2", "2", "2", "3", "3", "3"]
+    log = _log([("u1", i, k, n * 10, n, None, None) for n, (i, k) in enumerate(zip(items, kinds))])
+    featurizer = Featurizer({item: i + 1 for i, item in enumerate(ITEMS)}, INPUTS, 4)
+    split = build_split(log, ITEMS, featurizer, STATE, "prefix")
+    assert split.train == [[1, 1]]  # the events before the validation target
+    assert split.valid_history == [[1, 1]] and split.valid_targets == [1]  # item "2"
+    assert split.test_history == [[1, 1, 2, 2, 2]] and split.test_targets == [2]  # item "3"
+    repeatable = STATE.model_copy(update={"repeatable_types": frozenset({"click"})})
+    split = build_split(log, ITEMS, featurizer, repeatable, "prefix")
+    assert split.test_history == [[1, 1, 2, 2, 2, 3, 3]] and split.test_targets == [2]
 
 
 def test_window_scheme_takes_one_state_every_length_events() -> None:
-    log = _log([("u1", ITEMS[n % 8], "view", n * 30, n, None, None) for n in range(12)])
+    log = _log([("u1", ITEMS[n], "view", n * 30, n, None, None) for n in range(12)])
     featurizer = Featurizer({item: i + 1 for i, item in enumerate(ITEMS)}, INPUTS, 4)
     split = build_split(log, ITEMS, featurizer, STATE, "window")
     # 10 training events: states after events 8, 4 and 0, each predicting its next events.
     assert [e.after_event for e in split.examples] == ["u1-e0", "u1-e4", "u1-e8"]
     assert [len(e.targets) for e in split.examples] == [1, 4, 4]
-    assert split.examples[-1].targets == [7, 8, 1, 2]  # items of events 6..9 (1-based ids)
+    assert split.examples[-1].targets == [7, 8, 9, 10]  # items of events 6..9 (1-based ids)
     assert len(split.examples[-1].window.summary) == 2  # older events live in the summary
 
 
@@ -132,7 +157,7 @@ def test_events_of_unknown_items_left_out_are_counted_in_a_warning(
 
 def test_window_examples_record_when_each_event_and_the_last_target_happened() -> None:
     seconds = [0, 0, 5, 5, 5, 9, 9, 12, 20, 30, 40, 50]
-    log = _log([("u1", ITEMS[n % 8], "view", s, n, None, None) for n, s in enumerate(seconds)])
+    log = _log([("u1", ITEMS[n], "view", s, n, None, None) for n, s in enumerate(seconds)])
     featurizer = Featurizer({item: i + 1 for i, item in enumerate(ITEMS)}, INPUTS, 4)
     split = build_split(log, ITEMS, featurizer, STATE, "window")
     last = split.examples[-1]  # the state after event 8: events 5..8, then event 9's item

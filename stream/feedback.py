@@ -95,6 +95,7 @@ class Feedback:
             metrics.rewards_dropped.labels(reason.value)
         for kind in learner.reward_weights:
             metrics.rewards.labels(kind)
+            metrics.responses_joined.labels(kind)
         on_policy(self.learner.weights, self.learner.version)
 
     def store(self, impression: Impression, partition: int) -> bool:
@@ -146,6 +147,7 @@ class Feedback:
             return result
         self.reward_value += result.value
         self.metrics.rewards.labels(result.type).inc(result.value)
+        self.metrics.responses_joined.labels(result.type).inc()
         return None
 
     def tick(self, partition: int, received: float | None = None) -> None:

@@ -147,7 +147,14 @@ class WorkerMetrics:
         )
         self.rewards = Counter(
             f"{ns}_reward",
-            "Reward value joined to slates, by response type.",
+            "Reward value joined to slates, by response type (a sum of learner.reward_weights, "
+            "not a count: responses_joined counts them).",
+            ["type"],
+            registry=registry,
+        )
+        self.responses_joined = Counter(
+            f"{ns}_responses_joined",
+            "Responses joined to a slate they answer, by response type.",
             ["type"],
             registry=registry,
         )

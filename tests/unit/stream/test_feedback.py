@@ -83,6 +83,10 @@ def test_a_stored_slate_is_written_to_its_users_partition_and_joins_responses(
         assert feedback.on_response(_click("r1", "a"), 1) is DropReason.DUPLICATE
     assert [r["item_id"] for r in feedback.impressions.table["r1"]["rewards"]] == ["a"]
     assert feedback.stats()["open_impressions"] == 1
+    # One click joined: counted once, its value (learner.reward_weights) summed apart.
+    assert feedback.metrics.responses_joined.labels("click")._value.get() == 1
+    clicked = Settings().learner.reward_weights["click"]
+    assert feedback.metrics.rewards.labels("click")._value.get() == clicked
 
 
 def test_a_slate_of_a_partition_no_longer_owned_is_not_stored(tmp_path: Path) -> None:
@@ -167,10 +171,11 @@ def test_every_reward_type_is_exported_at_zero_from_the_start(
     # A dashboard's rate() and an alert's increase() see the first reward only when the series
     # was there before it.
     feedback = _feedback(tmp_path)
-    samples = feedback.metrics.rewards.collect()[0].samples
-    rewards = [s for s in samples if s.name.endswith("_total")]
-    assert {s.labels["type"] for s in rewards} == set(Settings().learner.reward_weights)
-    assert {s.value for s in rewards} == {0.0}
+    for counter in (feedback.metrics.rewards, feedback.metrics.responses_joined):
+        samples = counter.collect()[0].samples
+        rewards = [s for s in samples if s.name.endswith("_total")]
+        assert {s.labels["type"] for s in rewards} == set(Settings().learner.reward_weights)
+        assert {s.value for s in rewards} == {0.0}
 
 
 def test_the_served_policy_version_is_one_gauge_series() -> None:

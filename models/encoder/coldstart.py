@@ -6,6 +6,14 @@ and W, b are fitted by full-softmax cross-entropy over the *projected* vectors o
 items. This ranks well directly, where regressing onto the learned embeddings (MSE) only
 approximates their geometry.
 
+The projection's scale is then set apart from that fit. Its softmax holds projected vectors only,
+so nothing ties their length to the trained ones', and a new item competes with trained items in
+one index: a new-user pass found projected vectors ten times as long as the trained ones (2.3
+against 0.22), so one new kitchen item topped 77 of 200 users' slates, and on ML-100K the 10%
+of items held out took 94% of every user's top 10. ``calibrated`` moves the projected vectors'
+mean onto the trained ones' and scales their scores' spread to the trained ones', so a new item
+scores as the average trained item plus what its text predicts.
+
 ``evaluate_cold_start`` holds a random 10% of items out of training, trains the encoder on the
 rest, fits the projection on the warm items, then ranks every interaction with a held-out item:
 the input is the user's earlier warm items, the candidates the held-out items (excluding ones
@@ -52,6 +60,8 @@ class ProjectionConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 42
+    scale_queries: int = 2048  # sampled queries and items the score scale is fitted on
+    scale_items: int = 4096
 
 
 @torch.inference_mode()
@@ -109,7 +119,39 @@ def fit_projection(
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
-    return weight.detach(), bias.detach()
+    trained = model.item_vectors().detach().float()
+    return calibrated(weight.detach(), bias.detach(), text, queries, trained, config)
+
+
+@torch.no_grad()
+def calibrated(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    text: torch.Tensor,
+    queries: torch.Tensor,
+    trained: torch.Tensor,
+    config: ProjectionConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projection with its scores put on the trained vectors' scale (module docstring).
+
+    A projected vector ``p_i`` becomes ``s (p_i - mean p) + mean e``: every query then scores a
+    new item as it scores the average trained item, plus the part its text predicts, spread as
+    much as the trained items' scores spread (``s``: the ratio of the standard deviations of
+    ``q.(e_i - mean e)`` and ``q.(p_i - mean p)`` over sampled queries ``q`` and training items
+    ``i``). ML-100K, 10% of items held out (``streamrec coldstart``): new items took 94% of
+    users' top 10 before, 0.1% with ``s`` fitted by least squares (which shrinks what text
+    predicts towards the average), 18% with matched spreads, against their 9.6% of the
+    interactions."""
+    projected = text @ weight + bias  # [N, D], row i: item i + 1, as ``trained``
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    rows = torch.randperm(len(queries), generator=gen)[: config.scale_queries]
+    items = torch.randperm(len(trained), generator=gen)[: config.scale_items]
+    q = queries[rows.to(queries.device)]
+    by_text = q @ (projected - projected.mean(0))[items.to(text.device)].T  # [m, n]
+    learned = q @ (trained - trained.mean(0))[items.to(text.device)].T
+    spread = float(by_text.std())
+    scale = float(learned.std()) / spread if spread > 0 else 1.0
+    return weight * scale, trained.mean(0) - scale * (text.mean(0) @ weight)
 
 
 def _least_squares(model: SequenceEncoder, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,6 +232,10 @@ def evaluate_cold_start(
     return {
         "held_out_items": len(cold_ids),
         "held_out_interactions": len(targets),
+        # How much of every user's top 10 the projected items take, against their share of
+        # the log: far above it, new items crowd out what users were predicted to want.
+        "held_out_share_of_interactions": round(len(targets) / len(dataset.interactions), 4),
+        "held_out_share_of_top10": _cold_share(model, dataset, warm_index, cold_items, enc_cfg),
         "encoder_valid_ndcg@10": result.best_valid["ndcg@10"],
         "candidates_held_out": {
             "text_projection": _metrics(proj, tgt, seen, len(cold_ids)),
@@ -224,6 +270,33 @@ def _cold_cases(
             else:
                 warm_seq.append(warm_index[e.item_id])
     return inputs, targets, seen
+
+
+@torch.inference_mode()
+def _cold_share(
+    model: SequenceEncoder,
+    dataset: Dataset,
+    warm_index: dict[str, int],
+    cold_items: torch.Tensor,
+    encoder: EncoderConfig,
+) -> float:
+    """Share of the top-10 slots of every user (state: all their warm items, those excluded)
+    that held-out items take when ranked with the trained items."""
+    histories = [
+        [warm_index[e.item_id] for e in events if e.item_id in warm_index]
+        for events in dataset.sequences().values()
+    ]
+    histories = [h for h in histories if h]
+    device = cold_items.device
+    taken = 0
+    for first in range(0, len(histories), 512):
+        rows = histories[first : first + 512]
+        users = model.user_vectors(left_pad(rows, encoder.max_len).to(device))
+        scores = torch.cat([users @ model.item_vectors().T, users @ cold_items.T], dim=1).float()
+        for row, history in enumerate(rows):
+            scores[row, torch.as_tensor(history, device=device) - 1] = -torch.inf
+        taken += int((scores.topk(10, dim=1).indices >= encoder.n_items).sum())
+    return round(taken / (10 * max(len(histories), 1)), 4)
 
 
 def _warm_counts(train_seqs: Sequence[Sequence[int]], n_items: int) -> np.ndarray:

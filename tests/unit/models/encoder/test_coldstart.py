@@ -14,6 +14,7 @@ from streamrec.datasets import Dataset, Interaction, Item
 from streamrec.models.encoder.coldstart import (
     ProjectionConfig,
     _queries,
+    calibrated,
     evaluate_cold_start,
     fit_projection,
     hold_out_items,
@@ -78,8 +79,9 @@ def test_a_warm_refit_starts_from_the_given_projection_and_improves_it() -> None
     vecs = np.stack([text[i] for i in split.item_ids])
     start = (torch.zeros(8, 16), torch.zeros(16))  # scores every item alike
     none = fit_projection(model, split.examples, vecs, ProjectionConfig(warm_epochs=0), start)
-    assert torch.equal(none[0], start[0]) and torch.equal(none[1], start[1])
-    assert start[0].abs().sum() == 0  # the caller's tensors are not trained in place
+    assert torch.equal(none[0], start[0])  # not trained; a new item then scores as the average:
+    assert torch.allclose(none[1], model.item_vectors().detach().mean(0))
+    assert start[0].abs().sum() == 0 and start[1].abs().sum() == 0  # not changed in place
     refit = fit_projection(model, split.examples, vecs, ProjectionConfig(warm_epochs=3), start)
     queries, targets = _queries(model, split.examples)
     text_t = torch.from_numpy(vecs)
@@ -98,3 +100,23 @@ def test_cold_start_beats_random_and_popularity() -> None:
     assert isinstance(held, dict)
     assert held["text_projection"]["ndcg@10"] > held["random"]["ndcg@10"]
     assert held["text_projection"]["ndcg@10"] > held["popularity_oracle"]["ndcg@10"]
+
+
+def test_projected_items_score_like_the_average_trained_item_spread_alike() -> None:
+    """A new-user pass: projected vectors ten times as long as the trained ones put one new
+    item first in 77 of 200 users' slates (ML-100K: held-out items took 94% of the top 10)."""
+    gen = torch.Generator().manual_seed(0)
+    trained = torch.randn(50, 8, generator=gen) * 0.2 + 0.1  # a shared offset, as popularity
+    text = torch.randn(50, 6, generator=gen)
+    weight = torch.randn(6, 8, generator=gen) * 3.0
+    bias = torch.full((8,), 5.0)  # one direction every query loves: the failure seen
+    queries = torch.randn(300, 8, generator=gen)
+    new_weight, new_bias = calibrated(weight, bias, text, queries, trained, ProjectionConfig())
+    projected = text @ new_weight + new_bias
+    assert torch.allclose(projected.mean(0), trained.mean(0), atol=1e-5)
+    spread = (queries @ (projected - projected.mean(0)).T).std()
+    assert spread == pytest.approx(float((queries @ (trained - trained.mean(0)).T).std()), rel=1e-4)
+    # what the text tells apart is kept: the same order of items for every query
+    assert torch.equal(
+        (queries @ projected.T).argsort(dim=1), (queries @ (text @ weight).T).argsort(dim=1)
+    )

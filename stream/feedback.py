@@ -214,6 +214,7 @@ class Feedback:
             "policy_version": self.learner.version,
             "policy_updates": self.learner.n_updates + self.announced_updates,
             "policy_rollbacks": self.learner.n_rollbacks + self.announced_rollbacks,
+            "policy_holding": self.learner.guard.holding,  # after a rollback: the restored version
             "open_impressions": sum(len(q) for q in self.expiry.values()),
         }
 

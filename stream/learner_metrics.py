@@ -58,7 +58,7 @@ class LearnerCollector(Collector):
             f"{self.ns}_learner_holding",
             "1 after a rollback until the restored policy's own rewards have closed (at least "
             "the attribution window): no update is made meanwhile (models/policy/guard.py).",
-            value=int(learner.guard.holding),
+            value=int(learner.guard.holding is not None),
         )
         lag = GaugeMetricFamily(
             f"{self.ns}_learner_lag_records",

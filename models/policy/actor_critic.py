@@ -158,6 +158,10 @@ class ActorCriticLearner(OnlineLearner):
         self.fresh = []
         self.chains = []
 
+    def trim_batch(self, keep: int) -> None:
+        del self.fresh[: max(len(self.fresh) - keep, 0)]
+        del self.chains[: max(len(self.chains) - keep, 0)]
+
     # ---------------------------------------------------------------- learning
 
     def future_advantage(self, chain: Chain) -> float:

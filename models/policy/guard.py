@@ -16,12 +16,13 @@ fails it and the checkpoint serves again (a rollback); the failed trial's impres
 closing afterwards are ignored, so they never lower the reference the next trial is judged
 against.
 
-After a rollback the guard *holds* (``holding``): the reference is emptied and the learner
-issues nothing until ``rollback_min_impressions`` rewards of what serves now (the restored
-checkpoint) have closed and refilled it. Without it the next trial opened one update later and
-was judged against rewards from before the failed one: under a falling reward level (satiation,
-a quieter hour) each new trial failed against that stale reference, and an ops run saw twelve
-rollbacks in three and a half minutes, each paging.
+After a rollback the guard *holds* (``holding``, the restored version): the reference is emptied
+and the learner issues nothing until ``rollback_min_impressions`` rewards of the restored
+version have closed and refilled it (other versions' rewards closing meanwhile, the failed
+trial's or older ones from a lagging partition, are not counted). Without it the next trial
+opened one update later and was judged against rewards from before the failed one: under a
+falling reward level (satiation, a quieter hour) each new trial failed against that stale
+reference, and an ops run saw twelve rollbacks in three and a half minutes, each paging.
 
 A pass approves only what the rewards judged. Rewards close in the order their slates were
 shown, so the first ones of a trial are of its earliest versions, while the learner has issued
@@ -97,7 +98,7 @@ class RollbackGuard:
         # reference could otherwise grow without end) and of earlier versions'
         self.current: deque[float] = deque(maxlen=self._kept())
         self.reference: deque[float] = deque(maxlen=settings.rollback_window)
-        self.holding = False  # after a rollback, until the reference is refilled (docstring)
+        self.holding: str | None = None  # the restored version, until its rewards refill
 
     def _refilled(self) -> int:
         """Rewards that end a hold: a judgeable reference, or as many as its window keeps."""
@@ -108,13 +109,17 @@ class RollbackGuard:
 
     def count(self, version: str, reward: float) -> None:
         """One closed impression's reward, logged under ``version``."""
+        if self.holding is not None:
+            if version == self.holding:
+                self.reference.append(reward)
+                if len(self.reference) >= self._refilled():
+                    self.holding = None
+            return
         if self.trial is not None and self.trial.holds(version):
             self.current.append(reward)
             self.judged = max(self.judged, _number(version))
         elif not any(span.holds(version) for span in self.discarded):
             self.reference.append(reward)
-            if self.holding and len(self.reference) >= self._refilled():
-                self.holding = False
 
     def issued(self, served: Policy, new: Policy) -> None:
         """An update replaced ``served`` by ``new``; ``served`` is the checkpoint of a new
@@ -150,7 +155,7 @@ class RollbackGuard:
                 self.discarded.append(self.trial)
             self.close()
             self.reference.clear()
-            self.holding = True
+            self.holding = restore[1]
             return restore
         self.reference.extend(self.current)
         self._advance()
@@ -194,7 +199,7 @@ class RollbackGuard:
             "discarded": json.dumps([astuple(span) for span in self.discarded]),
             "snapshots": json.dumps([[n, policy[1]] for n, policy in self.snapshots]),
             "judged": str(self.judged),
-            "holding": json.dumps(self.holding),
+            "holding": self.holding or "",
         }
 
     def restore(self, tensors: Mapping[str, FloatArray], meta: Mapping[str, str]) -> None:
@@ -212,7 +217,7 @@ class RollbackGuard:
         listed = json.loads(meta.get("snapshots", "[]"))
         self.snapshots = [(int(n), (w, str(v))) for (n, v), w in zip(listed, weights, strict=True)]
         self.judged = int(meta.get("judged", "-1"))
-        self.holding = bool(json.loads(meta.get("holding", "false")))
+        self.holding = meta.get("holding") or None
         self.current.extend(float(v) for v in tensors.get("current", []))
         self.reference.extend(float(v) for v in tensors.get("reference", []))
 

@@ -150,13 +150,17 @@ class OnlineLearner:
             self._buffer.append(sample)
 
     def count_reward(self, impression: Impression, per_pos: FloatArray) -> None:
-        """Rollback statistics: the impression's reward under its version."""
+        """Rollback statistics: the impression's reward under its version. While the guard
+        holds, only the newest ``batch_size`` impressions stay buffered: a hold lasts at least
+        the attribution window, and an unbounded buffer outgrew the state file's header."""
         self.guard.count(impression.policy_version, float(per_pos.sum()))
+        if self.guard.holding is not None:
+            self.trim_batch(int(self.settings.batch_size))
 
     def ready(self) -> bool:
         """True once a mini-batch of stochastic impressions is buffered and the rollback guard
-        is not holding (after a rollback the buffer waits and feeds the first update after)."""
-        return self.pending() >= int(self.settings.batch_size) and not self.guard.holding
+        is not holding (after a rollback the newest batch waits for the first update after)."""
+        return self.pending() >= int(self.settings.batch_size) and self.guard.holding is None
 
     # ---------------------------------------------------------------- learning
 
@@ -211,6 +215,10 @@ class OnlineLearner:
 
     def clear_batch(self) -> None:
         self._buffer = []
+
+    def trim_batch(self, keep: int) -> None:
+        """Keep only the newest ``keep`` buffered impressions."""
+        del self._buffer[: max(len(self._buffer) - keep, 0)]
 
     def update(self) -> UpdateResult:
         """Check the rollback guard, then take one bounded gradient step on the buffered batch."""

@@ -34,7 +34,7 @@ def test_a_scrape_reads_the_services_counts_and_version(tmp_path: Path) -> None:
     assert 42.0 <= float(age.split()[1]) < 100.0
     assert f'streamrec_learner_policy_info{{version="{service.learner.version}"}} 1.0' in text
     assert "streamrec_learner_holding 0.0" in text
-    service.learner.guard.holding = True  # a rollback just happened
+    service.learner.guard.holding = "pl-0"  # a rollback to pl-0 just happened
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         assert "streamrec_learner_holding 1.0" in response.read().decode()
 

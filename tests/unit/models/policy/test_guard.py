@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import save_file
 
 from streamrec.models.config import LearnerSettings, PolicySettings
+from streamrec.models.policy.actor_critic import make_learner
+from streamrec.models.policy.critic import N_STATE
 from streamrec.models.policy.guard import SNAPSHOTS, RollbackGuard, Span
 from streamrec.models.policy.learner import FORMAT, OnlineLearner
 from streamrec.models.policy.rewards import Impression
@@ -17,7 +21,10 @@ SETTINGS = LearnerSettings(batch_size=64, rollback_min_impressions=64, rollback_
 
 def _impression(version: str, weights: np.ndarray) -> Impression:
     feats = np.ones((1, 5))
-    return Impression("r", "u", ["a"], [0.5], version, 0.0, feats, np.zeros((1, 5)), weights, 0.5)
+    return Impression(
+        "r", "u", ["a"], [0.5], version, 0.0, feats, np.zeros((1, 5)), weights, 0.5,
+        state=np.ones(N_STATE),  # for the actor-critic; REINFORCE reads none
+    )  # fmt: skip
 
 
 def _close(learner: OnlineLearner, version: str, reward: float, rng: np.random.Generator) -> None:
@@ -77,7 +84,7 @@ def test_a_failed_trials_late_rewards_never_lower_the_reference() -> None:
     assert checkpoint is not None and checkpoint[1] == "pl-0"
     for reward in [0.2] * 64:  # more of pl-1's slates close after the rollback
         guard.count("pl-1", reward)
-    assert not guard.reference and guard.holding  # refilled only by what serves now
+    assert not guard.reference and guard.holding == "pl-0"  # refilled only by what serves now
     for reward in [0.9] * 64:
         guard.count("pl-0", reward)
     assert list(guard.reference) == [0.9] * 64 and not guard.holding
@@ -159,11 +166,12 @@ def test_a_withdrawn_versions_weights_never_become_a_checkpoint() -> None:
 
 
 def _hold_after_a_rollback(learner: OnlineLearner, rng: np.random.Generator) -> None:
-    """pl-0 earns 1.0, then what was learned after it 0.5: rolled back to pl-0."""
-    _close(learner, "pl-0", 1.0, rng)
-    assert learner.update().applied and learner.version == "pl-1"
-    _close(learner, "pl-1", 0.5, rng)
-    assert learner.update().rolled_back and learner.version == "pl-0"
+    """Version 0 earns 1.0, then what was learned after it 0.5: rolled back to version 0."""
+    first, second = learner.version_name(0), learner.version_name(1)
+    _close(learner, first, 1.0, rng)
+    assert learner.update().applied and learner.version == second
+    _close(learner, second, 0.5, rng)
+    assert learner.update().rolled_back and learner.version == first
 
 
 def test_after_a_rollback_the_next_trial_is_judged_against_what_serves_now() -> None:
@@ -176,23 +184,28 @@ def test_after_a_rollback_the_next_trial_is_judged_against_what_serves_now() -> 
     _hold_after_a_rollback(learner, rng)
     for _ in range(63):  # the restored pl-0 earns what anything earns now
         learner.observe(_impression("pl-0", learner.weights), np.array([0.5]))
-    assert learner.guard.holding and not learner.ready()
-    _close(learner, "pl-0", 0.5, rng)  # a full batch buffered, and the reference refilled
-    assert not learner.guard.holding and learner.ready()
+    assert learner.guard.holding == "pl-0" and not learner.ready()
+    _close(learner, "pl-0", 0.5, rng)  # the reference refilled by pl-0's own rewards
+    assert learner.guard.holding is None and learner.ready()
     result = learner.update()
-    assert result.applied and learner.version == "pl-3" and result.batch == 127
+    assert result.applied and learner.version == "pl-3"
     _close(learner, "pl-3", 0.5, rng)  # the new trial earns as much: judged, and kept
     assert not learner.update().rolled_back and learner.n_rollbacks == 1
 
 
-def test_a_holding_learner_buffers_and_issues_nothing() -> None:
+@pytest.mark.parametrize("algorithm", ["reinforce", "actor_critic"])
+def test_a_holding_learner_keeps_a_bounded_batch_and_issues_nothing(algorithm: str) -> None:
+    """A hold lasts at least the attribution window: buffering all of it outgrew the state
+    file's header after 45,000 impressions (found in review) and crashed the learner."""
     rng = np.random.default_rng(4)
-    learner = OnlineLearner(SETTINGS, PolicySettings())
+    learner = make_learner(SETTINGS.model_copy(update={"algorithm": algorithm}), PolicySettings())
     _hold_after_a_rollback(learner, rng)
-    for _ in range(200):  # a lagging partition's slates of the failed trial: not a reference
-        learner.observe(_impression("pl-1", learner.weights), np.array([0.5]))
-    assert learner.pending() >= SETTINGS.batch_size and not learner.ready()
-    assert learner.guard.holding and not learner.guard.reference
+    for n in range(2_000):  # the failed trial's late slates and older versions': not counted
+        version = learner.version_name(1) if n % 2 else "older-0"
+        impression = _impression(version, learner.weights)
+        learner.observe(dataclasses.replace(impression, user_id=f"u{n % 7}"), np.array([0.5]))
+    assert learner.pending() <= SETTINGS.batch_size + 1 and not learner.ready()
+    assert learner.guard.holding == learner.version_name(0) and not learner.guard.reference
 
 
 def test_a_hold_survives_a_restart(tmp_path: Path) -> None:
@@ -202,14 +215,14 @@ def test_a_hold_survives_a_restart(tmp_path: Path) -> None:
     learner.observe(_impression("pl-0", learner.weights), np.array([0.5]))
     learner.save(tmp_path / "l.safetensors")
     loaded = OnlineLearner.load(tmp_path / "l.safetensors", SETTINGS, PolicySettings())
-    assert loaded.guard.holding and list(loaded.guard.reference) == [0.5]
+    assert loaded.guard.holding == "pl-0" and list(loaded.guard.reference) == [0.5]
 
 
 def test_a_hold_ends_when_the_window_is_full_even_if_smaller_than_a_judgement() -> None:
     """``rollback_window`` below ``rollback_min_impressions`` can never judge; it must not
     hold the learner for ever either."""
     guard = RollbackGuard(LearnerSettings(rollback_window=8, rollback_min_impressions=64))
-    guard.holding = True
+    guard.holding = "pl-0"
     for _ in range(8):
         guard.count("pl-0", 1.0)
-    assert not guard.holding
+    assert guard.holding is None

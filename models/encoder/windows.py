@@ -11,15 +11,16 @@ test target (input: the state after ``a_{m-2}``), the second-last the validation
 the state after ``a_{m-3}``); training uses ``a_0 .. a_{m-3}`` (users with fewer than three
 events only train). Events whose item is outside the item map are dropped before the replay.
 
-Targets a slate could hold, though: an event of an item the user already had is not one (unless
-its type is in ``repeatable_types``), and on a shop's bursts (view, dwell, click of one item)
-the last two events were such repeats for every user, so validation rewarded ranking the last
-item first and stopped training after one epoch (found by a new-user pass). So the test and
-validation targets are the user's last two *eligible* events (an item new to them, or a
-repeatable type), the test input the state before the last, validation's before the other;
+Targets a slate could hold, though: an event of an item the worker's seen set already holds is
+not one (events of ``repeatable_types`` put no item there), and on a shop's bursts (view,
+dwell, click of one item) the last two events were such repeats for every user, so validation
+rewarded ranking the last item first and stopped training after one epoch (found by a new-user
+pass). So the test and validation targets are the user's last two *eligible* events (of an
+item not yet seen), the test input the state before the last, validation's before the other;
 training uses the events before the validation target, and events after the test target are
-left out. On a log with one event per user and item (MovieLens) that is the rule above; a user
-with fewer than three eligible events keeps the rule above.
+left out (a shop's burst around the validation target is then not trained on either). On a log
+with one event per user and item (MovieLens) that is the rule above; a user with fewer than
+three eligible events keeps the rule above.
 
 Training rows (``scheme``):
 
@@ -184,12 +185,13 @@ def _evaluated(applied: Sequence[Event], state: StateSettings) -> tuple[int, int
     """Where the validation and test targets are (module docstring), or None: train only."""
     if len(applied) < 3:
         return None
-    had: set[str] = set()
+    seen: set[str] = set()  # as the worker's seen set has them (stream/state.py apply_event)
     eligible = []
     for i, event in enumerate(applied):
-        if event.item_id not in had or event.type in state.repeatable_types:
+        if event.item_id not in seen:
             eligible.append(i)
-        had.add(event.item_id)
+        if event.type not in state.repeatable_types:
+            seen.add(event.item_id)
     if len(eligible) < 3:
         return len(applied) - 2, len(applied) - 1
     return eligible[-2], eligible[-1]

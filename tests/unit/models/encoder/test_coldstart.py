@@ -100,6 +100,9 @@ def test_cold_start_beats_random_and_popularity() -> None:
     assert isinstance(held, dict)
     assert held["text_projection"]["ndcg@10"] > held["random"]["ndcg@10"]
     assert held["text_projection"]["ndcg@10"] > held["popularity_oracle"]["ndcg@10"]
+    top10, log = res["held_out_share_of_top10"], res["held_out_share_of_interactions"]
+    assert isinstance(top10, float) and 0.0 < top10 <= 1.0  # of users' top 10 slots
+    assert isinstance(log, float) and 0.0 < log < 1.0  # of the interactions
 
 
 def test_projected_items_score_like_the_average_trained_item_spread_alike() -> None:

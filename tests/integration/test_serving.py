@@ -105,13 +105,7 @@ def test_new_catalog_item_is_indexed_and_recommended_to_a_matching_user(
 ) -> None:
     """A user whose history sits next to a new item's projected vector gets it recommended."""
     asyncio.run(create_topics(kafka_settings))
-    new = Item(
-        item_id="new-42",
-        title="Toy Story 3 (2010)",
-        text="Animation Children's Comedy",
-        categories=["Animation", "Children's", "Comedy"],
-    )
-    history = _matching_history(checkpoints[0], new)
+    new, history = _matching_item(checkpoints[0])
     worker = _start(
         kafka_settings, tmp_path, checkpoints[0], STREAMREC_POLICY__RERANKER="relevance"
     )
@@ -146,24 +140,30 @@ def test_new_catalog_item_is_indexed_and_recommended_to_a_matching_user(
     )
 
 
-def _matching_history(checkpoint: Path, item: Item) -> list[str]:
-    """A short history whose user vector, by the checkpoint's own encoder, ranks ``item``
-    (through the text projection) among the top 5 unseen items: a user it matches."""
+def _matching_item(checkpoint: Path) -> tuple[Item, list[str]]:
+    """A new catalog item (a film's title and genres under a new id) and a one-item history
+    whose user vector, by the checkpoint's own encoder, ranks the item's projected text among
+    its top 5 unseen items: a user it matches. Projected vectors score on the trained items'
+    scale (models/encoder/coldstart.py), so this one-epoch encoder ranks most texts mid-table
+    for everyone (before, a new item topped everyone's list, and any film would have done);
+    the film is one whose text it ranks high for someone."""
     from streamrec.models.encoder.text import TextEncoder
+    from streamrec.stream.cold_start import item_text_of
 
     encoder = InferenceEncoder.load(checkpoint, device="cpu")
-    text = TextEncoder().embed([f"{item.title}. {item.text} {' '.join(item.categories)}"])
-    target = encoder.text_vectors_to_item_space(text)[0]
+    known = set(encoder.item_ids)
+    films = [f for f in dataset_items(load_dataset(None)) if f.item_id in known][:400]
+    texts = TextEncoder().embed([item_text_of(f) for f in films])
+    projected = encoder.text_vectors_to_item_space(texts)  # [films, D]
     vectors = encoder.item_vectors()
-    near = [encoder.item_ids[i] for i in np.argsort(-(vectors @ target))[:100]]
-    for first in near:
-        for history in ([first], [first, first], *([first, other] for other in near[:10])):
-            user = encoder.encode([history])[0]
-            scores = vectors @ user
-            scores[[encoder.item_ids.index(h) for h in history]] = -np.inf
-            if int((scores > float(target @ user)).sum()) < 5:
-                return history
-    raise AssertionError("no short history of this checkpoint matches the new item")
+    users = encoder.encode([[item] for item in encoder.item_ids])  # row h: history [item h]
+    scores = users @ vectors.T
+    np.fill_diagonal(scores, -np.inf)  # the history's own item is seen
+    fifth = -np.sort(-scores, axis=1)[:, 4]
+    margin = users @ projected.T - fifth[:, None]  # > 0: the film's text in that top 5
+    history, film = np.unravel_index(int(np.argmax(margin)), margin.shape)
+    assert margin[history, film] > 0, "no film's text ranks in any one-item history's top 5"
+    return films[film].model_copy(update={"item_id": "new-42"}), [encoder.item_ids[history]]
 
 
 def test_hot_swap_under_a_steady_stream_answers_every_event_once_with_one_version(

@@ -9,7 +9,8 @@ half-written one)::
       model.safetensors  encoder weights, plus `fallback_user` [D] (mean training user vector)
       item_ids.json      list of item ids; index i = row i of item_vectors()
       metrics.json       training history, best validation and test metrics, timings
-      projection.safetensors   optional: `weight` [T, D], `bias` [D] text -> item space
+      projection.safetensors   optional: `weight` [T, D], `bias` [D] text -> item space (metadata
+                               `scale`: on the trained items' scale)
 
 Nothing is unpickled: weights load with safetensors, the rest is JSON. Format version 2 added
 the encoder's ``inputs``; a version-1 checkpoint (written before) loads as the ids-only model it
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -39,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from streamrec.errors import ModelError
@@ -50,6 +53,11 @@ from streamrec.models.encoder.network import (
     safe_batch_size,
 )
 from streamrec.stream.state import UserState
+
+log = logging.getLogger(__name__)
+# projection.safetensors metadata: projected vectors score on the trained items' scale
+# (models/encoder/coldstart.py ``calibrated``); files without it predate that (session 22).
+CALIBRATED = "trained_items"
 
 __all__ = [
     "FORMAT",
@@ -88,7 +96,8 @@ def save_checkpoint(
     """Write a checkpoint; ``folder=None`` means ``root / <model_version>``. Returns the folder.
 
     ``fallback_user`` [D] is what ``encode`` returns for a sequence with no known item;
-    ``projection`` is (weight [T, D], bias [D]) mapping text vectors into the item space.
+    ``projection`` is (weight [T, D], bias [D]) mapping text vectors into the item space, on
+    the trained items' scale (``fit_projection`` gives it so), and is marked as such.
     """
     if len(item_ids) != model.config.n_items:
         raise ModelError(f"{len(item_ids)} item ids for an encoder of {model.config.n_items} items")
@@ -112,6 +121,7 @@ def save_checkpoint(
                     "bias": bias.detach().float().cpu().contiguous(),
                 },
                 str(staging / "projection.safetensors"),
+                metadata={"scale": CALIBRATED},
             )
         config = {
             "format": FORMAT,
@@ -139,6 +149,15 @@ def load_projection(
     path = Path(folder) / "projection.safetensors"
     if not path.is_file():
         return None
+    with safe_open(str(path), framework="pt") as f:
+        scale = (f.metadata() or {}).get("scale")
+    if scale != CALIBRATED:
+        log.warning(
+            "checkpoint %s: its text projection predates cold-start calibration, so new "
+            "catalog items it cold-starts can crowd out trained ones; retrain it (streamrec "
+            "train, or one continual-training cycle)",
+            Path(folder).name,
+        )
     tensors = load_file(str(path), device=str(device))
     return tensors["weight"], tensors["bias"]
 

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from streamrec.errors import ModelError
 from streamrec.models.encoder.checkpoint import (
     InferenceEncoder,
     load_encoder,
+    load_projection,
     save_checkpoint,
     trained_until,
     verify_checkpoint,
@@ -134,3 +136,20 @@ def test_int8_stays_close_to_fp32(tmp_path: Path) -> None:
     m = agreement(ref, out, model.item_vectors().detach().numpy())
     assert m["cosine"] > 0.98
     assert m["top10_overlap"] > 0.8
+
+
+def test_a_projection_from_before_calibration_is_loaded_with_a_warning_to_retrain(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Such a projection lets the items it cold-starts crowd out trained ones (a new-user
+    pass: one new item first in 77 of 200 slates); only retraining fixes it."""
+    _, folder = _saved(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert load_projection(folder) is not None
+    assert not caplog.records  # saved now: on the trained items' scale
+    old = {"weight": torch.randn(4, 16), "bias": torch.randn(16)}
+    save_file(old, str(folder / "projection.safetensors"))  # no scale mark, as before
+    with caplog.at_level("WARNING"):
+        loaded = load_projection(folder)
+    assert loaded is not None and torch.equal(loaded[0], old["weight"])  # still served
+    assert "predates cold-start calibration" in caplog.text and "retrain" in caplog.text

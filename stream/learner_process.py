@@ -10,10 +10,10 @@ its offsets; and announces the version it now holds on ``control``, which every 
 
 Restart contract. The state file (safetensors) holds everything the learner has taken in: its
 weights, critic, buffered batch and open trajectories, the recent rec_ids it dedupes on, and
-the experience offsets it has read up to (the estimates' window is read again: ``_seek``). It
-is written before the offsets are committed, and on start the learner seeks each partition to
-its saved offset (the group's committed one when it has no state), so a kill at any point
-loses no experience and learns from none twice.
+the experience offsets it has read up to (the estimates' window is read again:
+``rewind.resume``). It is written before the offsets are committed, and on start the learner
+seeks each partition to its saved offset (the group's committed one when it has no state), so a
+kill at any point loses no experience and learns from none twice.
 
 One learner per group: its data dir is locked, and what it does when another learner has
 announced for the group is stream/learner_fence.py's.
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from streamrec.errors import BrokerError, ConfigError, ContractError, DataError, ModelError
 from streamrec.models.policy.actor_critic import ActorCriticLearner, load_learner, make_learner
@@ -56,7 +56,7 @@ from streamrec.stream.learner_fence import (
 )
 from streamrec.stream.learner_metrics import consumer_lag, serve_metrics
 from streamrec.stream.producer import kafka_producer
-from streamrec.stream.rewind import reread
+from streamrec.stream.rewind import resume
 
 log = logging.getLogger(__name__)
 DEDUPE = 10_000  # recent rec_ids remembered: far more than a crash can re-publish
@@ -90,7 +90,7 @@ class LearnerService:
     def handle(self, partition: int, offset: int, raw: bytes) -> None:
         """Take in one experience record; an update queues an announcement. A record before
         the partition's saved position was learned before a restart: it only refills the
-        estimates' window, which the saved state does not hold (``_seek``)."""
+        estimates' window, which the saved state does not hold (``rewind.resume``)."""
         if offset < self.positions.get(partition, 0):
             self._refill(raw)
             return
@@ -209,36 +209,6 @@ def open_service(settings: Settings, data_dir: Path) -> LearnerService:
     return LearnerService(learner, path, settings.learner.ope_window, fresh, legacy)
 
 
-async def _seek(
-    consumer: AIOKafkaConsumer, tps: list[TopicPartition], service: LearnerService
-) -> None:
-    """Each partition from where this learner stopped, once the ``ope_window`` records before
-    the saved positions are read again for the estimates (README: One learner for the group).
-    A saved position past a partition's end (a re-created topic) is dropped."""
-    saved, ends = service.positions, await consumer.end_offsets(tps)
-    for tp in [tp for tp in tps if saved.get(tp.partition, 0) > ends[tp]]:
-        log.warning("experience partition %d ends at %d, before the saved offset %d: read anew",
-                    tp.partition, ends[tp], saved.pop(tp.partition))  # fmt: skip
-    starts: dict[int, str] = {}
-    for tp in tps:
-        # What this learner saved is what it learned; the group's commit is only for a learner
-        # with no state (it continues where its predecessor's commits stopped). Another
-        # learner's commits can run ahead of this one's state, and skipping to them would lose
-        # the experience in between.
-        start = saved[tp.partition] if tp.partition in saved else await consumer.committed(tp)
-        if start:
-            consumer.seek(tp, start)
-        else:
-            await consumer.seek_to_beginning(tp)
-        origin = "saved" if tp.partition in saved else "group commit" if start else "beginning"
-        starts[tp.partition] = f"{start or 0} ({origin})"
-    log.info("experience read from offsets %s", starts)
-    points = {tp: saved[tp.partition] for tp in tps if tp.partition in saved}
-    if again := await reread(consumer, points, service.ope_window, service.handle):
-        log.info("estimates' window read again from %s: %d impressions",
-                 {tp.partition: o for tp, o in again.items()}, len(service.recent))  # fmt: skip
-
-
 async def run_learner(
     settings: Settings, data_dir: Path, stop: Callable[[], bool] = lambda: False
 ) -> LearnerService:
@@ -307,7 +277,10 @@ async def _learn(
     await consumer.start()
     try:
         tps = await assign_all(consumer, topic)
-        await _seek(consumer, tps, service)
+        again = await resume(consumer, tps, service.positions, service.ope_window, service.handle)
+        if again:
+            log.info("estimates' window read again from %s: %d impressions",
+                     {tp.partition: o for tp, o in again.items()}, len(service.recent))  # fmt: skip
         async with kafka_producer(kafka) as producer:
             control = kafka.topics.name("control")
 

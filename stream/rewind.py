@@ -3,7 +3,8 @@
 The continual trainer fills its training window from the newest events Kafka holds, and a
 restarted learner refills the window its off-policy estimates are computed on from the
 experience it had already learned (``reread``: all of it before it learns anything new, so
-its first estimate sees the whole window). Both split one window over partitions that hold
+its first estimate sees the whole window; ``resume`` first puts each partition where the
+learner stopped). Both split one window over partitions that hold
 very different amounts (user keys spread traffic unevenly).
 """
 
@@ -23,7 +24,7 @@ READ_LIMIT_S = 120.0  # read_up_to's patience: a refill must not hold a learner 
 
 
 class Seeker(Protocol):
-    """What this module uses of an ``AIOKafkaConsumer``."""
+    """What ``reread`` uses of an ``AIOKafkaConsumer``."""
 
     async def beginning_offsets(
         self, partitions: list[TopicPartition]
@@ -108,3 +109,45 @@ async def reread(
         consumer, {tp: points[tp] for tp, at in starts.items() if at < points[tp]}, take
     )
     return starts
+
+
+class Resumer(Seeker, Protocol):
+    """What ``resume`` uses of an ``AIOKafkaConsumer``."""
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+    async def committed(self, partition: TopicPartition) -> int | None: ...
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+
+
+async def resume(
+    consumer: Resumer,
+    tps: list[TopicPartition],
+    saved: dict[int, int],
+    window: int,
+    take: Callable[[int, int, bytes], None],
+) -> dict[TopicPartition, int]:
+    """Each partition from where a restarted reader stopped (``saved``: partition -> offset),
+    once the ``window`` records before the saved positions are handed to ``take`` again (the
+    learner's estimates, README: One learner for the group); the offsets read again from. A
+    saved position past a partition's end (a re-created topic) is dropped from ``saved``."""
+    ends = await consumer.end_offsets(tps)
+    for tp in [tp for tp in tps if saved.get(tp.partition, 0) > ends[tp]]:
+        log.warning("experience partition %d ends at %d, before the saved offset %d: read anew",
+                    tp.partition, ends[tp], saved.pop(tp.partition))  # fmt: skip
+    starts: dict[int, str] = {}
+    for tp in tps:
+        # What this reader saved is what it learned; the group's commit is only for one with no
+        # state (it continues where its predecessor's commits stopped). Another reader's commits
+        # can run ahead of this one's state, and skipping to them would lose the records between.
+        start = saved[tp.partition] if tp.partition in saved else await consumer.committed(tp)
+        if start:
+            consumer.seek(tp, start)
+        else:
+            await consumer.seek_to_beginning(tp)
+        origin = "saved" if tp.partition in saved else "group commit" if start else "beginning"
+        starts[tp.partition] = f"{start or 0} ({origin})"
+    log.info("experience read from offsets %s", starts)
+    points = {tp: saved[tp.partition] for tp in tps if tp.partition in saved}
+    return await reread(consumer, points, window, take)

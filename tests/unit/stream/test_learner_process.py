@@ -24,8 +24,9 @@ from streamrec.settings import Settings
 from streamrec.stream.control import ControlListener, PolicyAnnouncement, policy_record
 from streamrec.stream.experience import decode_experience, encode_experience
 from streamrec.stream.learner_fence import Heartbeat
-from streamrec.stream.learner_process import LearnerService, _loop, _seek, open_service
+from streamrec.stream.learner_process import LearnerService, _loop, open_service
 from streamrec.stream.metrics import WorkerMetrics
+from streamrec.stream.rewind import resume
 from streamrec.stream.serving import ModelServer
 
 
@@ -114,7 +115,7 @@ def test_a_restarted_learner_estimates_on_the_window_an_uninterrupted_one_has(
         first.handle(0, offset, raw)
     first.save()
     second = open_service(settings, tmp_path / "split")
-    # what _seek's reread hands it: the window's records before the saved position, then on
+    # what rewind.resume hands it: the window's records before the saved position, then on
     for offset, raw in enumerate(records[stop - window :], start=stop - window):
         second.handle(0, offset, raw)
     assert second.counts == {"observed": 200 - stop, "bad": 0, "dup": 0, "refilled": window - 1}
@@ -173,7 +174,9 @@ def test_a_restart_reads_the_window_again_only_where_this_learner_had_saved(
     first.save()
     service = open_service(_settings("reinforce"), tmp_path)
     log = _Log({0: records[:40], 1: records[40:50], 2: records[50:], 3: records[:5]}, {1: 4})
-    asyncio.run(_seek(cast(Any, log), log.tps, service))
+    asyncio.run(
+        resume(cast(Any, log), log.tps, service.positions, service.ope_window, service.handle)
+    )
     # 0: saved, read again up to 40; 1: its group commit; 2: nothing saved or committed; 3:
     # saved past its end, so read anew from its beginning, not taken for learned records
     assert [log.position[tp] for tp in log.tps] == [40, 4, 0, 0]

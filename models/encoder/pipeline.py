@@ -27,7 +27,12 @@ import torch
 from streamrec.console import err_console
 from streamrec.datasets import Dataset, load_dataset
 from streamrec.models.config import EncoderSettings
-from streamrec.models.encoder.checkpoint import InferenceEncoder, load_projection, save_checkpoint
+from streamrec.models.encoder.checkpoint import (
+    InferenceEncoder,
+    load_projection,
+    save_checkpoint,
+    trained_until,
+)
 from streamrec.models.encoder.coldstart import evaluate_cold_start, fit_projection
 from streamrec.models.encoder.evaluation import catalog_order, evaluate_scorer, popularity_scorer
 from streamrec.models.encoder.event_log import EventLog, load_event_log
@@ -225,7 +230,8 @@ def run_training(
         err_console.print(f"[yellow]{hint}[/]")
     split = prepare_split(settings, log, enc, tc)
     start = partial(warm_state, init, item_ids=split.item_ids) if init is not None else None
-    result = train(split, enc, tc, dev, progress, start)
+    fresh_after = trained_until(init) if init is not None else None
+    result = train(split, enc, tc, dev, progress, start, fresh_after)
     model = result.model
     excluded = test_metrics(model, split, dev, exclude_history=True)
     test = {

@@ -83,6 +83,7 @@ class WindowSplit:
     test_windows: list[Window]
     test_history: list[list[int]]
     test_targets: list[int]
+    valid_ts: list[int] = field(default_factory=list)  # each validation target's event time
 
     @property
     def n_items(self) -> int:
@@ -179,6 +180,8 @@ def _add_user(
             windows.append(featurizer.window(replay))
             history.append(items[: i + 1])
             targets.append(items[i + 1] - 1)
+            if evaluate[i] == "valid":
+                split.valid_ts.append(applied[i + 1].ts)
 
 
 def _evaluated(applied: Sequence[Event], state: StateSettings) -> tuple[int, int] | None:

@@ -12,13 +12,16 @@ import torch
 from encoder_doubles import BASE, window_split
 
 from streamrec.datasets import Dataset, Interaction, Item
+from streamrec.models.encoder import training
 from streamrec.models.encoder.evaluation import evaluate_scorer
 from streamrec.models.encoder.inputs import TokenInputs
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.pipeline import preset_configs
 from streamrec.models.encoder.training import (
+    MIN_FRESH_ROWS,
     TrainConfig,
     batches,
+    fresh_rows,
     full_softmax_loss,
     model_scorer,
     popularity_log_q,
@@ -253,3 +256,67 @@ def test_validation_scores_only_the_users_whose_item_is_new_to_them() -> None:
         history=[split.valid_history[n] for n in new],
     )
     assert validate(model, split, torch.device("cpu")) == expected
+
+
+def _late(users: int, late: int) -> Dataset:
+    """``synthetic`` walks whose last ``late`` users walk an hour after the others."""
+    walk = synthetic(users=users)
+    rows = [
+        Interaction(r.user_id, r.item_id, 1.0, r.ts + 3_600 * (int(r.user_id[1:]) >= users - late))
+        for r in walk.interactions
+    ]
+    return Dataset("late", sorted(rows, key=lambda r: r.ts), walk.items)
+
+
+def test_a_fine_tune_is_judged_on_the_validation_targets_newer_than_its_start() -> None:
+    split = window_split(_late(100, 60), max_len=8)
+    # each validation target is the user's second-last event (the walk's step 8), in ms
+    late = {f"u{u}" for u in range(40, 100)}
+    assert split.valid_ts == [(BASE + 8 + 3_600 * (u in late)) * 1000 for u in split.users]
+    horizon = (BASE + 9) * 1000  # the start learned the early users' whole walks
+    everyone = range(len(split.valid_targets))
+    assert [split.users[n] for n in fresh_rows(split, everyone, horizon)] == sorted(
+        late, key=split.users.index
+    )
+    assert fresh_rows(split, everyone, None) == everyone
+    few = window_split(_late(100, MIN_FRESH_ROWS - 1), max_len=8)
+    assert fresh_rows(few, everyone, horizon) == everyone  # too few to tell epochs apart
+    torch.manual_seed(0)
+    model = SequenceEncoder(EncoderConfig(n_items=split.n_items, hidden_size=16, heads=2,
+                                          inner_size=32, max_len=8))  # fmt: skip
+    model.eval()  # as validate puts it: no dropout
+    rows = list(fresh_rows(split, everyone, horizon))
+    expected = evaluate_scorer(
+        model_scorer(model, torch.device("cpu")),
+        [split.valid_windows[n] for n in rows],
+        [split.valid_targets[n] for n in rows],
+        split.n_items,
+        exclude_history=True,
+        history=[split.valid_history[n] for n in rows],
+    )
+    assert validate(model, split, torch.device("cpu"), horizon) == expected
+    assert validate(model, split, torch.device("cpu"), horizon) != validate(
+        model, split, torch.device("cpu")
+    )
+
+
+def test_only_a_warm_start_is_judged_on_fresh_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    split = window_split(synthetic(users=8), max_len=8)
+    enc = EncoderConfig(n_items=split.n_items, hidden_size=8, heads=2, inner_size=8, max_len=8)
+    asked: list[int | None] = []
+    real = training.validate
+
+    def spy(
+        model: SequenceEncoder, s: object, device: torch.device, after: int | None = None
+    ) -> dict[str, float]:
+        asked.append(after)
+        return real(model, split, device, after)
+
+    monkeypatch.setattr(training, "validate", spy)
+    cfg = TrainConfig(epochs=2, patience=3, seed=1)
+    fresh = train(split, enc, cfg, torch.device("cpu"), False, fresh_after=123)
+    assert asked == [None, None]  # from scratch: no start was picked on any target
+    asked.clear()
+    start = {n: t.clone() for n, t in fresh.model.state_dict().items()}
+    train(split, enc, cfg, torch.device("cpu"), False, lambda model: start, fresh_after=123)
+    assert asked == [123, 123, 123]  # the start, then each epoch

@@ -87,12 +87,18 @@ def covisitation_candidates(
     recent: Sequence[str],
     n: int,
     recency_decay: float = 0.8,
+    *,
+    exclude: Container[str],
 ) -> list[tuple[str, float]]:
     """Items co-visited with the user's ``recent`` items (oldest first, newest last).
 
     ``covisits[item]`` lists ``(neighbour, score)``. A neighbour scores
     ``sum_r decay**age(r) * score(r, neighbour)`` where age 0 is the newest recent item, so
-    neighbours of what the user just did count most. Recent items themselves are left out.
+    neighbours of what the user just did count most. The recent items ``exclude`` holds (the
+    user's seen set) are left out before the top ``n`` is taken, so the list stays ``n`` long
+    after fusion's exclusion; a recent item of a repeatable type only (a replayed track) stays
+    a candidate, as on the model path's other sources (a new-user pass found heuristic slates
+    never offered one, whatever ``state.repeatable_types`` said).
     """
     if not 0.0 < recency_decay <= 1.0:
         raise ModelError(f"recency_decay must be in (0, 1]; got {recency_decay}")
@@ -104,7 +110,8 @@ def covisitation_candidates(
             totals[neighbour] = total(neighbour, 0.0) + weight * score
         weight *= recency_decay
     for item in recent:
-        totals.pop(item, None)
+        if item in exclude:
+            totals.pop(item, None)
     return Ranked(_top(totals.items(), n))
 
 

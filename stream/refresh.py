@@ -145,8 +145,10 @@ class HeuristicBuilder:
         self, entry: RefreshInput, slate_size: int, weights: Weights
     ) -> tuple[list[SlateItem], dict[str, list[str]]]:
         history = entry.state.distinct_history()
-        covisited = covisitation_candidates(entry.covisits, history, self.depth, self.decay)
         seen = excluding(entry.state.seen.probe(), self.catalog.unservable())
+        covisited = covisitation_candidates(
+            entry.covisits, history, self.depth, self.decay, exclude=seen
+        )
         trending = self._shared(entry.trending)
         if trending is None:
             sources = {COVISITATION: covisited, TRENDING: entry.trending}

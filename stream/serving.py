@@ -113,9 +113,9 @@ class ModelBuilder:
         table = snap.encoder.vectors.table()  # once: cold start may add items meanwhile
         requests, fused, lists = [], [], []
         for row, (entry, found) in enumerate(zip(batch, hits, strict=True)):
-            sources = self._sources(entry, found)
             # FAISS left out the seen items the state can list; the seen set leaves out the rest.
             seen = excluding(entry.state.seen.probe(), unservable)
+            sources = self._sources(entry, found, seen)
             if self.ranker is None:
                 ranked = fuse_ranked(
                     sources, self.serving.candidates, weights=weights, exclude=seen
@@ -182,12 +182,13 @@ class ModelBuilder:
         self.ranker.remember(entry.pending.user_id, items, features)
         return self.ranker.rank(items, features, self.serving.candidates)
 
-    def _sources(self, entry: RefreshInput, found: Hits) -> dict[str, Hits]:
+    def _sources(self, entry: RefreshInput, found: Hits, seen: Container[str]) -> dict[str, Hits]:
         history = entry.state.distinct_history()
+        serving = self.serving
         return {
             EMBEDDING: found,
             COVISITATION: covisitation_candidates(
-                entry.covisits, history, self.serving.candidates, self.serving.covisit_decay
+                entry.covisits, history, serving.candidates, serving.covisit_decay, exclude=seen
             ),
             TRENDING: entry.trending,
         }

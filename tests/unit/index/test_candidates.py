@@ -73,8 +73,18 @@ def test_fusion_ties_break_by_id_and_duplicates_keep_best_score() -> None:
 
 def test_covisitation_weights_newest_history_most_and_skips_history() -> None:
     covisits = {"old": [("x", 1.0), ("y", 1.0)], "new": [("y", 1.0), ("old", 5.0)]}
-    got = covisitation_candidates(covisits, recent=["old", "new"], n=5, recency_decay=0.5)
+    got = covisitation_candidates(covisits, ["old", "new"], 5, 0.5, exclude={"old", "new"})
     assert got == [("y", 1.5), ("x", 0.5)]
+
+
+def test_covisitation_keeps_recent_items_the_seen_set_does_not_hold() -> None:
+    """A replayed track (its events all of ``repeatable_types``) is not in the seen set: it
+    stays a candidate; the top n is taken after the seen recent items are left out."""
+    covisits = {"old": [("x", 1.0), ("new", 2.0)], "new": [("old", 5.0), ("y", 1.0)]}
+    replays = covisitation_candidates(covisits, ["old", "new"], 2, 0.5, exclude=set())
+    assert replays == [("old", 5.0), ("new", 1.0)]
+    only_new_seen = covisitation_candidates(covisits, ["old", "new"], 2, 0.5, exclude={"new"})
+    assert only_new_seen == [("old", 5.0), ("y", 1.0)]
 
 
 def test_trending_and_embedding_sources() -> None:
@@ -165,7 +175,7 @@ def test_co_visitation_scores_equal_a_plain_weighted_sum_ties_by_item_id() -> No
         want = sorted(
             ((i, s) for i, s in expected.items() if i not in recent), key=lambda p: (-p[1], p[0])
         )[:7]
-        got = covisitation_candidates(covisits, recent, 7)
+        got = covisitation_candidates(covisits, recent, 7, exclude=set(recent))
         assert [i for i, _ in got] == [i for i, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want])
 

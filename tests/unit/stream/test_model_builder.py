@@ -89,7 +89,9 @@ def test_batched_slates_equal_the_per_slate_path_they_replaced(tmp_path: Path) -
         found = server.holder.current().index.search(user[None, :], 100, [set(history)])[0]
         sources = {
             "embedding": found,
-            "covisitation": covisitation_candidates(entry.covisits, history, 100),
+            "covisitation": covisitation_candidates(
+                entry.covisits, history, 100, exclude=entry.state.seen
+            ),
             "trending": entry.trending,
         }
         fused = fuse(sources, 100, weights={}, exclude=entry.state.seen)

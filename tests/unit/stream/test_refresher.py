@@ -280,9 +280,12 @@ def _explained(entry: RefreshInput, weights: dict[str, float], depth: int) -> li
     """A heuristic slate as the path built it before it skipped candidates: validated items,
     each with ``explain``'s reason (no item vectors)."""
     history = entry.state.history()
-    covisited = covisitation_candidates(entry.covisits, entry.state.distinct_history(), depth)
+    seen = entry.state.seen.probe()
+    covisited = covisitation_candidates(
+        entry.covisits, entry.state.distinct_history(), depth, exclude=seen
+    )
     sources = {COVISITATION: covisited, TRENDING: list(entry.trending)}
-    fused = fuse(sources, 10, weights=weights, exclude=entry.state.seen.probe())
+    fused = fuse(sources, 10, weights=weights, exclude=seen)
     reasons = explain(fused, history, None)
     return [
         SlateItem(
@@ -339,3 +342,31 @@ def test_the_covisit_decay_setting_weighs_older_items_in_heuristic_slates() -> N
         builder = HeuristicBuilder(lambda: {COVISITATION: 1.0, TRENDING: 1.0}, 50, decay)
         firsts.append(builder.build([entry], 10).slates[0][0].item_id)
     assert firsts == ["y", "x"]
+
+
+class _ReplayStats(_AskedStats):
+    """The user's two items co-visit each other, and each has one neighbour they never had."""
+
+    def covisits(self, items: Sequence[str], partition: int) -> dict[str, Neighbours]:
+        return {"track": [("liked", 1.0), ("x", 0.1)], "liked": [("track", 1.0), ("y", 0.1)]}
+
+
+def test_heuristic_slates_offer_again_what_only_repeatable_events_touched() -> None:
+    """A music service: plays (views) repeat, a like (click) marks the track seen. The played
+    track comes back in the heuristic slate, the liked one never (a new-user pass found
+    neither did: co-visitation left out every recent item, seen or not)."""
+    settings = Settings.model_validate({"state": {"repeatable_types": ["view"]}})
+    state = UserState()
+    for n, (item, kind) in enumerate([("track", "view"), ("liked", "click"), ("track", "view")]):
+        apply_event(state, Event(event_id=f"e{n}", user_id="u", item_id=item, type=kind,
+                                 ts=1_700_000_000_000 + n), settings.state)  # fmt: skip
+    entry = refresh_input(Pending("u", 0, state), _ReplayStats(), settings.serving)
+    builder = HeuristicBuilder(lambda: {COVISITATION: 1.0, TRENDING: 1.0}, 50, 0.8)
+    slate = [i.item_id for i in builder.build([entry], 10).slates[0]]
+    assert slate[0] == "track" and "liked" not in slate
+    plain = UserState()  # the default: every event marks its item seen
+    for n, item in enumerate(["track", "liked"]):
+        apply_event(plain, Event(event_id=f"p{n}", user_id="u", item_id=item, type="view",
+                                 ts=1_700_000_000_000 + n), Settings().state)  # fmt: skip
+    entry = refresh_input(Pending("u", 0, plain), _ReplayStats(), Settings().serving)
+    assert [i.item_id for i in builder.build([entry], 10).slates[0]] == ["y", "x"]

@@ -11,13 +11,13 @@ deeper than ``MAX_DEPTH`` is rejected *before* parsing (deep nesting is what mad
 parser raise ``RecursionError`` and crash the ingest agent), and any other exception from parsing
 or validation is turned into a ``ContractError`` rather than left to reach faust.
 
-What an id, a timestamp and the schema version may be: stream/contract_fields.py.
+What an id, a timestamp and the schema version may be: stream/contract_fields.py; bytes to a
+JSON object within these bounds: stream/json_object.py.
 """
 
 from __future__ import annotations
 
 import base64
-import re
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar
@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -39,15 +40,15 @@ from streamrec.stream.contract_fields import (
     TimestampMs,
     Version,
     WholeNumber,
+    camel_aliases,
+    forbid_camel_case,
+    reject_camel_case,
 )
+from streamrec.stream.json_object import MAX_DEPTH, decode_object
 
 MAX_EVENT_BYTES = 16 * 1024
 MAX_ITEM_BYTES = 64 * 1024
 MAX_CONTEXT_KEYS = 32
-# Deepest nesting of arrays/objects in a record. An event needs 2 (the record, its context);
-# the headroom is for unknown fields a newer producer may add. Far below the ~1,000 levels at
-# which recursive code (Python's parser, repr, pydantic) runs out of stack.
-MAX_DEPTH = 32
 # What a dead letter keeps of a rejected record. Its value goes out base64 (4/3 larger) with the
 # key, so these keep it far below the producer's 1 MiB request limit, which a record the broker
 # accepted (its own limit is also about 1 MiB) would otherwise exceed and crash the agent with.
@@ -71,23 +72,32 @@ ERROR_CODES: dict[str, str] = {
     "bad_timestamp": "a timestamp is not epoch ms or ISO-8601 with a zone, or is out of range",
     "bad_value": "a field's value is out of its allowed range or length",
     "bad_key": "the record key differs from the user_id (events) or item_id (items) it must equal",
+    "misnamed_field": "a field is spelt in camelCase (recId): the contract's names are snake_case",
 }
 
 
-# Confluent's serializers frame a value as a 0 byte, a 4-byte schema id, then the payload.
-SCHEMA_REGISTRY_HINT = (
-    "the record starts with Confluent Schema Registry framing (a 0 byte and a 4-byte schema id "
-    "before the JSON): streamrec reads plain JSON values, so publish with a plain JSON or "
-    "string serializer"
-)
-
 ContextValue = str | int | float | bool
+
+
+def _snake_case_schema(schema: dict[str, Any], cls: type[Any]) -> None:
+    forbid_camel_case(schema, camel_aliases(tuple(cls.model_fields)))
 
 
 class _Record(BaseModel):
     # allow_inf_nan=False: records built from Python values (CSV cells, ``float("nan")``) must
     # not carry what the JSON path cannot; NaN would also poison every sum it reaches.
-    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        frozen=True,
+        extra="ignore",
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra=_snake_case_schema,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _snake_case_names(cls, data: Any) -> Any:
+        return reject_camel_case(data, camel_aliases(tuple(cls.model_fields)))
 
 
 _R = TypeVar("_R", bound=_Record)
@@ -229,72 +239,13 @@ def _code_and_message(exc: ValidationError) -> tuple[str, str]:
         code = "bad_value"
     if code == "missing_field":
         return code, f"field `{field}` is required"
+    if code == "misnamed_field":
+        return code, err["msg"]
     if code == "unknown_event_type":
         return code, f"field `type` must be one of {', '.join(EVENT_TYPES)}; got {err['input']!r}"[
             :300
         ]
     return code, f"field `{field}`: {err['msg']}"[:300]
-
-
-# A JSON string (escapes included), unrolled so it matches in linear time; and any bracket.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKET = re.compile(rb"[\[\]{}]")
-
-
-def _nesting_depth(raw: bytes) -> int:
-    """Deepest bracket nesting of ``raw`` outside strings; no recursion, one pass."""
-    depth = deepest = 0
-    for match in _BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
-        if match.group() in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
-
-
-def _decode_object(raw: bytes, limit: int) -> dict[str, Any]:
-    if len(raw) > limit:
-        raise ContractError("too_large", f"record is {len(raw)} bytes; the limit is {limit}")
-    # Counting brackets is a C-speed scan; only a record with more of them than MAX_DEPTH (almost
-    # never a real one) pays for measuring the depth.
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
-        depth = _nesting_depth(raw)
-        if depth > MAX_DEPTH:
-            raise ContractError(
-                "too_deep", f"arrays/objects nested {depth} levels deep; at most {MAX_DEPTH}"
-            )
-    if not raw:
-        raise ContractError("invalid_json", "the record is empty (no value, or a tombstone)")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if raw[:1] == b"\x00" and len(raw) > 5 and raw[5:6] in (b"{", b"["):
-            raise ContractError("invalid_json", SCHEMA_REGISTRY_HINT) from None
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            raise ContractError("not_utf8", f"byte {bad.start} is not valid UTF-8") from None
-        raise ContractError(
-            "invalid_json", f"invalid JSON (standard JSON only: no NaN or Infinity): {exc}"[:300]
-        ) from None
-    except (RecursionError, ValueError, TypeError) as exc:
-        # Not expected from orjson, whose depth is bounded; kept so the promise holds anyway.
-        raise ContractError("invalid_json", f"cannot parse: {type(exc).__name__}") from None
-    if not isinstance(obj, dict):
-        got = _JSON_KINDS.get(type(obj), type(obj).__name__)
-        raise ContractError("not_an_object", f"expected a JSON object, got {got}")
-    return obj
-
-
-_JSON_KINDS = {
-    type(None): "null",
-    bool: "a boolean",
-    int: "a number",
-    float: "a number",
-    str: "a string",
-    list: "an array",
-}
 
 
 def _validate(model: type[_R], obj: dict[str, Any]) -> _R:
@@ -317,7 +268,7 @@ def validate_event(obj: dict[str, Any]) -> Event:
 
 def parse_event(raw: bytes) -> Event:
     """Bytes of one ``events`` record -> Event; raises ContractError with a stable code."""
-    return validate_event(_decode_object(raw, MAX_EVENT_BYTES))
+    return validate_event(decode_object(raw, MAX_EVENT_BYTES))
 
 
 def validate_item(obj: dict[str, Any]) -> Item:
@@ -327,7 +278,7 @@ def validate_item(obj: dict[str, Any]) -> Item:
 
 def parse_item(raw: bytes) -> Item:
     """Bytes of one ``items`` record -> Item; raises ContractError with a stable code."""
-    return validate_item(_decode_object(raw, MAX_ITEM_BYTES))
+    return validate_item(decode_object(raw, MAX_ITEM_BYTES))
 
 
 def encode(record: BaseModel) -> bytes:

@@ -7,8 +7,10 @@ below 10^11 is ambiguous and is the commonest producer bug.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -52,21 +54,66 @@ def _parse_ts(value: Any) -> int:
     else:
         raise PydanticCustomError(
             "bad_timestamp",
-            "must be whole epoch milliseconds or ISO-8601, got {got}",
-            {"got": repr(value)[:40]},
+            "must be whole epoch milliseconds or ISO-8601, got {got}{hint}",
+            {
+                "got": repr(value)[:40],
+                "hint": _unit_hint(value * 1000, "epoch seconds? multiply by 1000 and round"),
+            },
         )
-    now_ms = int(time.time() * 1000)
+    # a float as parsed (1e+23), not the integer it rounds to (99999999999999991611392)
+    shown = repr(value)[:40] if isinstance(value, float) else ts
     if ts < MIN_TS_MS:
         raise PydanticCustomError(
             "bad_timestamp",
             "{ts} is before 1990-01-01 in epoch milliseconds (epoch seconds? multiply by 1000)",
-            {"ts": ts},
+            {"ts": shown},
         )
-    if ts > now_ms + MAX_FUTURE_SKEW_MS:
+    if ts > int(time.time() * 1000) + MAX_FUTURE_SKEW_MS:
+        hint = _unit_hint(ts / 1000, "epoch microseconds? divide by 1000") or _unit_hint(
+            ts / 1_000_000, "epoch nanoseconds? divide by 1000000"
+        )
         raise PydanticCustomError(
-            "bad_timestamp", "{ts} is more than a day in the future", {"ts": ts}
+            "bad_timestamp",
+            "{ts} is more than a day in the future{hint}",
+            {"ts": shown, "hint": hint},
         )
     return ts
+
+
+def _unit_hint(as_ms: float, advice: str) -> str:
+    """`` (<advice>)`` when ``as_ms``, the value read in the unit the advice names, is a
+    plausible time: Java's Instant written as seconds with a fraction, or microsecond and
+    nanosecond clocks, the commonest producer bugs after epoch seconds."""
+    plausible = MIN_TS_MS <= as_ms <= time.time() * 1000 + MAX_FUTURE_SKEW_MS
+    return f" ({advice})" if plausible else ""
+
+
+@functools.cache
+def camel_aliases(fields: tuple[str, ...]) -> dict[str, str]:
+    """camelCase spelling -> field, for the ``fields`` whose snake_case names have a ``_``."""
+    return {re.sub(r"_([a-z0-9])", lambda m: m[1].upper(), f): f for f in fields if "_" in f}
+
+
+def reject_camel_case(data: Any, aliases: Mapping[str, str]) -> Any:
+    """``data`` unless it names a field in camelCase (``recId``). Unknown fields are ignored,
+    so a Java or JavaScript client's default spelling of an optional field was taken as absent
+    and dropped without a trace (a new-user pass lost every click's ``recId``, and with it the
+    reward); a required one was reported missing without saying why."""
+    if isinstance(data, dict):
+        found = [key for key in data if key in aliases]
+        if found:
+            raise PydanticCustomError(
+                "misnamed_field",
+                "field `{got}` is `{field}` in the contract, whose names are snake_case",
+                {"got": found[0], "field": aliases[found[0]]},
+            )
+    return data
+
+
+def forbid_camel_case(schema: dict[str, Any], aliases: Mapping[str, str]) -> None:
+    """The JSON Schema half of ``reject_camel_case``: validators of other languages agree."""
+    if aliases:
+        schema["not"] = {"anyOf": [{"required": [alias]} for alias in sorted(aliases)]}
 
 
 def _parse_iso(value: str) -> int:

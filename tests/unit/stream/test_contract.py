@@ -406,3 +406,45 @@ def test_schema_registry_framing_is_named_in_the_rejection() -> None:
     with pytest.raises(ContractError) as other:
         parse_event(b"\x00garbage")
     assert other.value.code != "invalid_json" or "Schema Registry" not in other.value.message
+
+
+@pytest.mark.parametrize(
+    ("ts", "hint"),
+    [
+        (NOW_MS * 1000, r"epoch microseconds\? divide by 1000\)"),
+        (NOW_MS * 1_000_000, r"epoch nanoseconds\? divide by 1000000\)"),
+        (NOW_MS / 1000 + 0.123, r"epoch seconds\? multiply by 1000 and round\)"),  # Java Instant
+        (1e23, r"^.*1e\+23 is more than a day in the future$"),  # not 99999999999999991611392
+        (NOW_MS + 3 * 86_400_000, r"in the future$"),  # a wrong clock, not a wrong unit
+    ],
+)
+def test_a_timestamp_in_another_unit_says_which(ts: float, hint: str) -> None:
+    with pytest.raises(ContractError) as info:
+        parse_event(_raw({**GOOD, "ts": ts}))
+    assert info.value.code == "bad_timestamp"
+    assert re.search(hint, str(info.value).splitlines()[0].split(": ", 1)[-1])
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"recId": "r1", "dwellMs": 5}, "`recId` is `rec_id`"),  # optional: was taken as absent
+        ({"rec_id": "r1", "recId": "r1"}, "`recId` is `rec_id`"),  # as the JSON Schema says
+        ({"eventId": "e9"}, "`eventId` is `event_id`"),  # required: said missing, not why
+    ],
+)
+def test_a_field_spelt_in_camel_case_is_rejected_with_its_contract_name(
+    change: dict[str, Any], named: str
+) -> None:
+    obj = {**GOOD, **change}
+    if "eventId" in change:
+        del obj["event_id"]
+    with pytest.raises(ContractError) as info:
+        parse_event(_raw(obj))
+    assert info.value.code == "misnamed_field"
+    assert named in str(info.value) and "snake_case" in str(info.value)
+
+
+def test_unknown_fields_that_are_not_a_contract_name_are_still_ignored() -> None:
+    event = parse_event(_raw({**GOOD, "sessionId": "s1", "Rec_Id": "x", "recid": "y"}))
+    assert event.rec_id is None

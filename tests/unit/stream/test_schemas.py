@@ -104,6 +104,7 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         {"item_id": "a\u2028b"},  # line separator
         {"item_id": "\u200b\u2060"},  # only zero-width characters: shows as empty
         {"user_id": "trailing\n"},  # Python's $ matches before a final newline
+        {"recId": "r1"},  # a Java bean's default spelling of rec_id
     ],
     ids=[
         "type",
@@ -122,6 +123,7 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         "item_line_separator",
         "item_zero_width",
         "user_trailing_newline",
+        "camel_case",
     ],
 )
 def test_schema_and_code_reject_the_same_bad_events(change: dict[str, Any]) -> None:

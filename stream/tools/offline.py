@@ -167,7 +167,8 @@ def run_offline(settings: Settings, options: QualityOptions) -> dict[str, Any]:
         slates = replay(events, settings, factory, lag, options.progress)
         answered = sum(len(s.trigger_event_ids) for s in slates)
         runs[name] = SystemRun(slates, {}, answered, time.perf_counter() - began)
-    scored = score_runs(data, events, first_scored, runs, options.split, options.plot)
+    repeatable = settings.state.repeatable_types
+    scored = score_runs(data, events, first_scored, runs, options.split, options.plot, repeatable)
     figures = {"encoder": encoder or None, **scored, "offline_lag_events": lag}
     figures.update(run_folder=str(options.out), seconds=round(time.perf_counter() - started, 1))
     (options.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -3,18 +3,20 @@
 Vocabulary; positions index the replay order, which is the dataset's stable time order:
 
     scoreable event e  an event at or after the first scored position whose user has an earlier
-                       event, of an item the user had not had yet (no system shows a user what
-                       they had, so a repeat, a click after its view, say, is a miss for all
-                       and only dilutes the figures; with ``state.repeatable_types`` set, the
-                       repeats of those types are left out too); p is that user's event just
-                       before e
+                       event, of an item not seen before e (no system shows a user what they
+                       had, so a repeat, a click after its view, say, is a miss for all and
+                       only dilutes the figures); p is that user's event just before e
     slate for p        the slate whose newest trigger event (by position) is p: it was built from
                        the user's state up to p, so it is what the user had in front of them when
                        e happened. A slate that answered p together with later events of the
                        user (coalesced) is the slate for its newest trigger only, so p then has
                        no slate of its own
     covered            e whose slate for p came back; it is scored on e's item
-    seen before e      the items of the user's events up to and including p
+    seen before e      the items of the user's events up to and including p, as the worker's
+                       seen set holds them: events of ``state.repeatable_types`` mark nothing
+                       seen, so with a music service's plays repeatable a replayed track is
+                       scoreable, and a slate that offered it scores (a new-user pass found
+                       every replay left out, and the bench unable to judge such a service)
 
 Metrics at k: HR (a hit), NDCG (1 / log2(rank + 1)) and MRR (1 / rank), where rank is the
 1-based position of e's item in the first k items, and 0 (a miss) when it is not among them.
@@ -67,7 +69,12 @@ class Scoreable:
 
     events: Ranks
     previous: Ranks
-    repeats: int = 0  # events in the scored part of an item their user had had: not scored
+    repeats: int = 0  # events in the scored part of an item seen before them: not scored
+    repeatable: frozenset[str] = frozenset()  # event types that mark nothing seen
+
+    def marks_seen(self, event: Event) -> bool:
+        """Whether ``event`` puts its item among the user's seen items (module docstring)."""
+        return event.type not in self.repeatable
 
     def __len__(self) -> int:
         return len(self.events)
@@ -84,8 +91,11 @@ class SystemRanks:
     distinct_items: int  # distinct items in the scored slates
 
 
-def scoreable_events(events: Sequence[Event], first_scored: int) -> Scoreable:
-    """Positions of the scoreable events at or after ``first_scored`` and of their p."""
+def scoreable_events(
+    events: Sequence[Event], first_scored: int, repeatable: frozenset[str] = frozenset()
+) -> Scoreable:
+    """Positions of the scoreable events at or after ``first_scored`` and of their p; events of
+    the ``repeatable`` types mark nothing seen."""
     last: dict[str, int] = {}
     had: dict[str, set[str]] = {}
     at: list[int] = []
@@ -101,9 +111,10 @@ def scoreable_events(events: Sequence[Event], first_scored: int) -> Scoreable:
                 at.append(pos)
                 previous.append(before)
         last[event.user_id] = pos
-        items.add(event.item_id)
+        if event.type not in repeatable:
+            items.add(event.item_id)
     positions_of_e, positions_of_p = np.asarray(at, np.int64), np.asarray(previous, np.int64)
-    return Scoreable(positions_of_e, positions_of_p, repeats)
+    return Scoreable(positions_of_e, positions_of_p, repeats, repeatable)
 
 
 class _RankedCounts:
@@ -161,7 +172,8 @@ def baseline_ranks(
         if before is not None:
             followers.setdefault(before, _RankedCounts()).add(event.item_id)
         last_item[event.user_id] = event.item_id
-        user_seen.add(event.item_id)
+        if scoreable.marks_seen(event):
+            user_seen.add(event.item_id)
     return ranks
 
 
@@ -208,7 +220,8 @@ def system_ranks(
             slate_items += len(items)
             seen_items += sum(item in user_seen for item in items)
             distinct.update(items)
-        user_seen.add(event.item_id)
+        if scoreable.marks_seen(event):
+            user_seen.add(event.item_id)
     return SystemRanks(covered, ranks, slate_items, seen_items, len(distinct))
 
 

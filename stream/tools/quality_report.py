@@ -39,9 +39,11 @@ def score_runs(
     runs: dict[str, SystemRun],
     split: float,
     plot: Path,
+    repeatable: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The figures of every system and baseline on the scoreable events; writes the plot."""
-    scoreable = quality.scoreable_events(events, first_scored)
+    """The figures of every system and baseline on the scoreable events; writes the plot.
+    ``repeatable``: the event types that mark nothing seen (``state.repeatable_types``)."""
+    scoreable = quality.scoreable_events(events, first_scored, repeatable)
     catalog = len(dataset.items)
     baselines = quality.baseline_ranks(events, scoreable, dataset.items, K)
     figures: dict[str, Any] = {

@@ -214,3 +214,21 @@ def test_comparison_rows_put_each_system_beside_the_baselines_on_its_events() ->
         ("popularity", "all scoreable"),
     ]
     assert rows[2]["hr@10"] == pytest.approx(1 / 3, abs=1e-4)  # popularity hit e6 only
+
+
+def test_with_repeatable_types_a_replay_is_scored_and_a_slate_offering_it_hits() -> None:
+    # A music service: plays (views) repeat, a like (click) marks the track seen.
+    # u1: e0 plays A, e1 plays B, e2 plays A again, e3 likes B, e4 plays B (seen since e3).
+    events = stream("u1 A", "u1 B", "u1 A", "u1 B", "u1 B")
+    events[3] = events[3].model_copy(update={"type": "click"})
+    plays = frozenset({"view"})
+    scoreable = scoreable_events(events, 1, plays)
+    assert scoreable.events.tolist() == [1, 2, 3] and scoreable.repeats == 1
+    assert scoreable.previous.tolist() == [0, 1, 2]
+    assert scoreable_events(events, 1).events.tolist() == [1]  # the default: every event sees
+    system = system_ranks(events, scoreable, slates_by_trigger([slate("u1", "A B", 1)],
+                                                                positions(events)), 10)  # fmt: skip
+    assert system.ranks.tolist() == [0, 1, 0]  # the replay of A at rank 1
+    assert system.seen_items == 0  # A and B were only played: not seen, so not a violation
+    # covisit: e3's p is e2 (A), followed once by B (e0 -> e1); B is not seen yet -> rank 1
+    assert baseline_ranks(events, scoreable, catalog=[], k=10)["covisit"].tolist() == [0, 0, 1]

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from streamrec.stream.contract import EventType
+from streamrec.stream.contract import Event, EventType
 
 
 class SeenSetSettings(BaseModel):
@@ -164,6 +164,27 @@ class StateSettings(BaseModel):
         },
         description="Weight each event type adds to user and item statistics.",
     )
+    min_dwell_ms: int = Field(
+        0,
+        ge=0,
+        le=86_400_000,
+        description="A dwell with a shorter dwell_ms is a skip (a track played for seconds): it "
+        "adds nothing to item statistics, earns its slate no reward and marks its item seen even "
+        "when dwell is repeatable. 0: every dwell counts as interest.",
+    )
+
+    def is_skip(self, event: Event) -> bool:
+        """A dwell shorter than ``min_dwell_ms`` (one without ``dwell_ms`` is not judged)."""
+        short = event.dwell_ms is not None and event.dwell_ms < self.min_dwell_ms
+        return event.type == "dwell" and short
+
+    def marks_seen(self, event: Event) -> bool:
+        """Whether ``event`` puts its item in the user's seen set: no slate shows it again."""
+        return event.type not in self.repeatable_types or self.is_skip(event)
+
+    def weight_of(self, event: Event) -> float:
+        """What ``event`` adds to the item statistics (``event_type_weights``; a skip 0)."""
+        return 0.0 if self.is_skip(event) else self.event_type_weights.get(event.type, 1.0)
 
     def rocksdb_options(self) -> dict[str, int]:
         """``options`` for faust's RocksDB store of each table (RocksDBOptions keywords)."""

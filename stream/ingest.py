@@ -122,7 +122,7 @@ class Ingest:
             # to RocksDB first waits for every delta sent so far (stream/item_updates.py).
             await self.publish(delta)
             self.user_state.set(parsed.user_id, state, message.partition)
-            if parsed.rec_id is not None:
+            if parsed.rec_id is not None and not self.settings.is_skip(parsed):
                 self.feedback.on_response(parsed, message.partition, received)
             self.mark(parsed, message.partition, message.timestamp, state)
         self.feedback.tick(message.partition, received)
@@ -147,7 +147,7 @@ class Ingest:
             # RocksDB. The events it re-reads are what brings the changelog up to date.
             self.user_state.set(event.user_id, state, partition)
             return None
-        weight = self.settings.event_type_weights.get(event.type, 1.0)
+        weight = self.settings.weight_of(event)
         delta = ItemDelta(event.item_id, previous, event.ts, weight, (partition, offset))
         self.counts.accepted += 1
         self.metrics.events_accepted.inc()

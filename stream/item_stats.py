@@ -78,6 +78,8 @@ class ItemStats:
             return False
         self.applied[partition] = offset
         self.deltas += 1
+        if delta.weight <= 0:  # a skip (or a type weighted 0): counted, but adds no neighbour
+            return True
         s = self.settings
         value = bump_trending(
             self.trending_scores.get(delta.item), delta.ts, delta.weight, s.trending_half_life_s

@@ -222,7 +222,7 @@ def apply_event(
         state.position = position  # a duplicate is skipped for good too, even if ids roll out
     if not state.event_ids.add(event.event_id, settings.seen_event_ids):
         return False
-    if event.type not in settings.repeatable_types:
+    if settings.marks_seen(event):
         state.seen.add(event.item_id, settings.seen_items)
     weight = settings.event_type_weights.get(event.type, 1.0)
     state.weights[event.type] = state.weights.get(event.type, 0.0) + weight

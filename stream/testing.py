@@ -233,7 +233,7 @@ def reference_item_stats(events: Iterable[Event], settings: StateSettings) -> It
         state = states.setdefault(event.user_id, UserState())
         previous = state.covisit_previous(event.item_id, settings.covisit_window)
         if apply_event(state, event, settings):
-            weight = settings.event_type_weights.get(event.type, 1.0)
+            weight = settings.weight_of(event)
             stats.apply(ItemDelta(event.item_id, previous, event.ts, weight, (0, n)))
     return stats
 

@@ -193,7 +193,7 @@ def _evaluated(applied: Sequence[Event], state: StateSettings) -> tuple[int, int
     for i, event in enumerate(applied):
         if event.item_id not in seen:
             eligible.append(i)
-        if event.type not in state.repeatable_types:
+        if state.marks_seen(event):
             seen.add(event.item_id)
     if len(eligible) < 3:
         return len(applied) - 2, len(applied) - 1

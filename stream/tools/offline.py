@@ -94,7 +94,7 @@ def replay(
         state = states.setdefault(event.user_id, UserState())
         previous = state.covisit_previous(event.item_id, state_settings.covisit_window)
         if apply_event(state, event, state_settings, (0, n)):
-            weight = state_settings.event_type_weights.get(event.type, 1.0)
+            weight = state_settings.weight_of(event)
             stats.apply(ItemDelta(event.item_id, previous, event.ts, weight, (0, n)))
             fusion.observe(event.user_id, event.item_id)  # what Refresher.mark does first
             builder.observe(event.user_id, event.item_id)
@@ -167,8 +167,8 @@ def run_offline(settings: Settings, options: QualityOptions) -> dict[str, Any]:
         slates = replay(events, settings, factory, lag, options.progress)
         answered = sum(len(s.trigger_event_ids) for s in slates)
         runs[name] = SystemRun(slates, {}, answered, time.perf_counter() - began)
-    repeatable = settings.state.repeatable_types
-    scored = score_runs(data, events, first_scored, runs, options.split, options.plot, repeatable)
+    seen = settings.state.marks_seen
+    scored = score_runs(data, events, first_scored, runs, options.split, options.plot, seen)
     figures = {"encoder": encoder or None, **scored, "offline_lag_events": lag}
     figures.update(run_folder=str(options.out), seconds=round(time.perf_counter() - started, 1))
     (options.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -13,10 +13,11 @@ Vocabulary; positions index the replay order, which is the dataset's stable time
                        no slate of its own
     covered            e whose slate for p came back; it is scored on e's item
     seen before e      the items of the user's events up to and including p, as the worker's
-                       seen set holds them: events of ``state.repeatable_types`` mark nothing
-                       seen, so with a music service's plays repeatable a replayed track is
-                       scoreable, and a slate that offered it scores (a new-user pass found
-                       every replay left out, and the bench unable to judge such a service)
+                       seen set holds them (``StateSettings.marks_seen``): events of
+                       ``state.repeatable_types`` mark nothing seen, so with a music service's
+                       plays repeatable a replayed track is scoreable, and a slate that offered
+                       it scores (a new-user pass found every replay left out, and the bench
+                       unable to judge such a service)
 
 Metrics at k: HR (a hit), NDCG (1 / log2(rank + 1)) and MRR (1 / rank), where rank is the
 1-based position of e's item in the first k items, and 0 (a miss) when it is not among them.
@@ -35,7 +36,7 @@ kept sorted as they change, so a rank walks only the first k unseen candidates a
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -70,11 +71,8 @@ class Scoreable:
     events: Ranks
     previous: Ranks
     repeats: int = 0  # events in the scored part of an item seen before them: not scored
-    repeatable: frozenset[str] = frozenset()  # event types that mark nothing seen
-
-    def marks_seen(self, event: Event) -> bool:
-        """Whether ``event`` puts its item among the user's seen items (module docstring)."""
-        return event.type not in self.repeatable
+    # whether an event puts its item among the user's seen items (``StateSettings.marks_seen``)
+    marks_seen: Callable[[Event], bool] = lambda event: True
 
     def __len__(self) -> int:
         return len(self.events)
@@ -92,10 +90,12 @@ class SystemRanks:
 
 
 def scoreable_events(
-    events: Sequence[Event], first_scored: int, repeatable: frozenset[str] = frozenset()
+    events: Sequence[Event],
+    first_scored: int,
+    marks_seen: Callable[[Event], bool] = lambda event: True,
 ) -> Scoreable:
-    """Positions of the scoreable events at or after ``first_scored`` and of their p; events of
-    the ``repeatable`` types mark nothing seen."""
+    """Positions of the scoreable events at or after ``first_scored`` and of their p; an event
+    puts its item among the user's seen items when ``marks_seen`` says so."""
     last: dict[str, int] = {}
     had: dict[str, set[str]] = {}
     at: list[int] = []
@@ -111,10 +111,10 @@ def scoreable_events(
                 at.append(pos)
                 previous.append(before)
         last[event.user_id] = pos
-        if event.type not in repeatable:
+        if marks_seen(event):
             items.add(event.item_id)
     positions_of_e, positions_of_p = np.asarray(at, np.int64), np.asarray(previous, np.int64)
-    return Scoreable(positions_of_e, positions_of_p, repeats, repeatable)
+    return Scoreable(positions_of_e, positions_of_p, repeats, marks_seen)
 
 
 class _RankedCounts:

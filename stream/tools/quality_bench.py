@@ -142,10 +142,8 @@ def measure_quality(settings: Settings, options: QualityOptions, bootstrap: str)
             env["STREAMREC_ENCODER__CHECKPOINT"] = str(encoder["checkpoint"])
         kafka = _fresh_kafka(settings, bootstrap, name)
         runs[name] = _run_system(name, kafka, dataset, events, env, options)
-    repeatable = settings.state.repeatable_types
-    scored = score_runs(
-        dataset, events, first_scored, runs, options.split, options.plot, repeatable
-    )
+    seen = settings.state.marks_seen
+    scored = score_runs(dataset, events, first_scored, runs, options.split, options.plot, seen)
     figures = {"encoder": encoder or None, **scored}
     figures.update(rate_events_per_s=options.rate, run_folder=str(options.out))
     figures["seconds"] = round(time.perf_counter() - started, 1)

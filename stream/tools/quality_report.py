@@ -7,6 +7,7 @@ Shared by the live bench (stream/tools/quality_bench.py) and the offline replay
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,12 @@ def score_runs(
     runs: dict[str, SystemRun],
     split: float,
     plot: Path,
-    repeatable: frozenset[str] = frozenset(),
+    marks_seen: Callable[[Event], bool],
 ) -> dict[str, Any]:
     """The figures of every system and baseline on the scoreable events; writes the plot.
-    ``repeatable``: the event types that mark nothing seen (``state.repeatable_types``)."""
-    scoreable = quality.scoreable_events(events, first_scored, repeatable)
+    ``marks_seen``: whether an event puts its item in the user's seen set (the worker's rule,
+    ``StateSettings.marks_seen``)."""
+    scoreable = quality.scoreable_events(events, first_scored, marks_seen)
     catalog = len(dataset.items)
     baselines = quality.baseline_ranks(events, scoreable, dataset.items, K)
     figures: dict[str, Any] = {

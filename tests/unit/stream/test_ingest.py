@@ -75,11 +75,14 @@ class _Sent:
 
 
 def _ingest(
-    owned: set[int] | None = None, partitions: int | None = None, forwards: Forwards | None = None
+    owned: set[int] | None = None,
+    partitions: int | None = None,
+    forwards: Forwards | None = None,
+    settings: Settings | None = None,
 ) -> tuple[Ingest, Downstream, Sent, list[Record], Deltas]:
     """An ingest over in-memory doubles; ``partitions``: the events topic's count (None:
     nothing is forwarded)."""
-    settings = Settings()
+    settings = settings or Settings()
     down, sent, remembered = Downstream(), Sent(), []
     m = metrics()
     deltas = Deltas(item_stats(settings))
@@ -186,6 +189,23 @@ def test_a_response_goes_to_the_reward_join_and_every_event_ticks_its_partition(
     _run(ingest, record(_event(1, rec_id="r1", position=0), 1, 1), record(_event(2), 1, 2))
     assert down.responses == ["e1"]
     assert down.ticks == [(1, BROKER_S), (1, BROKER_S)]
+
+
+def test_a_skip_earns_no_reward_adds_no_statistics_and_keeps_its_item_out_of_slates() -> None:
+    """A music service: plays and dwells repeat, and a dwell under 10 s is a skip."""
+    music = {"min_dwell_ms": 10_000, "repeatable_types": ["view", "dwell"]}
+    ingest, down, _, _, deltas = _ingest(settings=Settings.model_validate({"state": music}))
+    play = _event(1, item="a", type="view")
+    skip = _event(2, item="b", type="dwell", dwell_ms=3_000, rec_id="r1", position=0)
+    listened = _event(3, item="c", type="dwell", dwell_ms=200_000, rec_id="r1", position=1)
+    _run(ingest, record(play, 0, 1), record(skip, 0, 2), record(listened, 0, 3))
+    assert down.responses == ["e3"]  # the skipped slate item earns nothing
+    assert [d.weight for d in deltas.published] == [1.0, 0.0, 1.5]
+    assert [n for n, _ in deltas.stats.covisits(["a"])["a"]] == ["c"]  # a -> b not learnt
+    assert {item for item, _ in deltas.stats.trending()} == {"a", "c"}
+    state = ingest.user_state.get("u1", 0)
+    assert state is not None and state.history() == ["a", "b", "c"]
+    assert [item in state.seen for item in "abc"] == [False, True, False]
 
 
 def test_a_record_of_a_revoked_partition_is_skipped_untouched() -> None:

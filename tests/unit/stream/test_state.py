@@ -261,3 +261,17 @@ def test_the_covisit_window_is_the_last_distinct_items_of_any_history() -> None:
         item, window = f"i{rng.randint(0, 8)}", rng.randint(1, 5)
         others = [i for i in s.distinct_history() if i != item]
         assert s.covisit_previous(item, window) == tuple(others[-window:])
+
+
+def test_only_a_dwell_shorter_than_min_dwell_ms_is_a_skip() -> None:
+    music = StateSettings(min_dwell_ms=10_000, repeatable_types=frozenset({"dwell"}))
+
+    def dwell(ms: int | None, kind: str = "dwell") -> Event:
+        return Event(event_id="e", user_id="u", item_id="i", type=kind, ts=1_700_000_000_000,
+                     dwell_ms=ms)  # fmt: skip
+
+    skips = [music.is_skip(e) for e in (dwell(3_000), dwell(10_000), dwell(None), dwell(1, "view"))]
+    assert skips == [True, False, False, False]  # no dwell_ms: not judged
+    assert (music.marks_seen(dwell(3_000)), music.marks_seen(dwell(60_000))) == (True, False)
+    assert (music.weight_of(dwell(3_000)), music.weight_of(dwell(60_000))) == (0.0, 1.5)
+    assert not StateSettings().is_skip(dwell(0))  # the default: every dwell counts

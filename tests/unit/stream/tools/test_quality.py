@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from event_streams import stream
 
+from streamrec.settings import Settings
 from streamrec.stream.tools.quality import (
     Slate,
     baseline_ranks,
@@ -221,8 +222,8 @@ def test_with_repeatable_types_a_replay_is_scored_and_a_slate_offering_it_hits()
     # u1: e0 plays A, e1 plays B, e2 plays A again, e3 likes B, e4 plays B (seen since e3).
     events = stream("u1 A", "u1 B", "u1 A", "u1 B", "u1 B")
     events[3] = events[3].model_copy(update={"type": "click"})
-    plays = frozenset({"view"})
-    scoreable = scoreable_events(events, 1, plays)
+    plays = Settings.model_validate({"state": {"repeatable_types": ["view"]}}).state
+    scoreable = scoreable_events(events, 1, plays.marks_seen)
     assert scoreable.events.tolist() == [1, 2, 3] and scoreable.repeats == 1
     assert scoreable.previous.tolist() == [0, 1, 2]
     assert scoreable_events(events, 1).events.tolist() == [1]  # the default: every event sees

@@ -237,7 +237,10 @@ def _code_and_message(exc: ValidationError) -> tuple[str, str]:
         code = "wrong_type"
     else:
         code = "bad_value"
-    if code == "missing_field":
+    if code == "missing_field":  # every one at once: a client fixing them one by one is slow
+        missing = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "missing"]
+        if len(missing) > 1:
+            return code, f"fields {', '.join(f'`{m}`' for m in missing)} are required"
         return code, f"field `{field}` is required"
     if code == "misnamed_field":
         return code, err["msg"]

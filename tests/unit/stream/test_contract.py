@@ -448,3 +448,10 @@ def test_a_field_spelt_in_camel_case_is_rejected_with_its_contract_name(
 def test_unknown_fields_that_are_not_a_contract_name_are_still_ignored() -> None:
     event = parse_event(_raw({**GOOD, "sessionId": "s1", "Rec_Id": "x", "recid": "y"}))
     assert event.rec_id is None
+
+
+def test_every_missing_required_field_is_named_at_once() -> None:
+    obj = {k: v for k, v in GOOD.items() if k not in ("user_id", "ts")}
+    with pytest.raises(ContractError, match=r"fields `user_id`, `ts` are required") as info:
+        parse_event(_raw(obj))
+    assert info.value.code == "missing_field"

@@ -30,6 +30,7 @@ from streamrec.models.encoder.training import (
     train,
     validate,
 )
+from streamrec.models.encoder.windows import WindowSplit
 from streamrec.settings import Settings
 from streamrec.stream.config import StateSettings
 from streamrec.stream.contract import EVENT_TYPES
@@ -247,15 +248,19 @@ def test_validation_scores_only_the_users_whose_item_is_new_to_them() -> None:
     model.eval()  # as validate puts it: no dropout
     new = [n for n, t in enumerate(split.valid_targets) if t + 1 not in split.valid_history[n]]
     assert len(new) == 10
-    expected = evaluate_scorer(
+    assert validate(model, split, torch.device("cpu")) == _scored_on(model, split, new)
+
+
+def _scored_on(model: SequenceEncoder, split: WindowSplit, rows: list[int]) -> dict[str, float]:
+    """The validation metrics over ``rows`` alone, computed without ``validate``."""
+    return evaluate_scorer(
         model_scorer(model, torch.device("cpu")),
-        [split.valid_windows[n] for n in new],
-        [split.valid_targets[n] for n in new],
+        [split.valid_windows[n] for n in rows],
+        [split.valid_targets[n] for n in rows],
         split.n_items,
         exclude_history=True,
-        history=[split.valid_history[n] for n in new],
+        history=[split.valid_history[n] for n in rows],
     )
-    assert validate(model, split, torch.device("cpu")) == expected
 
 
 def _late(users: int, late: int) -> Dataset:
@@ -285,15 +290,7 @@ def test_a_fine_tune_is_judged_on_the_validation_targets_newer_than_its_start() 
     model = SequenceEncoder(EncoderConfig(n_items=split.n_items, hidden_size=16, heads=2,
                                           inner_size=32, max_len=8))  # fmt: skip
     model.eval()  # as validate puts it: no dropout
-    rows = list(fresh_rows(split, everyone, horizon))
-    expected = evaluate_scorer(
-        model_scorer(model, torch.device("cpu")),
-        [split.valid_windows[n] for n in rows],
-        [split.valid_targets[n] for n in rows],
-        split.n_items,
-        exclude_history=True,
-        history=[split.valid_history[n] for n in rows],
-    )
+    expected = _scored_on(model, split, list(fresh_rows(split, everyone, horizon)))
     assert validate(model, split, torch.device("cpu"), horizon) == expected
     assert validate(model, split, torch.device("cpu"), horizon) != validate(
         model, split, torch.device("cpu")

@@ -95,9 +95,9 @@ def covisitation_candidates(
     ``covisits[item]`` lists ``(neighbour, score)``. A neighbour scores
     ``sum_r decay**age(r) * score(r, neighbour)`` where age 0 is the newest recent item, so
     neighbours of what the user just did count most. The recent items ``exclude`` holds (the
-    user's seen set) are left out before the top ``n`` is taken, so the list stays ``n`` long
-    after fusion's exclusion; a recent item of a repeatable type only (a replayed track) stays
-    a candidate, as on the model path's other sources (a new-user pass found heuristic slates
+    user's seen set) are left out before the top ``n`` is taken (older seen items are left to
+    fusion's exclusion); a recent item of a repeatable type only (a replayed track) stays a
+    candidate, as on the model path's other sources (a new-user pass found heuristic slates
     never offered one, whatever ``state.repeatable_types`` said).
     """
     if not 0.0 < recency_decay <= 1.0:
@@ -110,8 +110,8 @@ def covisitation_candidates(
             totals[neighbour] = total(neighbour, 0.0) + weight * score
         weight *= recency_decay
     for item in recent:
-        if item in exclude:
-            totals.pop(item, None)
+        if item in totals and item in exclude:  # a Bloom probe costs microseconds: only if needed
+            del totals[item]
     return Ranked(_top(totals.items(), n))
 
 

@@ -1,7 +1,8 @@
 """The wire contract: behaviour events, catalog items, recommendations and dead-letter records.
 
 All four are JSON objects carrying ``"v": 1`` (schema version). Unknown fields are ignored, so a
-producer may add fields early; a ``v`` this code does not know is ``unsupported_version``.
+producer may add fields early (an event's contract field spelt in camelCase is not unknown but
+``misnamed_field``: ``Event``); a ``v`` this code does not know is ``unsupported_version``.
 
 Validation never raises anything but ``ContractError``; its ``code`` is one of ``ERROR_CODES``,
 stable across releases, and is what the dead-letter topic and the rejection metrics carry. Records
@@ -79,32 +80,26 @@ ERROR_CODES: dict[str, str] = {
 ContextValue = str | int | float | bool
 
 
-def _snake_case_schema(schema: dict[str, Any], cls: type[Any]) -> None:
-    forbid_camel_case(schema, camel_aliases(tuple(cls.model_fields)))
-
-
 class _Record(BaseModel):
     # allow_inf_nan=False: records built from Python values (CSV cells, ``float("nan")``) must
     # not carry what the JSON path cannot; NaN would also poison every sum it reaches.
-    model_config = ConfigDict(
-        frozen=True,
-        extra="ignore",
-        strict=True,
-        allow_inf_nan=False,
-        json_schema_extra=_snake_case_schema,
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _snake_case_names(cls, data: Any) -> Any:
-        return reject_camel_case(data, camel_aliases(tuple(cls.model_fields)))
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, allow_inf_nan=False)
 
 
 _R = TypeVar("_R", bound=_Record)
 
 
+def _event_schema(schema: dict[str, Any]) -> None:
+    forbid_camel_case(schema, _EVENT_ALIASES)
+
+
 class Event(_Record):
-    """A behaviour event. Key on the topic: ``user_id``."""
+    """A behaviour event. Key on the topic: ``user_id``. A field spelt in camelCase (``recId``)
+    without its snake_case twin is refused (``misnamed_field``)."""
+
+    # Events only: catalog records are re-read whole from a compacted topic at every start, and
+    # an item once accepted with ``createdAt`` must not vanish after an upgrade.
+    model_config = ConfigDict(json_schema_extra=_event_schema)
 
     v: Version = SCHEMA_VERSION
     event_id: Identifier
@@ -135,6 +130,14 @@ class Event(_Record):
             k: v for k, v in (value or {}).items() if v is not None
         }
         return known or None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _snake_case_names(cls, data: Any) -> Any:
+        return reject_camel_case(data, _EVENT_ALIASES)
+
+
+_EVENT_ALIASES = camel_aliases(Event.model_fields)
 
 
 class Item(_Record):

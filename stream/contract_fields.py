@@ -7,10 +7,9 @@ below 10^11 is ambiguous and is the commonest producer bug.
 
 from __future__ import annotations
 
-import functools
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -69,8 +68,8 @@ def _parse_ts(value: Any) -> int:
             {"ts": shown},
         )
     if ts > int(time.time() * 1000) + MAX_FUTURE_SKEW_MS:
-        hint = _unit_hint(ts / 1000, "epoch microseconds? divide by 1000") or _unit_hint(
-            ts / 1_000_000, "epoch nanoseconds? divide by 1000000"
+        hint = _unit_hint(ts // 1000, "epoch microseconds? divide by 1000") or _unit_hint(
+            ts // 1_000_000, "epoch nanoseconds? divide by 1000000"
         )
         raise PydanticCustomError(
             "bad_timestamp",
@@ -88,32 +87,36 @@ def _unit_hint(as_ms: float, advice: str) -> str:
     return f" ({advice})" if plausible else ""
 
 
-@functools.cache
-def camel_aliases(fields: tuple[str, ...]) -> dict[str, str]:
+def camel_aliases(fields: Iterable[str]) -> dict[str, str]:
     """camelCase spelling -> field, for the ``fields`` whose snake_case names have a ``_``."""
     return {re.sub(r"_([a-z0-9])", lambda m: m[1].upper(), f): f for f in fields if "_" in f}
 
 
 def reject_camel_case(data: Any, aliases: Mapping[str, str]) -> Any:
-    """``data`` unless it names a field in camelCase (``recId``). Unknown fields are ignored,
-    so a Java or JavaScript client's default spelling of an optional field was taken as absent
-    and dropped without a trace (a new-user pass lost every click's ``recId``, and with it the
-    reward); a required one was reported missing without saying why."""
-    if isinstance(data, dict):
-        found = [key for key in data if key in aliases]
-        if found:
-            raise PydanticCustomError(
-                "misnamed_field",
-                "field `{got}` is `{field}` in the contract, whose names are snake_case",
-                {"got": found[0], "field": aliases[found[0]]},
-            )
+    """``data`` unless it spells a field in camelCase (``recId``) and lacks its snake_case name.
+    Unknown fields are ignored, so a Java or JavaScript client's default spelling of an
+    optional field was taken as absent and dropped without a trace (a new-user pass lost every
+    click's ``recId``, and with it the reward); a required one was reported missing without
+    saying why. A record with both spellings (one object spread into another) is good."""
+    if isinstance(data, dict) and not aliases.keys().isdisjoint(data):
+        for key in data:
+            if key in aliases and aliases[key] not in data:
+                raise PydanticCustomError(
+                    "misnamed_field",
+                    "field `{got}` is `{field}` in the contract, whose names are snake_case",
+                    {"got": key, "field": aliases[key]},
+                )
     return data
 
 
 def forbid_camel_case(schema: dict[str, Any], aliases: Mapping[str, str]) -> None:
     """The JSON Schema half of ``reject_camel_case``: validators of other languages agree."""
-    if aliases:
-        schema["not"] = {"anyOf": [{"required": [alias]} for alias in sorted(aliases)]}
+    schema["not"] = {
+        "anyOf": [
+            {"required": [alias], "not": {"required": [aliases[alias]]}}
+            for alias in sorted(aliases)
+        ]
+    }
 
 
 def _parse_iso(value: str) -> int:

@@ -134,7 +134,7 @@ async def resume(
     saved position past a partition's end (a re-created topic) is dropped from ``saved``."""
     ends = await consumer.end_offsets(tps)
     for tp in [tp for tp in tps if saved.get(tp.partition, 0) > ends[tp]]:
-        log.warning("experience partition %d ends at %d, before the saved offset %d: read anew",
+        log.warning("partition %d ends at %d, before the saved offset %d: read anew",
                     tp.partition, ends[tp], saved.pop(tp.partition))  # fmt: skip
     starts: dict[int, str] = {}
     for tp in tps:

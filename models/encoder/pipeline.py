@@ -263,6 +263,8 @@ def run_training(
         "text_projection_seconds": round(text_seconds, 1),
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
+        # a fine-tune's validation: the targets newer than this, when 50 or more were (training.py)
+        "valid_after_ms": fresh_after,
         "stopped": result.stopped,
         "valid": result.best_valid,
         "test": test,

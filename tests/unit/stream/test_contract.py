@@ -429,7 +429,7 @@ def test_a_timestamp_in_another_unit_says_which(ts: float, hint: str) -> None:
     ("change", "named"),
     [
         ({"recId": "r1", "dwellMs": 5}, "`recId` is `rec_id`"),  # optional: was taken as absent
-        ({"rec_id": "r1", "recId": "r1"}, "`recId` is `rec_id`"),  # as the JSON Schema says
+        ({"rec_id": "r1", "dwellMs": 5}, "`dwellMs` is `dwell_ms`"),
         ({"eventId": "e9"}, "`eventId` is `event_id`"),  # required: said missing, not why
     ],
 )
@@ -448,6 +448,11 @@ def test_a_field_spelt_in_camel_case_is_rejected_with_its_contract_name(
 def test_unknown_fields_that_are_not_a_contract_name_are_still_ignored() -> None:
     event = parse_event(_raw({**GOOD, "sessionId": "s1", "Rec_Id": "x", "recid": "y"}))
     assert event.rec_id is None
+    # both spellings (one object spread into another): the snake_case one is read
+    assert parse_event(_raw({**GOOD, "rec_id": "r1", "recId": "r2"})).rec_id == "r1"
+    # catalog records are re-read whole at every start: one accepted before stays accepted
+    item = parse_item(json.dumps({"item_id": "i1", "title": "t", "createdAt": 5}).encode())
+    assert item.created_at is None
 
 
 def test_every_missing_required_field_is_named_at_once() -> None:

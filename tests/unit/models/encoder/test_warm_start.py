@@ -13,7 +13,7 @@ import torch
 
 from streamrec.errors import ModelError
 from streamrec.models.config import EncoderSettings, TrainSettings
-from streamrec.models.encoder.checkpoint import read_config, save_checkpoint
+from streamrec.models.encoder.checkpoint import read_config, save_checkpoint, trained_until
 from streamrec.models.encoder.inputs import TokenInputs
 from streamrec.models.encoder.network import EncoderConfig, SequenceEncoder
 from streamrec.models.encoder.pipeline import run_training
@@ -104,6 +104,8 @@ def test_training_from_a_checkpoint_keeps_its_inputs_when_the_settings_name_none
     served = _trained(tmp_path, data, "served", trained_with, None)["checkpoint"]
     warm = _trained(tmp_path, data, "warm", EncoderSettings(device="cpu"), Path(served))
     assert warm["inputs"] == "ids+types+gaps"
+    # judged on the validation targets newer than what the served model learned (training.py)
+    assert warm["valid_after_ms"] == trained_until(Path(served)) is not None
     _, config = read_config(Path(warm["checkpoint"]))
     assert (config.hidden_size, config.max_len) == (16, 8)
 

@@ -72,7 +72,10 @@ def test_one_learner_per_group(
     stale.save()  # a learner that ran before the other one took the group
     asyncio.run(_announce(kafka_settings, "pl-bbbb2222-9", ("bbbb2222", 1)))
 
-    with caplog.at_level(logging.INFO, logger="streamrec.stream.learner_process"):
+    with (
+        caplog.at_level(logging.INFO, logger="streamrec.stream.learner_process"),
+        caplog.at_level(logging.INFO, logger="streamrec.stream.rewind"),  # where it reads from
+    ):
         fresh = asyncio.run(run_learner(settings, tmp_path / "fresh", _after_polls(2)))
     # ops can tell from the log what a learner started from (it said nothing before)
     assert "starts from the announced policy at policy pl-bbbb2222-9" in caplog.text

@@ -1,8 +1,9 @@
 """The wire contract: behaviour events, catalog items, recommendations and dead-letter records.
 
 All four are JSON objects carrying ``"v": 1`` (schema version). Unknown fields are ignored, so a
-producer may add fields early (an event's contract field spelt in camelCase is not unknown but
-``misnamed_field``: ``Event``); a ``v`` this code does not know is ``unsupported_version``.
+producer may add fields early (an event's contract field spelt in camelCase or another case is not
+unknown but ``misnamed_field``: ``Event``); a ``v`` this code does not know is
+``unsupported_version``.
 
 Validation never raises anything but ``ContractError``; its ``code`` is one of ``ERROR_CODES``,
 stable across releases, and is what the dead-letter topic and the rejection metrics carry. Records
@@ -73,7 +74,8 @@ ERROR_CODES: dict[str, str] = {
     "bad_timestamp": "a timestamp is not epoch ms or ISO-8601 with a zone, or is out of range",
     "bad_value": "a field's value is out of its allowed range or length",
     "bad_key": "the record key differs from the user_id (events) or item_id (items) it must equal",
-    "misnamed_field": "a field is spelt in camelCase (recId): the contract's names are snake_case",
+    "misnamed_field": "a field is spelt in camelCase or another case (recId, RecID, REC_ID): the "
+    "contract's names are snake_case",
 }
 
 
@@ -95,7 +97,8 @@ def _event_schema(schema: dict[str, Any]) -> None:
 
 class Event(_Record):
     """A behaviour event. Key on the topic: ``user_id``. A field spelt in camelCase (``recId``)
-    without its snake_case twin is refused (``misnamed_field``)."""
+    or another client's case (``contract_fields.camel_aliases``) without its snake_case twin is
+    refused (``misnamed_field``)."""
 
     # Events only: catalog records are re-read whole from a compacted topic at every start, and
     # an item once accepted with ``createdAt`` must not vanish after an upgrade.

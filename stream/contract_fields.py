@@ -34,6 +34,10 @@ _NOT_BLANK = re.compile(NOT_BLANK)
 # through Python's re, whose $ also matches before a final newline.
 CONTROL_CHAR = r"[\u0000-\u001f\u007f-\u009f\u2028\u2029]"
 _CONTROL = re.compile(CONTROL_CHAR)
+# What a missing value becomes when a client turns it into text: Java's String.valueOf(null),
+# JavaScript's String(undefined), Python's str(None), Go's "%v" of nil, a SQL export, pandas'
+# NaN in an id column. As an id it would be one user (or item) that every broken record joins.
+NULL_TEXTS = ("null", "NULL", "Null", "undefined", "None", "none", "nil", "<nil>", "NaN", "nan")
 
 
 def _parse_ts(value: Any) -> int:
@@ -88,8 +92,22 @@ def _unit_hint(as_ms: float, advice: str) -> str:
 
 
 def camel_aliases(fields: Iterable[str]) -> dict[str, str]:
-    """camelCase spelling -> field, for the ``fields`` whose snake_case names have a ``_``."""
-    return {re.sub(r"_([a-z0-9])", lambda m: m[1].upper(), f): f for f in fields if "_" in f}
+    """Other spellings -> field, for the ``fields`` whose snake_case names have a ``_``: what
+    clients' serialisers write by default. camelCase (a Java bean, JavaScript: ``recId``), with
+    the id in capitals (``recID``), PascalCase (C#, Go: ``RecId``, ``RecID``), all capitals
+    (``REC_ID``), kebab-case (``rec-id``) and run together (``recid``: an unquoted SQL column
+    name, which the database folds to lower case). A finite list, so the JSON Schema can say
+    the same."""
+    aliases: dict[str, str] = {}
+    for field in (f for f in fields if "_" in f):
+        words = field.split("_")
+        camel = words[0] + "".join(w.capitalize() for w in words[1:])
+        pascal = camel[0].upper() + camel[1:]
+        spellings = {camel, pascal, field.upper(), field.replace("_", "-"), "".join(words)}
+        if words[-1] == "id":
+            spellings |= {camel[:-2] + "ID", pascal[:-2] + "ID"}
+        aliases.update(dict.fromkeys(spellings, field))
+    return aliases
 
 
 def reject_camel_case(data: Any, aliases: Mapping[str, str]) -> Any:
@@ -155,6 +173,13 @@ def _check_version(value: Any) -> Any:
 def _check_id(value: str) -> str:
     if _NOT_BLANK.search(value) is None:
         raise PydanticCustomError("bad_value", "is blank (only whitespace)")
+    if value in NULL_TEXTS:
+        raise PydanticCustomError(
+            "bad_value",
+            "is {got!r}: a missing id written as text (String.valueOf(null), str(None)); "
+            "send the event once it has its id",
+            {"got": value},
+        )
     control = _CONTROL.search(value)
     if control is not None:
         raise PydanticCustomError(
@@ -184,7 +209,13 @@ Identifier = Annotated[
     Field(
         min_length=1,
         max_length=MAX_ID_CHARS,
-        json_schema_extra={"allOf": [{"pattern": NOT_BLANK}, {"not": {"pattern": CONTROL_CHAR}}]},
+        json_schema_extra={
+            "allOf": [
+                {"pattern": NOT_BLANK},
+                {"not": {"pattern": CONTROL_CHAR}},
+                {"not": {"enum": list(NULL_TEXTS)}},
+            ]
+        },
     ),
     AfterValidator(_check_id),
 ]

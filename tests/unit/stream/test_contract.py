@@ -431,6 +431,13 @@ def test_a_timestamp_in_another_unit_says_which(ts: float, hint: str) -> None:
         ({"recId": "r1", "dwellMs": 5}, "`recId` is `rec_id`"),  # optional: was taken as absent
         ({"rec_id": "r1", "dwellMs": 5}, "`dwellMs` is `dwell_ms`"),
         ({"eventId": "e9"}, "`eventId` is `event_id`"),  # required: said missing, not why
+        ({"RecId": "r1"}, "`RecId` is `rec_id`"),  # C#, Go
+        ({"recID": "r1"}, "`recID` is `rec_id`"),
+        ({"RecID": "r1"}, "`RecID` is `rec_id`"),
+        ({"REC_ID": "r1"}, "`REC_ID` is `rec_id`"),
+        ({"rec-id": "r1"}, "`rec-id` is `rec_id`"),
+        ({"recid": "r1"}, "`recid` is `rec_id`"),  # an unquoted SQL column, folded to lower case
+        ({"DwellMs": 5}, "`DwellMs` is `dwell_ms`"),
     ],
 )
 def test_a_field_spelt_in_camel_case_is_rejected_with_its_contract_name(
@@ -446,13 +453,27 @@ def test_a_field_spelt_in_camel_case_is_rejected_with_its_contract_name(
 
 
 def test_unknown_fields_that_are_not_a_contract_name_are_still_ignored() -> None:
-    event = parse_event(_raw({**GOOD, "sessionId": "s1", "Rec_Id": "x", "recid": "y"}))
+    event = parse_event(_raw({**GOOD, "sessionId": "s1", "Rec_Id": "x", "rEcId": "y"}))
     assert event.rec_id is None
     # both spellings (one object spread into another): the snake_case one is read
     assert parse_event(_raw({**GOOD, "rec_id": "r1", "recId": "r2"})).rec_id == "r1"
     # catalog records are re-read whole at every start: one accepted before stays accepted
     item = parse_item(json.dumps({"item_id": "i1", "title": "t", "createdAt": 5}).encode())
     assert item.created_at is None
+
+
+@pytest.mark.parametrize("text", ["null", "NULL", "undefined", "None", "<nil>", "NaN"])
+@pytest.mark.parametrize("field", ["user_id", "item_id", "event_id", "rec_id"])
+def test_an_id_that_is_a_missing_value_written_as_text_is_rejected(field: str, text: str) -> None:
+    with pytest.raises(ContractError) as info:
+        parse_event(_raw({**GOOD, field: text}))
+    assert info.value.code == "bad_value"
+    assert f"`{field}`" in str(info.value) and "missing id written as text" in str(info.value)
+
+
+def test_ids_that_only_contain_a_null_word_are_good() -> None:
+    event = parse_event(_raw({**GOOD, "user_id": "nullable", "item_id": "None of the above"}))
+    assert (event.user_id, event.item_id) == ("nullable", "None of the above")
 
 
 def test_every_missing_required_field_is_named_at_once() -> None:

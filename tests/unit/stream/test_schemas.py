@@ -104,6 +104,8 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         {"item_id": "a\u2028b"},  # line separator
         {"item_id": "\u200b\u2060"},  # only zero-width characters: shows as empty
         {"user_id": "trailing\n"},  # Python's $ matches before a final newline
+        {"item_id": "null"},  # Java's String.valueOf(null)
+        {"user_id": "None"},  # Python's str(None)
     ],
     ids=[
         "type",
@@ -122,6 +124,8 @@ def test_readme_example_event_matches_the_schema_and_the_code() -> None:
         "item_line_separator",
         "item_zero_width",
         "user_trailing_newline",
+        "item_null_text",
+        "user_none_text",
     ],
 )
 def test_schema_and_code_reject_the_same_bad_events(change: dict[str, Any]) -> None:
@@ -133,10 +137,11 @@ def test_schema_and_code_reject_the_same_bad_events(change: dict[str, Any]) -> N
 
 def test_schema_and_code_agree_on_camel_case_spellings() -> None:
     example = _readme_example_event()
-    renamed = {("recId" if k == "rec_id" else k): v for k, v in example.items()}  # a Java bean's
-    assert not _validator("events").is_valid(renamed)
-    with pytest.raises(ContractError, match="`recId` is `rec_id`"):
-        validate_event(renamed)
+    for spelling in ("recId", "RecId", "recID", "RecID", "REC_ID", "rec-id", "recid"):
+        renamed = {(spelling if k == "rec_id" else k): v for k, v in example.items()}
+        assert not _validator("events").is_valid(renamed), spelling
+        with pytest.raises(ContractError, match=f"`{spelling}` is `rec_id`"):
+            validate_event(renamed)
     both = {**example, "recId": example["rec_id"]}  # one object spread into another: good
     assert _validator("events").is_valid(both)
     assert validate_event(both).rec_id == example["rec_id"]

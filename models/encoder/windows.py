@@ -141,9 +141,12 @@ def build_split(
 
 
 def _applied(log: Sequence[Event], state: StateSettings) -> list[bool]:
-    """Which events of the log the worker applies (False: a duplicate it drops)."""
-    replay = UserState()
-    return [apply_event(replay, e, state) for e in log]
+    """Which events of the log the worker applies (False: a duplicate it drops). Without a
+    record position a duplicate id is ``apply_event``'s only refusal, so the id set alone
+    decides, in its exact and Bloom phases alike: a full replay here was 1 s of the continual
+    trainer's 13 s cycle (50,000 events, this VM)."""
+    ids = UserState().event_ids
+    return [ids.add(e.event_id, state.seen_event_ids) for e in log]
 
 
 def _add_user(

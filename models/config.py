@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EncoderSettings(BaseModel):
@@ -161,7 +162,15 @@ class LearnerSettings(BaseModel):
     )
     reward_weights: dict[str, float] = Field(
         default_factory=lambda: {"click": 1.0, "add_to_cart": 2.0, "purchase": 5.0, "dwell": 0.5},
-        description="Reward per response type.",
+        description="Reward per response type (0 or more; a skip's penalty is skip_penalty).",
+    )
+    skip_penalty: float = Field(
+        0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Reward taken from a slate when a user skips one of its items: a dwell on "
+        "it shorter than state.min_dwell_ms (a track skipped after seconds). 0: a skip earns "
+        "nothing, like an item not clicked.",
     )
     algorithm: Literal["reinforce", "actor_critic"] = Field(
         "reinforce",
@@ -254,3 +263,16 @@ class LearnerSettings(BaseModel):
         description="Learner process: serve Prometheus metrics (experience records by "
         "outcome, updates, rollbacks, the version held) on this port; none when unset.",
     )
+
+    @field_validator("reward_weights")
+    @classmethod
+    def _rewards_not_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        # A negative weight reached the worker's reward counter, which only rises: the first
+        # such response raised inside the ingest agent.
+        bad = {k: v for k, v in weights.items() if not (math.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(
+                f"reward weights must be finite and 0 or more, got {bad}; to penalise a skipped "
+                "item set learner.skip_penalty (and state.min_dwell_ms, what counts as a skip)"
+            )
+        return weights

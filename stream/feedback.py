@@ -40,11 +40,13 @@ from streamrec.models.config import LearnerSettings, PolicySettings
 from streamrec.models.policy.actor_critic import load_learner, make_learner
 from streamrec.models.policy.learner import OnlineLearner
 from streamrec.models.policy.rewards import (
+    SKIP,
     DropReason,
     Impression,
     Response,
     Reward,
     RewardJoiner,
+    response_weights,
 )
 from streamrec.models.policy.slate import FloatArray
 from streamrec.stream.compat import event_context
@@ -76,9 +78,8 @@ class Feedback:
         experience: ExperienceSink | None = None,
     ) -> None:
         self.impressions = TableImpressions(table)
-        self.joiner = RewardJoiner(
-            self.impressions, learner.attribution_window_s, learner.reward_weights
-        )
+        weights = response_weights(learner.reward_weights, learner.skip_penalty)
+        self.joiner = RewardJoiner(self.impressions, learner.attribution_window_s, weights)
         self.context_of = context_of  # a partition's latest event (its table write context)
         self.window_s = learner.attribution_window_s
         self.path = path
@@ -93,7 +94,7 @@ class Feedback:
         self.announced_rollbacks = 0  # of them, the learner's rollbacks
         for reason in DropReason:  # a series per reason from the start: rate() and alerts see 0s
             metrics.rewards_dropped.labels(reason.value)
-        for kind in learner.reward_weights:
+        for kind in weights:
             metrics.rewards.labels(kind)
             metrics.responses_joined.labels(kind)
         on_policy(self.learner.weights, self.learner.version)
@@ -131,12 +132,24 @@ class Feedback:
     ) -> DropReason | None:
         """Join a response (event with rec_id) to its impression; call in the event context.
         ``received``: its record's broker time in seconds, when known (``Response``)."""
+        return self._join(event, event.type, received)
+
+    def on_skip(
+        self, event: Event, partition: int, received: float | None = None
+    ) -> DropReason | None:
+        """Join a skipped slate item (``StateSettings.is_skip``) as a penalty, when
+        ``learner.skip_penalty`` sets one; without, a skip earns nothing and is not joined."""
+        if SKIP not in self.joiner.weights:
+            return None
+        return self._join(event, SKIP, received)
+
+    def _join(self, event: Event, kind: str, received: float | None) -> DropReason | None:
         assert event.rec_id is not None
         response = Response(
             rec_id=event.rec_id,
             user_id=event.user_id,
             item_id=event.item_id,
-            type=event.type,
+            type=kind,
             ts=event.ts / 1000,
             position=event.position,
             received=received,
@@ -146,7 +159,11 @@ class Feedback:
             self.metrics.rewards_dropped.labels(result.value).inc()
             return result
         self.reward_value += result.value
-        self.metrics.rewards.labels(result.type).inc(result.value)
+        # A counter only rises: a penalty is summed apart (inc() of a negative value raises).
+        if result.value >= 0:
+            self.metrics.rewards.labels(result.type).inc(result.value)
+        else:
+            self.metrics.penalties.labels(result.type).inc(-result.value)
         self.metrics.responses_joined.labels(result.type).inc()
         return None
 

@@ -39,6 +39,8 @@ class Downstream(Protocol):
 
     def on_response(self, event: Event, partition: int, received: float | None) -> object: ...
 
+    def on_skip(self, event: Event, partition: int, received: float | None) -> object: ...
+
     def tick(self, partition: int, received: float | None) -> None: ...
 
 
@@ -122,7 +124,9 @@ class Ingest:
             # to RocksDB first waits for every delta sent so far (stream/item_updates.py).
             await self.publish(delta)
             self.user_state.set(parsed.user_id, state, message.partition)
-            if parsed.rec_id is not None and not self.settings.is_skip(parsed):
+            if parsed.rec_id is not None and self.settings.is_skip(parsed):
+                self.feedback.on_skip(parsed, message.partition, received)
+            elif parsed.rec_id is not None:
                 self.feedback.on_response(parsed, message.partition, received)
             self.mark(parsed, message.partition, message.timestamp, state)
         self.feedback.tick(message.partition, received)

@@ -158,6 +158,13 @@ class WorkerMetrics:
             ["type"],
             registry=registry,
         )
+        self.penalties = Counter(
+            f"{ns}_reward_penalty",
+            "Reward taken from slates by skipped items, by response type (learner.skip_penalty "
+            "each; kept apart from reward, which only rises).",
+            ["type"],
+            registry=registry,
+        )
         self.responses_joined = Counter(
             f"{ns}_responses_joined",
             "Responses joined to a slate they answer, by response type.",

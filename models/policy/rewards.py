@@ -25,6 +25,8 @@ Semantics
 - Dedupe key ``(rec_id, item_id, type)``: replaying a partition after a crash re-delivers
   responses (at-least-once); the second one is ``duplicate`` and earns nothing.
 - Reward value = ``reward_weights[type]``; a dwell adds its weight once, whatever ``dwell_ms``.
+- A skip (a dwell shorter than ``state.min_dwell_ms``) is a response of type ``SKIP`` worth
+  ``-learner.skip_penalty`` (``response_weights``); with no penalty it is not joined at all.
 """
 
 from __future__ import annotations
@@ -156,6 +158,16 @@ class Impression:
 
 def _strings(value: Any) -> list[str] | None:
     return None if value is None else [str(v) for v in value]
+
+
+SKIP = "skip"  # the response type of a skipped slate item (``learner.skip_penalty``)
+
+
+def response_weights(reward_weights: Mapping[str, float], skip_penalty: float) -> dict[str, float]:
+    """What each response type earns: the reward weights, and a skip ``-skip_penalty`` when
+    there is one (a music service's skipped track tells the policy more than silence)."""
+    skip = {SKIP: -skip_penalty} if skip_penalty > 0 else {}
+    return {**reward_weights, **skip}
 
 
 @dataclass(frozen=True)

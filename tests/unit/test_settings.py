@@ -69,6 +69,9 @@ def test_invalid_value_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STREAMREC_SERVING__MODE", "bogus", "serving.mode: Input should be 'heuristic' or"),
         ("STREAMREC_KAFKA__TOPICS__PARTITIONS", "0", "kafka.topics.partitions: Input should be"),
         ("STREAMREC_STATE__CONTEXT_FIELDS", "device", "take JSON"),
+        # a negative reward reached the worker's reward counter and raised in the ingest agent
+        ("STREAMREC_LEARNER__REWARD_WEIGHTS", '{"click": -1}', "set learner.skip_penalty"),
+        ("STREAMREC_LEARNER__SKIP_PENALTY", "-1", "learner.skip_penalty: Input should be"),
     ],
 )
 def test_a_bad_setting_is_one_clear_config_error(

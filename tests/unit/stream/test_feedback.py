@@ -42,9 +42,12 @@ class FakeEvent:  # faust keeps a weak reference to the current event
 
 
 def _feedback(
-    tmp_path: Path, owned: tuple[int, ...] = (0, 1), policies: list[str] | None = None
+    tmp_path: Path,
+    owned: tuple[int, ...] = (0, 1),
+    policies: list[str] | None = None,
+    settings: Settings | None = None,
 ) -> Feedback:
-    settings = Settings()
+    settings = settings or Settings()
     write_behind = WriteBehind([], 0.5, lambda: 0)
     for partition in owned:
         write_behind.remember(FakeEvent(partition))  # type: ignore[arg-type]
@@ -87,6 +90,36 @@ def test_a_stored_slate_is_written_to_its_users_partition_and_joins_responses(
     assert feedback.metrics.responses_joined.labels("click")._value.get() == 1
     clicked = Settings().learner.reward_weights["click"]
     assert feedback.metrics.rewards.labels("click")._value.get() == clicked
+
+
+def test_a_skipped_slate_item_costs_the_slate_its_penalty(tmp_path: Path) -> None:
+    """A music service: a track skipped after seconds is negative feedback for the policy."""
+    penalised = Settings.model_validate({"learner": {"skip_penalty": 0.5}})
+    feedback = _feedback(tmp_path, settings=penalised)
+    assert feedback.store(_impression("r6"), 0)
+    with event_context(FakeEvent(0)):  # type: ignore[arg-type]
+        assert feedback.on_skip(_click("r6", "b"), 0) is None
+        assert feedback.on_skip(_click("r6", "b"), 0) is DropReason.DUPLICATE
+        assert feedback.on_response(_click("r6", "a"), 0) is None
+    rewards = feedback.impressions.table["r6"]["rewards"]
+    assert [(r["item_id"], r["position"], r["value"]) for r in rewards] == [
+        ("b", 1, -0.5),
+        ("a", 0, Settings().learner.reward_weights["click"]),
+    ]
+    assert feedback.metrics.penalties.labels("skip")._value.get() == 0.5
+    assert feedback.metrics.responses_joined.labels("skip")._value.get() == 1
+    assert feedback.stats()["reward_value"] == Settings().learner.reward_weights["click"] - 0.5
+    text = generate_latest(feedback.metrics.registry).decode()
+    assert 'streamrec_reward_penalty_total{type="skip"} 0.5' in text
+
+
+def test_without_a_skip_penalty_a_skip_is_not_joined(tmp_path: Path) -> None:
+    feedback = _feedback(tmp_path)
+    assert feedback.store(_impression("r7"), 0)
+    with event_context(FakeEvent(0)):  # type: ignore[arg-type]
+        assert feedback.on_skip(_click("r7", "b"), 0) is None
+    assert feedback.impressions.table["r7"]["rewards"] == []
+    assert feedback.metrics.responses_joined.labels("skip")._value.get() == 0
 
 
 def test_a_slate_of_a_partition_no_longer_owned_is_not_stored(tmp_path: Path) -> None:

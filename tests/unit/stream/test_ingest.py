@@ -32,6 +32,7 @@ from streamrec.stream.write_behind import CachedTable
 class Downstream:
     def __init__(self) -> None:
         self.responses: list[str] = []
+        self.skips: list[str] = []
         self.received: list[float | None] = []
         self.ticks: list[tuple[int, float | None]] = []  # (partition, append time)
         self.marked: list[tuple[str, int, int]] = []  # (event id, partition, user event count)
@@ -39,6 +40,9 @@ class Downstream:
     def on_response(self, event: Event, partition: int, received: float | None) -> None:
         self.responses.append(event.event_id)
         self.received.append(received)
+
+    def on_skip(self, event: Event, partition: int, received: float | None) -> None:
+        self.skips.append(event.event_id)
 
     def tick(self, partition: int, received: float | None) -> None:
         self.ticks.append((partition, received))
@@ -199,7 +203,8 @@ def test_a_skip_earns_no_reward_adds_no_statistics_and_keeps_its_item_out_of_sla
     skip = _event(2, item="b", type="dwell", dwell_ms=3_000, rec_id="r1", position=0)
     listened = _event(3, item="c", type="dwell", dwell_ms=200_000, rec_id="r1", position=1)
     _run(ingest, record(play, 0, 1), record(skip, 0, 2), record(listened, 0, 3))
-    assert down.responses == ["e3"]  # the skipped slate item earns nothing
+    assert down.responses == ["e3"]  # the skipped slate item earns no reward
+    assert down.skips == ["e2"]  # but is joined as a skip (a penalty when one is set)
     assert [d.weight for d in deltas.published] == [1.0, 0.0, 1.5]
     assert [n for n, _ in deltas.stats.covisits(["a"])["a"]] == ["c"]  # a -> b not learnt
     assert {item for item, _ in deltas.stats.trending()} == {"a", "c"}

@@ -56,12 +56,14 @@ BOOTSTRAP_CELLS = 4_000_000  # event draws held at once (32 MB)
 
 @dataclass(frozen=True, slots=True)
 class Slate:
-    """A published slate as read back: items in rank order, its record timestamp in ms."""
+    """A published slate as read back: items in rank order, its record timestamp in ms, the
+    model that built it ("" when not known: the offline replay)."""
 
     user_id: str
     items: tuple[str, ...]
     trigger_event_ids: tuple[str, ...]
     published_ms: int
+    model_version: str = ""
 
 
 @dataclass(frozen=True)

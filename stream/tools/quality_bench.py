@@ -311,4 +311,5 @@ def _slate(value: bytes, timestamp: int) -> quality.Slate:
         items=tuple(i["item_id"] for i in body["items"]),
         trigger_event_ids=tuple(body["trigger_event_ids"]),
         published_ms=int(timestamp),
+        model_version=str(body.get("model_version", "")),
     )

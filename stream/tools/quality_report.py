@@ -7,6 +7,7 @@ Shared by the live bench (stream/tools/quality_bench.py) and the offline replay
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,26 @@ def score_runs(
             "run_seconds": round(run.seconds, 1),
             **scored,
         }
+        versions = covered_by_version(events, scoreable, run.slates)
+        if set(versions) - {""}:
+            figures[name]["covered_by_model_version"] = versions
     if len(systems) == 2:
         pair = (("model", systems["model"]), ("heuristic", systems["heuristic"]))
         figures["model_vs_heuristic"] = quality.head_to_head(*pair, K)
     figures["plot"] = _plot(plot, events, scoreable, systems, baselines)
     return figures
+
+
+def covered_by_version(
+    events: list[Event], scoreable: quality.Scoreable, slates: list[quality.Slate]
+) -> dict[str, int]:
+    """Covered events by the model version of the slate they were scored on, in the order each
+    version first served: whether the continual trainer's candidates reached the scored part
+    at all (on a 2-core VM at 1,000 events/s its first cycle can outlast the replay)."""
+    by_trigger = quality.slates_by_trigger(slates, quality.positions(events))
+    served = (by_trigger.get(int(p)) for p in scoreable.previous)
+    ordered = sorted((s for s in served if s is not None), key=lambda s: s.published_ms)
+    return dict(Counter(s.model_version for s in ordered))
 
 
 def _plot(

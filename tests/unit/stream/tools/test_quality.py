@@ -23,6 +23,7 @@ from streamrec.stream.tools.quality import (
     windowed_means,
     windows,
 )
+from streamrec.stream.tools.quality_report import covered_by_version
 
 
 def slate(user: str, items: str, *triggers: int, at_ms: int = 0) -> Slate:
@@ -233,3 +234,19 @@ def test_with_repeatable_types_a_replay_is_scored_and_a_slate_offering_it_hits()
     assert system.seen_items == 0  # A and B were only played: not seen, so not a violation
     # covisit: e3's p is e2 (A), followed once by B (e0 -> e1); B is not seen yet -> rank 1
     assert baseline_ranks(events, scoreable, catalog=[], k=10)["covisit"].tolist() == [0, 0, 1]
+
+
+def test_covered_events_are_counted_by_the_model_that_built_their_slate() -> None:
+    """Whether the trainer's candidates served any scored event: the bench's own evidence."""
+    built = ["first-half", "first-half", "candidate-1", "candidate-1", "candidate-1"]
+    at = [10, 11, 20, 30, 12]
+    versioned = [
+        Slate(s.user_id, s.items, s.trigger_event_ids, ms, version)
+        for s, ms, version in zip(SERVED_SLATES, at, built, strict=True)
+    ]
+    scoreable = scoreable_events(SERVED, first_scored=2)
+    # e2 and e4 on the first-half model's slates (for e0 and e1), e6 on the candidate's (e4);
+    # e5's slate answered e2 and e5 together, so e5 is not covered.
+    counts = covered_by_version(SERVED, scoreable, versioned)
+    assert counts == {"first-half": 2, "candidate-1": 1}
+    assert list(counts) == ["first-half", "candidate-1"]  # in the order each first served

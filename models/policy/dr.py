@@ -80,7 +80,10 @@ def doubly_robust(
     for i, s in enumerate(samples):
         w[i, : len(s.rewards)] = _weights(s, np.asarray(target, dtype=np.float64), clip)
         r[i, : len(s.rewards)] = s.rewards
-    share = r.sum(axis=0) / max(float(r.sum()), 1e-12)  # [K] where the reward lands
+    # [K] where the reward lands, by size: with skip penalties the rewards can sum to 0 or less,
+    # and their plain sum as the divisor sent the estimate to 1e10 (a review's run).
+    magnitude = np.abs(r)
+    share = magnitude.sum(axis=0) / max(float(magnitude.sum()), 1e-12)
     q = reward_model(np.stack(states))[:, None] * share[None, :]  # [n, K]
     before = np.concatenate([np.ones((len(samples), 1)), w[:, :-1]], axis=1)  # W_i,k-1
     dr = (before * q + w * (r - q)).sum(axis=1)

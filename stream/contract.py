@@ -39,6 +39,7 @@ from streamrec.errors import ContractError
 from streamrec.stream.contract_fields import (
     SCHEMA_VERSION,
     Identifier,
+    InputId,
     TimestampMs,
     Version,
     WholeNumber,
@@ -105,14 +106,14 @@ class Event(_Record):
     model_config = ConfigDict(json_schema_extra=_event_schema)
 
     v: Version = SCHEMA_VERSION
-    event_id: Identifier
-    user_id: Identifier
-    item_id: Identifier
+    event_id: InputId
+    user_id: InputId
+    item_id: InputId
     type: EventType
     ts: TimestampMs = Field(description="Event time, epoch milliseconds.")
     dwell_ms: Annotated[int, Field(ge=0, le=86_400_000), WholeNumber] | None = None
     value: float | None = Field(None, description="Rating or other numeric payload.")
-    rec_id: Identifier | None = Field(None, description="Set when responding to a slate.")
+    rec_id: InputId | None = Field(None, description="Set when responding to a slate.")
     position: Annotated[int, Field(ge=0, le=1000), WholeNumber] | None = None
     # A null value is in the schema (and dropped here): it says the producer does not know it,
     # and refusing the whole event for it lost a good event.
@@ -147,7 +148,7 @@ class Item(_Record):
     """A catalog record. Key on the compacted ``items`` topic: ``item_id``."""
 
     v: Version = SCHEMA_VERSION
-    item_id: Identifier
+    item_id: InputId
     title: Annotated[str, Field(min_length=1, max_length=512)]
     text: Annotated[str, Field(max_length=8192)] = ""
     categories: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)] = []

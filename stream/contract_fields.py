@@ -34,10 +34,12 @@ _NOT_BLANK = re.compile(NOT_BLANK)
 # through Python's re, whose $ also matches before a final newline.
 CONTROL_CHAR = r"[\u0000-\u001f\u007f-\u009f\u2028\u2029]"
 _CONTROL = re.compile(CONTROL_CHAR)
-# What a missing value becomes when a client turns it into text: Java's String.valueOf(null),
-# JavaScript's String(undefined), Python's str(None), Go's "%v" of nil, a SQL export, pandas'
-# NaN in an id column. As an id it would be one user (or item) that every broken record joins.
-NULL_TEXTS = ("null", "NULL", "Null", "undefined", "None", "none", "nil", "<nil>", "NaN", "nan")
+# What a missing value becomes when a client turns it into text: Java's String.valueOf(null)
+# and JavaScript's String(null), SQL exports (NULL; MySQL's \N), JavaScript's String(undefined),
+# Python's str(None), Go's "%v" of nil, NaN and nan from a float id column (JavaScript, pandas).
+# As an id it would be one user (or item) that every broken record joins. Exact spellings only:
+# "none" or "nil" may be someone's name.
+NULL_TEXTS = ("null", "NULL", "\\N", "undefined", "None", "<nil>", "NaN", "nan")
 
 
 def _parse_ts(value: Any) -> int:
@@ -173,19 +175,23 @@ def _check_version(value: Any) -> Any:
 def _check_id(value: str) -> str:
     if _NOT_BLANK.search(value) is None:
         raise PydanticCustomError("bad_value", "is blank (only whitespace)")
-    if value in NULL_TEXTS:
-        raise PydanticCustomError(
-            "bad_value",
-            "is {got!r}: a missing id written as text (String.valueOf(null), str(None)); "
-            "send the event once it has its id",
-            {"got": value},
-        )
     control = _CONTROL.search(value)
     if control is not None:
         raise PydanticCustomError(
             "bad_value", "contains the control character {c}", {"c": repr(control.group())}
         )
     return value
+
+
+def _check_input_id(value: str) -> str:
+    if value in NULL_TEXTS:
+        raise PydanticCustomError(
+            "bad_value",
+            "is '{got}': a missing id written as text (String.valueOf(null), str(None)); "
+            "send the record once it has its id",
+            {"got": value},
+        )
+    return _check_id(value)
 
 
 def _whole(value: Any) -> Any:
@@ -204,19 +210,22 @@ def _digits_hint(value: str) -> str:
 WholeNumber = BeforeValidator(_whole)
 # ge= only puts the floor into the JSON Schema: _parse_ts has checked it, with a clearer message.
 TimestampMs = Annotated[int, Field(ge=MIN_TS_MS), BeforeValidator(_parse_ts)]
+_ID_RULES: list[dict[str, Any]] = [{"pattern": NOT_BLANK}, {"not": {"pattern": CONTROL_CHAR}}]
+# An id of the worker's own records (slates): checked as the records it reads are, except for
+# NULL_TEXTS, which an item accepted before that rule may still carry in the statistics.
 Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_CHARS, json_schema_extra={"allOf": _ID_RULES}),
+    AfterValidator(_check_id),
+]
+# An id of a record producers send (events, catalog items).
+InputId = Annotated[
     str,
     Field(
         min_length=1,
         max_length=MAX_ID_CHARS,
-        json_schema_extra={
-            "allOf": [
-                {"pattern": NOT_BLANK},
-                {"not": {"pattern": CONTROL_CHAR}},
-                {"not": {"enum": list(NULL_TEXTS)}},
-            ]
-        },
+        json_schema_extra={"allOf": [*_ID_RULES, {"not": {"enum": list(NULL_TEXTS)}}]},
     ),
-    AfterValidator(_check_id),
+    AfterValidator(_check_input_id),
 ]
 Version = Annotated[Literal[1], BeforeValidator(_check_version)]

@@ -462,18 +462,31 @@ def test_unknown_fields_that_are_not_a_contract_name_are_still_ignored() -> None
     assert item.created_at is None
 
 
-@pytest.mark.parametrize("text", ["null", "NULL", "undefined", "None", "<nil>", "NaN"])
+@pytest.mark.parametrize("text", ["null", "NULL", "\\N", "undefined", "None", "<nil>", "NaN"])
 @pytest.mark.parametrize("field", ["user_id", "item_id", "event_id", "rec_id"])
 def test_an_id_that_is_a_missing_value_written_as_text_is_rejected(field: str, text: str) -> None:
     with pytest.raises(ContractError) as info:
         parse_event(_raw({**GOOD, field: text}))
     assert info.value.code == "bad_value"
-    assert f"`{field}`" in str(info.value) and "missing id written as text" in str(info.value)
+    assert f"field `{field}`: is '{text}': a missing id written as text" in str(info.value)
 
 
-def test_ids_that_only_contain_a_null_word_are_good() -> None:
+def test_an_item_whose_id_is_a_missing_value_written_as_text_is_rejected() -> None:
+    with pytest.raises(ContractError, match="field `item_id`: is 'null': a missing id"):
+        parse_item(json.dumps({"item_id": "null", "title": "t"}).encode())
+
+
+def test_ids_that_only_contain_a_null_word_or_are_names_are_good() -> None:
     event = parse_event(_raw({**GOOD, "user_id": "nullable", "item_id": "None of the above"}))
     assert (event.user_id, event.item_id) == ("nullable", "None of the above")
+    assert parse_event(_raw({**GOOD, "user_id": "nil", "item_id": "none"})).user_id == "nil"
+
+
+def test_the_workers_own_slates_may_carry_an_item_accepted_before_the_null_rule() -> None:
+    """Statistics and models keep such an item until it ages out: a slate holding it must
+    still be a valid record, or a model-mode batch fails whole and is retried."""
+    item = SlateItem(item_id="null", score=1.0, propensity=1.0, reason="source:trending")
+    assert item.item_id == "null"
 
 
 def test_every_missing_required_field_is_named_at_once() -> None:

@@ -270,9 +270,10 @@ class LearnerSettings(BaseModel):
         # A negative weight reached the worker's reward counter, which only rises: the first
         # such response raised inside the ingest agent.
         bad = {k: v for k, v in weights.items() if not (math.isfinite(v) and v >= 0)}
-        if bad:
+        if bad or "skip" in weights:  # "skip" is the penalty's response type (policy/rewards.py)
             raise ValueError(
-                f"reward weights must be finite and 0 or more, got {bad}; to penalise a skipped "
-                "item set learner.skip_penalty (and state.min_dwell_ms, what counts as a skip)"
+                f"reward weights must be finite and 0 or more, and none named skip, got "
+                f"{bad or weights}; to penalise a skipped item set learner.skip_penalty (and "
+                "state.min_dwell_ms, what counts as a skip)"
             )
         return weights

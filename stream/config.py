@@ -169,8 +169,9 @@ class StateSettings(BaseModel):
         ge=0,
         le=86_400_000,
         description="A dwell with a shorter dwell_ms is a skip (a track played for seconds): it "
-        "adds nothing to item statistics, earns its slate no reward and marks its item seen even "
-        "when dwell is repeatable. 0: every dwell counts as interest.",
+        "adds nothing to item statistics, earns its slate no reward (learner.skip_penalty can "
+        "make it cost one) and marks its item seen even when dwell is repeatable. 0: every dwell "
+        "counts as interest.",
     )
 
     def is_skip(self, event: Event) -> bool:

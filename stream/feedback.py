@@ -94,8 +94,8 @@ class Feedback:
         self.announced_rollbacks = 0  # of them, the learner's rollbacks
         for reason in DropReason:  # a series per reason from the start: rate() and alerts see 0s
             metrics.rewards_dropped.labels(reason.value)
-        for kind in weights:
-            metrics.rewards.labels(kind)
+        for kind, value in weights.items():  # the series each response type can move
+            (metrics.rewards if value >= 0 else metrics.penalties).labels(kind)
             metrics.responses_joined.labels(kind)
         on_policy(self.learner.weights, self.learner.version)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -200,6 +200,17 @@ class Settings(BaseSettings):
     )
     policy: PolicySettings = Field(default_factory=PolicySettings, description="Reranking policy.")
     learner: LearnerSettings = Field(default_factory=LearnerSettings, description="Online learner.")
+
+    @model_validator(mode="after")
+    def _skips_defined(self) -> Settings:
+        """A skip penalty needs the dwell under which a dwell is a skip: without it no skip is
+        ever seen and the penalty silently never applies."""
+        if self.learner.skip_penalty > 0 and self.state.min_dwell_ms == 0:
+            raise ValueError(
+                "learner.skip_penalty needs state.min_dwell_ms: the dwell under which a dwell is "
+                "a skip (0 makes none one)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -42,6 +42,15 @@ import numpy as np
 from streamrec.errors import ContractError
 from streamrec.models.policy.slate import FloatArray, Slate
 
+SKIP = "skip"  # the response type of a skipped slate item (``learner.skip_penalty``)
+
+
+def response_weights(reward_weights: Mapping[str, float], skip_penalty: float) -> dict[str, float]:
+    """What each response type earns: the reward weights, and a skip ``-skip_penalty`` when
+    there is one (a music service's skipped track tells the policy more than silence)."""
+    skip = {SKIP: -skip_penalty} if skip_penalty > 0 else {}
+    return {**reward_weights, **skip}
+
 
 @dataclass(frozen=True)
 class Impression:
@@ -158,16 +167,6 @@ class Impression:
 
 def _strings(value: Any) -> list[str] | None:
     return None if value is None else [str(v) for v in value]
-
-
-SKIP = "skip"  # the response type of a skipped slate item (``learner.skip_penalty``)
-
-
-def response_weights(reward_weights: Mapping[str, float], skip_penalty: float) -> dict[str, float]:
-    """What each response type earns: the reward weights, and a skip ``-skip_penalty`` when
-    there is one (a music service's skipped track tells the policy more than silence)."""
-    skip = {SKIP: -skip_penalty} if skip_penalty > 0 else {}
-    return {**reward_weights, **skip}
 
 
 @dataclass(frozen=True)

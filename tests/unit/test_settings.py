@@ -72,6 +72,8 @@ def test_invalid_value_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         # a negative reward reached the worker's reward counter and raised in the ingest agent
         ("STREAMREC_LEARNER__REWARD_WEIGHTS", '{"click": -1}', "set learner.skip_penalty"),
         ("STREAMREC_LEARNER__SKIP_PENALTY", "-1", "learner.skip_penalty: Input should be"),
+        ("STREAMREC_LEARNER__REWARD_WEIGHTS", '{"skip": 1}', "none named skip"),
+        ("STREAMREC_LEARNER__SKIP_PENALTY", "0.5", "needs state.min_dwell_ms"),
     ],
 )
 def test_a_bad_setting_is_one_clear_config_error(

@@ -94,8 +94,13 @@ def test_a_stored_slate_is_written_to_its_users_partition_and_joins_responses(
 
 def test_a_skipped_slate_item_costs_the_slate_its_penalty(tmp_path: Path) -> None:
     """A music service: a track skipped after seconds is negative feedback for the policy."""
-    penalised = Settings.model_validate({"learner": {"skip_penalty": 0.5}})
+    penalised = Settings.model_validate(
+        {"learner": {"skip_penalty": 0.5}, "state": {"min_dwell_ms": 10_000}}
+    )
     feedback = _feedback(tmp_path, settings=penalised)
+    text = generate_latest(feedback.metrics.registry).decode()  # series from the start: 0s
+    assert 'streamrec_reward_penalty_total{type="skip"} 0.0' in text
+    assert 'streamrec_reward_total{type="skip"}' not in text
     assert feedback.store(_impression("r6"), 0)
     with event_context(FakeEvent(0)):  # type: ignore[arg-type]
         assert feedback.on_skip(_click("r6", "b"), 0) is None

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from streamrec.errors import DataError
 from streamrec.models.encoder.inputs import Featurizer, TokenInputs, Window
-from streamrec.models.encoder.windows import Example, build_split, tie_shuffled
+from streamrec.models.encoder.windows import Example, _applied, build_split, tie_shuffled
 from streamrec.stream.config import StateSettings
 from streamrec.stream.contract import EVENT_TYPES, Event
 from streamrec.stream.state import UserState, apply_event
@@ -205,3 +205,16 @@ def test_tie_shuffle_moves_side_inputs_with_their_items_and_not_the_last_target(
 def test_tie_shuffle_leaves_examples_without_times_alone() -> None:
     prefix = Example(Window(items=[1, 2]), [3], "e")
     assert tie_shuffled(prefix, random.Random(0)) is prefix
+
+
+def test_duplicates_are_decided_as_the_worker_does_past_the_exact_id_set() -> None:
+    """Past 256 ids a user's id set is Bloom filters: the split's id-set check must still agree
+    with a full replay of the worker's state, duplicates and all."""
+    rng = random.Random(5)
+    ids = [f"e{n}" for n in range(900)]
+    ids += rng.sample(ids, 300)  # re-sent events, early and late
+    log = _log([("u1", rng.choice(ITEMS), "view", n, 0, None, None) for n in range(len(ids))])
+    log = [e.model_copy(update={"event_id": i}) for e, i in zip(log, ids, strict=True)]
+    replay = UserState()
+    assert _applied(log, STATE) == [apply_event(replay, e, STATE) for e in log]
+    assert sum(_applied(log, STATE)) == 900

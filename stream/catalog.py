@@ -86,7 +86,13 @@ class Catalog:
 
     def unservable(self) -> Unservable:
         """What no slate may show now (see ``Unservable``), read live."""
-        return Unservable(self.inactive, self.items if self.listed_only else None)
+        return Unservable(self.inactive, self.items if self._listed_only() else None)
+
+    def _listed_only(self) -> bool:
+        """Whether slates keep to listed items: with ``catalog_only`` true, and with "auto"
+        once the catalog lists any item (a news model trained on an export holding embargoed
+        articles recommended them before they were published: a new-user pass)."""
+        return self.listed_only is True or (self.listed_only == "auto" and bool(self.items))
 
     def newest(self) -> Sequence[str]:
         """Up to ``newest_kept`` active items, the newest ``created_at`` first (items without one
@@ -122,9 +128,9 @@ class Catalog:
         """Send listeners a frozen copy of what no slate may show, when it changed: the
         inactive set, and with ``listed_only`` the listed ids (new records, and the load's end,
         so a catalog with no record at all is told too)."""
-        if not (inactive_changed or (self.listed_only and (fresh or loaded_now))):
+        if not (inactive_changed or (self._listed_only() and (fresh or loaded_now))):
             return
-        listed = frozenset(self.items) if self.listed_only else None
+        listed = frozenset(self.items) if self._listed_only() else None
         frozen = Unservable(frozenset(self.inactive), listed)
         for tell in self.on_unservable:
             tell(frozen)

@@ -322,11 +322,13 @@ class ServingSettings(BaseModel):
     mode: Literal["heuristic", "model"] = Field(
         "heuristic", description="heuristic: trending + co-visitation; model: encoder + FAISS."
     )
-    catalog_only: bool = Field(
-        False,
-        description="Recommend only items with an active record on the items topic. Off, slates "
-        "may hold any item events name (co-visitation and trending learn from events), which a "
-        "frontend without that item's record cannot show.",
+    catalog_only: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recommend only items with an active record on the items topic: true, "
+        "always; auto, once the topic lists any item (a deployment without a catalog still gets "
+        "slates); false, never, so slates may hold any item events or a model name (an article "
+        "not published yet, an id a catalog record was refused for), which a frontend without "
+        "that item's record cannot show.",
     )
     catalog_fill: int = Field(
         1_000,

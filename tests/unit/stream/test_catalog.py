@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from stream_doubles import metrics
@@ -18,7 +19,7 @@ from streamrec.stream.routing import home_partition
 
 
 def _catalog(
-    listed_only: bool = False, fill: int = 1_000, data_dir: Path | None = None
+    listed_only: bool | Literal["auto"] = False, fill: int = 1_000, data_dir: Path | None = None
 ) -> tuple[Catalog, list[str]]:
     rejected: list[str] = []
 
@@ -176,6 +177,20 @@ def test_with_catalog_only_an_item_without_an_active_record_is_unservable() -> N
     assert "a" in catalog.unservable()
     everything, _ = _catalog()
     assert "a" not in everything.unservable() and not everything.unservable()
+
+
+def test_by_default_slates_keep_to_the_catalog_once_it_lists_any_item() -> None:
+    """A news export listing embargoed articles trained a model that recommended them before
+    they were published (a new-user pass); a deployment without a catalog still gets slates."""
+    catalog, _ = _catalog(listed_only=Settings().serving.catalog_only)
+    told: list[Unservable] = []
+    catalog.on_unservable.append(told.append)
+    catalog._tell(inactive_changed=False, fresh=False, loaded_now=True)  # no catalog: no rule
+    assert "embargoed" not in catalog.unservable() and not catalog.unservable() and not told
+    asyncio.run(catalog.accept(_record("a"), b"a", 0, 0))
+    catalog._tell(inactive_changed=False, fresh=True, loaded_now=False)
+    assert "embargoed" in catalog.unservable() and "a" not in catalog.unservable()
+    assert [t.listed for t in told] == [frozenset({"a"})]  # the model process is told too
 
 
 def test_listeners_are_told_the_listed_ids_when_records_arrive_and_at_the_loads_end() -> None:

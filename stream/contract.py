@@ -94,6 +94,11 @@ _R = TypeVar("_R", bound=_Record)
 
 def _event_schema(schema: dict[str, Any]) -> None:
     forbid_camel_case(schema, _EVENT_ALIASES)
+    schema["properties"]["rec_id"]["anyOf"].append({"const": ""})  # as absent: Event._no_slate
+
+
+def _item_schema(schema: dict[str, Any]) -> None:
+    forbid_camel_case(schema, _ITEM_ALIASES)
 
 
 class Event(_Record):
@@ -101,8 +106,9 @@ class Event(_Record):
     or another client's case (``contract_fields.camel_aliases``) without its snake_case twin is
     refused (``misnamed_field``)."""
 
-    # Events only: catalog records are re-read whole from a compacted topic at every start, and
-    # an item once accepted with ``createdAt`` must not vanish after an upgrade.
+    # Every field for events; for catalog records only the required ``item_id`` (Item): they
+    # are re-read whole from a compacted topic at every start, and an item once accepted with
+    # ``createdAt`` must not vanish after an upgrade.
     model_config = ConfigDict(json_schema_extra=_event_schema)
 
     v: Version = SCHEMA_VERSION
@@ -135,6 +141,13 @@ class Event(_Record):
         }
         return known or None
 
+    @field_validator("rec_id", mode="before")
+    @classmethod
+    def _no_slate(cls, value: Any) -> Any:
+        # An empty rec_id is what a Go struct field without omitempty sends for an event that
+        # answers no slate: refusing it lost every ordinary event of such a producer.
+        return None if value == "" else value
+
     @model_validator(mode="before")
     @classmethod
     def _snake_case_names(cls, data: Any) -> Any:
@@ -145,7 +158,10 @@ _EVENT_ALIASES = camel_aliases(Event.model_fields)
 
 
 class Item(_Record):
-    """A catalog record. Key on the compacted ``items`` topic: ``item_id``."""
+    """A catalog record. Key on the compacted ``items`` topic: ``item_id``, which spelt
+    ``itemId`` (or another client's case) is ``misnamed_field``, not ``missing_field``."""
+
+    model_config = ConfigDict(json_schema_extra=_item_schema)
 
     v: Version = SCHEMA_VERSION
     item_id: InputId
@@ -154,6 +170,14 @@ class Item(_Record):
     categories: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)] = []
     created_at: TimestampMs | None = None
     active: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _snake_case_id(cls, data: Any) -> Any:
+        return reject_camel_case(data, _ITEM_ALIASES)
+
+
+_ITEM_ALIASES = camel_aliases(["item_id"])  # the one field whose absence refuses a record
 
 
 class SlateItem(_Record):

@@ -67,6 +67,12 @@ def _parse_ts(value: Any) -> int:
         )
     # a float as parsed (1e+23), not the integer it rounds to (99999999999999991611392)
     shown = repr(value)[:40] if isinstance(value, float) else ts
+    if ts < MIN_TS_MS and isinstance(value, str):  # a unit hint would be wrong for a date
+        raise PydanticCustomError(
+            "bad_timestamp",
+            "{got} is before 1990-01-01 (a time never set, such as Go's zero time.Time?)",
+            {"got": repr(value)[:40]},
+        )
     if ts < MIN_TS_MS:
         raise PydanticCustomError(
             "bad_timestamp",
@@ -74,15 +80,19 @@ def _parse_ts(value: Any) -> int:
             {"ts": shown},
         )
     if ts > int(time.time() * 1000) + MAX_FUTURE_SKEW_MS:
-        hint = _unit_hint(ts // 1000, "epoch microseconds? divide by 1000") or _unit_hint(
-            ts // 1_000_000, "epoch nanoseconds? divide by 1000000"
-        )
+        hint = "" if isinstance(value, str) else _too_large_hint(ts)
         raise PydanticCustomError(
             "bad_timestamp",
             "{ts} is more than a day in the future{hint}",
             {"ts": shown, "hint": hint},
         )
     return ts
+
+
+def _too_large_hint(ts: int) -> str:
+    return _unit_hint(ts // 1000, "epoch microseconds? divide by 1000") or _unit_hint(
+        ts // 1_000_000, "epoch nanoseconds? divide by 1000000"
+    )
 
 
 def _unit_hint(as_ms: float, advice: str) -> str:

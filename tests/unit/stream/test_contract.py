@@ -489,6 +489,34 @@ def test_the_workers_own_slates_may_carry_an_item_accepted_before_the_null_rule(
     assert item.item_id == "null"
 
 
+def test_an_empty_rec_id_is_an_event_that_answers_no_slate() -> None:
+    """Go's zero string: a struct field tagged without omitempty sends "" on every event."""
+    assert parse_event(_raw({**GOOD, "rec_id": "", "position": 0})).rec_id is None
+
+
+def test_a_catalog_item_id_spelt_in_another_case_says_so() -> None:
+    for spelling in ("itemId", "ItemID"):
+        with pytest.raises(ContractError, match=f"`{spelling}` is `item_id`") as info:
+            parse_item(json.dumps({spelling: "i1", "title": "t"}).encode())
+        assert info.value.code == "misnamed_field"
+    # with item_id present the other spelling is an unknown field, as before
+    assert parse_item(json.dumps({"item_id": "i1", "itemId": "x", "title": "t"}).encode())
+
+
+@pytest.mark.parametrize(
+    ("ts", "says"),
+    [
+        ("0001-01-01T00:00:00Z", "is before 1990-01-01 (a time never set, such as Go's zero"),
+        ("9999-01-01T00:00:00Z", "is more than a day in the future"),  # no unit hint for a date
+    ],
+)
+def test_a_date_out_of_range_gets_no_unit_hint(ts: str, says: str) -> None:
+    with pytest.raises(ContractError) as info:
+        parse_event(_raw({**GOOD, "ts": ts}))
+    assert info.value.code == "bad_timestamp"
+    assert says in str(info.value) and "epoch" not in str(info.value)
+
+
 def test_every_missing_required_field_is_named_at_once() -> None:
     obj = {k: v for k, v in GOOD.items() if k not in ("user_id", "ts")}
     with pytest.raises(ContractError, match=r"fields `user_id`, `ts` are required") as info:

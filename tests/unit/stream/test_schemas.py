@@ -142,6 +142,7 @@ def test_schema_and_code_agree_on_camel_case_spellings() -> None:
         assert not _validator("events").is_valid(renamed), spelling
         with pytest.raises(ContractError, match=f"`{spelling}` is `rec_id`"):
             validate_event(renamed)
+    assert _validator("events").is_valid({**example, "rec_id": ""})  # Go's zero string: absent
     both = {**example, "recId": example["rec_id"]}  # one object spread into another: good
     assert _validator("events").is_valid(both)
     assert validate_event(both).rec_id == example["rec_id"]

@@ -239,7 +239,8 @@ def _warn_misplaced(key: bytes, partition: int, home: int) -> None:
         "(murmur2 of the key) puts it on %s: compaction works per partition, so this record "
         "and the item's records there never replace each other (a deletion or change may not "
         "hold after a restart, and workers can disagree). Publish items with the default "
-        "partitioner (librdkafka: partitioner=murmur2_random).",
+        "partitioner (librdkafka: partitioner=murmur2_random; kafka-go: Balancer: "
+        "&kafka.Murmur2Balancer{}).",
         key[:64].decode("utf-8", "replace"),
         partition,
         home,

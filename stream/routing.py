@@ -107,7 +107,8 @@ class Router:
             "an event of user %r arrived on events partition %s; Kafka's default partitioner "
             "(murmur2 of the key) puts it on %s: forwarded there. A producer of the events "
             "topic uses another partitioner (librdkafka's default is CRC32: set "
-            "partitioner=murmur2_random there), which would split users' states.",
+            "partitioner=murmur2_random there; kafka-go's Writer ignores keys: set Balancer: "
+            "&kafka.Murmur2Balancer{}), which would split users' states.",
             key[:64].decode(errors="replace"),
             partition,
             home,
